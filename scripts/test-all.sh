@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The one test command: every suite of the project, in order, stopping at the first failure.
+#   1. the test tools (.tools/: Python venv, grpcurl, buf)
+#   2. cargo build (the client suites run the debug binary)
+#   3. cargo test (Rust unit and integration tests)
+#   4. buf lint (the .proto files)
+#   5. pytest tests/clients (boto3 against the emulator; grpcurl and buf curl against the gateway)
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+section() {
+  printf '\n==== %s ====\n' "$*"
+}
+
+section "install test tools"
+bash scripts/install-test-tools.sh
+
+section "cargo build --locked"
+cargo build --locked
+
+section "cargo test --locked"
+cargo test --locked
+
+section "buf lint"
+.tools/bin/buf lint
+echo "buf lint: clean"
+
+section "client tests (pytest tests/clients)"
+target_dir="${CARGO_TARGET_DIR:-target}"
+[[ "$target_dir" == /* ]] || target_dir="$PWD/$target_dir"
+GATEWAY_BIN="${GATEWAY_BIN:-$target_dir/debug/codepipeline-gateway}" \
+  .tools/venv/bin/python -m pytest -q -p no:cacheprovider tests/clients
+
+section "all suites passed"

@@ -1,0 +1,217 @@
+//! The command line: subcommands `serve` and `emulator`, every flag also an environment
+//! variable (`CPGW_*`), parsed and checked once at start.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::upstream::{SdkSettings, emulator::EmulatorConfig};
+
+/// A gRPC gateway for AWS CodePipeline custom-action job workers.
+#[derive(Debug, Parser)]
+#[command(name = "codepipeline-gateway", version, about, long_about = None)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the job-worker API over gRPC, forwarding to AWS or to the embedded emulator.
+    Serve(ServeArgs),
+    /// Serve the embedded CodePipeline emulator over AWS's own wire protocol (awsJson1_1,
+    /// SigV4-checked), for AWS SDKs and the gateway's `aws` upstream; its admin gRPC service
+    /// shares the port.
+    Emulator(EmulatorArgs),
+}
+
+/// Logging settings.
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Log line format.
+    #[arg(long, env = "CPGW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// Log filter, in tracing's EnvFilter syntax (e.g. `info`, `codepipeline_gateway=debug`).
+    #[arg(long, env = "CPGW_LOG", default_value = "info", global = true)]
+    pub log: String,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Where `serve` forwards calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum UpstreamKind {
+    /// The real CodePipeline API through the AWS SDK.
+    Aws,
+    /// The in-process emulator (no AWS account needed; serves the admin service too).
+    Emulator,
+}
+
+/// `serve` settings.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address of the gRPC listener (port 0 picks a free port).
+    #[arg(long, env = "CPGW_LISTEN", default_value = "0.0.0.0:50051")]
+    pub listen: SocketAddr,
+    /// Where calls go.
+    #[arg(long, env = "CPGW_UPSTREAM", value_enum, default_value_t = UpstreamKind::Aws)]
+    pub upstream: UpstreamKind,
+    /// The AWS SDK client, for `--upstream aws`.
+    #[command(flatten)]
+    pub aws: AwsArgs,
+    /// The emulator, for `--upstream emulator`.
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// How long in-flight calls may take to finish after SIGTERM before the process exits.
+    #[arg(long, env = "CPGW_SHUTDOWN_TIMEOUT", default_value = "25s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+/// Settings of the AWS SDK client.
+#[derive(Debug, Args)]
+pub struct AwsArgs {
+    /// AWS region; defaults to the SDK's chain (AWS_REGION, profile, instance metadata).
+    #[arg(long, env = "CPGW_AWS_REGION")]
+    pub aws_region: Option<String>,
+    /// CodePipeline endpoint URL to use instead of AWS's (AWS_ENDPOINT_URL and
+    /// AWS_ENDPOINT_URL_CODEPIPELINE are honoured too).
+    #[arg(long, env = "CPGW_AWS_ENDPOINT_URL")]
+    pub aws_endpoint_url: Option<String>,
+    /// Time allowed to open a connection to CodePipeline.
+    #[arg(long, env = "CPGW_AWS_CONNECT_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub aws_connect_timeout: Duration,
+    /// Time allowed for one attempt of an operation.
+    #[arg(long, env = "CPGW_AWS_ATTEMPT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub aws_attempt_timeout: Duration,
+    /// Time allowed for a whole operation, retries included.
+    #[arg(long, env = "CPGW_AWS_OPERATION_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub aws_operation_timeout: Duration,
+    /// Attempts per operation, the first included (the SDK's standard retry mode).
+    #[arg(long, env = "CPGW_AWS_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10))]
+    pub aws_max_attempts: u32,
+}
+
+impl AwsArgs {
+    /// The SDK settings these flags describe.
+    pub fn sdk_settings(&self) -> SdkSettings {
+        SdkSettings {
+            region: self.aws_region.clone(),
+            endpoint_url: self.aws_endpoint_url.clone(),
+            connect_timeout: self.aws_connect_timeout,
+            operation_timeout: self.aws_operation_timeout,
+            attempt_timeout: self.aws_attempt_timeout,
+            max_attempts: self.aws_max_attempts,
+        }
+    }
+}
+
+/// Settings of the emulator's job engine.
+#[derive(Debug, Args)]
+pub struct EngineArgs {
+    /// The 12-digit AWS account that owns the emulator's jobs.
+    #[arg(long, env = "CPGW_EMULATOR_ACCOUNT_ID", default_value = "123456789012", value_parser = parse_account_id)]
+    pub account_id: String,
+    /// How long a dispatched job waits for AcknowledgeJob before a poll hands it out again.
+    #[arg(long, env = "CPGW_EMULATOR_REDISPATCH_AFTER", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub redispatch_after: Duration,
+    /// How long a job may run from creation to result before it is TimedOut.
+    #[arg(long, env = "CPGW_EMULATOR_JOB_TIMEOUT", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub job_timeout: Duration,
+    /// Latency added to every job-worker call.
+    #[arg(long, env = "CPGW_EMULATOR_LATENCY", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub latency: Duration,
+    /// Demo jobs queued at start for the demo action type Build/Custom/DemoBuilder/1.
+    #[arg(long, env = "CPGW_EMULATOR_DEMO_JOBS", default_value_t = 3)]
+    pub demo_jobs: usize,
+}
+
+impl EngineArgs {
+    /// The engine configuration these flags describe.
+    pub fn emulator_config(&self) -> EmulatorConfig {
+        EmulatorConfig {
+            account_id: self.account_id.clone(),
+            redispatch_after: self.redispatch_after,
+            job_timeout: self.job_timeout,
+            latency: self.latency,
+        }
+    }
+}
+
+/// `emulator` settings.
+#[derive(Debug, Args)]
+pub struct EmulatorArgs {
+    /// Address of the HTTP listener (port 0 picks a free port).
+    #[arg(long, env = "CPGW_EMULATOR_LISTEN", default_value = "127.0.0.1:4599")]
+    pub listen: SocketAddr,
+    /// The access key ID requests must be signed with.
+    #[arg(
+        long,
+        env = "CPGW_EMULATOR_ACCESS_KEY_ID",
+        default_value = "AKIDEMULATOR00000000"
+    )]
+    pub access_key_id: String,
+    /// The secret access key requests must be signed with.
+    #[arg(
+        long,
+        env = "CPGW_EMULATOR_SECRET_ACCESS_KEY",
+        default_value = "emulator-secret-access-key",
+        hide_default_value = true
+    )]
+    pub secret_access_key: String,
+    /// The region requests must be signed for.
+    #[arg(long, env = "CPGW_EMULATOR_REGION", default_value = "us-east-1")]
+    pub region: String,
+    /// The job engine.
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+fn parse_account_id(value: &str) -> Result<String, String> {
+    if value.len() == 12 && value.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(value.to_owned())
+    } else {
+        Err("an AWS account ID is 12 digits".to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_flag_has_an_environment_variable() {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        for sub in cli.get_subcommands() {
+            for arg in sub.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                assert!(
+                    arg.get_env().is_some(),
+                    "{} --{id} has no env var",
+                    sub.get_name()
+                );
+            }
+        }
+    }
+}

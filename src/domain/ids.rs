@@ -1,0 +1,113 @@
+//! Identifiers whose format the service model fixes.
+
+use std::fmt;
+
+/// A custom-action job's ID: a lowercase UUID, `[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}`.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobId(String);
+
+impl JobId {
+    /// What a job ID must look like, for error messages.
+    pub const FORMAT: &'static str =
+        "must match [0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}";
+
+    /// Checks the model's pattern.
+    pub fn parse(value: &str) -> Result<Self, &'static str> {
+        let is_lower_hex = |b: &u8| b.is_ascii_digit() || (b'a'..=b'f').contains(b);
+        let groups: Vec<&str> = value.split('-').collect();
+        let well_formed = groups.len() == 5
+            && groups.iter().zip([8, 4, 4, 4, 12]).all(|(group, len)| {
+                group.len() == len && group.as_bytes().iter().all(is_lower_hex)
+            });
+        if well_formed {
+            Ok(Self(value.to_owned()))
+        } else {
+            Err(Self::FORMAT)
+        }
+    }
+
+    /// A new random job ID (what CodePipeline assigns).
+    pub fn random() -> Self {
+        Self(uuid::Uuid::new_v4().to_string())
+    }
+
+    /// The ID as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+/// The nonce PollForJobs hands out with a job: 1..50 characters. It is what lets exactly one
+/// worker claim the job, so it is not printed by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Nonce(String);
+
+impl Nonce {
+    /// Checks the model's length constraint.
+    pub fn parse(value: &str) -> Result<Self, &'static str> {
+        match value.chars().count() {
+            1..=50 => Ok(Self(value.to_owned())),
+            _ => Err("must be 1 to 50 characters long"),
+        }
+    }
+
+    /// The nonce as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Nonce {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Nonce(<redacted>)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_id_accepts_a_lowercase_uuid() {
+        assert!(JobId::parse("f4f4ff82-2d11-4a2b-9c3d-0123456789ab").is_ok());
+    }
+
+    #[test]
+    fn job_id_rejects_uppercase_short_groups_and_extra_groups() {
+        for bad in [
+            "",
+            "F4F4FF82-2D11-4A2B-9C3D-0123456789AB",
+            "f4f4ff82-2d11-4a2b-9c3d-0123456789a",
+            "f4f4ff82-2d11-4a2b-9c3d-0123456789ab-00",
+            "f4f4ff822d114a2b9c3d0123456789ab",
+            "g4f4ff82-2d11-4a2b-9c3d-0123456789ab",
+        ] {
+            assert!(JobId::parse(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn nonce_length_is_counted_in_characters() {
+        assert!(Nonce::parse("").is_err());
+        assert!(Nonce::parse(&"é".repeat(50)).is_ok());
+        assert!(Nonce::parse(&"a".repeat(51)).is_err());
+    }
+
+    #[test]
+    fn random_job_ids_are_valid() {
+        let id = JobId::random();
+        assert_eq!(JobId::parse(id.as_str()).unwrap(), id);
+    }
+}

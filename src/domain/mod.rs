@@ -1,0 +1,252 @@
+//! The job-worker API as validated Rust types: what the service handlers, the upstreams and the
+//! emulator exchange.
+//!
+//! Requests can only be built through [`validate`], which checks every constraint of the AWS
+//! service model, so no handler can forget a check and no invalid request reaches an upstream.
+//! Responses are plain data: they come from CodePipeline, which the gateway trusts.
+
+mod enums;
+mod ids;
+mod pb_convert;
+pub mod validate;
+
+use std::{collections::BTreeMap, fmt, time::SystemTime};
+
+pub use enums::{ActionCategory, ActionOwner, FailureType, JobStatus};
+pub use ids::{JobId, Nonce};
+
+/// Identifies an action type: category, owner, provider and version.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ActionTypeId {
+    /// The category of the action.
+    pub category: ActionCategory,
+    /// Who created the action type.
+    pub owner: ActionOwner,
+    /// The provider: 1..35 characters of `[0-9A-Za-z_-]`.
+    pub provider: String,
+    /// The version: 1..9 characters of `[0-9A-Za-z_-]`.
+    pub version: String,
+}
+
+impl fmt::Display for ActionTypeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{}/{}/{}",
+            self.category, self.owner, self.provider, self.version
+        )
+    }
+}
+
+/// The one queryable configuration property a poll may filter on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryParam {
+    /// The property's name.
+    pub key: String,
+    /// The value jobs must have for it.
+    pub value: String,
+}
+
+/// A validated PollForJobs request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PollForJobsInput {
+    /// The action type to poll for; its owner is always [`ActionOwner::Custom`].
+    pub action_type_id: ActionTypeId,
+    /// The most jobs to return, when the caller set it.
+    pub max_batch_size: Option<u32>,
+    /// The optional filter on a queryable property.
+    pub query_param: Option<QueryParam>,
+}
+
+/// A validated AcknowledgeJob request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcknowledgeJobInput {
+    /// The job.
+    pub job_id: JobId,
+    /// The nonce PollForJobs handed out with it.
+    pub nonce: Nonce,
+}
+
+/// A validated GetJobDetails request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GetJobDetailsInput {
+    /// The job.
+    pub job_id: JobId,
+}
+
+/// A validated PutJobSuccessResult request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutJobSuccessResultInput {
+    /// The job.
+    pub job_id: JobId,
+    /// The revision a source action worked on.
+    pub current_revision: Option<CurrentRevision>,
+    /// Asks CodePipeline to continue the action with this token. Never set with output variables.
+    pub continuation_token: Option<String>,
+    /// What the worker did.
+    pub execution_details: Option<ExecutionDetails>,
+    /// The action's output variables.
+    pub output_variables: BTreeMap<String, String>,
+}
+
+/// A validated PutJobFailureResult request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutJobFailureResultInput {
+    /// The job.
+    pub job_id: JobId,
+    /// Why it failed.
+    pub failure_details: FailureDetails,
+}
+
+/// The revision a source action worked on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CurrentRevision {
+    /// The revision.
+    pub revision: String,
+    /// The change identifier of the revision.
+    pub change_identifier: String,
+    /// When the revision was created.
+    pub created: Option<SystemTime>,
+    /// A summary of the revision.
+    pub revision_summary: Option<String>,
+}
+
+/// What a job worker did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecutionDetails {
+    /// A summary for the console.
+    pub summary: Option<String>,
+    /// The worker's own ID for the execution.
+    pub external_execution_id: Option<String>,
+    /// How far the work is, 0..=100.
+    pub percent_complete: Option<u8>,
+}
+
+/// Why a job failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailureDetails {
+    /// The kind of failure.
+    pub kind: FailureType,
+    /// What went wrong.
+    pub message: String,
+    /// The worker's own ID for the execution.
+    pub external_execution_id: Option<String>,
+}
+
+/// A job handed out by PollForJobs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    /// The job's ID.
+    pub id: String,
+    /// What the job is about.
+    pub data: JobData,
+    /// The nonce to acknowledge it with.
+    pub nonce: String,
+    /// The AWS account that owns the job.
+    pub account_id: String,
+}
+
+/// A job's details, as GetJobDetails returns them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobDetails {
+    /// The job's ID.
+    pub id: String,
+    /// What the job is about.
+    pub data: JobData,
+    /// The AWS account that owns the job.
+    pub account_id: String,
+}
+
+/// What a job is about. Holds secrets: its `Debug` output shows none of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobData {
+    /// The action type.
+    pub action_type_id: Option<ActionTypeId>,
+    /// The action's configuration, secret properties included.
+    pub action_configuration: ActionConfiguration,
+    /// Where in the pipeline the job comes from.
+    pub pipeline_context: Option<PipelineContext>,
+    /// The artifacts the action reads.
+    pub input_artifacts: Vec<Artifact>,
+    /// The artifacts the action writes.
+    pub output_artifacts: Vec<Artifact>,
+    /// Temporary credentials for the artifact bucket.
+    pub artifact_credentials: Option<SessionCredentials>,
+    /// The token of the job this one continues.
+    pub continuation_token: Option<String>,
+    /// The key that encrypts the artifacts.
+    pub encryption_key: Option<EncryptionKey>,
+}
+
+/// An action's configuration properties, secret ones included; `Debug` shows only the names.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ActionConfiguration(pub BTreeMap<String, String>);
+
+impl fmt::Debug for ActionConfiguration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.0.keys().map(|key| (key, "<redacted>")))
+            .finish()
+    }
+}
+
+/// Temporary AWS credentials; `Debug` shows none of them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionCredentials {
+    /// The access key ID.
+    pub access_key_id: String,
+    /// The secret access key.
+    pub secret_access_key: String,
+    /// The session token.
+    pub session_token: String,
+}
+
+impl fmt::Debug for SessionCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SessionCredentials(<redacted>)")
+    }
+}
+
+/// Where in a pipeline a job comes from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PipelineContext {
+    /// The pipeline's name.
+    pub pipeline_name: Option<String>,
+    /// The stage's name.
+    pub stage_name: Option<String>,
+    /// The action's name.
+    pub action_name: Option<String>,
+    /// The ID of this execution of the action.
+    pub action_execution_id: Option<String>,
+    /// The pipeline's ARN.
+    pub pipeline_arn: Option<String>,
+    /// The ID of the pipeline execution.
+    pub pipeline_execution_id: Option<String>,
+}
+
+/// An input or output artifact.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Artifact {
+    /// The artifact's name.
+    pub name: Option<String>,
+    /// The artifact's revision.
+    pub revision: Option<String>,
+    /// The S3 object holding it.
+    pub s3_location: Option<S3Location>,
+}
+
+/// An S3 object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Location {
+    /// The bucket.
+    pub bucket_name: String,
+    /// The object key.
+    pub object_key: String,
+}
+
+/// The KMS key that encrypts a pipeline's artifacts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncryptionKey {
+    /// The key's ID, ARN or alias ARN.
+    pub id: String,
+}

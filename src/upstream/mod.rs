@@ -1,0 +1,268 @@
+//! Where validated calls go: the [`Upstream`] trait, one async method per job-worker operation,
+//! and the one error type every upstream reports with.
+//!
+//! Two implementations: [`aws::AwsUpstream`] (the real API through `aws-sdk-codepipeline`) and
+//! [`emulator::Emulator`] (an in-process CodePipeline job engine).
+
+pub mod aws;
+pub mod emulator;
+
+use std::{fmt, time::Duration};
+
+use async_trait::async_trait;
+
+use crate::domain::{
+    AcknowledgeJobInput, GetJobDetailsInput, Job, JobDetails, JobStatus, PollForJobsInput,
+    PutJobFailureResultInput, PutJobSuccessResultInput,
+};
+
+/// The boxed error that carries a failure's cause chain.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The CodePipeline job-worker API, as the gateway calls it.
+#[async_trait]
+pub trait Upstream: Send + Sync + 'static {
+    /// PollForJobs.
+    async fn poll_for_jobs(&self, input: PollForJobsInput) -> Result<Vec<Job>, UpstreamError>;
+    /// AcknowledgeJob.
+    async fn acknowledge_job(&self, input: AcknowledgeJobInput)
+    -> Result<JobStatus, UpstreamError>;
+    /// GetJobDetails.
+    async fn get_job_details(&self, input: GetJobDetailsInput)
+    -> Result<JobDetails, UpstreamError>;
+    /// PutJobSuccessResult.
+    async fn put_job_success_result(
+        &self,
+        input: PutJobSuccessResultInput,
+    ) -> Result<(), UpstreamError>;
+    /// PutJobFailureResult.
+    async fn put_job_failure_result(
+        &self,
+        input: PutJobFailureResultInput,
+    ) -> Result<(), UpstreamError>;
+}
+
+/// The job-worker operations, by their AWS names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Operation {
+    /// PollForJobs.
+    PollForJobs,
+    /// AcknowledgeJob.
+    AcknowledgeJob,
+    /// GetJobDetails.
+    GetJobDetails,
+    /// PutJobSuccessResult.
+    PutJobSuccessResult,
+    /// PutJobFailureResult.
+    PutJobFailureResult,
+}
+
+impl Operation {
+    /// Every operation.
+    pub const ALL: [Self; 5] = [
+        Self::PollForJobs,
+        Self::AcknowledgeJob,
+        Self::GetJobDetails,
+        Self::PutJobSuccessResult,
+        Self::PutJobFailureResult,
+    ];
+
+    /// The AWS operation name, also the gRPC method name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PollForJobs => "PollForJobs",
+            Self::AcknowledgeJob => "AcknowledgeJob",
+            Self::GetJobDetails => "GetJobDetails",
+            Self::PutJobSuccessResult => "PutJobSuccessResult",
+            Self::PutJobFailureResult => "PutJobFailureResult",
+        }
+    }
+
+    /// The operation with this AWS name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|op| op.as_str() == name)
+    }
+
+    /// Whether repeating the call after a lost response can change the outcome the caller sees:
+    /// it claims or completes a job, so the first attempt may already have done so.
+    pub fn changes_job_state(self) -> bool {
+        !matches!(self, Self::GetJobDetails)
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error code CodePipeline (or AWS's front door) answers with.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum AwsErrorCode {
+    /// ValidationException: the request broke a constraint.
+    Validation,
+    /// InvalidNonceException: the nonce is not the job's current one.
+    InvalidNonce,
+    /// JobNotFoundException.
+    JobNotFound,
+    /// ActionTypeNotFoundException.
+    ActionTypeNotFound,
+    /// InvalidJobStateException: the job is not in a state that allows the call.
+    InvalidJobState,
+    /// OutputVariablesSizeExceededException.
+    OutputVariablesSizeExceeded,
+    /// InvalidClientTokenException (third-party actions).
+    InvalidClientToken,
+    /// InvalidJobException (third-party actions).
+    InvalidJob,
+    /// ThrottlingException: the account's request rate is over its quota.
+    Throttling,
+    /// The gateway's own AWS identity was rejected: AccessDenied, UnrecognizedClient, a bad or
+    /// missing signature, an expired token.
+    IdentityRejected(String),
+    /// InternalFailure / ServiceUnavailable: a server-side fault (HTTP 5xx).
+    ServiceFault(String),
+    /// Any other code.
+    Other(String),
+}
+
+impl AwsErrorCode {
+    /// The code for an AWS error name, as in `__type` or `x-amzn-ErrorType`.
+    pub fn from_aws(code: &str) -> Self {
+        match code {
+            "ValidationException" => Self::Validation,
+            "InvalidNonceException" => Self::InvalidNonce,
+            "JobNotFoundException" => Self::JobNotFound,
+            "ActionTypeNotFoundException" => Self::ActionTypeNotFound,
+            "InvalidJobStateException" => Self::InvalidJobState,
+            "OutputVariablesSizeExceededException" => Self::OutputVariablesSizeExceeded,
+            "InvalidClientTokenException" => Self::InvalidClientToken,
+            "InvalidJobException" => Self::InvalidJob,
+            "ThrottlingException"
+            | "Throttling"
+            | "TooManyRequestsException"
+            | "RequestLimitExceeded" => Self::Throttling,
+            "AccessDeniedException"
+            | "AccessDenied"
+            | "UnrecognizedClientException"
+            | "InvalidSignatureException"
+            | "SignatureDoesNotMatch"
+            | "IncompleteSignature"
+            | "IncompleteSignatureException"
+            | "MissingAuthenticationToken"
+            | "MissingAuthenticationTokenException"
+            | "ExpiredToken"
+            | "ExpiredTokenException"
+            | "InvalidClientTokenId" => Self::IdentityRejected(code.to_owned()),
+            "InternalFailure"
+            | "InternalServerError"
+            | "ServiceUnavailable"
+            | "ServiceUnavailableException" => Self::ServiceFault(code.to_owned()),
+            other => Self::Other(other.to_owned()),
+        }
+    }
+
+    /// The AWS error name.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Validation => "ValidationException",
+            Self::InvalidNonce => "InvalidNonceException",
+            Self::JobNotFound => "JobNotFoundException",
+            Self::ActionTypeNotFound => "ActionTypeNotFoundException",
+            Self::InvalidJobState => "InvalidJobStateException",
+            Self::OutputVariablesSizeExceeded => "OutputVariablesSizeExceededException",
+            Self::InvalidClientToken => "InvalidClientTokenException",
+            Self::InvalidJob => "InvalidJobException",
+            Self::Throttling => "ThrottlingException",
+            Self::IdentityRejected(code) | Self::ServiceFault(code) | Self::Other(code) => code,
+        }
+    }
+}
+
+impl fmt::Display for AwsErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why an upstream call failed. Classified into a gRPC status in one place:
+/// [`crate::error`].
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// CodePipeline answered with an error.
+    #[error("CodePipeline answered {code}")]
+    Service {
+        /// The AWS error code.
+        code: AwsErrorCode,
+        /// AWS's message. Shown to callers only for modelled errors whose text the gateway
+        /// controls (the emulator's); never logged with request data in it.
+        message: Option<String>,
+        /// The AWS request ID, for support cases.
+        request_id: Option<String>,
+    },
+    /// No answer within the configured or the caller's time budget.
+    #[error("CodePipeline did not answer in time")]
+    Timeout {
+        /// The AWS request ID of the last attempt, when one was seen.
+        request_id: Option<String>,
+    },
+    /// CodePipeline could not be reached, or its answer could not be read.
+    #[error("CodePipeline could not be reached or answered unreadably")]
+    Unavailable {
+        /// What went wrong.
+        #[source]
+        source: BoxError,
+    },
+    /// The gateway has no usable AWS credentials of its own.
+    #[error("the gateway could not load its AWS credentials")]
+    NoCredentials {
+        /// What went wrong.
+        #[source]
+        source: BoxError,
+    },
+    /// Anything else: a bug or an unexpected SDK failure.
+    #[error("unexpected upstream failure")]
+    Unexpected {
+        /// What went wrong.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl UpstreamError {
+    /// A modelled CodePipeline error with the emulator's own message.
+    pub fn service(code: AwsErrorCode, message: impl Into<String>) -> Self {
+        Self::Service {
+            code,
+            message: Some(message.into()),
+            request_id: None,
+        }
+    }
+
+    /// The AWS request ID, when the failure came with one.
+    pub fn request_id(&self) -> Option<&str> {
+        match self {
+            Self::Service { request_id, .. } | Self::Timeout { request_id } => {
+                request_id.as_deref()
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Settings of the `aws` upstream's SDK client, as configured.
+#[derive(Debug, Clone)]
+pub struct SdkSettings {
+    /// The region, when not taken from the environment.
+    pub region: Option<String>,
+    /// A CodePipeline endpoint to use instead of AWS's.
+    pub endpoint_url: Option<String>,
+    /// How long to wait for a TCP/TLS connection.
+    pub connect_timeout: Duration,
+    /// The budget of one operation, retries included.
+    pub operation_timeout: Duration,
+    /// The budget of one attempt.
+    pub attempt_timeout: Duration,
+    /// Attempts per operation, the first included.
+    pub max_attempts: u32,
+}
