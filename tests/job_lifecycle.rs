@@ -12,7 +12,9 @@ use common::{BACKENDS, Backend, spawn, spawn_with};
 async fn a_job_goes_from_poll_to_acknowledge_to_success() {
     for backend in BACKENDS {
         let mut gw = spawn(backend).await;
-        let id = gw.create_job(&[("ProjectName", "app"), ("ApiKey", "s3cr3t-value")]).await;
+        let id = gw
+            .create_job(&[("ProjectName", "app"), ("ApiKey", "s3cr3t-value")])
+            .await;
 
         let jobs = gw.poll(5).await;
         assert_eq!(jobs.len(), 1, "{backend:?}");
@@ -22,12 +24,21 @@ async fn a_job_goes_from_poll_to_acknowledge_to_success() {
         let data = job.data.as_ref().expect("job data");
         assert_eq!(data.action_type_id, Some(common::demo_action_type()));
         let configuration = &data.action_configuration.as_ref().unwrap().configuration;
-        assert_eq!(configuration["ApiKey"], "s3cr3t-value", "secret configuration is in job data");
-        let polled_credentials = data.artifact_credentials.clone().expect("artifact credentials");
+        assert_eq!(
+            configuration["ApiKey"], "s3cr3t-value",
+            "secret configuration is in job data"
+        );
+        let polled_credentials = data
+            .artifact_credentials
+            .clone()
+            .expect("artifact credentials");
         assert!(polled_credentials.access_key_id.starts_with("ASIA"));
         assert_eq!(gw.job_state(&id).await.status(), pb::JobStatus::Dispatched);
 
-        assert_eq!(gw.acknowledge(&id, &job.nonce).await.unwrap(), pb::JobStatus::InProgress);
+        assert_eq!(
+            gw.acknowledge(&id, &job.nonce).await.unwrap(),
+            pb::JobStatus::InProgress
+        );
         assert_eq!(
             gw.acknowledge(&id, &job.nonce).await.unwrap(),
             pb::JobStatus::InProgress,
@@ -44,7 +55,10 @@ async fn a_job_goes_from_poll_to_acknowledge_to_success() {
             .unwrap();
         assert_eq!(details.id, id);
         let refreshed = details.data.unwrap().artifact_credentials.unwrap();
-        assert_ne!(refreshed.secret_access_key, polled_credentials.secret_access_key, "credentials are issued afresh");
+        assert_ne!(
+            refreshed.secret_access_key, polled_credentials.secret_access_key,
+            "credentials are issued afresh"
+        );
 
         gw.client
             .put_job_success_result(pb::PutJobSuccessResultRequest {
@@ -57,7 +71,10 @@ async fn a_job_goes_from_poll_to_acknowledge_to_success() {
                 current_revision: Some(pb::CurrentRevision {
                     revision: "abc123".to_owned(),
                     change_identifier: "change-1".to_owned(),
-                    created: Some(prost_types::Timestamp { seconds: 1_700_000_000, nanos: 0 }),
+                    created: Some(prost_types::Timestamp {
+                        seconds: 1_700_000_000,
+                        nanos: 0,
+                    }),
                     revision_summary: Some("a change".to_owned()),
                 }),
                 output_variables: [("IMAGE_TAG".to_owned(), "v1".to_owned())].into(),
@@ -68,11 +85,31 @@ async fn a_job_goes_from_poll_to_acknowledge_to_success() {
 
         let state = gw.job_state(&id).await;
         assert_eq!(state.status(), pb::JobStatus::Succeeded, "{backend:?}");
-        assert_eq!((state.dispatch_count, state.acknowledge_count, state.result_count), (1, 1, 1));
-        assert_eq!(state.execution_details.unwrap().external_execution_id.as_deref(), Some("build-42"));
-        assert_eq!(state.current_revision.unwrap().created.unwrap().seconds, 1_700_000_000);
+        assert_eq!(
+            (
+                state.dispatch_count,
+                state.acknowledge_count,
+                state.result_count
+            ),
+            (1, 1, 1)
+        );
+        assert_eq!(
+            state
+                .execution_details
+                .unwrap()
+                .external_execution_id
+                .as_deref(),
+            Some("build-42")
+        );
+        assert_eq!(
+            state.current_revision.unwrap().created.unwrap().seconds,
+            1_700_000_000
+        );
         assert_eq!(state.output_variables["IMAGE_TAG"], "v1");
-        assert!(gw.poll(5).await.is_empty(), "a finished job is not handed out again");
+        assert!(
+            gw.poll(5).await.is_empty(),
+            "a finished job is not handed out again"
+        );
         gw.stop().await;
     }
 }
@@ -91,13 +128,30 @@ async fn a_continuation_token_creates_a_follow_up_job_that_carries_it() {
             .await
             .unwrap();
 
-        let follow_up = gw.poll(5).await.pop().expect("the follow-up job is handed out");
+        let follow_up = gw
+            .poll(5)
+            .await
+            .pop()
+            .expect("the follow-up job is handed out");
         assert_ne!(follow_up.id, id);
-        assert_eq!(follow_up.data.unwrap().continuation_token.as_deref(), Some("step-2"), "{backend:?}");
+        assert_eq!(
+            follow_up.data.unwrap().continuation_token.as_deref(),
+            Some("step-2"),
+            "{backend:?}"
+        );
         let state = gw.job_state(&id).await;
         assert_eq!(state.status(), pb::JobStatus::Succeeded);
-        assert_eq!(state.continued_by_job_id.as_deref(), Some(follow_up.id.as_str()));
-        assert_eq!(gw.job_state(&follow_up.id).await.continues_job_id.as_deref(), Some(id.as_str()));
+        assert_eq!(
+            state.continued_by_job_id.as_deref(),
+            Some(follow_up.id.as_str())
+        );
+        assert_eq!(
+            gw.job_state(&follow_up.id)
+                .await
+                .continues_job_id
+                .as_deref(),
+            Some(id.as_str())
+        );
         gw.stop().await;
     }
 }
@@ -137,7 +191,10 @@ async fn an_unacknowledged_job_is_handed_out_again_with_a_new_nonce() {
         let mut gw = spawn_with(backend, config, common::SECRET_ACCESS_KEY).await;
         let id = gw.create_job(&[]).await;
         let first = gw.poll(1).await.pop().unwrap();
-        assert!(gw.poll(1).await.is_empty(), "within the window the job stays with its worker");
+        assert!(
+            gw.poll(1).await.is_empty(),
+            "within the window the job stays with its worker"
+        );
 
         tokio::time::sleep(Duration::from_millis(60)).await;
         let second = gw.poll(1).await.pop().expect("handed out again");
@@ -146,7 +203,10 @@ async fn an_unacknowledged_job_is_handed_out_again_with_a_new_nonce() {
 
         let stale = gw.acknowledge(&id, &first.nonce).await.unwrap_err();
         assert_eq!(stale.code(), tonic::Code::Aborted, "{backend:?}");
-        assert_eq!(gw.acknowledge(&id, &second.nonce).await.unwrap(), pb::JobStatus::InProgress);
+        assert_eq!(
+            gw.acknowledge(&id, &second.nonce).await.unwrap(),
+            pb::JobStatus::InProgress
+        );
         let state = gw.job_state(&id).await;
         assert_eq!((state.dispatch_count, state.acknowledge_count), (2, 1));
         gw.stop().await;
@@ -195,7 +255,10 @@ async fn a_job_not_finished_in_time_is_timed_out() {
         .await
         .unwrap_err();
     assert_eq!(late.code(), tonic::Code::FailedPrecondition);
-    assert_eq!(gw.acknowledge(&id, &nonce).await.unwrap_err().code(), tonic::Code::Aborted);
+    assert_eq!(
+        gw.acknowledge(&id, &nonce).await.unwrap_err().code(),
+        tonic::Code::Aborted
+    );
     gw.stop().await;
 }
 
@@ -208,7 +271,8 @@ async fn batch_size_bounds_a_poll_and_each_job_gets_its_own_nonce() {
         }
         let jobs = gw.poll(3).await;
         assert_eq!(jobs.len(), 3, "{backend:?}");
-        let nonces: std::collections::HashSet<_> = jobs.iter().map(|job| job.nonce.clone()).collect();
+        let nonces: std::collections::HashSet<_> =
+            jobs.iter().map(|job| job.nonce.clone()).collect();
         assert_eq!(nonces.len(), 3);
         assert_eq!(gw.poll(10).await.len(), 2);
         gw.stop().await;

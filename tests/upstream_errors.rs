@@ -53,7 +53,9 @@ async fn calls_about_an_unknown_job_are_not_found() {
 
         let details = gw
             .client
-            .get_job_details(pb::GetJobDetailsRequest { job_id: UNKNOWN_JOB.to_owned() })
+            .get_job_details(pb::GetJobDetailsRequest {
+                job_id: UNKNOWN_JOB.to_owned(),
+            })
             .await
             .unwrap_err();
         assert_aws_error(&details, Code::NotFound, "JobNotFoundException", backend);
@@ -99,17 +101,34 @@ async fn a_result_for_a_job_that_is_not_in_progress_is_a_failed_precondition() {
             })
             .await
             .unwrap_err();
-        assert_aws_error(&dispatched_only, Code::FailedPrecondition, "InvalidJobStateException", backend);
+        assert_aws_error(
+            &dispatched_only,
+            Code::FailedPrecondition,
+            "InvalidJobStateException",
+            backend,
+        );
 
         let (done, _) = gw.in_progress_job().await;
         let success = pb::PutJobSuccessResultRequest {
             job_id: done.clone(),
             ..Default::default()
         };
-        gw.client.put_job_success_result(success.clone()).await.unwrap();
+        gw.client
+            .put_job_success_result(success.clone())
+            .await
+            .unwrap();
         let twice = gw.client.put_job_success_result(success).await.unwrap_err();
-        assert_aws_error(&twice, Code::FailedPrecondition, "InvalidJobStateException", backend);
-        assert_eq!(gw.job_state(&done).await.result_count, 1, "the second result was not accepted");
+        assert_aws_error(
+            &twice,
+            Code::FailedPrecondition,
+            "InvalidJobStateException",
+            backend,
+        );
+        assert_eq!(
+            gw.job_state(&done).await.result_count,
+            1,
+            "the second result was not accepted"
+        );
         gw.stop().await;
     }
 }
@@ -129,7 +148,12 @@ async fn polling_an_unregistered_action_type_is_not_found() {
             })
             .await
             .unwrap_err();
-        assert_aws_error(&status, Code::NotFound, "ActionTypeNotFoundException", backend);
+        assert_aws_error(
+            &status,
+            Code::NotFound,
+            "ActionTypeNotFoundException",
+            backend,
+        );
         gw.stop().await;
     }
 }
@@ -164,10 +188,24 @@ async fn output_variables_over_the_size_limit_are_a_failed_precondition() {
 
 #[tokio::test]
 async fn a_gateway_whose_own_aws_identity_is_rejected_answers_internal_not_unauthenticated() {
-    let mut gw = spawn_with(Backend::RealSdk, common::emulator_config(), "not-the-secret").await;
+    let mut gw = spawn_with(
+        Backend::RealSdk,
+        common::emulator_config(),
+        "not-the-secret",
+    )
+    .await;
     let status = gw.acknowledge(UNKNOWN_JOB, "1").await.unwrap_err();
-    assert_aws_error(&status, Code::Internal, "InvalidSignatureException", Backend::RealSdk);
+    assert_aws_error(
+        &status,
+        Code::Internal,
+        "InvalidSignatureException",
+        Backend::RealSdk,
+    );
     assert!(status.message().contains("gateway's own AWS identity"));
-    assert_eq!(gw.emulator.total_calls(), 0, "a wrongly signed call never reaches the engine");
+    assert_eq!(
+        gw.emulator.total_calls(),
+        0,
+        "a wrongly signed call never reaches the engine"
+    );
     gw.stop().await;
 }

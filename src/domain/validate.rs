@@ -207,8 +207,13 @@ impl Checker {
         }
     }
 
+    /// A `google.protobuf.Timestamp` as its spec bounds it: 0001-01-01 to 9999-12-31, with
+    /// nanos in 0..1e9 (prost would silently normalise out-of-range nanos instead).
     fn timestamp(&mut self, field: &str, value: prost_types::Timestamp) -> Option<SystemTime> {
-        let converted = SystemTime::try_from(value).ok();
+        const SECONDS: std::ops::RangeInclusive<i64> = -62_135_596_800..=253_402_300_799;
+        let in_range =
+            SECONDS.contains(&value.seconds) && (0..1_000_000_000).contains(&value.nanos);
+        let converted = in_range.then(|| SystemTime::try_from(value).ok()).flatten();
         if converted.is_none() {
             self.violation(field, "must be a valid timestamp");
         }

@@ -53,9 +53,15 @@ pub struct TestGateway {
 
 impl TestGateway {
     pub async fn stop(self) {
-        self.gateway.shutdown().await.expect("gateway stops cleanly");
+        self.gateway
+            .shutdown()
+            .await
+            .expect("gateway stops cleanly");
         if let Some(front) = self.front {
-            front.shutdown().await.expect("emulator front stops cleanly");
+            front
+                .shutdown()
+                .await
+                .expect("emulator front stops cleanly");
         }
     }
 }
@@ -70,7 +76,11 @@ pub async fn spawn(backend: Backend) -> TestGateway {
 }
 
 /// A gateway on `backend`; for `RealSdk`, the gateway signs with `gateway_secret`.
-pub async fn spawn_with(backend: Backend, config: EmulatorConfig, gateway_secret: &str) -> TestGateway {
+pub async fn spawn_with(
+    backend: Backend,
+    config: EmulatorConfig,
+    gateway_secret: &str,
+) -> TestGateway {
     let emulator = Arc::new(Emulator::new(config));
     emulator.seed_demo(0);
     let (upstream, front): (Arc<dyn Upstream>, Option<Server>) = match backend {
@@ -179,7 +189,11 @@ impl TestGateway {
             .jobs
     }
 
-    pub async fn acknowledge(&mut self, job_id: &str, nonce: &str) -> Result<pb::JobStatus, tonic::Status> {
+    pub async fn acknowledge(
+        &mut self,
+        job_id: &str,
+        nonce: &str,
+    ) -> Result<pb::JobStatus, tonic::Status> {
         self.client
             .acknowledge_job(pb::AcknowledgeJobRequest {
                 job_id: job_id.to_owned(),
@@ -198,7 +212,9 @@ impl TestGateway {
             .into_iter()
             .find(|job| job.id == id)
             .expect("the new job is handed out");
-        self.acknowledge(&job.id, &job.nonce).await.expect("AcknowledgeJob");
+        self.acknowledge(&job.id, &job.nonce)
+            .await
+            .expect("AcknowledgeJob");
         (job.id, job.nonce)
     }
 
