@@ -38,11 +38,17 @@ struct Checker {
     violations: Vec<FieldViolation>,
 }
 
-/// What an optional-by-model string must look like: its length range and allowed characters.
+/// What a string of the model must look like: its length range and allowed characters.
 struct Text {
     min: usize,
     max: usize,
-    allowed: Option<(&'static str, fn(char) -> bool)>,
+    allowed: Option<CharClass>,
+}
+
+/// A set of allowed characters: its regex-style name for messages, and its test.
+struct CharClass {
+    name: &'static str,
+    contains: fn(char) -> bool,
 }
 
 const fn text(min: usize, max: usize) -> Text {
@@ -64,16 +70,25 @@ fn is_output_variable_key_char(c: char) -> bool {
 }
 
 const PROVIDER: Text = Text {
-    allowed: Some(("[0-9A-Za-z_-]", is_word_or_dash)),
+    allowed: Some(CharClass {
+        name: "[0-9A-Za-z_-]",
+        contains: is_word_or_dash,
+    }),
     ..text(1, 35)
 };
 const VERSION: Text = Text {
-    allowed: Some(("[0-9A-Za-z_-]", is_word_or_dash)),
+    allowed: Some(CharClass {
+        name: "[0-9A-Za-z_-]",
+        contains: is_word_or_dash,
+    }),
     ..text(1, 9)
 };
 const QUERY_KEY: Text = text(1, 50);
 const QUERY_VALUE: Text = Text {
-    allowed: Some(("[a-zA-Z0-9_-]", is_word_or_dash)),
+    allowed: Some(CharClass {
+        name: "[a-zA-Z0-9_-]",
+        contains: is_word_or_dash,
+    }),
     ..text(1, 50)
 };
 const CONTINUATION_TOKEN: Text = text(1, 2048);
@@ -84,7 +99,10 @@ const EXECUTION_SUMMARY: Text = text(1, 2048);
 const EXECUTION_ID: Text = text(1, 1500);
 const FAILURE_MESSAGE: Text = text(1, 5000);
 const OUTPUT_VARIABLE_KEY: Text = Text {
-    allowed: Some(("[A-Za-z0-9@_-]", is_output_variable_key_char)),
+    allowed: Some(CharClass {
+        name: "[A-Za-z0-9@_-]",
+        contains: is_output_variable_key_char,
+    }),
     ..text(1, usize::MAX)
 };
 
@@ -114,10 +132,10 @@ impl Checker {
                 (min, max) => format!("must be {min} to {max} characters long"),
             };
             self.violation(field, description);
-        } else if let Some((class, allowed)) = rule.allowed {
-            if !value.chars().all(allowed) {
-                self.violation(field, format!("must only contain {class}"));
-            }
+        } else if let Some(class) = &rule.allowed
+            && !value.chars().all(class.contains)
+        {
+            self.violation(field, format!("must only contain {}", class.name));
         }
         value.to_owned()
     }
@@ -271,13 +289,13 @@ impl TryFrom<pb::PollForJobsRequest> for PollForJobsInput {
         let mut check = Checker::default();
         let action_type_id =
             check.action_type_id("action_type_id", request.action_type_id.as_ref());
-        if let Some(action_type_id) = &action_type_id {
-            if action_type_id.owner != ActionOwner::Custom {
-                check.violation(
-                    "action_type_id.owner",
-                    "must be ACTION_OWNER_CUSTOM: PollForJobs serves custom actions only",
-                );
-            }
+        if let Some(action_type_id) = &action_type_id
+            && action_type_id.owner != ActionOwner::Custom
+        {
+            check.violation(
+                "action_type_id.owner",
+                "must be ACTION_OWNER_CUSTOM: PollForJobs serves custom actions only",
+            );
         }
         let max_batch_size = request.max_batch_size.and_then(|size| {
             let valid = u32::try_from(size).ok().filter(|size| *size >= 1);

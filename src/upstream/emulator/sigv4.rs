@@ -291,6 +291,7 @@ mod tests {
             map.insert(name, value.parse().unwrap());
         }
         for (name, value) in instructions.headers() {
+            let name = http::HeaderName::from_bytes(name.as_bytes()).unwrap();
             map.insert(name, value.parse().unwrap());
         }
         (map, now)
