@@ -188,7 +188,12 @@ async fn an_unacknowledged_job_is_handed_out_again_with_a_new_nonce() {
             redispatch_after: Duration::from_millis(50),
             ..common::emulator_config()
         };
-        let mut gw = spawn_with(backend, config, common::SECRET_ACCESS_KEY).await;
+        let mut gw = spawn_with(
+            backend,
+            config,
+            common::signing_with(common::SECRET_ACCESS_KEY),
+        )
+        .await;
         let id = gw.create_job(&[]).await;
         let first = gw.poll(1).await.pop().unwrap();
         assert!(
@@ -242,7 +247,12 @@ async fn a_job_not_finished_in_time_is_timed_out() {
         job_timeout: Duration::from_millis(100),
         ..common::emulator_config()
     };
-    let mut gw = spawn_with(Backend::InProcess, config, common::SECRET_ACCESS_KEY).await;
+    let mut gw = spawn_with(
+        Backend::InProcess,
+        config,
+        common::signing_with(common::SECRET_ACCESS_KEY),
+    )
+    .await;
     let (id, nonce) = gw.in_progress_job().await;
     tokio::time::sleep(Duration::from_millis(120)).await;
     assert_eq!(gw.job_state(&id).await.status(), pb::JobStatus::TimedOut);

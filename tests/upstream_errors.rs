@@ -3,6 +3,9 @@
 
 mod common;
 
+use aws_credential_types::provider::{
+    ProvideCredentials, SharedCredentialsProvider, error::CredentialsError, future,
+};
 use codepipeline_gateway::{error::AWS_DOMAIN, pb::jobworker as pb};
 use common::{BACKENDS, Backend, spawn, spawn_with};
 use tonic::Code;
@@ -191,7 +194,7 @@ async fn a_gateway_whose_own_aws_identity_is_rejected_answers_internal_not_unaut
     let mut gw = spawn_with(
         Backend::RealSdk,
         common::emulator_config(),
-        "not-the-secret",
+        common::signing_with("not-the-secret"),
     )
     .await;
     let status = gw.acknowledge(UNKNOWN_JOB, "1").await.unwrap_err();
@@ -207,5 +210,36 @@ async fn a_gateway_whose_own_aws_identity_is_rejected_answers_internal_not_unaut
         0,
         "a wrongly signed call never reaches the engine"
     );
+    gw.stop().await;
+}
+
+/// A credential chain that finds nothing, like a pod with no IRSA role and no environment.
+#[derive(Debug)]
+struct NoCredentials;
+
+impl ProvideCredentials for NoCredentials {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        future::ProvideCredentials::ready(Err(CredentialsError::not_loaded(
+            "no credentials in this test",
+        )))
+    }
+}
+
+#[tokio::test]
+async fn a_gateway_without_aws_credentials_answers_internal_not_unauthenticated() {
+    let mut gw = spawn_with(
+        Backend::RealSdk,
+        common::emulator_config(),
+        SharedCredentialsProvider::new(NoCredentials),
+    )
+    .await;
+    let status = gw.acknowledge(UNKNOWN_JOB, "1").await.unwrap_err();
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    let info = status.get_details_error_info().expect("ErrorInfo");
+    assert_eq!(info.reason, "GATEWAY_CREDENTIALS_UNAVAILABLE");
+    assert_eq!(gw.emulator.total_calls(), 0);
     gw.stop().await;
 }

@@ -72,14 +72,19 @@ pub fn emulator_config() -> EmulatorConfig {
 
 /// A gateway on `backend` with no jobs, and the demo action type registered.
 pub async fn spawn(backend: Backend) -> TestGateway {
-    spawn_with(backend, emulator_config(), SECRET_ACCESS_KEY).await
+    spawn_with(backend, emulator_config(), signing_with(SECRET_ACCESS_KEY)).await
 }
 
-/// A gateway on `backend`; for `RealSdk`, the gateway signs with `gateway_secret`.
+/// Credentials for the gateway's `aws` upstream: the emulator's key ID with this secret.
+pub fn signing_with(secret: &str) -> SharedCredentialsProvider {
+    SharedCredentialsProvider::new(Credentials::new(ACCESS_KEY_ID, secret, None, None, "test"))
+}
+
+/// A gateway on `backend`; for `RealSdk`, the gateway's SDK client uses `credentials`.
 pub async fn spawn_with(
     backend: Backend,
     config: EmulatorConfig,
-    gateway_secret: &str,
+    credentials: SharedCredentialsProvider,
 ) -> TestGateway {
     let emulator = Arc::new(Emulator::new(config));
     emulator.seed_demo(0);
@@ -107,13 +112,6 @@ pub async fn spawn_with(
                 attempt_timeout: Duration::from_secs(5),
                 max_attempts: 1,
             };
-            let credentials = SharedCredentialsProvider::new(Credentials::new(
-                ACCESS_KEY_ID,
-                gateway_secret,
-                None,
-                None,
-                "test",
-            ));
             let upstream = AwsUpstream::load(&settings, Some(credentials)).await;
             (Arc::new(upstream), Some(front))
         }
