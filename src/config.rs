@@ -1,7 +1,7 @@
 //! The command line: subcommands `serve` and `emulator`, every flag also an environment
 //! variable (`CPGW_*`), parsed and checked once at start.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, num::NonZeroU32, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -23,7 +23,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the job-worker API over gRPC, forwarding to AWS or to the embedded emulator.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Serve the embedded CodePipeline emulator over AWS's own wire protocol (awsJson1_1,
     /// SigV4-checked), for AWS SDKs and the gateway's `aws` upstream; its admin gRPC service
     /// shares the port.
@@ -74,9 +74,92 @@ pub struct ServeArgs {
     /// The emulator, for `--upstream emulator`.
     #[command(flatten)]
     pub engine: EngineArgs,
-    /// How long in-flight calls may take to finish after SIGTERM before the process exits.
+    /// Authentication and TLS.
+    #[command(flatten)]
+    pub auth: AuthArgs,
+    /// Rate limits, overload protection and connection management.
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    /// Address of the HTTP listener serving Prometheus metrics at /metrics.
+    #[arg(long, env = "CPGW_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
+    pub metrics_listen: SocketAddr,
+    /// After SIGTERM, how long health reports NOT_SERVING while calls are still taken, so load
+    /// balancers stop sending new ones before the listener closes.
+    #[arg(long, env = "CPGW_LAME_DUCK", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub lame_duck: Duration,
+    /// How long in-flight calls may take to finish once the listener closed; then the process
+    /// exits regardless.
     #[arg(long, env = "CPGW_SHUTDOWN_TIMEOUT", default_value = "25s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
+}
+
+/// Authentication and TLS settings.
+#[derive(Debug, Args)]
+pub struct AuthArgs {
+    /// TOML file of clients (id, SHA-256 of the bearer token, allowed RPCs, rate overrides);
+    /// re-read when it changes.
+    #[arg(long, env = "CPGW_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// How often the token file is checked for changes.
+    #[arg(long, env = "CPGW_TOKEN_FILE_POLL_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub token_file_poll_interval: Duration,
+    /// Serve without authentication (needed for `--upstream aws` with no token file or mTLS).
+    #[arg(long, env = "CPGW_ALLOW_UNAUTHENTICATED")]
+    pub allow_unauthenticated: bool,
+    /// Require credentials for server reflection too (health never needs them).
+    #[arg(long, env = "CPGW_REFLECTION_REQUIRES_AUTH")]
+    pub reflection_requires_auth: bool,
+    /// PEM certificate chain: serve gRPC over TLS.
+    #[arg(long, env = "CPGW_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "CPGW_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates: require client certificates signed by them (mTLS); the first SAN of
+    /// a client's certificate is its client id. With a token file too, a certificate is optional.
+    #[arg(long, env = "CPGW_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+}
+
+/// Rate limits, overload protection and connection management.
+#[derive(Debug, Args)]
+pub struct LimitArgs {
+    /// Calls per second each client may make, sustained (the token file may override it).
+    #[arg(long, env = "CPGW_RATE_LIMIT_PER_SECOND", default_value = "50")]
+    pub rate_limit_per_second: NonZeroU32,
+    /// Calls each client may make at once after a quiet period.
+    #[arg(long, env = "CPGW_RATE_LIMIT_BURST", default_value = "100")]
+    pub rate_limit_burst: NonZeroU32,
+    /// Calls per second per CodePipeline operation over all clients, protecting the account's
+    /// quota. Unset: no account-wide budget.
+    #[arg(long, env = "CPGW_UPSTREAM_RATE_LIMIT_PER_SECOND")]
+    pub upstream_rate_limit_per_second: Option<NonZeroU32>,
+    /// Burst of the account-wide budget (default: its rate).
+    #[arg(
+        long,
+        env = "CPGW_UPSTREAM_RATE_LIMIT_BURST",
+        requires = "upstream_rate_limit_per_second"
+    )]
+    pub upstream_rate_limit_burst: Option<NonZeroU32>,
+    /// Calls handled at once over all connections; more are refused at once with UNAVAILABLE.
+    #[arg(long, env = "CPGW_MAX_CONCURRENT_CALLS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_calls: u32,
+    /// Largest request message accepted, in bytes.
+    #[arg(long, env = "CPGW_MAX_MESSAGE_SIZE", default_value_t = 4 * 1024 * 1024, value_parser = clap::value_parser!(u32).range(1024..))]
+    pub max_message_size: u32,
+    /// Interval of HTTP/2 keepalive pings to idle clients.
+    #[arg(long, env = "CPGW_HTTP2_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub http2_keepalive_interval: Duration,
+    /// How long a keepalive ping may go unanswered before the connection is closed.
+    #[arg(long, env = "CPGW_HTTP2_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub http2_keepalive_timeout: Duration,
+    /// Connections are closed gracefully after this age, so clients reconnect and load spreads
+    /// over new replicas.
+    #[arg(long, env = "CPGW_MAX_CONNECTION_AGE", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub max_connection_age: Duration,
+    /// How long calls on an aged connection may take to finish.
+    #[arg(long, env = "CPGW_MAX_CONNECTION_AGE_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub max_connection_age_grace: Duration,
 }
 
 /// Settings of the AWS SDK client.

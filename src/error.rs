@@ -13,6 +13,12 @@
 //! | throttling, 5xx, unreachable or unreadable upstream | UNAVAILABLE |
 //! | upstream timeout | DEADLINE_EXCEEDED |
 //! | the gateway's own AWS identity rejected or missing | INTERNAL |
+//! | no, malformed or unknown credential | UNAUTHENTICATED |
+//! | a known caller calling a method it may not | PERMISSION_DENIED |
+//! | a caller over its rate, or the account's upstream budget spent | RESOURCE_EXHAUSTED |
+//! | the gateway at its concurrency limit | UNAVAILABLE (another replica may serve it) |
+//! | a request message over the size limit | RESOURCE_EXHAUSTED |
+//! | a panic while handling a call | INTERNAL, generic message |
 //! | anything else | INTERNAL, generic message |
 
 use std::{collections::HashMap, time::Duration};
@@ -22,6 +28,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::{
     domain::validate::InvalidRequest,
+    middleware::methods::Method,
     upstream::{AwsErrorCode, Operation, UpstreamError},
 };
 
@@ -304,5 +311,126 @@ mod tests {
         );
         let resource = status.get_details_resource_info().expect("ResourceInfo");
         assert_eq!(resource.resource_name, "abc");
+    }
+}
+
+/// A call the gateway itself refused, before any upstream call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// No bearer token and no client certificate, where one is required.
+    MissingCredentials,
+    /// An `authorization` header that is not `Bearer <token>`.
+    MalformedAuthorization,
+    /// A bearer token that matches no client.
+    UnknownToken,
+    /// A known client calling a method it is not allowed.
+    MethodNotAllowed {
+        /// The client.
+        client_id: String,
+        /// The method.
+        method: &'static Method,
+    },
+    /// A rate limit was hit.
+    RateLimited {
+        /// `client` (the caller's own rate) or `upstream` (the account's budget for an operation).
+        scope: &'static str,
+        /// What is limited: `client:<id>` or `operation:<Operation>`.
+        subject: String,
+        /// When the next call would be let through.
+        retry_after: Duration,
+    },
+    /// The gateway is handling as many calls as it may.
+    Overloaded,
+    /// A request message is over the size limit.
+    MessageTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// Handling the call panicked.
+    Panicked,
+}
+
+/// How long an overloaded gateway suggests waiting before a retry.
+const OVERLOADED_RETRY_AFTER: Duration = Duration::from_millis(100);
+
+impl From<Refusal> for Status {
+    fn from(refusal: Refusal) -> Self {
+        let mut details = ErrorDetails::new();
+        let (code, message) = match refusal {
+            Refusal::MissingCredentials => {
+                details.set_error_info("MISSING_CREDENTIALS", GATEWAY_DOMAIN, HashMap::new());
+                (
+                    Code::Unauthenticated,
+                    "this call needs an `authorization: Bearer <token>` header or a client certificate".to_owned(),
+                )
+            }
+            Refusal::MalformedAuthorization => {
+                details.set_error_info("MALFORMED_AUTHORIZATION", GATEWAY_DOMAIN, HashMap::new());
+                (
+                    Code::Unauthenticated,
+                    "the authorization header must be `Bearer <token>`".to_owned(),
+                )
+            }
+            Refusal::UnknownToken => {
+                details.set_error_info("UNKNOWN_TOKEN", GATEWAY_DOMAIN, HashMap::new());
+                (
+                    Code::Unauthenticated,
+                    "the bearer token is not valid".to_owned(),
+                )
+            }
+            Refusal::MethodNotAllowed { client_id, method } => {
+                let metadata = HashMap::from([
+                    ("client_id".to_owned(), client_id.clone()),
+                    (
+                        "method".to_owned(),
+                        format!("{}/{}", method.service, method.name),
+                    ),
+                ]);
+                details.set_error_info("METHOD_NOT_ALLOWED", GATEWAY_DOMAIN, metadata);
+                (
+                    Code::PermissionDenied,
+                    format!("client {client_id} may not call {}", method.name),
+                )
+            }
+            Refusal::RateLimited {
+                scope,
+                subject,
+                retry_after,
+            } => {
+                details.set_retry_info(Some(retry_after));
+                details.add_quota_failure_violation(
+                    subject.clone(),
+                    format!(
+                        "over the {scope} rate limit; retry after {} ms",
+                        retry_after.as_millis()
+                    ),
+                );
+                (
+                    Code::ResourceExhausted,
+                    format!(
+                        "rate limit reached for {subject}; retry after {} ms",
+                        retry_after.as_millis()
+                    ),
+                )
+            }
+            Refusal::Overloaded => {
+                details.set_error_info("OVERLOADED", GATEWAY_DOMAIN, HashMap::new());
+                details.set_retry_info(Some(OVERLOADED_RETRY_AFTER));
+                (
+                    Code::Unavailable,
+                    "the gateway is at its concurrency limit; retry, possibly on another replica"
+                        .to_owned(),
+                )
+            }
+            Refusal::MessageTooLarge { limit } => {
+                details.set_error_info("MESSAGE_TOO_LARGE", GATEWAY_DOMAIN, HashMap::new());
+                (
+                    Code::ResourceExhausted,
+                    format!("the request message is larger than the limit of {limit} bytes"),
+                )
+            }
+            Refusal::Panicked => (Code::Internal, "unexpected error".to_owned()),
+        };
+        Status::with_error_details(code, message, details)
     }
 }

@@ -12,6 +12,8 @@ pub mod app;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod metrics;
+pub mod middleware;
 pub mod pb;
 pub mod service;
 pub mod telemetry;

@@ -12,7 +12,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     telemetry::init(&cli.log)?;
     match cli.command {
-        Command::Serve(args) => app::run_gateway(args).await,
+        Command::Serve(args) => app::run_gateway(*args).await,
         Command::Emulator(args) => app::run_emulator(args).await,
     }
 }

@@ -1,45 +1,79 @@
 //! The gRPC handlers of `codepipeline.jobworker.v1.JobWorkerService`. Each one is three steps:
 //! validate the request into domain input (INVALID_ARGUMENT and no upstream call when it is
-//! bad), call the upstream, and turn the answer or the failure into the response or the status.
+//! bad), call the upstream within the caller's deadline, and turn the answer or the failure
+//! into the response or the status.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Instant};
 
 use tonic::{Request, Response, Status};
 
 use crate::{
-    domain::{
-        AcknowledgeJobInput, GetJobDetailsInput, PollForJobsInput, PutJobFailureResultInput,
-        PutJobSuccessResultInput,
-    },
+    domain::validate::InvalidRequest,
     error,
+    metrics::{Metrics, UpstreamLabels},
+    middleware::deadline::CallDeadline,
     pb::jobworker::{self as pb, job_worker_service_server::JobWorkerServiceServer},
-    upstream::{Operation, Upstream},
+    upstream::{Operation, Upstream, UpstreamError},
 };
 
 /// The job-worker service over one upstream.
 #[derive(Clone)]
 pub struct JobWorker {
     upstream: Arc<dyn Upstream>,
+    metrics: Arc<Metrics>,
 }
 
 impl JobWorker {
     /// The service, forwarding to `upstream`.
-    pub fn new(upstream: Arc<dyn Upstream>) -> Self {
-        Self { upstream }
+    pub fn new(upstream: Arc<dyn Upstream>, metrics: Arc<Metrics>) -> Self {
+        Self { upstream, metrics }
     }
 
     /// The tonic server for this service.
     pub fn into_server(self) -> JobWorkerServiceServer<Self> {
         JobWorkerServiceServer::new(self)
     }
+
+    /// Makes one upstream call within the caller's deadline, counts it, and classifies its
+    /// failure. `resource` names what the call is about (a job, an action type).
+    async fn forward<T>(
+        &self,
+        operation: Operation,
+        resource: &str,
+        deadline: Option<CallDeadline>,
+        call: impl Future<Output = Result<T, UpstreamError>>,
+    ) -> Result<T, Status> {
+        let started = Instant::now();
+        let result = match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline.upstream_deadline().into(), call)
+                .await
+                .unwrap_or(Err(UpstreamError::Timeout { request_id: None })),
+            None => call.await,
+        };
+        let labels = UpstreamLabels {
+            operation: operation.as_str(),
+            outcome: result
+                .as_ref()
+                .map_or_else(UpstreamError::outcome, |_| "success"),
+        };
+        self.metrics.upstream_calls.get_or_create(&labels).inc();
+        self.metrics
+            .upstream_seconds
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
+        result.map_err(|e| error::upstream_call_status(operation, resource, e))
+    }
 }
 
-/// Validates a protobuf request into its domain input, or answers INVALID_ARGUMENT.
-fn validated<P, D>(request: Request<P>) -> Result<D, Status>
+/// Validates a protobuf request into its domain input (or answers INVALID_ARGUMENT), and reads
+/// the caller's deadline.
+fn validated<P, D>(request: Request<P>) -> Result<(D, Option<CallDeadline>), Status>
 where
-    D: TryFrom<P, Error = crate::domain::validate::InvalidRequest>,
+    D: TryFrom<P, Error = InvalidRequest>,
 {
-    D::try_from(request.into_inner()).map_err(error::invalid_request)
+    let deadline = request.extensions().get::<CallDeadline>().copied();
+    let input = D::try_from(request.into_inner()).map_err(error::invalid_request)?;
+    Ok((input, deadline))
 }
 
 #[tonic::async_trait]
@@ -48,12 +82,16 @@ impl pb::job_worker_service_server::JobWorkerService for JobWorker {
         &self,
         request: Request<pb::PollForJobsRequest>,
     ) -> Result<Response<pb::PollForJobsResponse>, Status> {
-        let input: PollForJobsInput = validated(request)?;
+        let (input, deadline) = validated::<_, crate::domain::PollForJobsInput>(request)?;
         let action_type = input.action_type_id.to_string();
-        let jobs =
-            self.upstream.poll_for_jobs(input).await.map_err(|e| {
-                error::upstream_call_status(Operation::PollForJobs, &action_type, e)
-            })?;
+        let jobs = self
+            .forward(
+                Operation::PollForJobs,
+                &action_type,
+                deadline,
+                self.upstream.poll_for_jobs(input),
+            )
+            .await?;
         Ok(Response::new(pb::PollForJobsResponse {
             jobs: jobs.into_iter().map(Into::into).collect(),
         }))
@@ -63,11 +101,16 @@ impl pb::job_worker_service_server::JobWorkerService for JobWorker {
         &self,
         request: Request<pb::AcknowledgeJobRequest>,
     ) -> Result<Response<pb::AcknowledgeJobResponse>, Status> {
-        let input: AcknowledgeJobInput = validated(request)?;
+        let (input, deadline) = validated::<_, crate::domain::AcknowledgeJobInput>(request)?;
         let job_id = input.job_id.clone();
-        let status = self.upstream.acknowledge_job(input).await.map_err(|e| {
-            error::upstream_call_status(Operation::AcknowledgeJob, job_id.as_str(), e)
-        })?;
+        let status = self
+            .forward(
+                Operation::AcknowledgeJob,
+                job_id.as_str(),
+                deadline,
+                self.upstream.acknowledge_job(input),
+            )
+            .await?;
         Ok(Response::new(pb::AcknowledgeJobResponse {
             status: status.to_pb().into(),
         }))
@@ -77,11 +120,16 @@ impl pb::job_worker_service_server::JobWorkerService for JobWorker {
         &self,
         request: Request<pb::GetJobDetailsRequest>,
     ) -> Result<Response<pb::GetJobDetailsResponse>, Status> {
-        let input: GetJobDetailsInput = validated(request)?;
+        let (input, deadline) = validated::<_, crate::domain::GetJobDetailsInput>(request)?;
         let job_id = input.job_id.clone();
-        let details = self.upstream.get_job_details(input).await.map_err(|e| {
-            error::upstream_call_status(Operation::GetJobDetails, job_id.as_str(), e)
-        })?;
+        let details = self
+            .forward(
+                Operation::GetJobDetails,
+                job_id.as_str(),
+                deadline,
+                self.upstream.get_job_details(input),
+            )
+            .await?;
         Ok(Response::new(pb::GetJobDetailsResponse {
             job_details: Some(details.into()),
         }))
@@ -91,14 +139,15 @@ impl pb::job_worker_service_server::JobWorkerService for JobWorker {
         &self,
         request: Request<pb::PutJobSuccessResultRequest>,
     ) -> Result<Response<pb::PutJobSuccessResultResponse>, Status> {
-        let input: PutJobSuccessResultInput = validated(request)?;
+        let (input, deadline) = validated::<_, crate::domain::PutJobSuccessResultInput>(request)?;
         let job_id = input.job_id.clone();
-        self.upstream
-            .put_job_success_result(input)
-            .await
-            .map_err(|e| {
-                error::upstream_call_status(Operation::PutJobSuccessResult, job_id.as_str(), e)
-            })?;
+        self.forward(
+            Operation::PutJobSuccessResult,
+            job_id.as_str(),
+            deadline,
+            self.upstream.put_job_success_result(input),
+        )
+        .await?;
         Ok(Response::new(pb::PutJobSuccessResultResponse {}))
     }
 
@@ -106,14 +155,15 @@ impl pb::job_worker_service_server::JobWorkerService for JobWorker {
         &self,
         request: Request<pb::PutJobFailureResultRequest>,
     ) -> Result<Response<pb::PutJobFailureResultResponse>, Status> {
-        let input: PutJobFailureResultInput = validated(request)?;
+        let (input, deadline) = validated::<_, crate::domain::PutJobFailureResultInput>(request)?;
         let job_id = input.job_id.clone();
-        self.upstream
-            .put_job_failure_result(input)
-            .await
-            .map_err(|e| {
-                error::upstream_call_status(Operation::PutJobFailureResult, job_id.as_str(), e)
-            })?;
+        self.forward(
+            Operation::PutJobFailureResult,
+            job_id.as_str(),
+            deadline,
+            self.upstream.put_job_failure_result(input),
+        )
+        .await?;
         Ok(Response::new(pb::PutJobFailureResultResponse {}))
     }
 }

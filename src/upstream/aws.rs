@@ -75,6 +75,7 @@ impl Upstream for AwsUpstream {
             .set_query_param(input.query_param.map(|q| HashMap::from([(q.key, q.value)])))
             .send()
             .await
+            .map(recorded)
             .map_err(classify)?;
         Ok(output
             .jobs
@@ -100,6 +101,7 @@ impl Upstream for AwsUpstream {
             .nonce(input.nonce.as_str())
             .send()
             .await
+            .map(recorded)
             .map_err(classify)?;
         output
             .status
@@ -120,6 +122,7 @@ impl Upstream for AwsUpstream {
             .job_id(input.job_id.as_str())
             .send()
             .await
+            .map(recorded)
             .map_err(classify)?;
         let details = output
             .job_details
@@ -171,6 +174,7 @@ impl Upstream for AwsUpstream {
             .set_output_variables(output_variables)
             .send()
             .await
+            .map(recorded)
             .map_err(classify)?;
         Ok(())
     }
@@ -192,9 +196,22 @@ impl Upstream for AwsUpstream {
             .failure_details(failure_details)
             .send()
             .await
+            .map(recorded)
             .map_err(classify)?;
         Ok(())
     }
+}
+
+/// Notes the AWS request id of a call in the call's span (the handler runs inside it).
+fn record_request_id(request_id: Option<&str>) {
+    if let Some(request_id) = request_id {
+        tracing::Span::current().record("aws_request_id", request_id);
+    }
+}
+
+fn recorded<T: RequestId>(output: T) -> T {
+    record_request_id(output.request_id());
+    output
 }
 
 fn unexpected(error: impl std::error::Error + Send + Sync + 'static) -> UpstreamError {
@@ -210,6 +227,7 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     let request_id = error.request_id().map(str::to_owned);
+    record_request_id(request_id.as_deref());
     if is_caused_by::<CredentialsError>(&error) {
         return UpstreamError::NoCredentials {
             source: Box::new(error),

@@ -239,6 +239,31 @@ impl UpstreamError {
         }
     }
 
+    /// The failure's kind as a metrics label: the AWS error code for modelled errors, else a
+    /// fixed word, so the label has a bounded set of values.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::Service { code, .. } => match code {
+                AwsErrorCode::Validation => "ValidationException",
+                AwsErrorCode::InvalidNonce => "InvalidNonceException",
+                AwsErrorCode::JobNotFound => "JobNotFoundException",
+                AwsErrorCode::ActionTypeNotFound => "ActionTypeNotFoundException",
+                AwsErrorCode::InvalidJobState => "InvalidJobStateException",
+                AwsErrorCode::OutputVariablesSizeExceeded => "OutputVariablesSizeExceededException",
+                AwsErrorCode::InvalidClientToken => "InvalidClientTokenException",
+                AwsErrorCode::InvalidJob => "InvalidJobException",
+                AwsErrorCode::Throttling => "ThrottlingException",
+                AwsErrorCode::IdentityRejected(_) => "identity_rejected",
+                AwsErrorCode::ServiceFault(_) => "service_fault",
+                AwsErrorCode::Other(_) => "other_error",
+            },
+            Self::Timeout { .. } => "timeout",
+            Self::Unavailable { .. } => "unavailable",
+            Self::NoCredentials { .. } => "no_credentials",
+            Self::Unexpected { .. } => "unexpected",
+        }
+    }
+
     /// The AWS request ID, when the failure came with one.
     pub fn request_id(&self) -> Option<&str> {
         match self {

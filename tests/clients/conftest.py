@@ -32,6 +32,7 @@ EMULATOR_ARGS = (
 GATEWAY_ARGS = (
     "serve",
     "--listen", "127.0.0.1:0",
+    "--metrics-listen", "127.0.0.1:0",
     "--upstream", "emulator",
     "--demo-jobs", "3",
 )  # fmt: skip

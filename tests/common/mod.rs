@@ -120,6 +120,7 @@ pub async fn spawn_with(
         TcpListener::bind("127.0.0.1:0").await.unwrap(),
         upstream,
         Some(emulator.clone()),
+        app::GatewayOptions::default(),
     )
     .await
     .unwrap();

@@ -1,0 +1,82 @@
+//! The caller's deadline: `grpc-timeout` read once, as an instant handlers bound their upstream
+//! call with.
+
+use std::time::{Duration, Instant};
+
+use http::Request;
+use tonic::{Status, body::Body};
+
+use super::Gate;
+
+/// When the caller stops waiting. Handlers finish their upstream call a little before it, so the
+/// caller gets DEADLINE_EXCEEDED from the gateway (saying whether the outcome is known) rather
+/// than from its own library.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallDeadline(pub Instant);
+
+/// Time kept back from the caller's deadline to send the answer.
+pub const ANSWER_MARGIN: Duration = Duration::from_millis(5);
+
+impl CallDeadline {
+    /// The instant the upstream call must be done by.
+    pub fn upstream_deadline(self) -> Instant {
+        self.0.checked_sub(ANSWER_MARGIN).unwrap_or(self.0)
+    }
+}
+
+/// Reads `grpc-timeout` into a [`CallDeadline`] extension; never refuses a call.
+pub struct DeadlineReader;
+
+impl Gate for DeadlineReader {
+    fn check(&self, request: &mut Request<Body>) -> Result<(), Status> {
+        if let Some(timeout) = request
+            .headers()
+            .get("grpc-timeout")
+            .and_then(|value| value.to_str().ok())
+            .and_then(parse_grpc_timeout)
+        {
+            request
+                .extensions_mut()
+                .insert(CallDeadline(Instant::now() + timeout));
+        }
+        Ok(())
+    }
+}
+
+/// `grpc-timeout`: at most 8 digits and a unit (H, M, S, m, u, n), per the gRPC HTTP/2 spec.
+pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    let split = value.len().checked_sub(1)?;
+    let (digits, unit) = value.split_at(split);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount * 3600),
+        "M" => Duration::from_secs(amount * 60),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse_per_the_spec() {
+        assert_eq!(parse_grpc_timeout("100m"), Some(Duration::from_millis(100)));
+        assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(
+            parse_grpc_timeout("99999999n"),
+            Some(Duration::from_nanos(99_999_999))
+        );
+        for bad in ["", "m", "100", "123456789S", "-1S", "1x", "1.5S"] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad}");
+        }
+    }
+}
