@@ -52,6 +52,10 @@ pub struct TestGateway {
 }
 
 impl TestGateway {
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.gateway.local_addr()
+    }
+
     pub async fn stop(self) {
         self.gateway
             .shutdown()
@@ -85,6 +89,26 @@ pub async fn spawn_with(
     backend: Backend,
     config: EmulatorConfig,
     credentials: SharedCredentialsProvider,
+) -> TestGateway {
+    spawn_configured(backend, config, credentials, app::GatewayOptions::default()).await
+}
+
+/// A gateway on the in-process emulator, serving with `options`.
+pub async fn spawn_serving(options: app::GatewayOptions, config: EmulatorConfig) -> TestGateway {
+    spawn_configured(
+        Backend::InProcess,
+        config,
+        signing_with(SECRET_ACCESS_KEY),
+        options,
+    )
+    .await
+}
+
+async fn spawn_configured(
+    backend: Backend,
+    config: EmulatorConfig,
+    credentials: SharedCredentialsProvider,
+    options: app::GatewayOptions,
 ) -> TestGateway {
     let emulator = Arc::new(Emulator::new(config));
     emulator.seed_demo(0);
@@ -120,7 +144,7 @@ pub async fn spawn_with(
         TcpListener::bind("127.0.0.1:0").await.unwrap(),
         upstream,
         Some(emulator.clone()),
-        app::GatewayOptions::default(),
+        options,
     )
     .await
     .unwrap();
