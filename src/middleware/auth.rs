@@ -440,7 +440,9 @@ impl Gate for Authenticator {
                 || (method.api == Api::Reflection && !self.reflection_requires_auth)
         });
         if exempt || self.is_open() {
-            request.extensions_mut().insert(Caller::anonymous());
+            let caller = Caller::anonymous();
+            tracing::Span::current().record("client_id", &*caller.id);
+            request.extensions_mut().insert(caller);
             return Ok(());
         }
         let caller = self
