@@ -279,29 +279,78 @@ pub async fn start_metrics_server(
             }
         }),
     );
-    serve_axum(listener, router, local_addr, "metrics server failed")
+    serve_axum(listener, router, local_addr)
 }
 
-/// Starts the emulator's awsJson1_1 HTTP front (with the admin service on the same port).
+/// Starts the emulator's awsJson1_1 HTTP front (with the admin service on the same port). Its
+/// connections are served by hyper directly, so an injected `drop` fault can close one without
+/// an answer, as a failing network would.
 pub async fn start_emulator_front(
     listener: TcpListener,
     emulator: Arc<Emulator>,
     config: FrontConfig,
 ) -> anyhow::Result<Server> {
+    use hyper_util::{
+        rt::{TokioExecutor, TokioIo},
+        server::{conn::auto, graceful::GracefulShutdown},
+    };
+    use tower::ServiceExt;
+
     let local_addr = listener.local_addr()?;
-    serve_axum(
-        listener,
-        http::router(emulator, config),
+    let router = http::router(emulator, config);
+    let service =
+        hyper::service::service_fn(move |request: axum::http::Request<hyper::body::Incoming>| {
+            let router = router.clone();
+            async move {
+                let response = router
+                    .oneshot(request)
+                    .await
+                    .unwrap_or_else(|never| match never {});
+                if response
+                    .extensions()
+                    .get::<http::DropConnection>()
+                    .is_some()
+                {
+                    // An error instead of a response makes hyper close the connection unanswered.
+                    return Err(http::DropConnection);
+                }
+                Ok(response)
+            }
+        });
+    let (shutdown, mut shutdown_requested) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let connections = GracefulShutdown::new();
+        let builder = auto::Builder::new(TokioExecutor::new());
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((stream, _)) = accepted else { continue };
+                    let connection = builder
+                        .serve_connection(TokioIo::new(stream), service.clone())
+                        .into_owned();
+                    let connection = connections.watch(connection);
+                    tokio::spawn(async move {
+                        // A failed connection (a client gone, an injected drop) ends only itself.
+                        let _ = connection.await;
+                    });
+                }
+                _ = &mut shutdown_requested => break,
+            }
+        }
+        connections.shutdown().await;
+        Ok(())
+    });
+    Ok(Server {
         local_addr,
-        "emulator HTTP front failed",
-    )
+        shutdown: Some(shutdown),
+        task,
+    })
 }
 
 fn serve_axum(
     listener: TcpListener,
     router: axum::Router,
     local_addr: SocketAddr,
-    failure: &'static str,
 ) -> anyhow::Result<Server> {
     let (shutdown, shutdown_requested) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -310,7 +359,7 @@ fn serve_axum(
                 let _ = shutdown_requested.await;
             })
             .await
-            .context(failure)
+            .context("HTTP server failed")
     });
     Ok(Server {
         local_addr,

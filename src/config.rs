@@ -5,7 +5,10 @@ use std::{net::SocketAddr, num::NonZeroU32, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::upstream::{SdkSettings, emulator::EmulatorConfig};
+use crate::upstream::{
+    SdkSettings,
+    emulator::{EmulatorConfig, faults::FaultPlan},
+};
 
 /// A gRPC gateway for AWS CodePipeline custom-action job workers.
 #[derive(Debug, Parser)]
@@ -215,6 +218,10 @@ pub struct EngineArgs {
     /// Latency added to every job-worker call.
     #[arg(long, env = "CPGW_EMULATOR_LATENCY", default_value = "0s", value_parser = humantime::parse_duration)]
     pub latency: Duration,
+    /// Faults to inject into job-worker calls, e.g. `*:throttling=0.1;AcknowledgeJob:drop=0.05`
+    /// (faults: latency, http500, http503, throttling, drop, truncate, malformed).
+    #[arg(long, env = "CPGW_EMULATOR_FAULTS", default_value = "", value_parser = FaultPlan::parse)]
+    pub faults: FaultPlan,
     /// Demo jobs queued at start for the demo action type Build/Custom/DemoBuilder/1.
     #[arg(long, env = "CPGW_EMULATOR_DEMO_JOBS", default_value_t = 3)]
     pub demo_jobs: usize,
@@ -228,6 +235,7 @@ impl EngineArgs {
             redispatch_after: self.redispatch_after,
             job_timeout: self.job_timeout,
             latency: self.latency,
+            faults: self.faults.clone(),
         }
     }
 }

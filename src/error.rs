@@ -74,6 +74,10 @@ fn classify(error: &UpstreamError, operation: Option<Operation>, resource: Optio
     let mut details = ErrorDetails::new();
     let (code, message) = match error {
         UpstreamError::Service { code, message, .. } => {
+            if let AwsErrorCode::ServiceFault(_) = code {
+                // A server fault may strike after the call took effect.
+                indeterminate(&mut metadata, operation);
+            }
             details.set_error_info(code.as_str(), AWS_DOMAIN, metadata);
             let aws_message = message.as_deref().map(bounded).unwrap_or_default();
             match code {

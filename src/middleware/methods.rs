@@ -56,6 +56,7 @@ pub const METHODS: &[Method] = &[
     method(EMULATOR_ADMIN, "GetJob", "unary", Api::EmulatorAdmin),
     method(EMULATOR_ADMIN, "ListJobs", "unary", Api::EmulatorAdmin),
     method(EMULATOR_ADMIN, "GetCallCounts", "unary", Api::EmulatorAdmin),
+    method(EMULATOR_ADMIN, "SetFaults", "unary", Api::EmulatorAdmin),
     method("grpc.health.v1.Health", "Check", "unary", Api::Health),
     method(
         "grpc.health.v1.Health",

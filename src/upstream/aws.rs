@@ -25,9 +25,16 @@ use crate::domain::{
 };
 
 /// The `aws` upstream: one SDK client, shared by every call.
+///
+/// Retries follow what is safe. PollForJobs and GetJobDetails use the SDK's standard retries.
+/// AcknowledgeJob and PutJob*Result claim or complete a job, and repeating one whose answer was
+/// lost can turn its success into an error (InvalidNonce, InvalidJobState); so the SDK makes one
+/// attempt each time, and the gateway repeats them only on ThrottlingException, which AWS answers
+/// before doing anything. Other failures reach the caller marked indeterminate.
 #[derive(Debug, Clone)]
 pub struct AwsUpstream {
     client: Client,
+    max_attempts: u32,
 }
 
 impl AwsUpstream {
@@ -56,8 +63,44 @@ impl AwsUpstream {
         }
         Self {
             client: Client::new(&loader.load().await),
+            max_attempts: settings.max_attempts,
         }
     }
+
+    /// Runs a state-changing call with one SDK attempt per try, trying again only after
+    /// throttling, with jittered exponential backoff.
+    async fn unless_throttled<T, Fut>(&self, send: impl Fn() -> Fut) -> Result<T, UpstreamError>
+    where
+        Fut: Future<Output = Result<T, UpstreamError>>,
+    {
+        let mut attempt = 1;
+        loop {
+            match send().await {
+                Err(UpstreamError::Service {
+                    code: AwsErrorCode::Throttling,
+                    ..
+                }) if attempt < self.max_attempts => {
+                    tokio::time::sleep(throttling_backoff(attempt)).await;
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+}
+
+/// 100 ms doubling per attempt, capped at 2 s, with full jitter so throttled gateways do not
+/// retry in step.
+fn throttling_backoff(attempt: u32) -> std::time::Duration {
+    use rand::Rng;
+    let ceiling_ms = (100u64 << attempt.min(5)).min(2_000);
+    std::time::Duration::from_millis(rand::rng().random_range(ceiling_ms / 2..=ceiling_ms))
+}
+
+/// The SDK configuration of a state-changing call: exactly one attempt.
+fn single_attempt() -> aws_sdk_codepipeline::config::Builder {
+    aws_sdk_codepipeline::config::Builder::default()
+        .retry_config(RetryConfig::standard().with_max_attempts(1))
 }
 
 #[async_trait]
@@ -95,14 +138,19 @@ impl Upstream for AwsUpstream {
         input: AcknowledgeJobInput,
     ) -> Result<JobStatus, UpstreamError> {
         let output = self
-            .client
-            .acknowledge_job()
-            .job_id(input.job_id.as_str())
-            .nonce(input.nonce.as_str())
-            .send()
-            .await
-            .map(recorded)
-            .map_err(classify)?;
+            .unless_throttled(|| async {
+                self.client
+                    .acknowledge_job()
+                    .job_id(input.job_id.as_str())
+                    .nonce(input.nonce.as_str())
+                    .customize()
+                    .config_override(single_attempt())
+                    .send()
+                    .await
+                    .map(recorded)
+                    .map_err(classify)
+            })
+            .await?;
         output
             .status
             .as_ref()
@@ -165,17 +213,22 @@ impl Upstream for AwsUpstream {
                 .into_iter()
                 .collect::<HashMap<_, _>>()
         });
-        self.client
-            .put_job_success_result()
-            .job_id(input.job_id.as_str())
-            .set_current_revision(current_revision)
-            .set_continuation_token(input.continuation_token)
-            .set_execution_details(execution_details)
-            .set_output_variables(output_variables)
-            .send()
-            .await
-            .map(recorded)
-            .map_err(classify)?;
+        self.unless_throttled(|| async {
+            self.client
+                .put_job_success_result()
+                .job_id(input.job_id.as_str())
+                .set_current_revision(current_revision.clone())
+                .set_continuation_token(input.continuation_token.clone())
+                .set_execution_details(execution_details.clone())
+                .set_output_variables(output_variables.clone())
+                .customize()
+                .config_override(single_attempt())
+                .send()
+                .await
+                .map(recorded)
+                .map_err(classify)
+        })
+        .await?;
         Ok(())
     }
 
@@ -190,14 +243,19 @@ impl Upstream for AwsUpstream {
             .set_external_execution_id(details.external_execution_id)
             .build()
             .map_err(unexpected)?;
-        self.client
-            .put_job_failure_result()
-            .job_id(input.job_id.as_str())
-            .failure_details(failure_details)
-            .send()
-            .await
-            .map(recorded)
-            .map_err(classify)?;
+        self.unless_throttled(|| async {
+            self.client
+                .put_job_failure_result()
+                .job_id(input.job_id.as_str())
+                .failure_details(failure_details.clone())
+                .customize()
+                .config_override(single_attempt())
+                .send()
+                .await
+                .map(recorded)
+                .map_err(classify)
+        })
+        .await?;
         Ok(())
     }
 }

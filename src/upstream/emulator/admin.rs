@@ -5,9 +5,12 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::{Emulator, JobResult, JobSnapshot, JobSpec, demo_pipeline_context};
+use super::{Emulator, JobResult, JobSnapshot, JobSpec, demo_pipeline_context, faults::FaultPlan};
 use crate::{
-    domain::{ActionConfiguration, EncryptionKey, validate},
+    domain::{
+        ActionConfiguration, EncryptionKey, validate,
+        validate::{FieldViolation, InvalidRequest},
+    },
     error,
     pb::{
         emulator::{self as pb, emulator_admin_service_server::EmulatorAdminService},
@@ -132,6 +135,22 @@ impl EmulatorAdminService for AdminService {
             .map(|(op, count)| (op.as_str().to_owned(), count))
             .collect();
         Ok(Response::new(pb::GetCallCountsResponse { calls }))
+    }
+
+    async fn set_faults(
+        &self,
+        request: Request<pb::SetFaultsRequest>,
+    ) -> Result<Response<pb::SetFaultsResponse>, Status> {
+        let plan = FaultPlan::parse(&request.into_inner().plan).map_err(|problem| {
+            error::invalid_request(InvalidRequest {
+                violations: vec![FieldViolation {
+                    field: "plan".to_owned(),
+                    description: problem,
+                }],
+            })
+        })?;
+        self.emulator.set_faults(plan);
+        Ok(Response::new(pb::SetFaultsResponse {}))
     }
 }
 

@@ -20,6 +20,7 @@ pub use super::sigv4::StaticCredentials;
 use super::{
     Emulator,
     admin::AdminService,
+    faults::Fault,
     sigv4::{self, SignedRequest},
     wire,
 };
@@ -116,7 +117,10 @@ impl From<UpstreamError> for ApiError {
     fn from(error: UpstreamError) -> Self {
         match error {
             UpstreamError::Service { code, message, .. } => Self {
-                status: match code {
+                status: match &code {
+                    AwsErrorCode::ServiceFault(name) if name == "ServiceUnavailable" => {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    }
                     AwsErrorCode::ServiceFault(_) => StatusCode::INTERNAL_SERVER_ERROR,
                     _ => StatusCode::BAD_REQUEST,
                 },
@@ -149,6 +153,22 @@ fn camel_case_path(path: &str) -> String {
     out
 }
 
+/// Marks a response whose connection must be closed instead of answered (an injected
+/// `drop` fault); the connection layer of the emulator's server acts on it, and returns it as
+/// the error that makes hyper close the connection.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("injected fault: connection dropped")]
+pub struct DropConnection;
+
+/// How a call is answered: normally, or as an injected fault that strikes after the call took
+/// effect.
+enum Answer {
+    Json(Vec<u8>),
+    Drop,
+    Truncated(Vec<u8>),
+    Malformed,
+}
+
 async fn aws_json(
     State(front): State<Arc<Front>>,
     method: Method,
@@ -157,21 +177,48 @@ async fn aws_json(
     body: Bytes,
 ) -> Response {
     let request_id = request_id();
-    match serve_call(&front, &method, &uri, &headers, &body).await {
-        Ok(json) => (
-            StatusCode::OK,
-            [
-                (header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE)),
-                (
-                    header::HeaderName::from_static("x-amzn-requestid"),
-                    HeaderValue::from_str(&request_id).expect("a UUID is a valid header value"),
-                ),
-            ],
-            json,
-        )
-            .into_response(),
-        Err(error) => error_response(&request_id, error.status, &error.code, &error.message),
-    }
+    let answer = match serve_call(&front, &method, &uri, &headers, &body).await {
+        Ok(answer) => answer,
+        Err(error) => {
+            return error_response(&request_id, error.status, &error.code, &error.message);
+        }
+    };
+    let json = match answer {
+        Answer::Json(json) => json,
+        Answer::Drop => {
+            let mut response = StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            response.extensions_mut().insert(DropConnection);
+            return response;
+        }
+        Answer::Truncated(json) => {
+            // Promise the whole body, send half of it, then fail the stream: the connection is
+            // cut mid-answer.
+            let length = json.len();
+            let half = Bytes::from(json).slice(..length / 2);
+            let chunks = futures_util::stream::iter([
+                Ok(half),
+                Err(std::io::Error::other("injected truncation")),
+            ]);
+            let mut response = axum::body::Body::from_stream(chunks).into_response();
+            response
+                .headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+            return response;
+        }
+        Answer::Malformed => br#"{"jobs": [{"id": "#.to_vec(),
+    };
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE)),
+            (
+                header::HeaderName::from_static("x-amzn-requestid"),
+                HeaderValue::from_str(&request_id).expect("a UUID is a valid header value"),
+            ),
+        ],
+        json,
+    )
+        .into_response()
 }
 
 async fn serve_call(
@@ -180,7 +227,7 @@ async fn serve_call(
     uri: &Uri,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<Vec<u8>, ApiError> {
+) -> Result<Answer, ApiError> {
     let signed = SignedRequest {
         method: method.as_str(),
         path: uri.path(),
@@ -204,8 +251,11 @@ async fn serve_call(
         .ok_or_else(|| ApiError::bad_request("UnknownOperationException", ""))?;
 
     let emulator = &front.emulator;
-    emulator.enter(operation).await;
-    match operation {
+    let fault = emulator.enter(operation).await;
+    if let Some(fault) = fault.filter(|fault| !fault.after_effect()) {
+        return Err(fault.as_upstream_error().into());
+    }
+    let result = match operation {
         Operation::PollForJobs => {
             call::<wire::PollForJobsIn, pb::PollForJobsRequest, _, _>(body, |input| {
                 let jobs = emulator.poll(&input)?;
@@ -238,7 +288,15 @@ async fn serve_call(
                 |input| emulator.fail(input).map(|()| wire::Empty {}),
             )
         }
-    }
+    };
+    Ok(match fault {
+        Some(Fault::DropConnection) => Answer::Drop,
+        Some(Fault::TruncatedResponse) => {
+            Answer::Truncated(result.unwrap_or_else(|_| b"{}".to_vec()))
+        }
+        Some(Fault::MalformedJson) => Answer::Malformed,
+        _ => Answer::Json(result?),
+    })
 }
 
 /// Runs one operation: JSON body -> protobuf request -> validated input -> engine -> JSON.

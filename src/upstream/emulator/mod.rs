@@ -13,6 +13,7 @@
 //! the AWS SDKs talk to), and the admin gRPC service in [`admin`] that creates work.
 
 pub mod admin;
+pub mod faults;
 pub mod http;
 mod sigv4;
 mod wire;
@@ -26,6 +27,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use rand::{
     Rng,
@@ -55,6 +57,8 @@ pub struct EmulatorConfig {
     pub job_timeout: Duration,
     /// Latency added to every job-worker call (to keep calls in flight in tests and benchmarks).
     pub latency: Duration,
+    /// Faults injected into job-worker calls; the admin service can replace them.
+    pub faults: faults::FaultPlan,
 }
 
 impl Default for EmulatorConfig {
@@ -64,6 +68,7 @@ impl Default for EmulatorConfig {
             redispatch_after: Duration::from_secs(30),
             job_timeout: Duration::from_secs(24 * 60 * 60),
             latency: Duration::ZERO,
+            faults: faults::FaultPlan::default(),
         }
     }
 }
@@ -166,6 +171,7 @@ struct State {
 /// The emulator: action types, jobs, and the counters of calls received.
 pub struct Emulator {
     config: EmulatorConfig,
+    faults: ArcSwap<faults::FaultPlan>,
     state: Mutex<State>,
     calls: [AtomicU64; Operation::ALL.len()],
 }
@@ -184,6 +190,7 @@ impl Emulator {
     /// An emulator with no action types and no jobs.
     pub fn new(config: EmulatorConfig) -> Self {
         Self {
+            faults: ArcSwap::from_pointee(config.faults.clone()),
             config,
             state: Mutex::default(),
             calls: Default::default(),
@@ -317,11 +324,39 @@ impl Emulator {
         self.calls.iter().map(|c| c.load(Ordering::Relaxed)).sum()
     }
 
-    /// Counts a call and waits the configured latency: every door calls this first.
-    async fn enter(&self, op: Operation) {
+    /// Replaces the injected faults.
+    pub fn set_faults(&self, plan: faults::FaultPlan) {
+        self.faults.store(std::sync::Arc::new(plan));
+    }
+
+    /// Counts a call, waits the configured latency, and draws its fault: every door calls this
+    /// first.
+    async fn enter(&self, op: Operation) -> Option<faults::Fault> {
         self.calls[op as usize].fetch_add(1, Ordering::Relaxed);
-        if !self.config.latency.is_zero() {
-            tokio::time::sleep(self.config.latency).await;
+        let (fault_latency, fault) = self.faults.load().draw(op);
+        let latency = self.config.latency + fault_latency;
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        fault
+    }
+
+    /// Runs an in-process call through [`Self::enter`]: a fault that strikes after the effect
+    /// still runs the call, then loses its answer.
+    async fn serve<T>(
+        &self,
+        op: Operation,
+        call: impl FnOnce() -> Result<T, UpstreamError>,
+    ) -> Result<T, UpstreamError> {
+        match self.enter(op).await {
+            None => call(),
+            Some(fault) => {
+                if fault.after_effect() {
+                    // The effect happens; its answer is what the fault takes away.
+                    let _ = call();
+                }
+                Err(fault.as_upstream_error())
+            }
         }
     }
 
@@ -457,40 +492,40 @@ impl Emulator {
 #[async_trait]
 impl Upstream for Emulator {
     async fn poll_for_jobs(&self, input: PollForJobsInput) -> Result<Vec<Job>, UpstreamError> {
-        self.enter(Operation::PollForJobs).await;
-        self.poll(&input)
+        self.serve(Operation::PollForJobs, || self.poll(&input))
+            .await
     }
 
     async fn acknowledge_job(
         &self,
         input: AcknowledgeJobInput,
     ) -> Result<JobStatus, UpstreamError> {
-        self.enter(Operation::AcknowledgeJob).await;
-        self.acknowledge(&input)
+        self.serve(Operation::AcknowledgeJob, || self.acknowledge(&input))
+            .await
     }
 
     async fn get_job_details(
         &self,
         input: GetJobDetailsInput,
     ) -> Result<JobDetails, UpstreamError> {
-        self.enter(Operation::GetJobDetails).await;
-        self.details(&input)
+        self.serve(Operation::GetJobDetails, || self.details(&input))
+            .await
     }
 
     async fn put_job_success_result(
         &self,
         input: PutJobSuccessResultInput,
     ) -> Result<(), UpstreamError> {
-        self.enter(Operation::PutJobSuccessResult).await;
-        self.succeed(input)
+        self.serve(Operation::PutJobSuccessResult, || self.succeed(input))
+            .await
     }
 
     async fn put_job_failure_result(
         &self,
         input: PutJobFailureResultInput,
     ) -> Result<(), UpstreamError> {
-        self.enter(Operation::PutJobFailureResult).await;
-        self.fail(input)
+        self.serve(Operation::PutJobFailureResult, || self.fail(input))
+            .await
     }
 }
 
