@@ -51,9 +51,15 @@ fn write(dir: &Path, name: &str, contents: &str) -> std::path::PathBuf {
     path
 }
 
-async fn start(pki: &Pki, dir: &Path, require_client_certs: bool, token_file: Option<&str>) -> app::Server {
+async fn start(
+    pki: &Pki,
+    dir: &Path,
+    require_client_certs: bool,
+    token_file: Option<&str>,
+) -> app::Server {
     let metrics = Metrics::new();
-    let tokens = token_file.map(|text| TokenStore::load(&write(dir, "tokens.toml", text), metrics.clone()).unwrap());
+    let tokens = token_file
+        .map(|text| TokenStore::load(&write(dir, "tokens.toml", text), metrics.clone()).unwrap());
     let tls = TlsFiles {
         cert: write(dir, "tls.crt", &pki.server.0),
         key: write(dir, "tls.key", &pki.server.1),
@@ -110,7 +116,12 @@ async fn with_mtls_a_verified_certificate_is_the_credential_and_no_certificate_i
     let server = start(&pki, dir.path(), true, None).await;
 
     let mut with_cert = client(&server, &pki, true).await.unwrap();
-    let jobs = with_cert.poll_for_jobs(poll()).await.unwrap().into_inner().jobs;
+    let jobs = with_cert
+        .poll_for_jobs(poll())
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
     assert_eq!(jobs.len(), 1);
 
     let refused = match client(&server, &pki, false).await {
@@ -130,7 +141,10 @@ async fn the_certificates_san_is_the_client_id_that_the_token_file_authorises() 
     let mut worker_a = client(&server, &pki, true).await.unwrap();
     let denied = worker_a.poll_for_jobs(poll()).await.unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied);
-    assert_eq!(denied.get_details_error_info().unwrap().metadata["client_id"], "worker-a");
+    assert_eq!(
+        denied.get_details_error_info().unwrap().metadata["client_id"],
+        "worker-a"
+    );
     server.shutdown().await.unwrap();
 }
 
@@ -145,9 +159,23 @@ async fn bearer_tokens_work_over_tls() {
     );
     let server = start(&pki, dir.path(), false, Some(&tokens)).await;
     let mut client = client(&server, &pki, false).await.unwrap();
-    assert_eq!(client.poll_for_jobs(poll()).await.unwrap_err().code(), Code::Unauthenticated);
+    assert_eq!(
+        client.poll_for_jobs(poll()).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
     let mut request = tonic::Request::new(poll());
-    request.metadata_mut().insert("authorization", "Bearer tls-token".parse().unwrap());
-    assert_eq!(client.poll_for_jobs(request).await.unwrap().into_inner().jobs.len(), 1);
+    request
+        .metadata_mut()
+        .insert("authorization", "Bearer tls-token".parse().unwrap());
+    assert_eq!(
+        client
+            .poll_for_jobs(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .jobs
+            .len(),
+        1
+    );
     server.shutdown().await.unwrap();
 }

@@ -90,7 +90,26 @@ pub async fn spawn_with(
     config: EmulatorConfig,
     credentials: SharedCredentialsProvider,
 ) -> TestGateway {
-    spawn_configured(backend, config, credentials, app::GatewayOptions::default()).await
+    spawn_configured(
+        backend,
+        config,
+        credentials,
+        app::GatewayOptions::default(),
+        1,
+    )
+    .await
+}
+
+/// A gateway on the real SDK path whose SDK client makes up to `max_attempts` attempts.
+pub async fn spawn_real_sdk(config: EmulatorConfig, max_attempts: u32) -> TestGateway {
+    spawn_configured(
+        Backend::RealSdk,
+        config,
+        signing_with(SECRET_ACCESS_KEY),
+        app::GatewayOptions::default(),
+        max_attempts,
+    )
+    .await
 }
 
 /// A gateway on the in-process emulator, serving with `options`.
@@ -100,6 +119,7 @@ pub async fn spawn_serving(options: app::GatewayOptions, config: EmulatorConfig)
         config,
         signing_with(SECRET_ACCESS_KEY),
         options,
+        1,
     )
     .await
 }
@@ -109,6 +129,7 @@ async fn spawn_configured(
     config: EmulatorConfig,
     credentials: SharedCredentialsProvider,
     options: app::GatewayOptions,
+    max_attempts: u32,
 ) -> TestGateway {
     let emulator = Arc::new(Emulator::new(config));
     emulator.seed_demo(0);
@@ -134,7 +155,7 @@ async fn spawn_configured(
                 connect_timeout: Duration::from_secs(2),
                 operation_timeout: Duration::from_secs(10),
                 attempt_timeout: Duration::from_secs(5),
-                max_attempts: 1,
+                max_attempts,
             };
             let upstream = AwsUpstream::load(&settings, Some(credentials)).await;
             (Arc::new(upstream), Some(front))

@@ -1,0 +1,481 @@
+"""No drift between the chart and the binary it deploys.
+
+Each value set is rendered, and the gateway container is started the way the kubelet would start
+it: the real binary with the rendered command arguments and environment (envFrom ConfigMap +
+env), and the Secrets it mounts written to a temporary directory standing in for the mount
+paths. Then:
+
+- every CPGW_* variable the chart sets is one `codepipeline-gateway serve --help` lists (clap
+  ignores unknown variables, so starting the binary alone would not catch a misspelt one);
+- the process reports `grpc listening on` the address of CPGW_LISTEN, answers grpc.health.v1
+  SERVING on the port the probes use (over TLS, with a client certificate, where the chart says
+  so), and serves Prometheus text on the metrics port;
+- token files the chart writes (or mounts) authenticate callers, on the real SDK path to the
+  emulator's AWS wire-protocol front, and the emulator mode serves its demo jobs;
+- on SIGTERM the gateway goes NOT_SERVING while still accepting connections, then exits within
+  the rendered terminationGracePeriodSeconds.
+
+The only changes made to the rendered container: its listeners bind 127.0.0.1 on free ports
+(rendered with server.grpcPort / server.metricsPort set to them, so probes, containerPorts and
+CPGW_LISTEN still come from the chart), mount paths point into the temporary directory, and the
+AWS identity that IRSA or Pod Identity would inject is the emulator's static key
+(instance metadata is disabled so nothing leaves the machine).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import re
+import signal
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import yaml
+
+from chart_support import (
+    CHART_DIR,
+    EMULATOR_ACCESS_KEY_ID,
+    EMULATOR_SECRET_ACCESS_KEY,
+    GATEWAY_BIN,
+    HEALTH_STATUS,
+    REPO_ROOT,
+    TOOLS_BIN,
+    VALUE_SETS,
+    Process,
+    Rendered,
+    free_port,
+    listen_port,
+    load_value_set,
+    merge,
+    render,
+    render_value_set,
+    serve_defaults,
+    serve_env_names,
+    serve_flags,
+)
+from conftest import CLIENT_ID, EXISTING_SECRET_TOKEN, Pki
+
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
+chart_readme = importlib.import_module("chart-readme")
+
+BINARY_IN_IMAGE = "/usr/local/bin/codepipeline-gateway"
+# Value sets whose container must come up; `defaults` must refuse to (no authentication).
+SERVING_SETS = [name for name in VALUE_SETS if name != "defaults"]
+DEMO_POLL = {
+    "actionTypeId": {
+        "category": "ACTION_CATEGORY_BUILD",
+        "owner": "ACTION_OWNER_CUSTOM",
+        "provider": "DemoBuilder",
+        "version": "1",
+    },
+    "maxBatchSize": 1,
+}
+POLL_METHOD = "codepipeline.jobworker.v1.JobWorkerService/PollForJobs"
+JOB_WORKER_PROTO = "codepipeline/jobworker/v1/job_worker.proto"
+# Tokens of the value sets that authenticate with a token file (see their header comments).
+TOKENS = {
+    "tokens": "python-workers-token",
+    "tls": "python-workers-token",
+    "hpa-pdb": "python-workers-token",
+    "servicemonitor": "python-workers-token",
+    "existing-secret": EXISTING_SECRET_TOKEN,
+}
+
+
+@dataclass
+class Gateway:
+    """The rendered gateway container, running as a process."""
+
+    process: Process
+    rendered: Rendered
+    env: dict[str, str]
+    probe_port: int
+    metrics_port: int
+    files: Path
+    tls: Pki | None
+    client_cert: bool
+
+    @property
+    def client_cert_required(self) -> bool:
+        """mTLS with no token file: a certificate is the only credential, so the handshake
+        demands one. With a token file too, a certificate is optional."""
+        return self.client_cert and "CPGW_TOKEN_FILE" not in self.env
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.probe_port}"
+
+    def channel(self, *, with_tls: bool | None = None, with_client_cert: bool | None = None) -> grpc.Channel:
+        use_tls = self.tls is not None if with_tls is None else with_tls
+        use_cert = self.client_cert if with_client_cert is None else with_client_cert
+        if not use_tls:
+            return grpc.insecure_channel(self.target)
+        assert self.tls is not None
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=self.tls.ca_cert,
+            private_key=self.tls.client_key if use_cert else None,
+            certificate_chain=self.tls.client_cert if use_cert else None,
+        )
+        return grpc.secure_channel(
+            self.target, credentials, options=[("grpc.ssl_target_name_override", self.tls.server_name)]
+        )
+
+    def health(self, **channel_options: bool) -> str:
+        with self.channel(**channel_options) as channel:
+            check = channel.unary_unary("/grpc.health.v1.Health/Check")
+            # HealthCheckRequest{service: ""} is empty; HealthCheckResponse{status} is field 1.
+            answer = check(b"", timeout=5)
+        assert answer in (b"", b"\x08\x01", b"\x08\x02", b"\x08\x03"), answer
+        return HEALTH_STATUS[answer[1] if answer else 0]
+
+    def grpcurl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        if self.tls is None:
+            transport = ["-plaintext"]
+        else:
+            transport = ["-cacert", str(self.files / "pki/ca.crt"), "-servername", self.tls.server_name]
+            if self.client_cert:
+                transport += ["-cert", str(self.files / "pki/client.crt"), "-key", str(self.files / "pki/client.key")]
+        return subprocess.run(
+            [str(TOOLS_BIN / "grpcurl"), *transport, *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def poll(self, token: str | None, *, with_client_cert: bool | None = None) -> subprocess.CompletedProcess[str]:
+        """PollForJobs for the demo action type, described by the proto file rather than by
+        reflection (which may itself need credentials)."""
+        header = ["-H", f"authorization: Bearer {token}"] if token else []
+        saved = self.client_cert
+        if with_client_cert is not None:
+            self.client_cert = with_client_cert
+        try:
+            return self.grpcurl(
+                "-import-path", str(REPO_ROOT / "proto"), "-proto", JOB_WORKER_PROTO,
+                *header, "-d", json.dumps(DEMO_POLL), self.target, POLL_METHOD,
+            )  # fmt: skip
+        finally:
+            self.client_cert = saved
+
+
+def base_environment(home: Path) -> dict[str, str]:
+    """What the pod has besides the chart's variables: PATH, an empty HOME, and the AWS identity
+    IRSA / Pod Identity would inject (here the emulator's static key). Instance metadata is
+    disabled, so the SDK never looks for it on the network."""
+    home.mkdir(parents=True, exist_ok=True)
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": str(home / "no-aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(home / "no-aws-credentials"),
+        "AWS_ACCESS_KEY_ID": EMULATOR_ACCESS_KEY_ID,
+        "AWS_SECRET_ACCESS_KEY": EMULATOR_SECRET_ACCESS_KEY,
+    }
+
+
+def mount_secrets(rendered: Rendered, external: dict[str, dict[str, bytes]], root: Path) -> dict[str, Path]:
+    """Writes every volume the container mounts under `root`, as the kubelet would project it.
+    Returns mountPath -> directory."""
+    volumes = {v["name"]: v for v in rendered.pod_spec.get("volumes", [])}
+    mounts: dict[str, Path] = {}
+    for mount in rendered.container.get("volumeMounts", []):
+        assert "subPath" not in mount, "a subPath mount never sees Secret updates"
+        volume = volumes[mount["volumeName"] if "volumeName" in mount else mount["name"]]
+        assert set(volume) == {"name", "secret"}, f"only Secret volumes are expected: {volume}"
+        name = volume["secret"]["secretName"]
+        data = rendered.secret_data(name)
+        if data is None:
+            assert name in external, f"the value set mounts Secret {name!r}, which the checks do not provide"
+            data = external[name]
+        items = volume["secret"].get("items") or [{"key": key, "path": key} for key in data]
+        directory = root / mount["mountPath"].lstrip("/")
+        directory.mkdir(parents=True, exist_ok=True)
+        for item in items:
+            assert item["key"] in data, f"Secret {name!r} has no key {item['key']!r}"
+            (directory / item["path"]).write_bytes(data[item["key"]])
+        mounts[mount["mountPath"]] = directory
+    return mounts
+
+
+def localize(env: dict[str, str], mounts: dict[str, Path]) -> dict[str, str]:
+    """The rendered variables with mount paths pointing into the temporary directory and the
+    listeners on loopback."""
+    local = {}
+    for name, value in env.items():
+        for mount_path, directory in mounts.items():
+            if value == mount_path or value.startswith(mount_path + "/"):
+                value = str(directory) + value[len(mount_path) :]
+                assert Path(value).exists(), f"{name} names {env[name]}, which no mounted Secret key provides"
+        if name in ("CPGW_LISTEN", "CPGW_METRICS_LISTEN"):
+            assert value.startswith("0.0.0.0:"), f"{name}={value}: a pod must listen on all interfaces"
+            value = "127.0.0.1:" + value.removeprefix("0.0.0.0:")
+        local[name] = value
+    for name in ("CPGW_TOKEN_FILE", "CPGW_TLS_CERT", "CPGW_TLS_KEY", "CPGW_TLS_CLIENT_CA"):
+        if name in env:
+            assert local[name] != env[name], f"{name}={env[name]} is not under any volume mount"
+    return local
+
+
+def start(
+    value_set: str,
+    external_secrets: dict[str, dict[str, bytes]],
+    pki: Pki,
+    tmp_path: Path,
+    started: list,
+    override: dict[str, Any] | None = None,
+) -> tuple[Gateway, str | None]:
+    """Renders `value_set` and starts its gateway container as a process. Returns the gateway and
+    the address it reported listening on (None if it exited instead)."""
+    ports = {"server": {"grpcPort": free_port(), "metricsPort": free_port()}}
+    rendered = render_value_set(value_set, merge(ports, override or {}))
+    container = rendered.container
+    assert container["command"] == [BINARY_IN_IMAGE]
+    mounts = mount_secrets(rendered, external_secrets, tmp_path / "root")
+    env = localize(rendered.container_env(), mounts)
+
+    probe = container["readinessProbe"]
+    probe_port = probe["grpc"]["port"] if "grpc" in probe else rendered.container_port(probe["tcpSocket"]["port"])
+    for kind in ("startupProbe", "livenessProbe"):
+        other = container[kind]
+        other_port = other["grpc"]["port"] if "grpc" in other else rendered.container_port(other["tcpSocket"]["port"])
+        assert other_port == probe_port
+    assert probe_port == listen_port(env["CPGW_LISTEN"]) == ports["server"]["grpcPort"]
+    metrics_port = listen_port(env["CPGW_METRICS_LISTEN"])
+    assert metrics_port == rendered.container_port("metrics") == ports["server"]["metricsPort"]
+
+    (tmp_path / "pki").mkdir(exist_ok=True)
+    for name, pem in (("ca.crt", pki.ca_cert), ("client.crt", pki.client_cert), ("client.key", pki.client_key)):
+        (tmp_path / "pki" / name).write_bytes(pem)
+
+    process = Process(
+        [str(GATEWAY_BIN), *container["args"]],
+        {**base_environment(tmp_path / "home"), **env},
+        cwd=tmp_path,
+    )
+    started.append(process)
+    gateway = Gateway(
+        process=process,
+        rendered=rendered,
+        env=env,
+        probe_port=probe_port,
+        metrics_port=metrics_port,
+        files=tmp_path,
+        tls=pki if "CPGW_TLS_CERT" in env else None,
+        client_cert="CPGW_TLS_CLIENT_CA" in env,
+    )
+    return gateway, process.wait_ready()
+
+
+def start_serving(*args, **kwargs) -> Gateway:
+    gateway, address = start(*args, **kwargs)
+    if address is None:
+        pytest.fail(
+            f"the rendered container exited with {gateway.process.process.returncode} instead of serving:\n"
+            f"{gateway.process.output()}\nenvironment from the chart:\n{json.dumps(gateway.env, indent=2)}"
+        )
+    assert address == f"127.0.0.1:{gateway.probe_port}", address
+    return gateway
+
+
+@pytest.fixture
+def emulator_front(started, tmp_path) -> str:
+    """The emulator's AWS wire-protocol front in eu-west-1 (the value sets' region), so calls
+    that pass the gateway's authentication travel the real SDK path without leaving the machine."""
+    process = Process(
+        [str(GATEWAY_BIN), "emulator", "--listen", "127.0.0.1:0", "--region", "eu-west-1", "--demo-jobs", "3"],
+        base_environment(tmp_path / "emulator-home"),
+        cwd=tmp_path,
+    )
+    started.append(process)
+    return process.wait_url(re.compile(r"emulator listening on (http://\S+)"))
+
+
+# The chart's variables against the binary's own list.
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_every_variable_is_one_the_binary_reads(value_set: str) -> None:
+    known = serve_env_names()
+    env = render_value_set(value_set).container_env()
+    unknown = sorted(name for name in env if name.startswith("CPGW_") and name not in known)
+    assert unknown == [], f"`codepipeline-gateway serve --help` lists no {unknown}"
+
+
+def test_chart_defaults_match_the_binary() -> None:
+    """Where the chart's defaults restate the binary's, they agree (so the values documentation
+    and the binary's --help tell the same story). The chart's own choice: log format json."""
+    defaults = serve_defaults()
+    values = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
+    assert listen_port(defaults["--listen"]) == values["server"]["grpcPort"]
+    assert defaults["--shutdown-timeout"] == f"{values['server']['shutdownTimeoutSeconds']}s"
+    assert defaults["--upstream"] == values["upstream"]
+    assert defaults["--log"] == values["log"]["level"]
+    aws = values["aws"]
+    assert defaults["--aws-connect-timeout"] == aws["connectTimeout"]
+    assert defaults["--aws-attempt-timeout"] == aws["attemptTimeout"]
+    assert defaults["--aws-operation-timeout"] == aws["operationTimeout"]
+    assert defaults["--aws-max-attempts"] == str(aws["maxAttempts"])
+    emulator = values["emulator"]
+    assert defaults["--account-id"] == emulator["accountId"]
+    assert defaults["--demo-jobs"] == str(emulator["demoJobs"])
+    assert defaults["--redispatch-after"] == emulator["redispatchAfter"]
+    assert defaults["--job-timeout"] == emulator["jobTimeout"]
+    assert defaults["--latency"] == emulator["latency"]
+
+
+def test_defaults_quoted_in_values_comments_are_the_binary_s() -> None:
+    """values.yaml documents `null` / empty values as "the gateway's default (`X`)": X must be
+    what `serve --help` says for that variable."""
+    by_env = {flag["env"]: flag.get("default") for flag in serve_flags() if "env" in flag}
+    documented = chart_readme.documented_keys((CHART_DIR / "values.yaml").read_text())
+    quoted = 0
+    for path, description in documented:
+        match = re.search(r"the gateway's default \(`([^`]+)`\)", description)
+        if not match:
+            continue
+        (env,) = set(re.findall(r"`(CPGW_[A-Z0-9_]+)`", description))
+        assert by_env.get(env) == match.group(1), f"{path}: values.yaml says {match.group(1)}, the binary {by_env.get(env)}"
+        quoted += 1
+    assert quoted >= 8
+
+
+def test_metrics_port_default_matches_the_binary() -> None:
+    defaults = serve_defaults()
+    values = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
+    assert "--metrics-listen" in defaults, "`serve --help` has no --metrics-listen"
+    assert listen_port(defaults["--metrics-listen"]) == values["server"]["metricsPort"]
+
+
+# The rendered containers, running.
+
+
+@pytest.mark.parametrize("value_set", SERVING_SETS)
+def test_rendered_container_serves_health_on_the_probed_port(
+    value_set, external_secrets, pki, tmp_path, started
+) -> None:
+    gateway = start_serving(value_set, external_secrets, pki, tmp_path, started)
+    assert gateway.health() == "SERVING"
+    with urllib.request.urlopen(f"http://127.0.0.1:{gateway.metrics_port}/metrics", timeout=5) as response:
+        assert response.status == 200
+        assert response.headers.get_content_type() == "text/plain"
+        assert "# TYPE" in response.read().decode()
+    if gateway.tls is not None:
+        with pytest.raises(grpc.RpcError):
+            gateway.health(with_tls=False)
+    if gateway.client_cert_required:
+        with pytest.raises(grpc.RpcError):
+            gateway.health(with_client_cert=False)
+
+
+def test_defaults_refuse_to_start_without_authentication(external_secrets, pki, tmp_path, started) -> None:
+    """The chart's defaults (upstream aws, no token file, no mTLS) fail closed: the binary exits
+    and says how to fix it, instead of serving unauthenticated."""
+    gateway, address = start("defaults", external_secrets, pki, tmp_path, started)
+    assert address is None, "the gateway served with no caller authentication configured"
+    assert gateway.process.process.returncode != 0
+    assert re.search(r"token.file|allow.unauthenticated", gateway.process.output(), re.I), gateway.process.output()
+
+
+@pytest.mark.parametrize("value_set", sorted(TOKENS))
+def test_token_file_authenticates_callers(value_set, external_secrets, pki, tmp_path, started, emulator_front) -> None:
+    gateway = start_serving(
+        value_set, external_secrets, pki, tmp_path, started, override={"aws": {"endpointUrl": emulator_front}}
+    )
+    assert gateway.env["CPGW_AWS_ENDPOINT_URL"] == emulator_front
+    allowed = gateway.poll(TOKENS[value_set])
+    assert allowed.returncode == 0, allowed.stderr
+    (job,) = json.loads(allowed.stdout)["jobs"]
+    assert job["data"]["actionTypeId"]["provider"] == "DemoBuilder"
+    for token in (None, "not-a-client-token"):
+        refused = gateway.poll(token)
+        assert refused.returncode != 0 and "Code: Unauthenticated" in refused.stdout + refused.stderr, refused
+    if value_set == "tokens":
+        # A client whose allowedRpcs lack PollForJobs, and reflection behind authentication.
+        denied = gateway.poll("dashboards-token")
+        assert denied.returncode != 0 and "Code: PermissionDenied" in denied.stdout + denied.stderr, denied
+        assert gateway.env["CPGW_REFLECTION_REQUIRES_AUTH"] == "true"
+        listed = gateway.grpcurl("-H", "authorization: Bearer go-workers-token", gateway.target, "list")
+        assert listed.returncode == 0 and "codepipeline.jobworker.v1.JobWorkerService" in listed.stdout, listed
+        anonymous = gateway.grpcurl(gateway.target, "list")
+        assert anonymous.returncode != 0 and "Unauthenticated" in anonymous.stdout + anonymous.stderr, anonymous
+
+
+def test_client_certificate_authenticates_callers(external_secrets, pki, tmp_path, started, emulator_front) -> None:
+    """mTLS alone: the certificate is the credential; with no token file its client may call
+    everything, and without a certificate there is no connection."""
+    gateway = start_serving(
+        "mtls", external_secrets, pki, tmp_path, started, override={"aws": {"endpointUrl": emulator_front}}
+    )
+    assert gateway.client_cert_required
+    allowed = gateway.poll(None)
+    assert allowed.returncode == 0, allowed.stderr
+    assert len(json.loads(allowed.stdout)["jobs"]) == 1
+    refused = gateway.poll(None, with_client_cert=False)
+    assert refused.returncode != 0, refused.stdout
+
+
+def test_token_file_entries_apply_to_certificate_identities(
+    external_secrets, pki, tmp_path, started, emulator_front
+) -> None:
+    """An auth.clients entry without tokenSha256 sets the permissions of the mTLS client whose
+    certificate's first SAN is its id; a token file makes the certificate optional."""
+    override = {
+        "aws": {"endpointUrl": emulator_front},
+        "auth": {"clients": [{"id": CLIENT_ID, "allowedRpcs": ["GetJobDetails"]}]},
+    }
+    gateway = start_serving("mtls", external_secrets, pki, tmp_path, started, override=override)
+    assert "token_sha256" not in gateway.rendered.one("Secret")["stringData"]["tokens.toml"]
+    denied = gateway.poll(None)
+    assert denied.returncode != 0 and "Code: PermissionDenied" in denied.stdout + denied.stderr, denied
+    assert not gateway.client_cert_required
+    assert gateway.health(with_client_cert=False) == "SERVING"
+    anonymous = gateway.poll(None, with_client_cert=False)
+    assert "Code: Unauthenticated" in anonymous.stdout + anonymous.stderr, anonymous
+
+
+def test_emulator_mode_serves_demo_jobs(external_secrets, pki, tmp_path, started) -> None:
+    gateway = start_serving("emulator", external_secrets, pki, tmp_path, started)
+    answer = gateway.poll(None)
+    assert answer.returncode == 0, answer.stderr
+    (job,) = json.loads(answer.stdout)["jobs"]
+    assert job["accountId"] == load_value_set("emulator")["emulator"]["accountId"]
+
+
+def test_shutdown_fits_the_grace_period(external_secrets, pki, tmp_path, started) -> None:
+    """SIGTERM (what the kubelet sends after any preStop hook): health turns NOT_SERVING while
+    new connections are still accepted for the lame-duck period, and the process exits cleanly
+    within the rendered terminationGracePeriodSeconds."""
+    gateway = start_serving("hpa-pdb", external_secrets, pki, tmp_path, started)
+    lame_duck = load_value_set("hpa-pdb")["server"]["lameDuckSeconds"]
+    grace = gateway.rendered.pod_spec["terminationGracePeriodSeconds"]
+    assert gateway.health() == "SERVING"
+
+    sigterm_at = time.monotonic()
+    gateway.process.process.send_signal(signal.SIGTERM)
+    answers: list[tuple[float, str]] = []
+    while gateway.process.process.poll() is None and time.monotonic() - sigterm_at < grace:
+        try:
+            answers.append((time.monotonic() - sigterm_at, gateway.health()))  # a new connection each time
+        except grpc.RpcError as error:
+            answers.append((time.monotonic() - sigterm_at, error.code().name))
+        time.sleep(0.2)
+    try:
+        code = gateway.process.process.wait(timeout=max(0.1, grace - (time.monotonic() - sigterm_at)))
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"still running {grace} s after SIGTERM (terminationGracePeriodSeconds)\n{answers}")
+    assert code == 0, gateway.process.output()
+    not_serving = [at for at, status in answers if status == "NOT_SERVING"]
+    assert not_serving, f"health never answered NOT_SERVING after SIGTERM: {answers}"
+    assert max(not_serving) >= lame_duck - 1, f"the listener closed before the lame-duck period ended: {answers}"
+    assert all(status != "SERVING" for at, status in answers if at > 0.5), answers

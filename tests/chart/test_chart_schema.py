@@ -1,0 +1,127 @@
+"""values.schema.json: every value set passes; wrong types, unknown keys and bad enum values are
+rejected by Helm itself, both when values are validated and when the chart is rendered (which is
+what `helm install` and `helm upgrade` do)."""
+
+from __future__ import annotations
+
+import json
+
+import helm_python as helm
+import pytest
+
+from chart_support import CHART_DIR, VALUE_SETS, load_value_set, render
+
+SHA = "0b22cf80f9aa016c58e440344b02d8cc0661c8f71a4bafad540b5cfcf648e88e"
+
+REJECTED = {
+    # wrong types
+    "replicaCount as a string": ({"replicaCount": "two"}, "replicaCount"),
+    "port as a string": ({"server": {"grpcPort": "50051"}}, "grpcPort"),
+    "port out of range": ({"server": {"grpcPort": 70000}}, "grpcPort"),
+    "boolean as a string": ({"tls": {"enabled": "yes"}}, "enabled"),
+    "seconds as a duration": ({"server": {"lameDuckSeconds": "5s"}}, "lameDuckSeconds"),
+    "duration as a number": ({"aws": {"connectTimeout": 3}}, "connectTimeout"),
+    "malformed duration": ({"aws": {"operationTimeout": "fifteen seconds"}}, "operationTimeout"),
+    "clients as a string": ({"auth": {"clients": "python-workers"}}, "clients"),
+    "account id as a number": ({"emulator": {"accountId": 123456789012}}, "accountId"),
+    "annotations with a number": ({"podAnnotations": {"a": 1}}, "podAnnotations"),
+    "max attempts out of range": ({"aws": {"maxAttempts": 11}}, "maxAttempts"),
+    "pdb as a word": ({"podDisruptionBudget": {"minAvailable": "half"}}, "minAvailable"),
+    # unknown keys
+    "unknown top-level key": ({"replicas": 3}, "replicas"),
+    "another unknown top-level key": ({"ingress": {"enabled": True}}, "ingress"),
+    "unknown nested key": ({"aws": {"regoin": "eu-west-1"}}, "regoin"),
+    "unknown client key": (
+        {"auth": {"clients": [{"id": "a", "tokenSha256": SHA, "allowedRpcs": ["*"], "token": "x"}]}},
+        "token",
+    ),
+    # bad enum values and patterns
+    "bad upstream": ({"upstream": "gcp"}, "upstream"),
+    "bad log format": ({"log": {"format": "xml"}}, "format"),
+    "bad pull policy": ({"image": {"pullPolicy": "Sometimes"}}, "pullPolicy"),
+    "bad service type": ({"service": {"type": "ExternalName"}}, "type"),
+    "bad rpc name": (
+        {"auth": {"clients": [{"id": "a", "tokenSha256": SHA, "allowedRpcs": ["PollForJob"]}]}},
+        "allowedRpcs",
+    ),
+    "token instead of its hash": (
+        {"auth": {"clients": [{"id": "a", "tokenSha256": "python-workers-token", "allowedRpcs": ["*"]}]}},
+        "tokenSha256",
+    ),
+    "client without permissions": ({"auth": {"clients": [{"id": "a", "tokenSha256": SHA}]}}, "allowedRpcs"),
+    "burst without a rate": (
+        {"auth": {"clients": [{"id": "a", "tokenSha256": SHA, "allowedRpcs": ["*"], "burst": 5}]}},
+        "ratePerSecond",
+    ),
+    "poll interval as a number": ({"auth": {"tokenFilePollInterval": 2}}, "tokenFilePollInterval"),
+    "bad region": ({"aws": {"region": "Europe"}}, "region"),
+    "bad role arn": ({"serviceAccount": {"roleArn": "codepipeline-job-worker"}}, "roleArn"),
+    "gateway setting through extraEnv": ({"extraEnv": [{"name": "CPGW_LOG", "value": "debug"}]}, "extraEnv"),
+    "bad topology policy": ({"topologySpread": {"whenUnsatisfiable": "Maybe"}}, "whenUnsatisfiable"),
+}
+
+
+def test_accepted_client_shapes(chart) -> None:
+    chart.validate_schema({"auth": {"clients": [
+        {"id": "mtls-only", "allowedRpcs": ["GetJobDetails"]},
+        {"id": "full-name", "tokenSha256": SHA, "allowedRpcs": ["codepipeline.jobworker.v1.JobWorkerService/PollForJobs"]},
+        {"id": "admin", "tokenSha256": SHA.upper(), "allowedRpcs": ["CreateJob", "ListJobs"], "ratePerSecond": 1},
+    ]}})  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def chart():
+    with helm.Chart.load(CHART_DIR) as loaded:
+        yield loaded
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_value_sets_pass(chart, value_set: str) -> None:
+    chart.validate_schema(load_value_set(value_set))
+
+
+def test_the_defaults_pass(chart) -> None:
+    chart.validate_schema({})
+    chart.validate_schema(chart.values)
+
+
+@pytest.mark.parametrize(("values", "named"), REJECTED.values(), ids=REJECTED.keys())
+def test_rejected(chart, values: dict, named: str) -> None:
+    with pytest.raises(helm.HelmValuesError) as validated:
+        chart.validate_schema(values)
+    assert named in str(validated.value), str(validated.value)
+    with pytest.raises(helm.HelmValuesError) as rendered:
+        render(values)
+    assert named in str(rendered.value), str(rendered.value)
+
+
+def test_schema_closes_every_object_of_the_chart() -> None:
+    """Objects the chart defines reject unknown keys; only Kubernetes objects passed through
+    as they are (resources, affinity, security contexts, EnvVars, ...) are open."""
+    schema = json.loads((CHART_DIR / "values.schema.json").read_text())
+    assert schema["additionalProperties"] is False
+    kubernetes_objects = {"extraEnv[]"}  # EnvVar: only its name is checked
+    open_objects = set()
+
+    def walk(node: dict, path: str) -> None:
+        if node.get("type") == "object":
+            if "properties" in node and path not in kubernetes_objects:
+                assert node.get("additionalProperties") is False, f"{path} accepts unknown keys"
+                for key, child in node["properties"].items():
+                    walk(child, f"{path}.{key}" if path else key)
+            else:
+                open_objects.add(path)
+        if isinstance(node.get("items"), dict):
+            walk(node["items"], f"{path}[]")
+
+    walk(schema, "")
+    assert open_objects == {
+        "podSecurityContext", "securityContext", "resources", "updateStrategy", "affinity",
+        "autoscaling.behavior", "global", "extraEnv[]",
+        # maps of strings (additionalProperties: string)
+        "serviceAccount.annotations", "service.annotations", "podAnnotations", "podLabels",
+        "nodeSelector", "serviceMonitor.labels",
+        # lists of Kubernetes objects
+        "tolerations[]", "networkPolicy.grpcFrom[]", "networkPolicy.metricsFrom[]",
+        "networkPolicy.egress.extra[]", "serviceMonitor.relabelings[]", "serviceMonitor.metricRelabelings[]",
+    }, sorted(open_objects)  # fmt: skip
