@@ -300,7 +300,6 @@ async fn serve_call(
 }
 
 /// Runs one operation: JSON body -> protobuf request -> validated input -> engine -> JSON.
-/// Decoding into the protobuf request first lets the gRPC edge's validator check it.
 fn call<Body, Proto, Input, Output>(
     body: &[u8],
     run: impl FnOnce(Input) -> Result<Output, UpstreamError>,
@@ -310,6 +309,18 @@ where
     Input: TryFrom<Proto, Error = InvalidRequest>,
     Output: Serialize,
 {
+    let input = decode::<Body, Proto, Input>(body)?;
+    let output = run(input)?;
+    Ok(serde_json::to_vec(&output).expect("responses serialize"))
+}
+
+/// Decodes and validates a request body. Decoding into the protobuf request first lets the
+/// gRPC edge's validator check it, so both doors enforce the same constraints.
+fn decode<Body, Proto, Input>(body: &[u8]) -> Result<Input, ApiError>
+where
+    Body: DeserializeOwned + Into<Proto>,
+    Input: TryFrom<Proto, Error = InvalidRequest>,
+{
     let body: &[u8] = if body.is_empty() { b"{}" } else { body };
     let request: Body = serde_json::from_slice(body).map_err(|_| {
         ApiError::bad_request(
@@ -317,9 +328,42 @@ where
             "The request body is not valid JSON for this operation",
         )
     })?;
-    let input = Input::try_from(request.into())?;
-    let output = run(input)?;
-    Ok(serde_json::to_vec(&output).expect("responses serialize"))
+    Ok(Input::try_from(request.into())?)
+}
+
+/// Decodes and validates an awsJson1_1 request body as the front does, without running it:
+/// `Err` carries the AWS error code the front would answer with. For fuzzing and property tests.
+pub fn check_request(operation: Operation, body: &[u8]) -> Result<(), String> {
+    use crate::domain::{
+        AcknowledgeJobInput, GetJobDetailsInput, PollForJobsInput, PutJobFailureResultInput,
+        PutJobSuccessResultInput,
+    };
+    let result = match operation {
+        Operation::PollForJobs => {
+            decode::<wire::PollForJobsIn, pb::PollForJobsRequest, PollForJobsInput>(body).map(drop)
+        }
+        Operation::AcknowledgeJob => {
+            decode::<wire::AcknowledgeJobIn, pb::AcknowledgeJobRequest, AcknowledgeJobInput>(body)
+                .map(drop)
+        }
+        Operation::GetJobDetails => {
+            decode::<wire::GetJobDetailsIn, pb::GetJobDetailsRequest, GetJobDetailsInput>(body)
+                .map(drop)
+        }
+        Operation::PutJobSuccessResult => decode::<
+            wire::PutJobSuccessResultIn,
+            pb::PutJobSuccessResultRequest,
+            PutJobSuccessResultInput,
+        >(body)
+        .map(drop),
+        Operation::PutJobFailureResult => decode::<
+            wire::PutJobFailureResultIn,
+            pb::PutJobFailureResultRequest,
+            PutJobFailureResultInput,
+        >(body)
+        .map(drop),
+    };
+    result.map_err(|error| error.code)
 }
 
 fn error_response(request_id: &str, status: StatusCode, code: &str, message: &str) -> Response {

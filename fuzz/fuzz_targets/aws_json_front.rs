@@ -1,0 +1,20 @@
+//! Any bytes as the JSON body of any operation on the emulator's awsJson1_1 front: the answer is
+//! a request accepted or an AWS error code, never a panic.
+
+#![no_main]
+
+use codepipeline_gateway::upstream::{Operation, emulator::http::check_request};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((selector, body)) = data.split_first() else {
+        return;
+    };
+    let operation = Operation::ALL[usize::from(*selector) % Operation::ALL.len()];
+    if let Err(code) = check_request(operation, body) {
+        assert!(
+            code == "ValidationException" || code == "SerializationException",
+            "unexpected code {code}"
+        );
+    }
+});
