@@ -223,9 +223,7 @@ def serve_defaults() -> dict[str, str]:
 
 def run_binary(*args: str) -> subprocess.CompletedProcess[str]:
     require_binary()
-    return subprocess.run(
-        [str(GATEWAY_BIN), *args], capture_output=True, text=True, timeout=30, check=True
-    )
+    return subprocess.run([str(GATEWAY_BIN), *args], capture_output=True, text=True, timeout=30, check=True)
 
 
 def require_binary() -> None:
@@ -294,13 +292,11 @@ class Process:
         pytest.fail(f"`{' '.join(self.args)}` did not become ready\n{self.output()}")
 
     def stop(self) -> None:
+        """Kills the process: a rendered gateway would spend its lame-duck period on SIGTERM, and
+        the one check of graceful shutdown sends SIGTERM itself."""
         if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            self.process.kill()
+        self.process.wait()
 
     def output(self) -> str:
         self._stderr.seek(0)

@@ -10,12 +10,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from chart_support import SERVICE_HOST, sha256_hex
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-from chart_support import SERVICE_HOST, sha256_hex
 
 EXISTING_SECRET_TOKEN = "existing-secret-token"
 CLIENT_ID = "python-workers"
@@ -44,7 +43,7 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 
 def _certificate(subject: str, key, issuer: str, issuer_key, *, ca: bool, sans=(), usage=None) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
@@ -102,7 +101,8 @@ def external_secrets(pki: Pki) -> dict[str, dict[str, bytes]]:
         "[[clients]]\n"
         f'id = "{CLIENT_ID}"\n'
         f'token_sha256 = "{sha256_hex(EXISTING_SECRET_TOKEN)}"\n'
-        'allowed_rpcs = ["PollForJobs", "AcknowledgeJob", "GetJobDetails", "PutJobSuccessResult", "PutJobFailureResult"]\n'
+        'allowed_rpcs = ["PollForJobs", "AcknowledgeJob", "GetJobDetails",'
+        ' "PutJobSuccessResult", "PutJobFailureResult"]\n'
     )
     return {
         "gateway-tokens": {"clients.toml": token_file.encode()},

@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import yaml
-
 from chart_support import CHART_DIR, REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "scripts"))

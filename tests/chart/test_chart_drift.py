@@ -27,10 +27,10 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import sys
 import re
 import signal
 import subprocess
+import sys
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -40,7 +40,6 @@ from typing import Any
 import grpc
 import pytest
 import yaml
-
 from chart_support import (
     CHART_DIR,
     EMULATOR_ACCESS_KEY_ID,
@@ -56,7 +55,6 @@ from chart_support import (
     listen_port,
     load_value_set,
     merge,
-    render,
     render_value_set,
     serve_defaults,
     serve_env_names,
@@ -345,7 +343,9 @@ def test_defaults_quoted_in_values_comments_are_the_binary_s() -> None:
         if not match:
             continue
         (env,) = set(re.findall(r"`(CPGW_[A-Z0-9_]+)`", description))
-        assert by_env.get(env) == match.group(1), f"{path}: values.yaml says {match.group(1)}, the binary {by_env.get(env)}"
+        assert by_env.get(env) == match.group(1), (
+            f"{path}: values.yaml says {match.group(1)}, the binary {by_env.get(env)}"
+        )
         quoted += 1
     assert quoted >= 8
 

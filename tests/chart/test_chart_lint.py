@@ -4,10 +4,10 @@ the gateway version in Cargo.toml, which the image tag defaults to."""
 from __future__ import annotations
 
 import re
+import tarfile
 
 import helm_python as helm
 import pytest
-
 from chart_support import (
     CHART_DIR,
     VALUE_SETS,
@@ -67,6 +67,16 @@ def test_chart_metadata() -> None:
     assert re.fullmatch(r"\d+\.\d+\.\d+", str(metadata["version"])), metadata["version"]
     # Native gRPC probes are GA from Kubernetes 1.27.
     assert metadata["kubeVersion"] == ">=1.27.0-0"
+
+
+def test_package_holds_the_chart_and_not_the_readme_template(tmp_path) -> None:
+    archive = helm.package(CHART_DIR, destination=tmp_path)
+    assert archive.endswith(f"codepipeline-gateway-{chart_metadata()['version']}.tgz")
+    with tarfile.open(archive) as packed:
+        names = {name.removeprefix("codepipeline-gateway/") for name in packed.getnames()}
+    assert {"Chart.yaml", "values.yaml", "values.schema.json", "README.md", "templates/NOTES.txt",
+            "templates/tests/test-health.yaml"} <= names  # fmt: skip
+    assert "README.tmpl.md" not in names
 
 
 def test_image_tag_defaults_to_the_app_version() -> None:

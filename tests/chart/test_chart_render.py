@@ -11,7 +11,6 @@ import tomllib
 import helm_python as helm
 import kubernetes_validate
 import pytest
-
 from chart_support import (
     FULLNAME,
     KUBERNETES_VERSION,
@@ -215,12 +214,12 @@ def test_helm_test_pod_checks_health_through_the_service(rendered: Rendered) -> 
 def test_notes_show_grpcurl(rendered: Rendered) -> None:
     service_port = next(p["port"] for p in rendered.gateway_service["spec"]["ports"] if p["name"] == "grpc")
     assert f"port-forward svc/{FULLNAME} {service_port}:{service_port}" in rendered.notes
-    assert f"grpcurl " in rendered.notes
+    assert "grpcurl " in rendered.notes
     assert "grpc.health.v1.Health/Check" in rendered.notes
     if "CPGW_TLS_CERT" in rendered.container_env():
         assert "-plaintext" not in rendered.notes
     else:
-        assert f"grpcurl -plaintext localhost:{service_port} list" in rendered.notes
+        assert re.search(rf'grpcurl -plaintext( -H "[^"]+")? localhost:{service_port} list', rendered.notes)
 
 
 # Per value set.
@@ -258,6 +257,7 @@ def test_existing_secret() -> None:
     assert annotations["eks.amazonaws.com/role-arn"] == "arn:aws:iam::111122223333:role/codepipeline-job-worker"
     assert "WARNING" not in rendered.notes
     assert '-H "authorization: Bearer $TOKEN"' in rendered.notes
+    assert "grpcurl -plaintext localhost:50051 list" in rendered.notes
 
 
 def test_token_file_from_values() -> None:
@@ -269,7 +269,13 @@ def test_token_file_from_values() -> None:
             {
                 "id": "python-workers",
                 "token_sha256": sha256_hex("python-workers-token"),
-                "allowed_rpcs": ["PollForJobs", "AcknowledgeJob", "GetJobDetails", "PutJobSuccessResult", "PutJobFailureResult"],
+                "allowed_rpcs": [
+                    "PollForJobs",
+                    "AcknowledgeJob",
+                    "GetJobDetails",
+                    "PutJobSuccessResult",
+                    "PutJobFailureResult",
+                ],
                 "rate_per_second": 20,
                 "burst": 40,
             },
@@ -282,6 +288,7 @@ def test_token_file_from_values() -> None:
             },
         ]
     }
+    assert 'grpcurl -plaintext -H "authorization: Bearer $TOKEN" localhost:50051 list' in rendered.notes
     assert env_of(rendered)["CPGW_TOKEN_FILE_POLL_INTERVAL"] == "5s"
     assert env_of(rendered)["CPGW_REFLECTION_REQUIRES_AUTH"] == "true"
     assert env_of(rendered)["CPGW_UPSTREAM_RATE_LIMIT_PER_SECOND"] == "10"
@@ -407,6 +414,7 @@ def test_emulator_mode() -> None:
     assert rendered.deployment["spec"]["replicas"] == 1
     assert "WARNING" not in rendered.notes
     assert "DemoBuilder" in rendered.notes
+    assert "EmulatorAdminService/CreateJob" in rendered.notes
 
 
 # The chart itself.
@@ -433,10 +441,14 @@ def test_config_changes_roll_the_pods() -> None:
             'the id "a" is used twice',
         ),
         (
-            {"auth": {"clients": [
-                {"id": "a", "tokenSha256": "AB" * 32, "allowedRpcs": ["*"]},
-                {"id": "b", "tokenSha256": "ab" * 32, "allowedRpcs": ["*"]},
-            ]}},
+            {
+                "auth": {
+                    "clients": [
+                        {"id": "a", "tokenSha256": "AB" * 32, "allowedRpcs": ["*"]},
+                        {"id": "b", "tokenSha256": "ab" * 32, "allowedRpcs": ["*"]},
+                    ]
+                }
+            },
             'the tokenSha256 of "b" is used by another client',
         ),
     ],
@@ -447,12 +459,15 @@ def test_inconsistent_values_fail_the_render(values: dict, message: str) -> None
 
 
 def test_pdb_percentages() -> None:
-    spec = render({"podDisruptionBudget": {"enabled": True, "maxUnavailable": "25%"}}).one("PodDisruptionBudget")["spec"]
+    spec = render({"podDisruptionBudget": {"enabled": True, "maxUnavailable": "25%"}}).one("PodDisruptionBudget")[
+        "spec"
+    ]
     assert spec["maxUnavailable"] == "25%"
 
 
 def test_every_value_set_is_used_here() -> None:
     assert set(VALUE_SETS) == {
-        "defaults", "existing-secret", "tokens", "tls", "mtls", "hpa-pdb", "networkpolicy", "servicemonitor", "emulator",
+        "defaults", "existing-secret", "tokens", "tls", "mtls", "hpa-pdb", "networkpolicy", "servicemonitor",
+        "emulator",
     }  # fmt: skip
     assert load_value_set("defaults") == {}

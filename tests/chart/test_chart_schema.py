@@ -8,7 +8,6 @@ import json
 
 import helm_python as helm
 import pytest
-
 from chart_support import CHART_DIR, VALUE_SETS, load_value_set, render
 
 SHA = "0b22cf80f9aa016c58e440344b02d8cc0661c8f71a4bafad540b5cfcf648e88e"
@@ -64,7 +63,7 @@ REJECTED = {
 def test_accepted_client_shapes(chart) -> None:
     chart.validate_schema({"auth": {"clients": [
         {"id": "mtls-only", "allowedRpcs": ["GetJobDetails"]},
-        {"id": "full-name", "tokenSha256": SHA, "allowedRpcs": ["codepipeline.jobworker.v1.JobWorkerService/PollForJobs"]},
+        {"id": "full", "tokenSha256": SHA, "allowedRpcs": ["codepipeline.jobworker.v1.JobWorkerService/PollForJobs"]},
         {"id": "admin", "tokenSha256": SHA.upper(), "allowedRpcs": ["CreateJob", "ListJobs"], "ratePerSecond": 1},
     ]}})  # fmt: skip
 

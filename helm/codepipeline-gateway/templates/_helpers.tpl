@@ -1,0 +1,153 @@
+{{/*
+Chart name, truncated to the 63 characters a label value may hold.
+*/}}
+{{- define "cpgw.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Full name of the release's objects: fullnameOverride, else <release>-<chart> (just <release>
+when it already contains the chart name).
+*/}}
+{{- define "cpgw.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "cpgw.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "cpgw.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "cpgw.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "cpgw.labels" -}}
+helm.sh/chart: {{ include "cpgw.chart" . }}
+{{ include "cpgw.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: codepipeline-gateway
+{{- end }}
+
+{{- define "cpgw.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "cpgw.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+The gateway image: repository:tag (tag defaults to appVersion), with @digest when one is given.
+*/}}
+{{- define "cpgw.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag }}
+{{- if .Values.image.digest }}
+{{- printf "%s:%s@%s" .Values.image.repository $tag .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{/*
+Where the binary sits in the image (the Dockerfile copies it there).
+*/}}
+{{- define "cpgw.binary" -}}/usr/local/bin/codepipeline-gateway{{- end }}
+
+{{/*
+Mount points of the Secrets and the files the gateway reads from them.
+*/}}
+{{- define "cpgw.authDir" -}}/etc/codepipeline-gateway/auth{{- end }}
+{{- define "cpgw.tlsDir" -}}/etc/codepipeline-gateway/tls{{- end }}
+{{- define "cpgw.clientCaDir" -}}/etc/codepipeline-gateway/client-ca{{- end }}
+
+{{/*
+Whether the gateway reads a token file: from auth.existingSecret or from auth.clients.
+*/}}
+{{- define "cpgw.tokenFileEnabled" -}}
+{{- if or .Values.auth.existingSecret .Values.auth.clients }}true{{- end }}
+{{- end }}
+
+{{/*
+The Secret holding the token file.
+*/}}
+{{- define "cpgw.tokenSecretName" -}}
+{{- if .Values.auth.existingSecret }}
+{{- .Values.auth.existingSecret }}
+{{- else }}
+{{- printf "%s-tokens" (include "cpgw.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{/*
+mTLS: whether the client CA comes from a Secret other than the server certificate's.
+*/}}
+{{- define "cpgw.separateClientCa" -}}
+{{- $ca := .Values.tls.clientAuth.caSecretName }}
+{{- if and $ca (ne $ca .Values.tls.secretName) }}true{{- end }}
+{{- end }}
+
+{{- define "cpgw.clientCaFile" -}}
+{{- if include "cpgw.separateClientCa" . }}
+{{- printf "%s/%s" (include "cpgw.clientCaDir" .) .Values.tls.clientAuth.caKey }}
+{{- else }}
+{{- printf "%s/%s" (include "cpgw.tlsDir" .) .Values.tls.clientAuth.caKey }}
+{{- end }}
+{{- end }}
+
+{{/*
+terminationGracePeriodSeconds: the value, else preStop sleep + lame duck + drain + 5s margin.
+*/}}
+{{- define "cpgw.terminationGracePeriodSeconds" -}}
+{{- if kindIs "invalid" .Values.terminationGracePeriodSeconds }}
+{{- add .Values.preStopSleepSeconds .Values.server.lameDuckSeconds .Values.server.shutdownTimeoutSeconds 5 }}
+{{- else }}
+{{- .Values.terminationGracePeriodSeconds }}
+{{- end }}
+{{- end }}
+
+{{/*
+Checks of combinations the schema cannot express.
+*/}}
+{{- define "cpgw.validate" -}}
+{{- if and .Values.tls.enabled (not .Values.tls.secretName) }}
+{{- fail "tls.enabled needs tls.secretName: a Secret with tls.crt and tls.key" }}
+{{- end }}
+{{- if and .Values.tls.clientAuth.enabled (not .Values.tls.enabled) }}
+{{- fail "tls.clientAuth.enabled (mTLS) needs tls.enabled" }}
+{{- end }}
+{{- $ids := dict }}
+{{- $digests := dict }}
+{{- range $client := .Values.auth.clients }}
+{{- if hasKey $ids $client.id }}
+{{- fail (printf "auth.clients: the id %q is used twice" $client.id) }}
+{{- end }}
+{{- $_ := set $ids $client.id true }}
+{{- with $client.tokenSha256 }}
+{{- if hasKey $digests (lower .) }}
+{{- fail (printf "auth.clients: the tokenSha256 of %q is used by another client" $client.id) }}
+{{- end }}
+{{- $_ := set $digests (lower .) true }}
+{{- end }}
+{{- end }}
+{{- if and (eq .Values.upstream "emulator") .Values.autoscaling.enabled }}
+{{- fail "upstream: emulator keeps its jobs in one pod's memory: autoscaling cannot be used with it" }}
+{{- end }}
+{{- end }}
+
+{{/*
+An IntOrString value: a count as an integer, a percentage ("50%") as a quoted string.
+*/}}
+{{- define "cpgw.intOrPercent" -}}
+{{- if kindIs "string" . }}{{ . | quote }}{{ else }}{{ int64 . }}{{ end }}
+{{- end }}

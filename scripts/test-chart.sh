@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The Helm chart checks (tests/chart): installs the chart tools into .tools/venv (Helm v4 through
+# helm-python-sdk, kubernetes-validate, cryptography), then runs pytest on tests/chart:
+#   - helm lint --strict, with the defaults and every value set in tests/chart/values/
+#   - render every value set and validate each object against the Kubernetes API schemas
+#   - values.schema.json rejects wrong types, unknown keys and bad enum values
+#   - the chart README is generated from values.yaml; every value is documented
+#   - no drift: each rendered gateway container is started as a process with the real binary
+#     (target/debug/codepipeline-gateway, or GATEWAY_BIN) and must serve health on the probed port
+#   - the Dockerfile agrees with the chart (entrypoint, ports, user)
+# Extra arguments go to pytest (e.g. -k drift).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+bash scripts/install-chart-tools.sh
+
+target_dir="${CARGO_TARGET_DIR:-target}"
+[[ "$target_dir" == /* ]] || target_dir="$PWD/$target_dir"
+GATEWAY_BIN="${GATEWAY_BIN:-$target_dir/debug/codepipeline-gateway}" \
+  .tools/venv/bin/python -m pytest -q -p no:cacheprovider tests/chart "$@"
