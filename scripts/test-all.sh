@@ -5,7 +5,8 @@
 #   3. cargo test (Rust unit and integration tests)
 #   4. buf lint (the .proto files)
 #   5. pytest tests/clients (boto3 against the emulator; grpcurl and buf curl against the gateway)
-#   6. the Helm chart checks (scripts/test-chart.sh)
+#   6. the bad-input corpus against the real binary (scripts/test-corpus.sh)
+#   7. the Helm chart checks (scripts/test-chart.sh)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -32,6 +33,9 @@ target_dir="${CARGO_TARGET_DIR:-target}"
 [[ "$target_dir" == /* ]] || target_dir="$PWD/$target_dir"
 GATEWAY_BIN="${GATEWAY_BIN:-$target_dir/debug/codepipeline-gateway}" \
   .tools/venv/bin/python -m pytest -q -p no:cacheprovider tests/clients
+
+section "bad-input corpus against the real binary (tests/corpus)"
+bash scripts/test-corpus.sh
 
 section "chart tests (helm lint, render, schema, drift)"
 bash scripts/test-chart.sh

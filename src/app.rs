@@ -18,6 +18,7 @@ use crate::{
         GateLayer,
         auth::{Authenticator, Rate, TokenStore},
         deadline::DeadlineReader,
+        grpc_only::GrpcOnlyLayer,
         overload::{LoadShedLayer, MessageSizeLayer},
         panic::CatchPanicLayer,
         rate_limit::RateLimiter,
@@ -197,6 +198,8 @@ pub async fn start_gateway(
     let mut server = server
         // Every call is counted and traced, whatever layer below answers it.
         .layer(TelemetryLayer::new(metrics.clone()))
+        // Requests that are not gRPC (another method or content-type) get a plain HTTP refusal.
+        .layer(GrpcOnlyLayer)
         // Refuse what the gateway cannot take before spending anything on it.
         .layer(LoadShedLayer::new(
             options.max_concurrent_calls,

@@ -1,6 +1,6 @@
 //! The tower middleware every gRPC call passes through. The stack is assembled in one place,
-//! [`crate::app`], outermost first: telemetry -> load shedding -> auth -> rate limit -> deadline ->
-//! panic guard -> the services.
+//! [`crate::app`], outermost first: telemetry -> gRPC only -> load shedding -> auth -> rate limit
+//! -> deadline -> message size -> panic guard -> the services.
 //!
 //! Most layers only decide whether a call may go on: they implement [`Gate`] and are served by
 //! one [`GateLayer`]. A gate that refuses answers with a gRPC status straight away (a
@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod deadline;
+pub mod grpc_only;
 pub mod methods;
 pub mod overload;
 pub mod panic;
