@@ -7,6 +7,7 @@
 #   5. pytest tests/clients (boto3 against the emulator; grpcurl and buf curl against the gateway)
 #   6. the bad-input corpus against the real binary (scripts/test-corpus.sh)
 #   7. the Helm chart checks (scripts/test-chart.sh)
+#   8. a seconds-long smoke run of the benchmark harness (examples/bench), asserting no timing
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -39,5 +40,13 @@ bash scripts/test-corpus.sh
 
 section "chart tests (helm lint, render, schema, drift)"
 bash scripts/test-chart.sh
+
+section "benchmark harness smoke run (no timing asserted)"
+if ! command -v h2load >/dev/null; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nghttp2-client >/dev/null
+fi
+cargo build --locked --example bench
+"$target_dir/debug/examples/bench" --smoke --gateway "$target_dir/debug/codepipeline-gateway"
 
 section "all suites passed"
