@@ -5,9 +5,11 @@
 #   3. cargo test (Rust unit and integration tests)
 #   4. buf lint (the .proto files)
 #   5. pytest tests/clients (boto3 against the emulator; grpcurl and buf curl against the gateway)
-#   6. the bad-input corpus against the real binary (scripts/test-corpus.sh)
-#   7. the Helm chart checks (scripts/test-chart.sh)
-#   8. a seconds-long smoke run of the benchmark harness (examples/bench), asserting no timing
+#   6. Python, Go and Node workers on one job pool, client conformance, buf breaking
+#      (scripts/test-workers.sh)
+#   7. the bad-input corpus against the real binary (scripts/test-corpus.sh)
+#   8. the Helm chart checks (scripts/test-chart.sh)
+#   9. a seconds-long smoke run of the benchmark harness (examples/bench), asserting no timing
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -34,6 +36,9 @@ target_dir="${CARGO_TARGET_DIR:-target}"
 [[ "$target_dir" == /* ]] || target_dir="$PWD/$target_dir"
 GATEWAY_BIN="${GATEWAY_BIN:-$target_dir/debug/codepipeline-gateway}" \
   .tools/venv/bin/python -m pytest -q -p no:cacheprovider tests/clients
+
+section "polyglot workers and client conformance (tests/workers)"
+bash scripts/test-workers.sh
 
 section "bad-input corpus against the real binary (tests/corpus)"
 bash scripts/test-corpus.sh

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The polyglot-worker suites (tests/workers): the example workers in Python, Go and Node sharing
+# one job pool behind the gateway, each worker's retry / drop / token / TLS / SIGTERM behaviour,
+# grpcurl, buf curl and grpcio conformance with error details, and the proto contract (buf lint,
+# buf breaking against proto-released/). Installs what it needs first; runs the debug binary
+# (GATEWAY_BIN overrides it), so `cargo build` must have run.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+bash scripts/install-worker-tools.sh
+
+target_dir="${CARGO_TARGET_DIR:-target}"
+[[ "$target_dir" == /* ]] || target_dir="$PWD/$target_dir"
+GATEWAY_BIN="${GATEWAY_BIN:-$target_dir/debug/codepipeline-gateway}" \
+  .tools/venv/bin/python -m pytest -q -p no:cacheprovider tests/workers

@@ -1,0 +1,226 @@
+"""The example workers in Python, Go and Node share one job pool behind one gateway, and the
+emulator's own records prove that every job was done exactly once, as it asked, by one worker."""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import re
+from pathlib import Path
+
+import grpc
+
+from workers_support import WORKER_READY, BearerToken, Emulator, wait_until
+
+POOL_SIZE = 60
+ALL_DONE_TIMEOUT_SECONDS = 60
+
+
+def outcome_of(index: int) -> str:
+    """12 jobs fail, 18 continue once, 30 succeed, mixed through the pool."""
+    return {0: "fail", 1: "fail", 2: "continue", 3: "continue", 4: "continue"}.get(index % 10, "succeed")
+
+
+def create_pool(emulator, size: int = POOL_SIZE) -> dict[str, str]:
+    """Creates `size` jobs, each with an Outcome and a little work (50..250 ms); returns
+    job id -> Outcome."""
+    pool = {}
+    for index in range(size):
+        outcome = outcome_of(index)
+        configuration = {"WorkMillis": str(50 + index * 37 % 200)}
+        if outcome != "succeed" or index % 20 == 5:  # some succeed by default, some say so
+            configuration["Outcome"] = outcome
+        pool[emulator.create_job(**configuration)] = outcome
+    return pool
+
+
+def wait_until_all_final(emulator, pb, expected_count: int, workers=()) -> list:
+    final = {pb.jobworker.JOB_STATUS_SUCCEEDED, pb.jobworker.JOB_STATUS_FAILED}
+
+    def all_final():
+        jobs = emulator.jobs()
+        return jobs if len(jobs) == expected_count and all(job.status in final for job in jobs) else None
+
+    def explain() -> str:
+        statuses = collections.Counter(pb.jobworker.JobStatus.Name(job.status) for job in emulator.jobs())
+        logs = "".join(f"\n--- {worker.name} ---\n{worker.output()}" for worker in workers)
+        return f"jobs by status: {dict(statuses)}{logs}"
+
+    return wait_until(
+        all_final, ALL_DONE_TIMEOUT_SECONDS, f"{expected_count} jobs to be final", interval=0.25, explain=explain
+    )
+
+
+def execution_id_of(job) -> str:
+    return job.failure_details.external_execution_id or job.execution_details.external_execution_id
+
+
+def test_python_go_and_node_workers_share_one_pool_and_do_each_job_exactly_once(pb, gateway, emulator, start_worker):
+    slots = {"python": 3, "go": 2, "node": 4}
+    workers = {
+        language: start_worker(
+            language, f"{language}-worker", GATEWAY_ADDRESS=gateway.address, MAX_IN_FLIGHT=count, POLL_INTERVAL=0.2
+        )
+        for language, count in slots.items()
+    }
+    for worker in workers.values():
+        worker.wait_for(WORKER_READY)
+
+    pool = create_pool(emulator)
+    continuing = [job_id for job_id, outcome in pool.items() if outcome == "continue"]
+    jobs = {
+        job.job_id: job for job in wait_until_all_final(emulator, pb, POOL_SIZE + len(continuing), workers.values())
+    }
+
+    exit_codes = {language: worker.stop() for language, worker in workers.items()}
+    logs = "\n".join(f"--- {language} ---\n{worker.output()}" for language, worker in workers.items())
+    assert exit_codes == {"python": 0, "go": 0, "node": 0}, logs
+
+    # Every job, follow-ups included: acknowledged once, one result accepted.
+    for job in jobs.values():
+        assert (job.acknowledge_count, job.result_count) == (1, 1), job
+
+    # Each pool job ended as it asked; each 'continue' job was continued by a follow-up that
+    # carried the token and then succeeded.
+    follow_ups = {}
+    for job_id, outcome in pool.items():
+        job = jobs[job_id]
+        if outcome == "fail":
+            assert job.status == pb.jobworker.JOB_STATUS_FAILED, job
+            assert job.failure_details.type == pb.jobworker.FAILURE_TYPE_JOB_FAILED, job
+            continue
+        assert job.status == pb.jobworker.JOB_STATUS_SUCCEEDED, job
+        assert job.execution_details.summary, job
+        if outcome == "continue":
+            assert job.HasField("continued_by_job_id"), job
+            follow_up = jobs[job.continued_by_job_id]
+            assert follow_up.continues_job_id == job_id
+            assert follow_up.continuation_token == "continued"
+            assert follow_up.status == pb.jobworker.JOB_STATUS_SUCCEEDED, follow_up
+            assert not follow_up.HasField("continued_by_job_id"), "a follow-up must not continue again"
+            follow_ups[follow_up.job_id] = job_id
+        else:
+            assert not job.HasField("continued_by_job_id"), job
+    assert set(jobs) == set(pool) | set(follow_ups)
+
+    # Each result names the one worker that reported it, and that worker says so too: no job
+    # was reported by two workers.
+    names = {worker.name: language for language, worker in workers.items()}
+    done_by = {}
+    for job in jobs.values():
+        name, _, job_id = execution_id_of(job).partition(":")
+        assert name in names and job_id == job.job_id, execution_id_of(job)
+        done_by[job.job_id] = names[name]
+    reports = collections.Counter(job_id for worker in workers.values() for job_id, _ in worker.reported())
+    assert reports == collections.Counter(jobs.keys()), logs
+    for language, worker in workers.items():
+        assert {job_id for job_id, _ in worker.reported()} == {
+            job_id for job_id, by in done_by.items() if by == language
+        }
+
+    # All three languages took part.
+    assert set(done_by.values()) == set(slots), collections.Counter(done_by.values())
+
+    # The emulator accepted exactly one result call per job: no worker tried to report a job
+    # that another worker had.
+    calls = emulator.call_counts()
+    assert calls["PutJobSuccessResult"] + calls["PutJobFailureResult"] == len(jobs), calls
+    assert calls["AcknowledgeJob"] >= len(jobs), calls
+
+
+def test_workers_share_a_rate_limited_gateway_by_honouring_retry_info(pb, start_gateway, start_worker):
+    """A tight rate limit makes the gateway answer RESOURCE_EXHAUSTED often; the workers wait as
+    RetryInfo says and still finish every job."""
+    gateway = start_gateway("--rate-limit-per-second", "20", "--rate-limit-burst", "4")
+    with grpc.insecure_channel(gateway.address) as channel:
+        emulator = Emulator(pb, channel)
+        job_ids = [emulator.create_job(Outcome="succeed") for _ in range(9)]
+        workers = [
+            start_worker(
+                language, f"{language}-limited", GATEWAY_ADDRESS=gateway.address, MAX_IN_FLIGHT=2, POLL_INTERVAL=0.1
+            )
+            for language in ("python", "go", "node")
+        ]
+        for worker in workers:  # (ready: its SIGTERM handler is in place)
+            worker.wait_for(WORKER_READY)
+        jobs = wait_until_all_final(emulator, pb, len(job_ids), workers)
+    for worker in workers:
+        assert worker.stop() == 0, worker.output()
+    assert all((job.status, job.result_count) == (pb.jobworker.JOB_STATUS_SUCCEEDED, 1) for job in jobs), jobs
+    throttled = sum(worker.output().count("RESOURCE_EXHAUSTED") for worker in workers)
+    assert throttled > 0, "the rate limit never answered RESOURCE_EXHAUSTED: the test proves nothing"
+
+
+def test_workers_ride_out_upstream_throttling_by_honouring_retry_info(pb, start_gateway, start_worker):
+    """CodePipeline throttling 15% of the job-worker calls reaches the workers as UNAVAILABLE with
+    RetryInfo; they wait, retry, and every job still ends once, as it asked."""
+    gateway = start_gateway("--faults", "*:throttling=0.15")
+    with grpc.insecure_channel(gateway.address) as channel:
+        emulator = Emulator(pb, channel)
+        workers = [
+            start_worker(
+                language, f"{language}-throttled", GATEWAY_ADDRESS=gateway.address, MAX_IN_FLIGHT=3, POLL_INTERVAL=0.2
+            )
+            for language in ("python", "go", "node")
+        ]
+        for worker in workers:
+            worker.wait_for(WORKER_READY)
+        pool = create_pool(emulator, size=20)
+        expected = len(pool) + sum(outcome == "continue" for outcome in pool.values())
+        jobs = wait_until_all_final(emulator, pb, expected, workers)
+        calls = emulator.call_counts()
+    for worker in workers:
+        assert worker.stop() == 0, worker.output()
+    for job in jobs:
+        assert (job.acknowledge_count, job.result_count) == (1, 1), job
+        wanted = pb.jobworker.JOB_STATUS_FAILED if pool.get(job.job_id) == "fail" else pb.jobworker.JOB_STATUS_SUCCEEDED
+        assert job.status == wanted, job
+    retries = sum(worker.output().count("answered UNAVAILABLE; retrying") for worker in workers)
+    assert retries > 0, "no call was throttled: the test proves nothing"
+    # Every throttled result call was retried until one got through, and no more.
+    results = calls["PutJobSuccessResult"] + calls["PutJobFailureResult"]
+    assert results >= len(jobs), calls
+
+
+def write_token_file(path: Path, clients: dict[str, str]) -> None:
+    """The gateway's TOML token file: each client id with the SHA-256 of its token, every RPC allowed."""
+    path.write_text(
+        "".join(
+            f'[[clients]]\nid = "{client_id}"\n'
+            f'token_sha256 = "{hashlib.sha256(token.encode()).hexdigest()}"\nallowed_rpcs = ["*"]\n\n'
+            for client_id, token in clients.items()
+        )
+    )
+
+
+def test_workers_send_their_bearer_token_to_a_gateway_that_requires_one(pb, tmp_path, start_gateway, start_worker):
+    tokens = {name: f"{name}-secret-token-0123456789" for name in ("python", "go", "node", "admin")}
+    write_token_file(tmp_path / "tokens.json", {f"{name}-client": token for name, token in tokens.items()})
+    gateway = start_gateway("--token-file", str(tmp_path / "tokens.json"))
+
+    # Without a token each worker is told UNAUTHENTICATED and exits non-zero: a configuration error.
+    for language in ("python", "go", "node"):
+        anonymous = start_worker(language, f"{language}-anonymous", GATEWAY_ADDRESS=gateway.address)
+        assert anonymous.process.wait(timeout=20) != 0, anonymous.output()
+        assert re.search("unauthenticated", anonymous.output(), re.IGNORECASE), anonymous.output()
+
+    with grpc.insecure_channel(gateway.address) as plain:
+        emulator = Emulator(pb, grpc.intercept_channel(plain, BearerToken(tokens["admin"])))
+        job_ids = [emulator.create_job(Outcome="succeed") for _ in range(6)]
+        workers = [
+            start_worker(
+                language,
+                f"{language}-authed",
+                GATEWAY_ADDRESS=gateway.address,
+                GATEWAY_TOKEN=tokens[language],
+                MAX_IN_FLIGHT=2,
+                POLL_INTERVAL=0.2,
+            )  # fmt: skip
+            for language in ("python", "go", "node")
+        ]
+        for worker in workers:  # (ready: its SIGTERM handler is in place)
+            worker.wait_for(WORKER_READY)
+        jobs = wait_until_all_final(emulator, pb, len(job_ids), workers)
+    for worker in workers:
+        assert worker.stop() == 0, worker.output()
+    assert all(job.status == pb.jobworker.JOB_STATUS_SUCCEEDED for job in jobs), jobs
