@@ -30,7 +30,7 @@ pub enum Command {
     /// Serve the embedded CodePipeline emulator over AWS's own wire protocol (awsJson1_1,
     /// SigV4-checked), for AWS SDKs and the gateway's `aws` upstream; its admin gRPC service
     /// shares the port.
-    Emulator(EmulatorArgs),
+    Emulator(Box<EmulatorArgs>),
 }
 
 /// Logging settings.

@@ -13,6 +13,6 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init(&cli.log)?;
     match cli.command {
         Command::Serve(args) => app::run_gateway(*args).await,
-        Command::Emulator(args) => app::run_emulator(args).await,
+        Command::Emulator(args) => app::run_emulator(*args).await,
     }
 }

@@ -4,13 +4,15 @@
 //! alerts work unchanged. Every label has a bounded set of values: methods outside the served
 //! services are counted under `grpc_service="unknown"`.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
+
+use crate::upstream::Operation;
 
 /// `grpc_type`, `grpc_service`, `grpc_method`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -66,9 +68,54 @@ pub struct ReloadLabels {
     pub result: &'static str,
 }
 
+/// The number of gRPC status codes (0..=16).
+const CODES: usize = 17;
+
+/// The series of one served method, resolved once, so the hot path does no label hashing: the
+/// started and latency series exist from the start (as go-grpc-prometheus initialises them),
+/// the handled series appear with their first code.
+pub struct MethodSeries {
+    labels: MethodLabels,
+    /// Calls started.
+    pub started: Counter,
+    /// Call latency.
+    pub handling_seconds: Histogram,
+    handled: [OnceLock<Counter>; CODES],
+}
+
+impl MethodSeries {
+    /// The handled counter of `code`.
+    pub fn handled(&self, family: &Family<HandledLabels, Counter>, code: tonic::Code) -> &Counter {
+        let index = (code as usize).min(CODES - 1);
+        self.handled[index].get_or_init(|| {
+            family
+                .get_or_create(&HandledLabels {
+                    grpc_type: self.labels.grpc_type,
+                    grpc_service: self.labels.grpc_service,
+                    grpc_method: self.labels.grpc_method,
+                    grpc_code: crate::middleware::telemetry::code_name(code),
+                })
+                .clone()
+        })
+    }
+}
+
+/// The successful-call series of one upstream operation, resolved once.
+pub struct UpstreamSuccess {
+    /// Calls.
+    pub calls: Counter,
+    /// Latency.
+    pub seconds: Histogram,
+}
+
 /// Every metric the gateway exports.
 pub struct Metrics {
     registry: Registry,
+    /// Per served method, in [`crate::middleware::methods::METHODS`] order, then one for
+    /// methods the gateway does not serve.
+    methods: Vec<MethodSeries>,
+    /// Per upstream operation, in [`Operation::ALL`] order.
+    upstream_success: Vec<UpstreamSuccess>,
     /// Calls started.
     pub started: Family<MethodLabels, Counter>,
     /// Calls finished, by code.
@@ -105,6 +152,8 @@ impl Metrics {
     /// A fresh registry with every metric registered.
     pub fn new() -> Arc<Self> {
         let mut metrics = Self {
+            methods: Vec::new(),
+            upstream_success: Vec::new(),
             started: Family::default(),
             handled: Family::default(),
             handling_seconds: Family::new_with_constructor(latency_histogram),
@@ -179,7 +228,76 @@ impl Metrics {
             "Clients in the token file in force",
             metrics.token_file_clients.clone(),
         );
+        let unknown = crate::middleware::methods::Method {
+            service: "unknown",
+            name: "unknown",
+            kind: "unary",
+            api: crate::middleware::methods::Api::JobWorker,
+        };
+        metrics.methods = crate::middleware::methods::METHODS
+            .iter()
+            .chain(std::iter::once(&unknown))
+            .map(|method| {
+                let labels = MethodLabels {
+                    grpc_type: method.kind,
+                    grpc_service: method.service,
+                    grpc_method: method.name,
+                };
+                MethodSeries {
+                    started: metrics.started.get_or_create(&labels).clone(),
+                    handling_seconds: metrics.handling_seconds.get_or_create(&labels).clone(),
+                    labels,
+                    handled: Default::default(),
+                }
+            })
+            .collect();
+        metrics.upstream_success = Operation::ALL
+            .into_iter()
+            .map(|operation| {
+                let labels = UpstreamLabels {
+                    operation: operation.as_str(),
+                    outcome: "success",
+                };
+                UpstreamSuccess {
+                    calls: metrics.upstream_calls.get_or_create(&labels).clone(),
+                    seconds: metrics.upstream_seconds.get_or_create(&labels).clone(),
+                }
+            })
+            .collect();
         Arc::new(metrics)
+    }
+
+    /// The series of the method at `index` in [`crate::middleware::methods::METHODS`], or of
+    /// unknown methods for `None`.
+    pub fn method(&self, index: Option<usize>) -> &MethodSeries {
+        let unknown = self.methods.len() - 1;
+        &self.methods[index.unwrap_or(unknown).min(unknown)]
+    }
+
+    /// Records an upstream call of `operation` that ended with `outcome` after `seconds`.
+    pub fn upstream_call(
+        &self,
+        operation: Operation,
+        outcome: Result<(), &'static str>,
+        seconds: f64,
+    ) {
+        match outcome {
+            Ok(()) => {
+                let series = &self.upstream_success[operation as usize];
+                series.calls.inc();
+                series.seconds.observe(seconds);
+            }
+            Err(outcome) => {
+                let labels = UpstreamLabels {
+                    operation: operation.as_str(),
+                    outcome,
+                };
+                self.upstream_calls.get_or_create(&labels).inc();
+                self.upstream_seconds
+                    .get_or_create(&labels)
+                    .observe(seconds);
+            }
+        }
     }
 
     /// The registry in Prometheus text format.

@@ -20,7 +20,7 @@ pub struct FieldViolation {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid request: {}", describe(.violations))]
 pub struct InvalidRequest {
-    /// Every broken constraint, in field order.
+    /// Every broken constraint, in the order they were checked.
     pub violations: Vec<FieldViolation>,
 }
 

@@ -81,10 +81,15 @@ pub const METHODS: &[Method] = &[
 
 /// The method at this request path (`/service/method`), if the gateway serves it.
 pub fn lookup(path: &str) -> Option<&'static Method> {
+    index_of(path).map(|index| &METHODS[index])
+}
+
+/// The index in [`METHODS`] of the method at this request path, if the gateway serves it.
+pub fn index_of(path: &str) -> Option<usize> {
     let (service, name) = path.strip_prefix('/')?.split_once('/')?;
     METHODS
         .iter()
-        .find(|method| method.name == name && method.service == service)
+        .position(|method| method.name == name && method.service == service)
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use tower::{Layer, Service};
 use tracing::{Span, field::Empty};
 
 use super::{deadline::parse_grpc_timeout, methods};
-use crate::metrics::{HandledLabels, MethodLabels, Metrics};
+use crate::metrics::Metrics;
 
 /// Counts and traces every call.
 #[derive(Clone)]
@@ -55,7 +55,7 @@ pub struct Telemetry<S> {
 /// its deadline passed and the server stopped the call).
 struct CallRecord {
     metrics: Arc<Metrics>,
-    labels: MethodLabels,
+    method: Option<usize>,
     span: Span,
     started: Instant,
     deadline: Option<Instant>,
@@ -68,20 +68,9 @@ impl CallRecord {
             return;
         }
         let elapsed = self.started.elapsed();
-        let labels = &self.labels;
-        self.metrics
-            .handled
-            .get_or_create(&HandledLabels {
-                grpc_type: labels.grpc_type,
-                grpc_service: labels.grpc_service,
-                grpc_method: labels.grpc_method,
-                grpc_code: code_name(code),
-            })
-            .inc();
-        self.metrics
-            .handling_seconds
-            .get_or_create(labels)
-            .observe(elapsed.as_secs_f64());
+        let series = self.metrics.method(self.method);
+        series.handled(&self.metrics.handled, code).inc();
+        series.handling_seconds.observe(elapsed.as_secs_f64());
         self.metrics.in_flight.dec();
         let latency_us = elapsed.as_micros() as u64;
         self.span.record("code", code_name(code));
@@ -126,13 +115,9 @@ where
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         let started = Instant::now();
-        let method = methods::lookup(request.uri().path());
-        let labels = MethodLabels {
-            grpc_type: method.map_or("unary", |m| m.kind),
-            grpc_service: method.map_or("unknown", |m| m.service),
-            grpc_method: method.map_or("unknown", |m| m.name),
-        };
-        self.metrics.started.get_or_create(&labels).inc();
+        let index = methods::index_of(request.uri().path());
+        let method = index.map(|index| &methods::METHODS[index]);
+        self.metrics.method(index).started.inc();
         self.metrics.in_flight.inc();
         let deadline = request
             .headers()
@@ -142,8 +127,8 @@ where
             .map(|timeout| started + timeout);
         let span = tracing::debug_span!(
             "grpc",
-            service = labels.grpc_service,
-            method = labels.grpc_method,
+            service = method.map_or("unknown", |m| m.service),
+            method = method.map_or("unknown", |m| m.name),
             client_id = Empty,
             code = Empty,
             latency_us = Empty,
@@ -154,7 +139,7 @@ where
             inner,
             record: Some(CallRecord {
                 metrics: self.metrics.clone(),
-                labels,
+                method: index,
                 span,
                 started,
                 deadline,

@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 use crate::{
     domain::validate::InvalidRequest,
     error,
-    metrics::{Metrics, UpstreamLabels},
+    metrics::Metrics,
     middleware::deadline::CallDeadline,
     pb::jobworker::{self as pb, job_worker_service_server::JobWorkerServiceServer},
     upstream::{Operation, Upstream, UpstreamError},
@@ -50,17 +50,9 @@ impl JobWorker {
                 .unwrap_or(Err(UpstreamError::Timeout { request_id: None })),
             None => call.await,
         };
-        let labels = UpstreamLabels {
-            operation: operation.as_str(),
-            outcome: result
-                .as_ref()
-                .map_or_else(UpstreamError::outcome, |_| "success"),
-        };
-        self.metrics.upstream_calls.get_or_create(&labels).inc();
+        let outcome = result.as_ref().map(drop).map_err(UpstreamError::outcome);
         self.metrics
-            .upstream_seconds
-            .get_or_create(&labels)
-            .observe(started.elapsed().as_secs_f64());
+            .upstream_call(operation, outcome, started.elapsed().as_secs_f64());
         result.map_err(|e| error::upstream_call_status(operation, resource, e))
     }
 }
