@@ -7,7 +7,6 @@ use std::{net::SocketAddr, num::NonZeroU32, path::PathBuf, sync::Arc, time::Dura
 
 use anyhow::{Context, bail};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
@@ -249,7 +248,11 @@ pub async fn start_gateway(
     };
     let task = tokio::spawn(async move {
         router
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop_serving)
+            // Small gRPC frames must not wait for Nagle's algorithm.
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                stop_serving,
+            )
             .await
             .context("gRPC server failed")
     });
@@ -328,6 +331,8 @@ pub async fn start_emulator_front(
             tokio::select! {
                 accepted = listener.accept() => {
                     let Ok((stream, _)) = accepted else { continue };
+                    // Small answers must not wait for Nagle's algorithm.
+                    let _ = stream.set_nodelay(true);
                     let connection = builder
                         .serve_connection(TokioIo::new(stream), service.clone())
                         .into_owned();

@@ -33,7 +33,11 @@ use crate::domain::{
 /// before doing anything. Other failures reach the caller marked indeterminate.
 #[derive(Debug, Clone)]
 pub struct AwsUpstream {
+    /// PollForJobs and GetJobDetails: the configured retries.
     client: Client,
+    /// AcknowledgeJob and PutJob*Result: one attempt per try. A client of its own, so no call
+    /// pays for a per-call configuration override.
+    single_attempt: Client,
     max_attempts: u32,
 }
 
@@ -61,8 +65,13 @@ impl AwsUpstream {
         if let Some(credentials) = credentials {
             loader = loader.credentials_provider(credentials);
         }
+        let config = loader.load().await;
+        let single_attempt = aws_sdk_codepipeline::config::Builder::from(&config)
+            .retry_config(RetryConfig::standard().with_max_attempts(1))
+            .build();
         Self {
-            client: Client::new(&loader.load().await),
+            client: Client::new(&config),
+            single_attempt: Client::from_conf(single_attempt),
             max_attempts: settings.max_attempts,
         }
     }
@@ -95,12 +104,6 @@ fn throttling_backoff(attempt: u32) -> std::time::Duration {
     use rand::Rng;
     let ceiling_ms = (100u64 << attempt.min(5)).min(2_000);
     std::time::Duration::from_millis(rand::rng().random_range(ceiling_ms / 2..=ceiling_ms))
-}
-
-/// The SDK configuration of a state-changing call: exactly one attempt.
-fn single_attempt() -> aws_sdk_codepipeline::config::Builder {
-    aws_sdk_codepipeline::config::Builder::default()
-        .retry_config(RetryConfig::standard().with_max_attempts(1))
 }
 
 #[async_trait]
@@ -139,12 +142,10 @@ impl Upstream for AwsUpstream {
     ) -> Result<JobStatus, UpstreamError> {
         let output = self
             .unless_throttled(|| async {
-                self.client
+                self.single_attempt
                     .acknowledge_job()
                     .job_id(input.job_id.as_str())
                     .nonce(input.nonce.as_str())
-                    .customize()
-                    .config_override(single_attempt())
                     .send()
                     .await
                     .map(recorded)
@@ -214,15 +215,13 @@ impl Upstream for AwsUpstream {
                 .collect::<HashMap<_, _>>()
         });
         self.unless_throttled(|| async {
-            self.client
+            self.single_attempt
                 .put_job_success_result()
                 .job_id(input.job_id.as_str())
                 .set_current_revision(current_revision.clone())
                 .set_continuation_token(input.continuation_token.clone())
                 .set_execution_details(execution_details.clone())
                 .set_output_variables(output_variables.clone())
-                .customize()
-                .config_override(single_attempt())
                 .send()
                 .await
                 .map(recorded)
@@ -244,12 +243,10 @@ impl Upstream for AwsUpstream {
             .build()
             .map_err(unexpected)?;
         self.unless_throttled(|| async {
-            self.client
+            self.single_attempt
                 .put_job_failure_result()
                 .job_id(input.job_id.as_str())
                 .failure_details(failure_details.clone())
-                .customize()
-                .config_override(single_attempt())
                 .send()
                 .await
                 .map(recorded)
