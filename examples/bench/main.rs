@@ -301,6 +301,26 @@ fn production_gateway(binary: &Path, extra: &[&str]) -> anyhow::Result<Gateway> 
     })
 }
 
+/// The emulator's awsJson1_1 front, with one demo job and the benchmark's static credentials.
+fn emulator_front(binary: &Path) -> anyhow::Result<Proc> {
+    Proc::start(
+        binary,
+        &[
+            "emulator",
+            "--listen",
+            "127.0.0.1:0",
+            "--demo-jobs",
+            "1",
+            "--access-key-id",
+            ACCESS_KEY_ID,
+            "--secret-access-key",
+            SECRET_ACCESS_KEY,
+        ],
+        &[],
+        "emulator listening on ",
+    )
+}
+
 struct Row {
     what: String,
     value: String,
@@ -389,22 +409,7 @@ fn micros(d: Duration) -> f64 {
 }
 
 async fn added_latency(args: &Args, sizes: &Sizes, rows: &mut Vec<Row>) -> anyhow::Result<()> {
-    let emulator = Proc::start(
-        &args.gateway,
-        &[
-            "emulator",
-            "--listen",
-            "127.0.0.1:0",
-            "--demo-jobs",
-            "1",
-            "--access-key-id",
-            ACCESS_KEY_ID,
-            "--secret-access-key",
-            SECRET_ACCESS_KEY,
-        ],
-        &[],
-        "emulator listening on ",
-    )?;
+    let emulator = emulator_front(&args.gateway)?;
     let endpoint = format!("http://{}", emulator.addr);
     let credentials = [
         ("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID),
@@ -511,22 +516,7 @@ async fn added_latency(args: &Args, sizes: &Sizes, rows: &mut Vec<Row>) -> anyho
 }
 
 async fn worker_cpu(args: &Args, sizes: &Sizes, rows: &mut Vec<Row>) -> anyhow::Result<()> {
-    let emulator = Proc::start(
-        &args.gateway,
-        &[
-            "emulator",
-            "--listen",
-            "127.0.0.1:0",
-            "--demo-jobs",
-            "1",
-            "--access-key-id",
-            ACCESS_KEY_ID,
-            "--secret-access-key",
-            SECRET_ACCESS_KEY,
-        ],
-        &[],
-        "emulator listening on ",
-    )?;
+    let emulator = emulator_front(&args.gateway)?;
     let gateway = production_gateway(&args.gateway, &[])?;
     let output = Command::new(&args.python)
         .arg("bench/worker_cpu.py")
