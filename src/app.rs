@@ -58,6 +58,21 @@ impl Server {
         (&mut self.task).await.context("server task panicked")?
     }
 
+    /// Serves until SIGTERM or Ctrl-C, then shuts down within `deadline`; returns at once with
+    /// the error if the server fails first.
+    pub async fn serve_until_signal(mut self, deadline: Duration) -> anyhow::Result<()> {
+        tokio::select! {
+            () = shutdown_signal() => {}
+            ended = &mut self.task => {
+                return ended.context("server task panicked")?.and_then(|()| {
+                    anyhow::bail!("the server stopped unexpectedly")
+                });
+            }
+        }
+        tracing::info!("shutting down: health is NOT_SERVING");
+        self.shutdown_within(deadline).await
+    }
+
     /// Like [`Self::shutdown`], but gives up after `deadline`: calls still running then are cut.
     pub async fn shutdown_within(self, deadline: Duration) -> anyhow::Result<()> {
         tokio::time::timeout(deadline, self.shutdown())
@@ -330,7 +345,15 @@ pub async fn start_emulator_front(
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
-                    let Ok((stream, _)) = accepted else { continue };
+                    let stream = match accepted {
+                        Ok((stream, _)) => stream,
+                        Err(error) => {
+                            // Out of file descriptors, say: wait instead of spinning.
+                            tracing::warn!(%error, "accepting a connection failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
                     // Small answers must not wait for Nagle's algorithm.
                     let _ = stream.set_nodelay(true);
                     let connection = builder
@@ -436,7 +459,7 @@ pub async fn run_gateway(args: ServeArgs) -> anyhow::Result<()> {
     let options = gateway_options(&args, metrics.clone())?;
     let (upstream, admin): (Arc<dyn Upstream>, Option<Arc<Emulator>>) = match args.upstream {
         UpstreamKind::Aws => {
-            let upstream = AwsUpstream::load(&args.aws.sdk_settings(), None).await;
+            let upstream = AwsUpstream::load(&args.aws.sdk_settings(), None).await?;
             (Arc::new(upstream), None)
         }
         UpstreamKind::Emulator => {
@@ -461,11 +484,9 @@ pub async fn run_gateway(args: ServeArgs) -> anyhow::Result<()> {
         upstream = ?args.upstream,
         "gateway serving"
     );
-    shutdown_signal().await;
-    tracing::info!(lame_duck = ?args.lame_duck, "shutting down: health is NOT_SERVING");
     // The lame-duck period runs inside the server's shutdown, before the drain deadline starts.
     let result = server
-        .shutdown_within(args.lame_duck + args.shutdown_timeout)
+        .serve_until_signal(args.lame_duck + args.shutdown_timeout)
         .await;
     metrics_server
         .shutdown_within(Duration::from_secs(1))
@@ -491,8 +512,7 @@ pub async fn run_emulator(args: EmulatorArgs) -> anyhow::Result<()> {
     let addr = server.local_addr();
     announce("emulator listening on", format!("http://{addr}"));
     tracing::info!(%addr, "emulator serving");
-    shutdown_signal().await;
-    server.shutdown_within(Duration::from_secs(5)).await
+    server.serve_until_signal(Duration::from_secs(5)).await
 }
 
 /// Prints the one line that tells a supervising process (or a person) where the server is.

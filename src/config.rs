@@ -258,7 +258,8 @@ pub struct EmulatorArgs {
         long,
         env = "CPGW_EMULATOR_SECRET_ACCESS_KEY",
         default_value = "emulator-secret-access-key",
-        hide_default_value = true
+        hide_default_value = true,
+        hide_env_values = true
     )]
     pub secret_access_key: String,
     /// The region requests must be signed for.

@@ -81,9 +81,10 @@ fn classify(error: &UpstreamError, operation: Option<Operation>, resource: Optio
             details.set_error_info(code.as_str(), AWS_DOMAIN, metadata);
             let aws_message = message.as_deref().map(bounded).unwrap_or_default();
             match code {
+                // AWS words validation errors with the offending values: not copied.
                 AwsErrorCode::Validation => (
                     Code::InvalidArgument,
-                    format!("CodePipeline rejected the request as invalid: {aws_message}"),
+                    "CodePipeline rejected the request as invalid".to_owned(),
                 ),
                 AwsErrorCode::InvalidNonce => (
                     Code::Aborted,

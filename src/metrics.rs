@@ -17,7 +17,7 @@ use crate::upstream::Operation;
 /// `grpc_type`, `grpc_service`, `grpc_method`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MethodLabels {
-    /// Always `unary`: the gateway serves no streams.
+    /// `unary`, `server_stream` (health Watch) or `bidi_stream` (reflection).
     pub grpc_type: &'static str,
     /// The fully qualified service, or `unknown`.
     pub grpc_service: &'static str,
@@ -28,7 +28,7 @@ pub struct MethodLabels {
 /// [`MethodLabels`] plus the status code name (`OK`, `NotFound`, ...).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HandledLabels {
-    /// Always `unary`.
+    /// `unary`, `server_stream` or `bidi_stream`.
     pub grpc_type: &'static str,
     /// The fully qualified service, or `unknown`.
     pub grpc_service: &'static str,

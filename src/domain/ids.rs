@@ -13,11 +13,11 @@ impl JobId {
 
     /// Checks the model's pattern.
     pub fn parse(value: &str) -> Result<Self, &'static str> {
-        let is_lower_hex = |b: &u8| b.is_ascii_digit() || (b'a'..=b'f').contains(b);
-        let groups: Vec<&str> = value.split('-').collect();
-        let well_formed = groups.len() == 5
-            && groups.iter().zip([8, 4, 4, 4, 12]).all(|(group, len)| {
-                group.len() == len && group.as_bytes().iter().all(is_lower_hex)
+        let bytes = value.as_bytes();
+        let well_formed = bytes.len() == 36
+            && bytes.iter().enumerate().all(|(i, b)| match i {
+                8 | 13 | 18 | 23 => *b == b'-',
+                _ => b.is_ascii_digit() || (b'a'..=b'f').contains(b),
             });
         if well_formed {
             Ok(Self(value.to_owned()))

@@ -133,8 +133,8 @@ pub struct FailureDetails {
     pub external_execution_id: Option<String>,
 }
 
-/// A job handed out by PollForJobs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A job handed out by PollForJobs. `Debug` shows neither the nonce nor the job data's secrets.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Job {
     /// The job's ID.
     pub id: String,
@@ -144,6 +144,17 @@ pub struct Job {
     pub nonce: String,
     /// The AWS account that owns the job.
     pub account_id: String,
+}
+
+impl fmt::Debug for Job {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Job")
+            .field("id", &self.id)
+            .field("data", &self.data)
+            .field("nonce", &"<redacted>")
+            .field("account_id", &self.account_id)
+            .finish()
+    }
 }
 
 /// A job's details, as GetJobDetails returns them.

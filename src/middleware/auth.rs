@@ -58,8 +58,10 @@ pub struct Caller {
 impl Caller {
     /// The caller of a gateway that does not authenticate.
     pub fn anonymous() -> Self {
+        static ANONYMOUS: std::sync::LazyLock<Arc<str>> =
+            std::sync::LazyLock::new(|| Arc::from("anonymous"));
         Self {
-            id: Arc::from("anonymous"),
+            id: ANONYMOUS.clone(),
             rate: None,
         }
     }
@@ -86,9 +88,15 @@ pub enum TokenFileError {
         #[source]
         source: std::io::Error,
     },
-    /// It is not valid TOML of the expected shape.
-    #[error("the token file is not valid: {0}")]
-    Syntax(#[from] toml::de::Error),
+    /// It is not valid TOML of the expected shape. Only the parser's message and the line are
+    /// kept: the parser's own rendering quotes the offending line, which could hold a token.
+    #[error("the token file is not valid at line {line}: {message}")]
+    Syntax {
+        /// The 1-based line.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
     /// An entry is wrong.
     #[error("token file client {client:?}: {problem}")]
     Entry {
@@ -116,32 +124,54 @@ struct ClientToml {
     burst: Option<NonZeroU32>,
 }
 
+/// The RPCs a client may call, as its token file entry lists them.
+#[derive(Debug)]
+struct AllowedRpcs(HashSet<String>);
+
+impl AllowedRpcs {
+    /// Whether `method` is listed: by name (`AcknowledgeJob`), by full name
+    /// (`codepipeline.jobworker.v1.JobWorkerService/AcknowledgeJob`), or as `*`.
+    fn allows(&self, method: &Method) -> bool {
+        self.0.contains("*")
+            || self.0.contains(method.name)
+            || self
+                .0
+                .contains(&format!("{}/{}", method.service, method.name))
+    }
+}
+
 /// One client of the token file.
 #[derive(Debug, Clone)]
 pub struct Client {
     id: Arc<str>,
     token_sha256: Option<[u8; 32]>,
-    allowed: HashSet<String>,
+    allowed: Arc<AllowedRpcs>,
     rate: Option<Rate>,
 }
 
 impl Client {
-    /// Whether the client may call `method`: listed by name (`AcknowledgeJob`), by full name
-    /// (`codepipeline.jobworker.v1.JobWorkerService/AcknowledgeJob`), or `*`.
-    fn allows(&self, method: &Method) -> bool {
-        self.allowed.contains("*")
-            || self.allowed.contains(method.name)
-            || self
-                .allowed
-                .contains(&format!("{}/{}", method.service, method.name))
-    }
-
     fn caller(&self) -> Caller {
         Caller {
             id: self.id.clone(),
             rate: self.rate,
         }
     }
+
+    /// The caller and what it may call, both from this one version of the file.
+    fn identified(&self) -> Identified {
+        Identified {
+            caller: self.caller(),
+            allowed: Some(self.allowed.clone()),
+        }
+    }
+}
+
+/// A caller and its permissions, decided together so a token file reload between the two
+/// cannot mix versions.
+struct Identified {
+    caller: Caller,
+    /// `None`: everything (a certificate client the token file does not list; its CA vouched).
+    allowed: Option<Arc<AllowedRpcs>>,
 }
 
 /// The clients of one version of the token file.
@@ -153,7 +183,12 @@ pub struct TokenSet {
 impl TokenSet {
     /// Parses and checks a token file.
     pub fn parse(text: &str) -> Result<Self, TokenFileError> {
-        let file: TokenFileToml = toml::from_str(text)?;
+        let file: TokenFileToml = toml::from_str(text).map_err(|error| TokenFileError::Syntax {
+            line: error.span().map_or(1, |span| {
+                text[..span.start.min(text.len())].lines().count().max(1)
+            }),
+            message: error.message().to_owned(),
+        })?;
         let known_method = |name: &str| {
             name == "*"
                 || methods::METHODS
@@ -201,7 +236,7 @@ impl TokenSet {
             clients.push(Client {
                 id: Arc::from(entry.id.as_str()),
                 token_sha256,
-                allowed: entry.allowed_rpcs.into_iter().collect(),
+                allowed: Arc::new(AllowedRpcs(entry.allowed_rpcs.into_iter().collect())),
                 rate,
             });
         }
@@ -275,7 +310,12 @@ impl TokenStore {
     pub fn reload(&self) {
         let bytes = match std::fs::read(&self.path) {
             Ok(bytes) => bytes,
-            Err(error) => return self.reload_failed(&error),
+            Err(error) => {
+                // Forget the last content read, so the next good read is parsed again and
+                // reported healthy (a Secret's symlink swap can fail one read).
+                *self.last_read.lock().unwrap_or_else(|p| p.into_inner()) = [0; 32];
+                return self.reload_failed(&error);
+            }
         };
         let digest: [u8; 32] = Sha256::digest(&bytes).into();
         let mut last_read = self.last_read.lock().unwrap_or_else(|p| p.into_inner());
@@ -299,7 +339,7 @@ impl TokenStore {
     }
 
     fn reload_failed(&self, error: &(dyn std::error::Error + 'static)) {
-        // The error names the file and the problem, never a token: the file holds only digests.
+        // The error names the file, a line and the problem, never the line's content.
         tracing::error!(
             path = %self.path.display(),
             error = %crate::error::cause_chain(error),
@@ -384,8 +424,8 @@ impl Authenticator {
         refusal.into()
     }
 
-    /// The client this request's credentials name, if it carries any.
-    fn identify(&self, request: &Request<Body>) -> Result<Option<Caller>, Status> {
+    /// The client this request's credentials name, if it carries any, with its permissions.
+    fn identify(&self, request: &Request<Body>) -> Result<Option<Identified>, Status> {
         if let Some(tokens) = &self.tokens
             && let Some(header) = request.headers().get(http::header::AUTHORIZATION)
         {
@@ -402,7 +442,7 @@ impl Authenticator {
             let client = set
                 .by_token(token)
                 .ok_or_else(|| self.refuse("invalid_token", Refusal::UnknownToken))?;
-            return Ok(Some(client.caller()));
+            return Ok(Some(client.identified()));
         }
         if self.client_certificates
             && let Some(id) = certificate_identity(request)
@@ -410,25 +450,16 @@ impl Authenticator {
             let listed = self
                 .tokens
                 .as_ref()
-                .and_then(|tokens| tokens.current().by_id(&id).map(Client::caller));
-            return Ok(Some(listed.unwrap_or(Caller {
-                id: Arc::from(id.as_str()),
-                rate: None,
+                .and_then(|tokens| tokens.current().by_id(&id).map(Client::identified));
+            return Ok(Some(listed.unwrap_or_else(|| Identified {
+                caller: Caller {
+                    id: Arc::from(id.as_str()),
+                    rate: None,
+                },
+                allowed: None,
             })));
         }
         Ok(None)
-    }
-
-    /// Whether a certificate-identified client may call `method`: as its token file entry says,
-    /// or anything when the file does not list it (the CA vouched for it).
-    fn allows(&self, caller: &Caller, method: &Method) -> bool {
-        match &self.tokens {
-            Some(tokens) => tokens
-                .current()
-                .by_id(&caller.id)
-                .is_none_or(|client| client.allows(method)),
-            None => true,
-        }
     }
 }
 
@@ -445,12 +476,12 @@ impl Gate for Authenticator {
             request.extensions_mut().insert(caller);
             return Ok(());
         }
-        let caller = self
+        let Identified { caller, allowed } = self
             .identify(request)?
             .ok_or_else(|| self.refuse("missing_credentials", Refusal::MissingCredentials))?;
         // An unknown method goes on to be answered UNIMPLEMENTED, once the caller is known.
         if let Some(method) = method
-            && !self.allows(&caller, method)
+            && !allowed.is_none_or(|allowed| allowed.allows(method))
         {
             return Err(self.refuse(
                 "forbidden",
@@ -520,7 +551,7 @@ mod tests {
             digest("t")
         ))
         .unwrap();
-        let client = set.by_token("t").unwrap();
+        let client = &set.by_token("t").unwrap().allowed;
         let method = |path| methods::lookup(path).unwrap();
         assert!(client.allows(method(
             "/codepipeline.jobworker.v1.JobWorkerService/PollForJobs"
@@ -531,6 +562,14 @@ mod tests {
         assert!(!client.allows(method(
             "/codepipeline.jobworker.v1.JobWorkerService/PutJobSuccessResult"
         )));
+    }
+
+    #[test]
+    fn a_syntax_error_names_the_line_but_never_quotes_it() {
+        let text = "[[clients]]\nid = \"a\"\nallowed_rpcs = []\ntoken = \"plaintext-secret-token\n";
+        let error = file(text).unwrap_err().to_string();
+        assert!(error.contains("line 4"), "{error}");
+        assert!(!error.contains("plaintext-secret-token"), "{error}");
     }
 
     #[test]

@@ -45,19 +45,20 @@ impl Gate for DeadlineReader {
 
 /// `grpc-timeout`: at most 8 digits and a unit (H, M, S, m, u, n), per the gRPC HTTP/2 spec.
 pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
-    let split = value.len().checked_sub(1)?;
-    let (digits, unit) = value.split_at(split);
-    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    let (unit, digits) = value.as_bytes().split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    let amount: u64 = digits.parse().ok()?;
+    let amount = digits
+        .iter()
+        .fold(0u64, |amount, digit| amount * 10 + u64::from(digit - b'0'));
     Some(match unit {
-        "H" => Duration::from_secs(amount * 3600),
-        "M" => Duration::from_secs(amount * 60),
-        "S" => Duration::from_secs(amount),
-        "m" => Duration::from_millis(amount),
-        "u" => Duration::from_micros(amount),
-        "n" => Duration::from_nanos(amount),
+        b'H' => Duration::from_secs(amount * 3600),
+        b'M' => Duration::from_secs(amount * 60),
+        b'S' => Duration::from_secs(amount),
+        b'm' => Duration::from_millis(amount),
+        b'u' => Duration::from_micros(amount),
+        b'n' => Duration::from_nanos(amount),
         _ => return None,
     })
 }
@@ -75,7 +76,7 @@ mod tests {
             parse_grpc_timeout("99999999n"),
             Some(Duration::from_nanos(99_999_999))
         );
-        for bad in ["", "m", "100", "123456789S", "-1S", "1x", "1.5S"] {
+        for bad in ["", "m", "100", "123456789S", "-1S", "1x", "1.5S", "1é"] {
             assert_eq!(parse_grpc_timeout(bad), None, "{bad}");
         }
     }

@@ -75,13 +75,26 @@ impl CallRecord {
         let latency_us = elapsed.as_micros() as u64;
         self.span.record("code", code_name(code));
         self.span.record("latency_us", latency_us);
+        // Upstream failures are logged with their cause where they are classified, and shed
+        // calls are counted, not logged (that would flood the log exactly under overload): only
+        // the gateway's own faults are worth a warning here.
+        let method = self.method.map(|index| &methods::METHODS[index]);
+        let (service, name) = method.map_or(("unknown", "unknown"), |m| (m.service, m.name));
         match code {
-            Code::Internal | Code::Unknown | Code::Unavailable | Code::DeadlineExceeded => {
-                tracing::warn!(parent: &self.span, code = code_name(code), latency_us, "call failed")
-            }
-            _ => {
-                tracing::debug!(parent: &self.span, code = code_name(code), latency_us, "call finished")
-            }
+            Code::Internal | Code::Unknown => tracing::warn!(
+                parent: &self.span,
+                service,
+                method = name,
+                code = code_name(code),
+                latency_us,
+                "call failed"
+            ),
+            _ => tracing::debug!(
+                parent: &self.span,
+                code = code_name(code),
+                latency_us,
+                "call finished"
+            ),
         }
     }
 }

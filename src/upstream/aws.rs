@@ -39,6 +39,8 @@ pub struct AwsUpstream {
     /// pays for a per-call configuration override.
     single_attempt: Client,
     max_attempts: u32,
+    /// The budget of a whole operation, the gateway's own throttling retries included.
+    operation_timeout: std::time::Duration,
 }
 
 impl AwsUpstream {
@@ -47,7 +49,7 @@ impl AwsUpstream {
     pub async fn load(
         settings: &SdkSettings,
         credentials: Option<SharedCredentialsProvider>,
-    ) -> Self {
+    ) -> anyhow::Result<Self> {
         let timeouts = TimeoutConfig::builder()
             .connect_timeout(settings.connect_timeout)
             .operation_timeout(settings.operation_timeout)
@@ -66,14 +68,20 @@ impl AwsUpstream {
             loader = loader.credentials_provider(credentials);
         }
         let config = loader.load().await;
+        if config.region().is_none() {
+            anyhow::bail!(
+                "no AWS region: give --aws-region, or set AWS_REGION or a profile's region"
+            );
+        }
         let single_attempt = aws_sdk_codepipeline::config::Builder::from(&config)
             .retry_config(RetryConfig::standard().with_max_attempts(1))
             .build();
-        Self {
+        Ok(Self {
             client: Client::new(&config),
             single_attempt: Client::from_conf(single_attempt),
             max_attempts: settings.max_attempts,
-        }
+            operation_timeout: settings.operation_timeout,
+        })
     }
 
     /// Runs a state-changing call with one SDK attempt per try, trying again only after
@@ -82,19 +90,24 @@ impl AwsUpstream {
     where
         Fut: Future<Output = Result<T, UpstreamError>>,
     {
-        let mut attempt = 1;
-        loop {
-            match send().await {
-                Err(UpstreamError::Service {
-                    code: AwsErrorCode::Throttling,
-                    ..
-                }) if attempt < self.max_attempts => {
-                    tokio::time::sleep(throttling_backoff(attempt)).await;
-                    attempt += 1;
+        let tries = async {
+            let mut attempt = 1;
+            loop {
+                match send().await {
+                    Err(UpstreamError::Service {
+                        code: AwsErrorCode::Throttling,
+                        ..
+                    }) if attempt < self.max_attempts => {
+                        tokio::time::sleep(throttling_backoff(attempt)).await;
+                        attempt += 1;
+                    }
+                    result => return result,
                 }
-                result => return result,
             }
-        }
+        };
+        tokio::time::timeout(self.operation_timeout, tries)
+            .await
+            .unwrap_or(Err(UpstreamError::Timeout { request_id: None }))
     }
 }
 
@@ -306,9 +319,8 @@ where
             }
         }
         SdkError::TimeoutError(_) => UpstreamError::Timeout { request_id },
-        SdkError::DispatchFailure(failure) if failure.is_timeout() => {
-            UpstreamError::Timeout { request_id }
-        }
+        // With attempt and operation timeouts set, a dispatch timeout is the connect timeout:
+        // CodePipeline could not be reached.
         SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => UpstreamError::Unavailable {
             source: Box::new(error),
         },

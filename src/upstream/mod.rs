@@ -194,8 +194,8 @@ pub enum UpstreamError {
     Service {
         /// The AWS error code.
         code: AwsErrorCode,
-        /// AWS's message. Shown to callers only for modelled errors whose text the gateway
-        /// controls (the emulator's); never logged with request data in it.
+        /// AWS's message. Copied (bounded) into statuses only for modelled errors whose AWS text
+        /// names no request value (never for ValidationException); never logged.
         message: Option<String>,
         /// The AWS request ID, for support cases.
         request_id: Option<String>,

@@ -157,7 +157,9 @@ async fn spawn_configured(
                 attempt_timeout: Duration::from_secs(5),
                 max_attempts,
             };
-            let upstream = AwsUpstream::load(&settings, Some(credentials)).await;
+            let upstream = AwsUpstream::load(&settings, Some(credentials))
+                .await
+                .unwrap();
             (Arc::new(upstream), Some(front))
         }
     };

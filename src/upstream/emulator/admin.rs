@@ -16,6 +16,7 @@ use crate::{
         emulator::{self as pb, emulator_admin_service_server::EmulatorAdminService},
         jobworker as jw,
     },
+    upstream::{AwsErrorCode, UpstreamError},
 };
 
 /// The admin service over a shared emulator.
@@ -98,10 +99,12 @@ impl EmulatorAdminService for AdminService {
     ) -> Result<Response<pb::GetJobResponse>, Status> {
         let job_id =
             validate::job_id(&request.into_inner().job_id).map_err(error::invalid_request)?;
-        let job = self
-            .emulator
-            .job(&job_id)
-            .ok_or_else(|| Status::not_found(format!("job {job_id} does not exist")))?;
+        let job = self.emulator.job(&job_id).ok_or_else(|| {
+            error::upstream_status(UpstreamError::service(
+                AwsErrorCode::JobNotFound,
+                format!("Job {job_id} was not found"),
+            ))
+        })?;
         Ok(Response::new(pb::GetJobResponse {
             job: Some(job_state(job)),
         }))

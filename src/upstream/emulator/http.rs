@@ -228,6 +228,19 @@ async fn serve_call(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Answer, ApiError> {
+    // HTTP/2 callers carry the host as `:authority`; SigV4 signs it as `host`.
+    let with_host;
+    let headers = match uri.authority() {
+        Some(authority) if !headers.contains_key(header::HOST) => {
+            let mut copy = headers.clone();
+            if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+                copy.insert(header::HOST, host);
+            }
+            with_host = copy;
+            &with_host
+        }
+        _ => headers,
+    };
     let signed = SignedRequest {
         method: method.as_str(),
         path: uri.path(),

@@ -193,8 +193,16 @@ pub fn verify(
         })?;
         canonical_headers.push_str(&format!("{name}:{value}\n"));
     }
-    let payload_hash = canonical_header_value(request.headers, "x-amz-content-sha256")
-        .unwrap_or_else(|| hex::encode(Sha256::digest(request.body)));
+    // The signature covers the body through its hash; a declared hash must be the body's.
+    let payload_hash = hex::encode(Sha256::digest(request.body));
+    if canonical_header_value(request.headers, "x-amz-content-sha256")
+        .is_some_and(|declared| declared != payload_hash)
+    {
+        return Err(reject(
+            "InvalidSignatureException",
+            "The provided 'x-amz-content-sha256' header does not match what was computed.",
+        ));
+    }
     let canonical_request = format!(
         "{method}\n{path}\n{query}\n{canonical_headers}\n{signed}\n{payload_hash}",
         method = request.method,
@@ -332,6 +340,18 @@ mod tests {
             now,
         )
         .unwrap_err();
+        assert_eq!(err.code, "InvalidSignatureException");
+    }
+
+    #[test]
+    fn a_declared_payload_hash_that_is_not_the_bodys_is_refused() {
+        let body = b"{}";
+        let (mut headers, now) = sdk_signed(&credentials().secret_access_key, body);
+        headers.insert(
+            "x-amz-content-sha256",
+            hex::encode(Sha256::digest(b"other")).parse().unwrap(),
+        );
+        let err = verify(&request(&headers, body), &credentials(), "us-east-1", now).unwrap_err();
         assert_eq!(err.code, "InvalidSignatureException");
     }
 
