@@ -116,6 +116,17 @@ async fn calls_beyond_the_concurrency_limit_are_shed_at_once_with_unavailable() 
             tokio::spawn(async move { client.acknowledge_job(ack()).await })
         })
         .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let health = tonic_health::pb::health_client::HealthClient::new(
+        Channel::from_shared(format!("http://{}", gw.addr()))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    )
+    .check(tonic_health::pb::HealthCheckRequest::default())
+    .await;
+    assert!(health.is_ok(), "health checks are never shed: {health:?}");
     let mut shed = 0;
     let mut served = 0;
     for call in calls {

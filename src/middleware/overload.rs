@@ -87,20 +87,16 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        // Health checks are never shed: a liveness probe failing under load would restart the
-        // pod exactly when it is busiest.
-        let is_health = crate::middleware::methods::lookup(request.uri().path())
-            .is_some_and(|method| method.api == crate::middleware::methods::Api::Health);
-        if is_health {
-            return Either::Right(Permitted {
-                inner: self.inner.call(request),
-                permit: None,
-            });
-        }
         match self.layer.permits.clone().try_acquire_owned() {
             Ok(permit) => Either::Right(Permitted {
                 inner: self.inner.call(request),
                 permit: Some(permit),
+            }),
+            // Health checks are never shed: a liveness probe failing under load would restart
+            // the pod exactly when it is busiest.
+            Err(_) if is_health_check(&request) => Either::Right(Permitted {
+                inner: self.inner.call(request),
+                permit: None,
             }),
             Err(_) => {
                 self.layer.metrics.load_shed.inc();
@@ -109,6 +105,11 @@ where
             }
         }
     }
+}
+
+fn is_health_check(request: &Request<Body>) -> bool {
+    use crate::middleware::methods::{Api, lookup};
+    lookup(request.uri().path()).is_some_and(|method| method.api == Api::Health)
 }
 
 /// Refuses request messages over `limit` bytes, reading only the gRPC frame headers as the body

@@ -90,24 +90,33 @@ impl AwsUpstream {
     where
         Fut: Future<Output = Result<T, UpstreamError>>,
     {
-        let tries = async {
-            let mut attempt = 1;
-            loop {
-                match send().await {
-                    Err(UpstreamError::Service {
-                        code: AwsErrorCode::Throttling,
-                        ..
-                    }) if attempt < self.max_attempts => {
-                        tokio::time::sleep(throttling_backoff(attempt)).await;
-                        attempt += 1;
+        // The SDK's operation timeout bounds each try; the budget bounds the tries together,
+        // so the first (and usual only) try needs no timer of its own.
+        let budget_ends = tokio::time::Instant::now() + self.operation_timeout;
+        let mut attempt = 1;
+        loop {
+            let result = if attempt == 1 {
+                send().await
+            } else {
+                tokio::time::timeout_at(budget_ends, send())
+                    .await
+                    .unwrap_or(Err(UpstreamError::Timeout { request_id: None }))
+            };
+            match result {
+                Err(UpstreamError::Service {
+                    code: AwsErrorCode::Throttling,
+                    ..
+                }) if attempt < self.max_attempts => {
+                    let backoff = throttling_backoff(attempt);
+                    if tokio::time::Instant::now() + backoff >= budget_ends {
+                        return result;
                     }
-                    result => return result,
+                    tokio::time::sleep(backoff).await;
+                    attempt += 1;
                 }
+                result => return result,
             }
-        };
-        tokio::time::timeout(self.operation_timeout, tries)
-            .await
-            .unwrap_or(Err(UpstreamError::Timeout { request_id: None }))
+        }
     }
 }
 
