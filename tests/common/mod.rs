@@ -10,7 +10,6 @@ use std::{sync::Arc, time::Duration};
 use aws_credential_types::{Credentials, provider::SharedCredentialsProvider};
 use codepipeline_gateway::{
     app::{self, Server},
-    domain::{ActionCategory, ActionOwner, ActionTypeId},
     pb::{
         emulator::{self as admin_pb, emulator_admin_service_client::EmulatorAdminServiceClient},
         jobworker::{self as pb, job_worker_service_client::JobWorkerServiceClient},
@@ -189,15 +188,6 @@ pub fn demo_action_type() -> pb::ActionTypeId {
     pb::ActionTypeId {
         category: pb::ActionCategory::Build.into(),
         owner: pb::ActionOwner::Custom.into(),
-        provider: "DemoBuilder".to_owned(),
-        version: "1".to_owned(),
-    }
-}
-
-pub fn domain_demo_action_type() -> ActionTypeId {
-    ActionTypeId {
-        category: ActionCategory::Build,
-        owner: ActionOwner::Custom,
         provider: "DemoBuilder".to_owned(),
         version: "1".to_owned(),
     }
