@@ -465,7 +465,7 @@ impl Authenticator {
 
 impl Gate for Authenticator {
     fn check(&self, request: &mut Request<Body>) -> Result<(), Status> {
-        let method = methods::lookup(request.uri().path());
+        let method = methods::of(request);
         let exempt = method.is_some_and(|method| {
             method.api == Api::Health
                 || (method.api == Api::Reflection && !self.reflection_requires_auth)

@@ -79,6 +79,19 @@ pub const METHODS: &[Method] = &[
     ),
 ];
 
+/// The served method a request is for, resolved once by the outermost layer and kept in the
+/// request's extensions for the layers below.
+#[derive(Debug, Clone, Copy)]
+pub struct Resolved(pub Option<&'static Method>);
+
+/// The method a request is for: as the outermost layer resolved it, or looked up now.
+pub fn of<B>(request: &http::Request<B>) -> Option<&'static Method> {
+    match request.extensions().get::<Resolved>() {
+        Some(Resolved(method)) => *method,
+        None => lookup(request.uri().path()),
+    }
+}
+
 /// The method at this request path (`/service/method`), if the gateway serves it.
 pub fn lookup(path: &str) -> Option<&'static Method> {
     index_of(path).map(|index| &METHODS[index])

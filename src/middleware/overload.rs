@@ -108,8 +108,8 @@ where
 }
 
 fn is_health_check(request: &Request<Body>) -> bool {
-    use crate::middleware::methods::{Api, lookup};
-    lookup(request.uri().path()).is_some_and(|method| method.api == Api::Health)
+    use crate::middleware::methods::{Api, of};
+    of(request).is_some_and(|method| method.api == Api::Health)
 }
 
 /// Refuses request messages over `limit` bytes, reading only the gRPC frame headers as the body

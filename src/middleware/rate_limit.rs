@@ -110,9 +110,7 @@ impl Gate for RateLimiter {
     fn check(&self, request: &mut Request<Body>) -> Result<(), Status> {
         // Only job-worker calls cost the upstream anything; health, reflection and the
         // emulator's admin service are not limited.
-        let Some(method) =
-            methods::lookup(request.uri().path()).filter(|m| m.api == Api::JobWorker)
-        else {
+        let Some(method) = methods::of(request).filter(|m| m.api == Api::JobWorker) else {
             return Ok(());
         };
         let anonymous;

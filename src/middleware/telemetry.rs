@@ -126,10 +126,11 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
         let started = Instant::now();
         let index = methods::index_of(request.uri().path());
         let method = index.map(|index| &methods::METHODS[index]);
+        request.extensions_mut().insert(methods::Resolved(method));
         self.metrics.method(index).started.inc();
         self.metrics.in_flight.inc();
         let deadline = request
