@@ -58,11 +58,15 @@ impl Server {
         (&mut self.task).await.context("server task panicked")?
     }
 
-    /// Serves until SIGTERM or Ctrl-C, then shuts down within `deadline`; returns at once with
+    /// Serves until `signal` arrives, then shuts down within `deadline`; returns at once with
     /// the error if the server fails first.
-    pub async fn serve_until_signal(mut self, deadline: Duration) -> anyhow::Result<()> {
+    pub async fn serve_until_signal(
+        mut self,
+        mut signal: ShutdownSignal,
+        deadline: Duration,
+    ) -> anyhow::Result<()> {
         tokio::select! {
-            () = shutdown_signal() => {}
+            () = signal.received() => {}
             ended = &mut self.task => {
                 return ended.context("server task panicked")?.and_then(|()| {
                     anyhow::bail!("the server stopped unexpectedly")
@@ -455,6 +459,7 @@ fn gateway_options(args: &ServeArgs, metrics: Arc<Metrics>) -> anyhow::Result<Ga
 
 /// `codepipeline-gateway serve`.
 pub async fn run_gateway(args: ServeArgs) -> anyhow::Result<()> {
+    let signal = ShutdownSignal::install()?;
     let metrics = Metrics::new();
     let options = gateway_options(&args, metrics.clone())?;
     let (upstream, admin): (Arc<dyn Upstream>, Option<Arc<Emulator>>) = match args.upstream {
@@ -486,7 +491,7 @@ pub async fn run_gateway(args: ServeArgs) -> anyhow::Result<()> {
     );
     // The lame-duck period runs inside the server's shutdown, before the drain deadline starts.
     let result = server
-        .serve_until_signal(args.lame_duck + args.shutdown_timeout)
+        .serve_until_signal(signal, args.lame_duck + args.shutdown_timeout)
         .await;
     metrics_server
         .shutdown_within(Duration::from_secs(1))
@@ -496,6 +501,7 @@ pub async fn run_gateway(args: ServeArgs) -> anyhow::Result<()> {
 
 /// `codepipeline-gateway emulator`.
 pub async fn run_emulator(args: EmulatorArgs) -> anyhow::Result<()> {
+    let signal = ShutdownSignal::install()?;
     let emulator = Arc::new(Emulator::new(args.engine.emulator_config()));
     emulator.seed_demo(args.engine.demo_jobs);
     let listener = TcpListener::bind(args.listen)
@@ -512,7 +518,9 @@ pub async fn run_emulator(args: EmulatorArgs) -> anyhow::Result<()> {
     let addr = server.local_addr();
     announce("emulator listening on", format!("http://{addr}"));
     tracing::info!(%addr, "emulator serving");
-    server.serve_until_signal(Duration::from_secs(5)).await
+    server
+        .serve_until_signal(signal, Duration::from_secs(5))
+        .await
 }
 
 /// Prints the one line that tells a supervising process (or a person) where the server is.
@@ -524,20 +532,47 @@ fn announce(what: &str, addr: impl std::fmt::Display) {
     let _ = stdout.flush();
 }
 
-/// Resolves on SIGTERM (what Kubernetes sends) or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGTERM (what Kubernetes sends) or Ctrl-C, listened for from the moment it is installed.
+///
+/// Installed before the process says it is listening: a supervisor that stops the process as
+/// soon as it is ready must get a graceful shutdown, not the signal's default action.
+pub struct ShutdownSignal {
     #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler cannot fail on Unix");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+    terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignal {
+    /// Starts listening for the signals.
+    pub fn install() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                terminate: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+                interrupt: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Self {})
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
+
+    /// Resolves when one of the signals arrives.
+    pub async fn received(&mut self) {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.terminate.recv() => {}
+                _ = self.interrupt.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            // Without a handler Ctrl-C ends the process anyway; waiting on it is the best effort.
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -175,6 +175,19 @@ async fn sigterm_drains_in_flight_calls_refuses_new_ones_and_exits_cleanly() {
     assert!(gateway.exit_status(Duration::from_secs(10)).await.success());
 }
 
+/// A supervisor may stop the process the moment it says it listens; that must already be a
+/// graceful exit, not death by the signal's default action. A few rounds, because the window
+/// this guards against is short.
+#[tokio::test]
+async fn sigterm_as_soon_as_the_address_is_printed_is_a_clean_exit() {
+    for _ in 0..20 {
+        let mut gateway = Gateway::start(&["--lame-duck", "0s"], Stdio::null());
+        gateway.terminate();
+        let status = gateway.exit_status(Duration::from_secs(10)).await;
+        assert!(status.success(), "exited with {status}");
+    }
+}
+
 #[tokio::test]
 async fn the_most_verbose_logs_of_a_whole_job_lifecycle_hold_no_secret() {
     let dir = tempfile::tempdir().unwrap();
