@@ -20,7 +20,7 @@ use crate::{
         grpc_only::GrpcOnlyLayer,
         overload::{LoadShedLayer, MessageSizeLayer},
         panic::CatchPanicLayer,
-        rate_limit::RateLimiter,
+        rate_limit::{RateLimiter, UpstreamBudget},
         telemetry::TelemetryLayer,
     },
     pb::{self, jobworker::job_worker_service_server::JobWorkerServiceServer},
@@ -199,8 +199,8 @@ pub async fn start_gateway(
         options.reflection_requires_auth,
         metrics.clone(),
     );
-    let rate_limiter =
-        RateLimiter::new(options.client_rate, options.upstream_rate, metrics.clone());
+    let rate_limiter = RateLimiter::new(options.client_rate, metrics.clone());
+    let upstream_budget = UpstreamBudget::new(options.upstream_rate, metrics.clone());
     let (keepalive_interval, keepalive_timeout) = options.http2_keepalive;
     let (max_age, max_age_grace) = options.max_connection_age;
     let mut server = tonic::transport::Server::builder()
@@ -225,7 +225,8 @@ pub async fn start_gateway(
         ))
         // Who is calling, and may they call this method; health (and reflection) pass.
         .layer(GateLayer::new(Arc::new(authenticator)))
-        // Per-client and per-operation budgets, keyed by the identity auth established.
+        // Per-client rates, keyed by the identity auth established. (The per-operation upstream
+        // budget is charged by the handler, once the call is known to be valid.)
         .layer(GateLayer::new(Arc::new(rate_limiter)))
         // The caller's deadline, which handlers bound their upstream call with.
         .layer(GateLayer::new(Arc::new(DeadlineReader)))
@@ -234,7 +235,7 @@ pub async fn start_gateway(
         // A panicking handler answers INTERNAL; the connection and the server go on.
         .layer(CatchPanicLayer);
 
-    let job_worker = JobWorker::new(upstream, metrics.clone())
+    let job_worker = JobWorker::new(upstream, Arc::new(upstream_budget), metrics.clone())
         .into_server()
         .max_decoding_message_size(options.max_message_size);
     let admin = admin.map(|emulator| {

@@ -47,6 +47,51 @@ async fn connect(addr: std::net::SocketAddr) -> JobWorkerServiceClient<Channel> 
     JobWorkerServiceClient::new(channel)
 }
 
+/// The upstream budget guards the AWS account's quota for every client together, so requests
+/// that never go upstream must not spend it: one client's bad input would starve the others.
+#[tokio::test]
+async fn only_calls_that_go_upstream_spend_the_upstream_budget() {
+    let metrics = Metrics::new();
+    let options = GatewayOptions {
+        upstream_rate: Some(rate(1, 3)),
+        metrics: metrics.clone(),
+        ..GatewayOptions::default()
+    };
+    let gw = spawn_serving(options, emulator_config()).await;
+    let mut client = connect(gw.addr()).await;
+    for _ in 0..10 {
+        let invalid = pb::AcknowledgeJobRequest {
+            job_id: "not-a-job-id".to_owned(),
+            nonce: String::new(),
+        };
+        let status = client.acknowledge_job(invalid).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    }
+    // The whole burst is still there for valid calls, which the emulator answers NOT_FOUND.
+    for call in 0..3 {
+        let status = client.acknowledge_job(ack()).await.unwrap_err();
+        assert_eq!(status.code(), Code::NotFound, "call {call}: {status:?}");
+    }
+    let status = client.acknowledge_job(ack()).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(
+        status.get_details_quota_failure().unwrap().violations[0].subject,
+        "operation:AcknowledgeJob"
+    );
+    assert!(status.get_details_retry_info().is_some());
+    assert_eq!(
+        gw.emulator.total_calls(),
+        3,
+        "only the budget reached the upstream"
+    );
+    assert!(
+        metrics
+            .render()
+            .contains(r#"gateway_rate_limited_total{scope="upstream"} 1"#)
+    );
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn one_clients_rate_holds_across_many_connections() {
     let metrics = Metrics::new();

@@ -1,7 +1,9 @@
 //! Rate limits (GCRA, via governor): each client has its own rate, the default or its token
-//! file override, and each upstream operation has a budget that protects the AWS account's
-//! CodePipeline quota however many clients call. One limiter set is shared by every connection,
-//! so a client cannot escape its rate by opening more connections.
+//! file override, checked by a gate before anything else is spent on the call; and each upstream
+//! operation has a budget that protects the AWS account's CodePipeline quota however many
+//! clients call, charged by the handler only once a call is valid and about to go upstream, so
+//! that invalid requests cannot spend it for everyone. One limiter set is shared by every
+//! connection, so a client cannot escape its rate by opening more connections.
 
 use std::{
     collections::HashMap,
@@ -36,35 +38,40 @@ struct ClientLimiter {
     limiter: Arc<DefaultDirectRateLimiter>,
 }
 
-/// The rate limit gate.
+/// RESOURCE_EXHAUSTED for a call over a limit of `scope`, counted.
+fn refused(
+    metrics: &Metrics,
+    scope: &'static str,
+    subject: String,
+    not_until: governor::NotUntil<<DefaultClock as Clock>::Instant>,
+) -> Status {
+    metrics
+        .rate_limited
+        .get_or_create(&RateLimitedLabels { scope })
+        .inc();
+    Refusal::RateLimited {
+        scope,
+        subject,
+        retry_after: not_until.wait_time_from(DefaultClock::default().now()),
+    }
+    .into()
+}
+
+/// The per-client rate limit gate.
 pub struct RateLimiter {
     default_rate: Rate,
     /// Per client id.
     clients: Mutex<HashMap<Arc<str>, ClientLimiter>>,
-    /// Per operation: the account-wide budget, when one is set.
-    upstream: HashMap<Operation, DefaultDirectRateLimiter>,
     metrics: Arc<Metrics>,
-    clock: DefaultClock,
 }
 
 impl RateLimiter {
-    /// Limits each client to `default_rate` (unless its token file entry says otherwise), and
-    /// each upstream operation to `upstream_rate` over all clients.
-    pub fn new(default_rate: Rate, upstream_rate: Option<Rate>, metrics: Arc<Metrics>) -> Self {
-        let upstream = upstream_rate
-            .map(|rate| {
-                Operation::ALL
-                    .into_iter()
-                    .map(|op| (op, DefaultDirectRateLimiter::direct(quota(rate))))
-                    .collect()
-            })
-            .unwrap_or_default();
+    /// Limits each client to `default_rate`, unless its token file entry says otherwise.
+    pub fn new(default_rate: Rate, metrics: Arc<Metrics>) -> Self {
         Self {
             default_rate,
             clients: Mutex::default(),
-            upstream,
             metrics,
-            clock: DefaultClock::default(),
         }
     }
 
@@ -86,33 +93,15 @@ impl RateLimiter {
             }
         }
     }
-
-    fn refuse(
-        &self,
-        scope: &'static str,
-        subject: String,
-        not_until: governor::NotUntil<<DefaultClock as Clock>::Instant>,
-    ) -> Status {
-        self.metrics
-            .rate_limited
-            .get_or_create(&RateLimitedLabels { scope })
-            .inc();
-        Refusal::RateLimited {
-            scope,
-            subject,
-            retry_after: not_until.wait_time_from(self.clock.now()),
-        }
-        .into()
-    }
 }
 
 impl Gate for RateLimiter {
     fn check(&self, request: &mut Request<Body>) -> Result<(), Status> {
         // Only job-worker calls cost the upstream anything; health, reflection and the
         // emulator's admin service are not limited.
-        let Some(method) = methods::of(request).filter(|m| m.api == Api::JobWorker) else {
+        if !methods::of(request).is_some_and(|m| m.api == Api::JobWorker) {
             return Ok(());
-        };
+        }
         let anonymous;
         let caller = match request.extensions().get::<Caller>() {
             Some(caller) => caller,
@@ -121,16 +110,56 @@ impl Gate for RateLimiter {
                 &anonymous
             }
         };
-        if let Err(not_until) = self.limiter_for(caller).check() {
-            return Err(self.refuse("client", format!("client:{}", caller.id), not_until));
+        self.limiter_for(caller).check().map_err(|not_until| {
+            refused(
+                &self.metrics,
+                "client",
+                format!("client:{}", caller.id),
+                not_until,
+            )
+        })
+    }
+}
+
+/// The account-wide budget of upstream calls, per operation over all clients.
+pub struct UpstreamBudget {
+    /// Per operation, when a budget is set.
+    per_operation: HashMap<Operation, DefaultDirectRateLimiter>,
+    metrics: Arc<Metrics>,
+}
+
+impl UpstreamBudget {
+    /// Each operation may be called upstream at `rate`; no limit when `None`.
+    pub fn new(rate: Option<Rate>, metrics: Arc<Metrics>) -> Self {
+        let per_operation = rate
+            .map(|rate| {
+                Operation::ALL
+                    .into_iter()
+                    .map(|op| (op, DefaultDirectRateLimiter::direct(quota(rate))))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self {
+            per_operation,
+            metrics,
         }
-        if let Some(limiter) =
-            Operation::from_name(method.name).and_then(|op| self.upstream.get(&op))
-            && let Err(not_until) = limiter.check()
+    }
+
+    /// Takes one call of `operation` from the budget, or answers RESOURCE_EXHAUSTED.
+    pub fn spend(&self, operation: Operation) -> Result<(), Status> {
+        match self
+            .per_operation
+            .get(&operation)
+            .map(|limiter| limiter.check())
         {
-            return Err(self.refuse("upstream", format!("operation:{}", method.name), not_until));
+            Some(Err(not_until)) => Err(refused(
+                &self.metrics,
+                "upstream",
+                format!("operation:{operation}"),
+                not_until,
+            )),
+            _ => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -167,7 +196,7 @@ mod tests {
 
     #[test]
     fn a_client_gets_its_burst_then_resource_exhausted_with_retry_info() {
-        let limiter = RateLimiter::new(rate(1, 3), None, Metrics::new());
+        let limiter = RateLimiter::new(rate(1, 3), Metrics::new());
         for _ in 0..3 {
             limiter.check(&mut ack_request(caller("a", None))).unwrap();
         }
@@ -190,7 +219,7 @@ mod tests {
 
     #[test]
     fn a_token_file_rate_overrides_the_default() {
-        let limiter = RateLimiter::new(rate(1, 1), None, Metrics::new());
+        let limiter = RateLimiter::new(rate(1, 1), Metrics::new());
         let generous = caller("big", Some(rate(100, 10)));
         for _ in 0..10 {
             limiter.check(&mut ack_request(generous.clone())).unwrap();
@@ -199,22 +228,32 @@ mod tests {
     }
 
     #[test]
-    fn the_upstream_budget_holds_across_clients() {
-        let limiter = RateLimiter::new(rate(100, 100), Some(rate(1, 2)), Metrics::new());
-        limiter.check(&mut ack_request(caller("a", None))).unwrap();
-        limiter.check(&mut ack_request(caller("b", None))).unwrap();
-        let status = limiter
-            .check(&mut ack_request(caller("c", None)))
-            .unwrap_err();
+    fn the_upstream_budget_is_per_operation() {
+        let budget = UpstreamBudget::new(Some(rate(1, 2)), Metrics::new());
+        budget.spend(Operation::AcknowledgeJob).unwrap();
+        budget.spend(Operation::AcknowledgeJob).unwrap();
+        let status = budget.spend(Operation::AcknowledgeJob).unwrap_err();
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
         assert_eq!(
             status.get_details_quota_failure().unwrap().violations[0].subject,
             "operation:AcknowledgeJob"
         );
+        budget
+            .spend(Operation::PollForJobs)
+            .expect("another operation has its own budget");
+    }
+
+    #[test]
+    fn no_upstream_budget_means_no_limit() {
+        let budget = UpstreamBudget::new(None, Metrics::new());
+        for _ in 0..1000 {
+            budget.spend(Operation::PutJobSuccessResult).unwrap();
+        }
     }
 
     #[test]
     fn health_checks_are_never_limited() {
-        let limiter = RateLimiter::new(rate(1, 1), None, Metrics::new());
+        let limiter = RateLimiter::new(rate(1, 1), Metrics::new());
         for _ in 0..5 {
             let mut request = Request::builder()
                 .uri("/grpc.health.v1.Health/Check")

@@ -11,7 +11,7 @@ use crate::{
     domain::validate::InvalidRequest,
     error,
     metrics::Metrics,
-    middleware::deadline::CallDeadline,
+    middleware::{deadline::CallDeadline, rate_limit::UpstreamBudget},
     pb::jobworker::{self as pb, job_worker_service_server::JobWorkerServiceServer},
     upstream::{Operation, Upstream, UpstreamError},
 };
@@ -20,13 +20,22 @@ use crate::{
 #[derive(Clone)]
 pub struct JobWorker {
     upstream: Arc<dyn Upstream>,
+    budget: Arc<UpstreamBudget>,
     metrics: Arc<Metrics>,
 }
 
 impl JobWorker {
-    /// The service, forwarding to `upstream`.
-    pub fn new(upstream: Arc<dyn Upstream>, metrics: Arc<Metrics>) -> Self {
-        Self { upstream, metrics }
+    /// The service, forwarding to `upstream` within `budget`.
+    pub fn new(
+        upstream: Arc<dyn Upstream>,
+        budget: Arc<UpstreamBudget>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            upstream,
+            budget,
+            metrics,
+        }
     }
 
     /// The tonic server for this service.
@@ -34,8 +43,9 @@ impl JobWorker {
         JobWorkerServiceServer::new(self)
     }
 
-    /// Makes one upstream call within the caller's deadline, counts it, and classifies its
-    /// failure. `resource` names what the call is about (a job, an action type).
+    /// Makes one upstream call within the upstream budget and the caller's deadline, counts it,
+    /// and classifies its failure. `resource` names what the call is about (a job, an action
+    /// type).
     async fn forward<T>(
         &self,
         operation: Operation,
@@ -43,6 +53,8 @@ impl JobWorker {
         deadline: Option<CallDeadline>,
         call: impl Future<Output = Result<T, UpstreamError>>,
     ) -> Result<T, Status> {
+        // Charged here, after validation: a request refused at the edge spends nothing.
+        self.budget.spend(operation)?;
         let started = Instant::now();
         let result = match deadline {
             Some(deadline) => tokio::time::timeout_at(deadline.upstream_deadline().into(), call)
