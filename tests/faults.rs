@@ -292,10 +292,14 @@ async fn every_job_is_completed_exactly_once_through_twenty_percent_upstream_fau
             "the recorded worker is the one that completed it"
         );
     }
+    // Without faults each job takes exactly one AcknowledgeJob and one result; with one call in
+    // five faulted, some must have been repeated (all 80 escaping has odds of about 1 in 10^8).
     let counts = gw.emulator.call_counts();
+    let acks_and_results =
+        counts[&Operation::AcknowledgeJob] + counts[&Operation::PutJobSuccessResult];
     assert!(
-        counts.values().sum::<u64>() > 3 * total as u64,
-        "faults made workers repeat calls"
+        acks_and_results > 2 * total as u64,
+        "faults made workers repeat calls: {counts:?}"
     );
     gw.stop().await;
 }

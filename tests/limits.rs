@@ -72,17 +72,25 @@ async fn only_calls_that_go_upstream_spend_the_upstream_budget() {
         let status = client.acknowledge_job(ack()).await.unwrap_err();
         assert_eq!(status.code(), Code::NotFound, "call {call}: {status:?}");
     }
-    let status = client.acknowledge_job(ack()).await.unwrap_err();
-    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    // Then the budget runs out (at once, unless this machine stalls long enough for a refill).
+    let mut admitted = 3;
+    let refused = loop {
+        let status = client.acknowledge_job(ack()).await.unwrap_err();
+        match status.code() {
+            Code::NotFound if admitted < 6 => admitted += 1,
+            Code::ResourceExhausted => break status,
+            _ => panic!("after {admitted} admitted calls: {status:?}"),
+        }
+    };
     assert_eq!(
-        status.get_details_quota_failure().unwrap().violations[0].subject,
+        refused.get_details_quota_failure().unwrap().violations[0].subject,
         "operation:AcknowledgeJob"
     );
-    assert!(status.get_details_retry_info().is_some());
+    assert!(refused.get_details_retry_info().is_some());
     assert_eq!(
         gw.emulator.total_calls(),
-        3,
-        "only the budget reached the upstream"
+        admitted,
+        "only calls within the budget reached the upstream"
     );
     assert!(
         metrics
