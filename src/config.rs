@@ -1,14 +1,12 @@
 //! The command line: subcommands `serve` and `emulator`, every flag also an environment
-//! variable (`CPGW_*`), parsed and checked once at start.
+//! variable (`CPGW_*`), parsed and checked once at start. What the flags mean together is
+//! decided in [`crate::app::options`].
 
 use std::{net::SocketAddr, num::NonZeroU32, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::upstream::{
-    SdkSettings,
-    emulator::{EmulatorConfig, faults::FaultPlan},
-};
+use crate::{emulator::faults::FaultPlan, observability::logs::LogFormat};
 
 /// A gRPC gateway for AWS CodePipeline custom-action job workers.
 #[derive(Debug, Parser)]
@@ -42,15 +40,6 @@ pub struct LogArgs {
     /// Log filter, in tracing's EnvFilter syntax (e.g. `info`, `codepipeline_gateway=debug`).
     #[arg(long, env = "CPGW_LOG", default_value = "info", global = true)]
     pub log: String,
-}
-
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
 }
 
 /// Where `serve` forwards calls.
@@ -189,20 +178,6 @@ pub struct AwsArgs {
     pub aws_max_attempts: u32,
 }
 
-impl AwsArgs {
-    /// The SDK settings these flags describe.
-    pub fn sdk_settings(&self) -> SdkSettings {
-        SdkSettings {
-            region: self.aws_region.clone(),
-            endpoint_url: self.aws_endpoint_url.clone(),
-            connect_timeout: self.aws_connect_timeout,
-            operation_timeout: self.aws_operation_timeout,
-            attempt_timeout: self.aws_attempt_timeout,
-            max_attempts: self.aws_max_attempts,
-        }
-    }
-}
-
 /// Settings of the emulator's job engine.
 #[derive(Debug, Args)]
 pub struct EngineArgs {
@@ -225,19 +200,6 @@ pub struct EngineArgs {
     /// Demo jobs queued at start for the demo action type Build/Custom/DemoBuilder/1.
     #[arg(long, env = "CPGW_EMULATOR_DEMO_JOBS", default_value_t = 3)]
     pub demo_jobs: usize,
-}
-
-impl EngineArgs {
-    /// The engine configuration these flags describe.
-    pub fn emulator_config(&self) -> EmulatorConfig {
-        EmulatorConfig {
-            account_id: self.account_id.clone(),
-            redispatch_after: self.redispatch_after,
-            job_timeout: self.job_timeout,
-            latency: self.latency,
-            faults: self.faults.clone(),
-        }
-    }
 }
 
 /// `emulator` settings.
@@ -268,6 +230,27 @@ pub struct EmulatorArgs {
     /// The job engine.
     #[command(flatten)]
     pub engine: EngineArgs,
+}
+
+impl Cli {
+    /// `serve` with these flags, as the binary would parse them (for tests and tools that
+    /// build the app in-process).
+    pub fn serve(flags: &[&str]) -> Result<ServeArgs, clap::Error> {
+        match Self::try_parse_from(["codepipeline-gateway", "serve"].iter().chain(flags))?.command {
+            Command::Serve(args) => Ok(*args),
+            Command::Emulator(_) => unreachable!("the subcommand parsed is serve"),
+        }
+    }
+
+    /// `emulator` with these flags, as the binary would parse them.
+    pub fn emulator(flags: &[&str]) -> Result<EmulatorArgs, clap::Error> {
+        match Self::try_parse_from(["codepipeline-gateway", "emulator"].iter().chain(flags))?
+            .command
+        {
+            Command::Emulator(args) => Ok(*args),
+            Command::Serve(_) => unreachable!("the subcommand parsed is emulator"),
+        }
+    }
 }
 
 fn parse_account_id(value: &str) -> Result<String, String> {

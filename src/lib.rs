@@ -1,20 +1,25 @@
 //! codepipeline-gateway: a gRPC gateway in front of the AWS CodePipeline job-worker API.
 //!
-//! Job workers in any language call [`service::JobWorker`] over gRPC; each call is validated at
-//! the edge ([`domain::validate`]), forwarded to an [`upstream::Upstream`] (the real API through
-//! the AWS SDK, or the embedded [`upstream::emulator`]), and its failure classified once into a
-//! gRPC status ([`error`]). [`app`] wires the servers; [`config`] is the command line.
+//! Job workers in any language call [`service::JobWorker`] over gRPC. Each call passes the
+//! [`middleware`] stack (instrumentation, auth from [`auth`], rate limits from [`limits`]), is
+//! validated at the edge into [`domain`] types, and is forwarded through the [`upstream`] port to
+//! the real API ([`aws`]) or the embedded [`emulator`]; every failure becomes a gRPC status in
+//! one table ([`api::status`]). [`app`] builds all of it from the command line ([`config`]);
+//! [`observability`] holds logs and metrics. `ARCHITECTURE.md` is the map.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod app;
+pub mod auth;
+pub mod aws;
 pub mod config;
 pub mod domain;
-pub mod error;
-pub mod metrics;
+pub mod emulator;
+pub mod limits;
 pub mod middleware;
+pub mod observability;
 pub mod pb;
 pub mod service;
-pub mod telemetry;
 pub mod upstream;

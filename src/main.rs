@@ -1,18 +1,26 @@
-//! The `codepipeline-gateway` binary: parse the command line, start logging, run.
+//! The `codepipeline-gateway` binary: parse the command line, start logging, build the app the
+//! subcommand names, and serve until SIGTERM.
 
 use clap::Parser;
 use codepipeline_gateway::{
-    app,
+    app::{App, EmulatorApp, Seams, ShutdownSignal},
     config::{Cli, Command},
-    telemetry,
+    observability::logs,
 };
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    telemetry::init(&cli.log)?;
+    logs::init(&cli.log.log, cli.log.log_format)?;
+    // Before anything listens: a supervisor may send SIGTERM as soon as the address is printed.
+    let signal = ShutdownSignal::install()?;
     match cli.command {
-        Command::Serve(args) => app::run_gateway(*args).await,
-        Command::Emulator(args) => app::run_emulator(*args).await,
+        Command::Serve(args) => {
+            App::build(*args, Seams::default())
+                .await?
+                .run_until(signal)
+                .await
+        }
+        Command::Emulator(args) => EmulatorApp::build(*args).await?.run_until(signal).await,
     }
 }

@@ -3,7 +3,7 @@
 
 #![no_main]
 
-use codepipeline_gateway::upstream::{Operation, emulator::http::check_request};
+use codepipeline_gateway::{emulator::front::check_request, upstream::Operation};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

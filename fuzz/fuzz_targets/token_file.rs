@@ -2,7 +2,7 @@
 
 #![no_main]
 
-use codepipeline_gateway::middleware::auth::TokenSet;
+use codepipeline_gateway::auth::TokenSet;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

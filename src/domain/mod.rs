@@ -1,9 +1,11 @@
 //! The job-worker API as validated Rust types: what the service handlers, the upstreams and the
 //! emulator exchange.
 //!
-//! Requests can only be built through [`validate`], which checks every constraint of the AWS
-//! service model, so no handler can forget a check and no invalid request reaches an upstream.
-//! Responses are plain data: they come from CodePipeline, which the gateway trusts.
+//! Requests reach the handlers only as these types, made from protobuf messages by [`validate`]
+//! (`TryFrom<pb::...>`), which checks every constraint of the AWS service model: no handler can
+//! forget a check and no invalid request reaches an upstream. Their fields are public so the
+//! adapters can read them; the identifiers inside ([`JobId`], [`Nonce`]) can only be made by
+//! parsing. Responses are plain data: they come from CodePipeline, which the gateway trusts.
 
 mod enums;
 mod ids;

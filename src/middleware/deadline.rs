@@ -1,12 +1,8 @@
-//! The caller's deadline: `grpc-timeout` read once, as an instant handlers bound their upstream
+//! The caller's deadline: `grpc-timeout`, read once by the outermost layer
+//! ([`super::instrument`]) into a [`CallDeadline`] extension that handlers bound their upstream
 //! call with.
 
 use std::time::{Duration, Instant};
-
-use http::Request;
-use tonic::{Status, body::Body};
-
-use super::Gate;
 
 /// When the caller stops waiting. Handlers finish their upstream call a little before it, so the
 /// caller gets DEADLINE_EXCEEDED from the gateway (saying whether the outcome is known) rather
@@ -21,25 +17,6 @@ impl CallDeadline {
     /// The instant the upstream call must be done by.
     pub fn upstream_deadline(self) -> Instant {
         self.0.checked_sub(ANSWER_MARGIN).unwrap_or(self.0)
-    }
-}
-
-/// Reads `grpc-timeout` into a [`CallDeadline`] extension; never refuses a call.
-pub struct DeadlineReader;
-
-impl Gate for DeadlineReader {
-    fn check(&self, request: &mut Request<Body>) -> Result<(), Status> {
-        if let Some(timeout) = request
-            .headers()
-            .get("grpc-timeout")
-            .and_then(|value| value.to_str().ok())
-            .and_then(parse_grpc_timeout)
-        {
-            request
-                .extensions_mut()
-                .insert(CallDeadline(Instant::now() + timeout));
-        }
-        Ok(())
     }
 }
 

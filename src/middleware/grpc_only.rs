@@ -4,33 +4,16 @@
 //! as the gRPC over HTTP/2 spec asks (415 for the content-type), so a non-gRPC client does not
 //! read a gRPC error's HTTP 200 as success.
 
-use std::task::{Context, Poll};
-
-use futures_util::future::{Either, Ready, ready};
-use http::{Method, Request, Response, StatusCode, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use tonic::body::Body;
-use tower::{Layer, Service};
+use tower_http::validate_request::ValidateRequest;
 
-/// Lets only gRPC requests through.
+/// The validator of the gRPC-only layer.
 #[derive(Clone, Copy, Default)]
-pub struct GrpcOnlyLayer;
-
-impl<S> Layer<S> for GrpcOnlyLayer {
-    type Service = GrpcOnly<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        GrpcOnly { inner }
-    }
-}
-
-/// The service of [`GrpcOnlyLayer`].
-#[derive(Clone)]
-pub struct GrpcOnly<S> {
-    inner: S,
-}
+pub struct GrpcOnly;
 
 /// The HTTP status refusing a request that is not gRPC, if it is not.
-fn refusal(request: &Request<Body>) -> Option<StatusCode> {
+fn refusal<B>(request: &Request<B>) -> Option<StatusCode> {
     if request.method() != Method::POST {
         return Some(StatusCode::METHOD_NOT_ALLOWED);
     }
@@ -42,32 +25,21 @@ fn refusal(request: &Request<Body>) -> Option<StatusCode> {
     (!is_grpc).then_some(StatusCode::UNSUPPORTED_MEDIA_TYPE)
 }
 
-impl<S> Service<Request<Body>> for GrpcOnly<S>
-where
-    S: Service<Request<Body>, Response = Response<Body>>,
-{
-    type Response = Response<Body>;
-    type Error = S::Error;
-    type Future = Either<Ready<Result<Response<Body>, S::Error>>, S::Future>;
+impl ValidateRequest<Body> for GrpcOnly {
+    type ResponseBody = Body;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
-        match refusal(&request) {
-            None => Either::Right(self.inner.call(request)),
-            Some(status) => {
-                let mut response = Response::new(Body::empty());
-                *response.status_mut() = status;
-                if status == StatusCode::METHOD_NOT_ALLOWED {
-                    response
-                        .headers_mut()
-                        .insert(header::ALLOW, http::HeaderValue::from_static("POST"));
-                }
-                Either::Left(ready(Ok(response)))
-            }
+    fn validate(&mut self, request: &mut Request<Body>) -> Result<(), Response<Body>> {
+        let Some(status) = refusal(request) else {
+            return Ok(());
+        };
+        let mut response = Response::new(Body::empty());
+        *response.status_mut() = status;
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
         }
+        Err(response)
     }
 }
 

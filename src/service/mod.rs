@@ -8,10 +8,11 @@ use std::{sync::Arc, time::Instant};
 use tonic::{Request, Response, Status};
 
 use crate::{
+    api::status,
     domain::validate::InvalidRequest,
-    error,
-    metrics::Metrics,
-    middleware::{deadline::CallDeadline, rate_limit::UpstreamBudget},
+    limits::UpstreamBudget,
+    middleware::deadline::CallDeadline,
+    observability::Metrics,
     pb::jobworker::{self as pb, job_worker_service_server::JobWorkerServiceServer},
     upstream::{Operation, Upstream, UpstreamError},
 };
@@ -65,7 +66,7 @@ impl JobWorker {
         let outcome = result.as_ref().map(drop).map_err(UpstreamError::outcome);
         self.metrics
             .upstream_call(operation, outcome, started.elapsed().as_secs_f64());
-        result.map_err(|e| error::upstream_call_status(operation, resource, e))
+        result.map_err(|e| status::upstream_call_status(operation, resource, e))
     }
 }
 
@@ -76,7 +77,7 @@ where
     D: TryFrom<P, Error = InvalidRequest>,
 {
     let deadline = request.extensions().get::<CallDeadline>().copied();
-    let input = D::try_from(request.into_inner()).map_err(error::invalid_request)?;
+    let input = D::try_from(request.into_inner()).map_err(status::invalid_request)?;
     Ok((input, deadline))
 }
 

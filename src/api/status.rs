@@ -1,0 +1,461 @@
+//! The one error table: every failure a caller can see becomes a `tonic::Status` here,
+//! with a precise code and google.rpc details (ErrorInfo, BadRequest, RetryInfo, ResourceInfo)
+//! that a worker can act on. Nothing else in the crate picks a status code for an upstream
+//! failure.
+//!
+//! | cause | code |
+//! |---|---|
+//! | edge validation, ValidationException | INVALID_ARGUMENT |
+//! | InvalidNonceException | ABORTED |
+//! | JobNotFound / ActionTypeNotFound / InvalidJob | NOT_FOUND |
+//! | InvalidJobState / OutputVariablesSizeExceeded | FAILED_PRECONDITION |
+//! | InvalidClientTokenException | PERMISSION_DENIED |
+//! | throttling, 5xx, unreachable or unreadable upstream | UNAVAILABLE |
+//! | upstream timeout | DEADLINE_EXCEEDED |
+//! | the gateway's own AWS identity rejected or missing | INTERNAL |
+//! | no, malformed or unknown credential | UNAUTHENTICATED |
+//! | a known caller calling a method it may not | PERMISSION_DENIED |
+//! | a caller over its rate, or the account's upstream budget spent | RESOURCE_EXHAUSTED |
+//! | the gateway at its concurrency limit | UNAVAILABLE (another replica may serve it) |
+//! | a request message over the size limit | RESOURCE_EXHAUSTED |
+//! | a panic while handling a call | INTERNAL, generic message |
+//! | anything else | INTERNAL, generic message |
+
+use std::{collections::HashMap, time::Duration};
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use super::Method;
+use crate::{
+    domain::validate::InvalidRequest,
+    upstream::{AwsErrorCode, Operation, UpstreamError},
+};
+
+/// The ErrorInfo domain of errors CodePipeline reported.
+pub const AWS_DOMAIN: &str = "codepipeline.amazonaws.com";
+/// The ErrorInfo domain of errors the gateway itself decided.
+pub const GATEWAY_DOMAIN: &str = "codepipeline-gateway";
+/// How long a caller should wait before retrying a call that met throttling or an outage.
+pub const UPSTREAM_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// The most characters of an AWS message copied into a status message.
+const MAX_AWS_MESSAGE_CHARS: usize = 256;
+
+/// INVALID_ARGUMENT with one BadRequest field violation per broken constraint.
+pub fn invalid_request(invalid: InvalidRequest) -> Status {
+    let mut details = ErrorDetails::new();
+    for violation in &invalid.violations {
+        details.add_bad_request_violation(&violation.field, &violation.description);
+    }
+    Status::with_error_details(Code::InvalidArgument, invalid.to_string(), details)
+}
+
+/// The status for an upstream failure outside a job-worker call (the emulator admin service).
+pub fn upstream_status(error: UpstreamError) -> Status {
+    classify(&error, None, None)
+}
+
+/// The status for a failed job-worker call: `operation` is what was called, `resource` the job
+/// or action type it was about.
+pub fn upstream_call_status(operation: Operation, resource: &str, error: UpstreamError) -> Status {
+    let status = classify(&error, Some(operation), Some(resource));
+    log_failure(operation, &error, &status);
+    status
+}
+
+fn classify(error: &UpstreamError, operation: Option<Operation>, resource: Option<&str>) -> Status {
+    let mut metadata = HashMap::new();
+    if let Some(request_id) = error.request_id() {
+        metadata.insert("aws_request_id".to_owned(), request_id.to_owned());
+    }
+    if let Some(operation) = operation {
+        metadata.insert("operation".to_owned(), operation.as_str().to_owned());
+    }
+    let mut details = ErrorDetails::new();
+    let (code, message) = match error {
+        UpstreamError::Service { code, message, .. } => {
+            if let AwsErrorCode::ServiceFault(_) = code {
+                // A server fault may strike after the call took effect.
+                indeterminate(&mut metadata, operation);
+            }
+            details.set_error_info(code.as_str(), AWS_DOMAIN, metadata);
+            let aws_message = message.as_deref().map(bounded).unwrap_or_default();
+            match code {
+                // AWS words validation errors with the offending values: not copied.
+                AwsErrorCode::Validation => (
+                    Code::InvalidArgument,
+                    "CodePipeline rejected the request as invalid".to_owned(),
+                ),
+                AwsErrorCode::InvalidNonce => (
+                    Code::Aborted,
+                    "the nonce is not the job's current one: another worker holds this job; drop it"
+                        .to_owned(),
+                ),
+                AwsErrorCode::JobNotFound | AwsErrorCode::InvalidJob => {
+                    details.set_resource_info("codepipeline.job", resource.unwrap_or(""), "", "");
+                    (Code::NotFound, format!("CodePipeline found no such job: {aws_message}"))
+                }
+                AwsErrorCode::ActionTypeNotFound => {
+                    details.set_resource_info("codepipeline.action_type", resource.unwrap_or(""), "", "");
+                    (Code::NotFound, format!("CodePipeline knows no such action type: {aws_message}"))
+                }
+                AwsErrorCode::InvalidJobState => (
+                    Code::FailedPrecondition,
+                    format!("the job is not in a state that allows this call: {aws_message}"),
+                ),
+                AwsErrorCode::OutputVariablesSizeExceeded => (
+                    Code::FailedPrecondition,
+                    format!("the output variables are too large: {aws_message}"),
+                ),
+                AwsErrorCode::InvalidClientToken => (
+                    Code::PermissionDenied,
+                    "CodePipeline rejected the client token".to_owned(),
+                ),
+                AwsErrorCode::Throttling => {
+                    details.set_retry_info(Some(UPSTREAM_RETRY_AFTER));
+                    (
+                        Code::Unavailable,
+                        "CodePipeline is throttling the gateway's account; retry later".to_owned(),
+                    )
+                }
+                AwsErrorCode::ServiceFault(_) => {
+                    details.set_retry_info(Some(UPSTREAM_RETRY_AFTER));
+                    (Code::Unavailable, "CodePipeline had an internal failure; retry later".to_owned())
+                }
+                AwsErrorCode::IdentityRejected(_) => (
+                    Code::Internal,
+                    "CodePipeline rejected the gateway's own AWS identity; the gateway's operator must fix its credentials"
+                        .to_owned(),
+                ),
+                AwsErrorCode::Other(_) => (Code::Internal, "unexpected error".to_owned()),
+            }
+        }
+        UpstreamError::Timeout { .. } => {
+            indeterminate(&mut metadata, operation);
+            details.set_error_info("UPSTREAM_TIMEOUT", GATEWAY_DOMAIN, metadata);
+            (
+                Code::DeadlineExceeded,
+                "CodePipeline did not answer in time".to_owned(),
+            )
+        }
+        UpstreamError::Unavailable { .. } => {
+            indeterminate(&mut metadata, operation);
+            details.set_error_info("UPSTREAM_UNAVAILABLE", GATEWAY_DOMAIN, metadata);
+            details.set_retry_info(Some(UPSTREAM_RETRY_AFTER));
+            (
+                Code::Unavailable,
+                "CodePipeline could not be reached or answered unreadably; retry later".to_owned(),
+            )
+        }
+        UpstreamError::NoCredentials { .. } => {
+            details.set_error_info("GATEWAY_CREDENTIALS_UNAVAILABLE", GATEWAY_DOMAIN, metadata);
+            (
+                Code::Internal,
+                "the gateway has no usable AWS credentials; the gateway's operator must fix them"
+                    .to_owned(),
+            )
+        }
+        UpstreamError::Unexpected { .. } => (Code::Internal, "unexpected error".to_owned()),
+    };
+    Status::with_error_details(code, message, details)
+}
+
+/// Says in the ErrorInfo whether the call may have taken effect although it failed: a lost
+/// answer to a call that claims or completes a job leaves its outcome unknown.
+fn indeterminate(metadata: &mut HashMap<String, String>, operation: Option<Operation>) {
+    let indeterminate = operation.is_some_and(Operation::changes_job_state);
+    metadata.insert("indeterminate".to_owned(), indeterminate.to_string());
+}
+
+/// AWS messages are short; bound them anyway so nothing unexpected is copied in full.
+fn bounded(message: &str) -> String {
+    message.chars().take(MAX_AWS_MESSAGE_CHARS).collect()
+}
+
+/// Logs a failed call: expected outcomes quietly, the gateway's own faults with their cause
+/// chain. Never the request or response: they may carry job credentials.
+fn log_failure(operation: Operation, error: &UpstreamError, status: &Status) {
+    let request_id = error.request_id().unwrap_or("");
+    match status.code() {
+        Code::Internal | Code::Unavailable | Code::DeadlineExceeded => tracing::warn!(
+            %operation,
+            code = ?status.code(),
+            aws_request_id = request_id,
+            cause = %cause_chain(error),
+            "upstream call failed"
+        ),
+        _ => tracing::debug!(
+            %operation,
+            code = ?status.code(),
+            aws_request_id = request_id,
+            "upstream answered with an error"
+        ),
+    }
+}
+
+/// `error: cause: cause ...`, for logs.
+pub fn cause_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut chain = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        chain.push_str(": ");
+        chain.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    chain
+}
+
+/// A call the gateway itself refused, before any upstream call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// No bearer token and no client certificate, where one is required.
+    MissingCredentials,
+    /// An `authorization` header that is not `Bearer <token>`.
+    MalformedAuthorization,
+    /// A bearer token that matches no client.
+    UnknownToken,
+    /// A known client calling a method it is not allowed.
+    MethodNotAllowed {
+        /// The client.
+        client_id: String,
+        /// The method.
+        method: Method,
+    },
+    /// A rate limit was hit.
+    RateLimited {
+        /// Whose limit: the caller's own rate, or the account's budget for an operation.
+        scope: LimitScope,
+        /// What is limited: `client:<id>` or `operation:<Operation>`.
+        subject: String,
+        /// When the next call would be let through.
+        retry_after: Duration,
+    },
+    /// The gateway is handling as many calls as it may.
+    Overloaded,
+    /// A request message is over the size limit.
+    MessageTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// Handling the call panicked.
+    Panicked,
+}
+
+/// Whose rate limit a call is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LimitScope {
+    /// The caller's own rate (the default, or its token file override).
+    Client,
+    /// The account-wide budget of an upstream operation.
+    Upstream,
+}
+
+impl LimitScope {
+    /// The word for it in messages and metrics labels.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Client => "client",
+            Self::Upstream => "upstream",
+        }
+    }
+}
+
+/// How long an overloaded gateway suggests waiting before a retry.
+const OVERLOADED_RETRY_AFTER: Duration = Duration::from_millis(100);
+
+impl From<Refusal> for Status {
+    fn from(refusal: Refusal) -> Self {
+        let mut details = ErrorDetails::new();
+        let (code, message) = match refusal {
+            Refusal::MissingCredentials => {
+                details.set_error_info("MISSING_CREDENTIALS", GATEWAY_DOMAIN, HashMap::new());
+                (
+                    Code::Unauthenticated,
+                    "this call needs an `authorization: Bearer <token>` header or a client certificate".to_owned(),
+                )
+            }
+            Refusal::MalformedAuthorization => {
+                details.set_error_info("MALFORMED_AUTHORIZATION", GATEWAY_DOMAIN, HashMap::new());
+                (
+                    Code::Unauthenticated,
+                    "the authorization header must be `Bearer <token>`".to_owned(),
+                )
+            }
+            Refusal::UnknownToken => {
+                details.set_error_info("UNKNOWN_TOKEN", GATEWAY_DOMAIN, HashMap::new());
+                (
+                    Code::Unauthenticated,
+                    "the bearer token is not valid".to_owned(),
+                )
+            }
+            Refusal::MethodNotAllowed { client_id, method } => {
+                let metadata = HashMap::from([
+                    ("client_id".to_owned(), client_id.clone()),
+                    (
+                        "method".to_owned(),
+                        format!("{}/{}", method.service(), method.name()),
+                    ),
+                ]);
+                details.set_error_info("METHOD_NOT_ALLOWED", GATEWAY_DOMAIN, metadata);
+                (
+                    Code::PermissionDenied,
+                    format!("client {client_id} may not call {}", method.name()),
+                )
+            }
+            Refusal::RateLimited {
+                scope,
+                subject,
+                retry_after,
+            } => {
+                details.set_retry_info(Some(retry_after));
+                details.add_quota_failure_violation(
+                    subject.clone(),
+                    format!(
+                        "over the {} rate limit; retry after {} ms",
+                        scope.as_str(),
+                        retry_after.as_millis()
+                    ),
+                );
+                (
+                    Code::ResourceExhausted,
+                    format!(
+                        "rate limit reached for {subject}; retry after {} ms",
+                        retry_after.as_millis()
+                    ),
+                )
+            }
+            Refusal::Overloaded => {
+                details.set_error_info("OVERLOADED", GATEWAY_DOMAIN, HashMap::new());
+                details.set_retry_info(Some(OVERLOADED_RETRY_AFTER));
+                (
+                    Code::Unavailable,
+                    "the gateway is at its concurrency limit; retry, possibly on another replica"
+                        .to_owned(),
+                )
+            }
+            Refusal::MessageTooLarge { limit } => {
+                details.set_error_info("MESSAGE_TOO_LARGE", GATEWAY_DOMAIN, HashMap::new());
+                (
+                    Code::ResourceExhausted,
+                    format!("the request message is larger than the limit of {limit} bytes"),
+                )
+            }
+            Refusal::Panicked => (Code::Internal, "unexpected error".to_owned()),
+        };
+        Status::with_error_details(code, message, details)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(code: &str) -> UpstreamError {
+        UpstreamError::Service {
+            code: AwsErrorCode::from_aws(code),
+            message: Some("m".to_owned()),
+            request_id: Some("req-1".to_owned()),
+        }
+    }
+
+    #[test]
+    fn every_aws_code_maps_to_the_design_tables_grpc_code() {
+        let table = [
+            ("ValidationException", Code::InvalidArgument),
+            ("InvalidNonceException", Code::Aborted),
+            ("JobNotFoundException", Code::NotFound),
+            ("ActionTypeNotFoundException", Code::NotFound),
+            ("InvalidJobException", Code::NotFound),
+            ("InvalidJobStateException", Code::FailedPrecondition),
+            (
+                "OutputVariablesSizeExceededException",
+                Code::FailedPrecondition,
+            ),
+            ("InvalidClientTokenException", Code::PermissionDenied),
+            ("ThrottlingException", Code::Unavailable),
+            ("InternalFailure", Code::Unavailable),
+            ("ServiceUnavailable", Code::Unavailable),
+            ("AccessDeniedException", Code::Internal),
+            ("UnrecognizedClientException", Code::Internal),
+            ("InvalidSignatureException", Code::Internal),
+            ("ExpiredTokenException", Code::Internal),
+            ("SomethingNew", Code::Internal),
+        ];
+        for (aws_code, grpc_code) in table {
+            let status = upstream_call_status(Operation::AcknowledgeJob, "job", service(aws_code));
+            assert_eq!(status.code(), grpc_code, "{aws_code}");
+            let info = status.get_details_error_info().expect("ErrorInfo");
+            assert_eq!(info.reason, aws_code);
+            assert_eq!(info.domain, AWS_DOMAIN);
+            assert_eq!(
+                info.metadata.get("aws_request_id").map(String::as_str),
+                Some("req-1")
+            );
+        }
+    }
+
+    #[test]
+    fn throttling_and_outages_tell_the_caller_when_to_retry() {
+        for error in [
+            service("ThrottlingException"),
+            service("InternalFailure"),
+            UpstreamError::Unavailable {
+                source: "connection refused".into(),
+            },
+        ] {
+            let status = upstream_status(error);
+            assert_eq!(status.code(), Code::Unavailable);
+            assert_eq!(
+                status.get_details_retry_info().and_then(|r| r.retry_delay),
+                Some(UPSTREAM_RETRY_AFTER)
+            );
+        }
+    }
+
+    #[test]
+    fn a_timeout_of_a_state_changing_call_is_indeterminate_and_of_a_read_is_not() {
+        let timeout = || UpstreamError::Timeout { request_id: None };
+        let status = upstream_call_status(Operation::PutJobSuccessResult, "job", timeout());
+        assert_eq!(status.code(), Code::DeadlineExceeded);
+        let info = status.get_details_error_info().unwrap();
+        assert_eq!(info.metadata["indeterminate"], "true");
+
+        let status = upstream_call_status(Operation::GetJobDetails, "job", timeout());
+        assert_eq!(
+            status.get_details_error_info().unwrap().metadata["indeterminate"],
+            "false"
+        );
+    }
+
+    #[test]
+    fn missing_gateway_credentials_are_internal_never_unauthenticated() {
+        let status = upstream_status(UpstreamError::NoCredentials {
+            source: "no creds".into(),
+        });
+        assert_eq!(status.code(), Code::Internal);
+        assert_eq!(
+            status.get_details_error_info().unwrap().reason,
+            "GATEWAY_CREDENTIALS_UNAVAILABLE"
+        );
+    }
+
+    #[test]
+    fn unexpected_failures_get_a_generic_message_without_their_cause() {
+        let status = upstream_status(UpstreamError::Unexpected {
+            source: "secret detail".into(),
+        });
+        assert_eq!(status.code(), Code::Internal);
+        assert_eq!(status.message(), "unexpected error");
+    }
+
+    #[test]
+    fn a_job_not_found_names_the_job_in_resource_info() {
+        let status = upstream_call_status(
+            Operation::GetJobDetails,
+            "abc",
+            service("JobNotFoundException"),
+        );
+        let resource = status.get_details_resource_info().expect("ResourceInfo");
+        assert_eq!(resource.resource_name, "abc");
+    }
+}

@@ -1,0 +1,201 @@
+//! Builds and runs what a subcommand serves, from its command line: [`App`] for `serve` (the gRPC
+//! gateway behind its middleware stack, and the metrics endpoint) and [`EmulatorApp`] for
+//! `emulator` (the emulator's AWS wire-protocol front). `main` and the tests build them the same
+//! way; tests bind port 0 and read the real addresses back.
+//!
+//! - [`options`]: the command line translated into what is built, with the cross-flag rules;
+//! - [`stack`]: the services and the one middleware stack;
+//! - [`servers`]: the server handles, shutdown, the metrics and emulator-front servers;
+//! - [`tls`]: TLS files for the gRPC port.
+
+pub mod options;
+mod servers;
+mod stack;
+mod tls;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use aws_credential_types::provider::SharedCredentialsProvider;
+use tokio::net::TcpListener;
+
+pub use options::{EmulatorOptions, GatewayOptions, TokenFile, UpstreamChoice};
+pub use servers::{Server, ShutdownSignal};
+pub use tls::TlsFiles;
+
+use crate::{
+    auth::TokenStore,
+    aws::AwsUpstream,
+    config::{EmulatorArgs, ServeArgs},
+    emulator::Emulator,
+    limits::LimitClock,
+    observability::Metrics,
+    upstream::Upstream,
+};
+
+/// What a test may put in place of the parts the command line would make.
+#[derive(Default)]
+pub struct Seams {
+    /// Forward to this upstream instead of the configured one.
+    pub upstream: Option<Arc<dyn Upstream>>,
+    /// Credentials for the AWS SDK instead of its default chain.
+    pub aws_credentials: Option<SharedCredentialsProvider>,
+    /// The limiters' clock instead of real time.
+    pub limit_clock: Option<LimitClock>,
+}
+
+/// The gateway of `codepipeline-gateway serve`, listening.
+pub struct App {
+    grpc: Server,
+    metrics_server: Server,
+    metrics: Arc<Metrics>,
+    emulator: Option<Arc<Emulator>>,
+    options: GatewayOptions,
+}
+
+impl App {
+    /// Builds the gateway `args` describe and starts listening; `seams` replace parts of it.
+    pub async fn build(args: ServeArgs, seams: Seams) -> anyhow::Result<Self> {
+        let options = GatewayOptions::from_args(&args)?;
+        let metrics = Metrics::new();
+        let tokens = options
+            .token_file
+            .as_ref()
+            .map(|file| {
+                let store = TokenStore::load(&file.path, metrics.clone())?;
+                store.watch(file.poll_interval);
+                anyhow::Ok(store)
+            })
+            .transpose()?;
+        let (configured, emulator): (Option<Arc<dyn Upstream>>, _) = match &options.upstream {
+            UpstreamChoice::Aws(settings) if seams.upstream.is_none() => {
+                let upstream = AwsUpstream::load(settings, seams.aws_credentials).await?;
+                (Some(Arc::new(upstream)), None)
+            }
+            UpstreamChoice::Aws(_) => (None, None),
+            UpstreamChoice::Emulator { config, demo_jobs } => {
+                let emulator = Arc::new(Emulator::new(config.clone()));
+                emulator.seed_demo(*demo_jobs);
+                (Some(emulator.clone()), Some(emulator))
+            }
+        };
+        let upstream = seams
+            .upstream
+            .or(configured)
+            .expect("an upstream is configured or given");
+        let metrics_listener = bind(args.metrics_listen, "metrics").await?;
+        let metrics_server = servers::start_metrics_server(metrics_listener, metrics.clone())?;
+        let grpc_listener = bind(args.listen, "gRPC").await?;
+        let shared = stack::Shared {
+            upstream,
+            admin: emulator.clone(),
+            tokens,
+            metrics: metrics.clone(),
+            clock: seams.limit_clock.unwrap_or_default(),
+        };
+        let grpc = stack::start_gateway(grpc_listener, &options, shared).await?;
+        Ok(Self {
+            grpc,
+            metrics_server,
+            metrics,
+            emulator,
+            options,
+        })
+    }
+
+    /// The gRPC address.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc.local_addr()
+    }
+
+    /// The metrics address.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_server.local_addr()
+    }
+
+    /// The registry every layer records into.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The in-process emulator, with `--upstream emulator`.
+    pub fn emulator(&self) -> Option<&Arc<Emulator>> {
+        self.emulator.as_ref()
+    }
+
+    /// Says where it listens, serves until `signal`, then drains within the lame-duck period and
+    /// the shutdown timeout.
+    pub async fn run_until(self, signal: ShutdownSignal) -> anyhow::Result<()> {
+        servers::announce("metrics listening on", self.metrics_addr());
+        servers::announce("grpc listening on", self.grpc_addr());
+        tracing::info!(
+            addr = %self.grpc_addr(),
+            metrics = %self.metrics_addr(),
+            upstream = if self.emulator.is_some() { "emulator" } else { "aws" },
+            "gateway serving"
+        );
+        // The lame-duck period runs inside the server's shutdown, before the drain deadline.
+        let drain = self.options.lame_duck + self.options.shutdown_timeout;
+        let result = self.grpc.serve_until_signal(signal, drain).await;
+        self.metrics_server
+            .shutdown_within(Duration::from_secs(1))
+            .await?;
+        result
+    }
+
+    /// Stops taking calls, lets in-flight calls finish, and stops the metrics server.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let result = self.grpc.shutdown().await;
+        self.metrics_server.shutdown().await?;
+        result
+    }
+}
+
+/// The emulator of `codepipeline-gateway emulator`: its AWS wire-protocol front, listening.
+pub struct EmulatorApp {
+    front: Server,
+    emulator: Arc<Emulator>,
+}
+
+impl EmulatorApp {
+    /// Builds the emulator `args` describe and starts listening.
+    pub async fn build(args: EmulatorArgs) -> anyhow::Result<Self> {
+        let options = EmulatorOptions::from_args(&args);
+        let emulator = Arc::new(Emulator::new(options.config));
+        emulator.seed_demo(options.demo_jobs);
+        let listener = bind(args.listen, "the emulator").await?;
+        let front = servers::start_emulator_front(listener, emulator.clone(), options.front)?;
+        Ok(Self { front, emulator })
+    }
+
+    /// The front's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.front.local_addr()
+    }
+
+    /// The emulator behind the front.
+    pub fn emulator(&self) -> &Arc<Emulator> {
+        &self.emulator
+    }
+
+    /// Says where it listens and serves until `signal`.
+    pub async fn run_until(self, signal: ShutdownSignal) -> anyhow::Result<()> {
+        let addr = self.addr();
+        servers::announce("emulator listening on", format!("http://{addr}"));
+        tracing::info!(%addr, "emulator serving");
+        self.front
+            .serve_until_signal(signal, Duration::from_secs(5))
+            .await
+    }
+
+    /// Stops the front.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.front.shutdown().await
+    }
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for {what}"))
+}

@@ -1,0 +1,176 @@
+//! The translation of the command line into what the app builds, with the rules that span
+//! several flags (the gateway forwards to AWS only if it authenticates its callers). `main` and
+//! the tests both go through here, so a test of a flag is a test of the binary.
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::bail;
+
+use super::tls::TlsFiles;
+use crate::{
+    aws::SdkSettings,
+    config::{AwsArgs, EmulatorArgs, EngineArgs, ServeArgs, UpstreamKind},
+    emulator::{
+        EmulatorConfig,
+        front::{FrontConfig, StaticCredentials},
+    },
+    limits::Rate,
+};
+
+/// The token file and how often it is checked for changes.
+#[derive(Debug, Clone)]
+pub struct TokenFile {
+    /// The file.
+    pub path: PathBuf,
+    /// How often it is re-read.
+    pub poll_interval: Duration,
+}
+
+/// Where the gateway forwards calls.
+#[derive(Debug, Clone)]
+pub enum UpstreamChoice {
+    /// The real API through the AWS SDK.
+    Aws(SdkSettings),
+    /// The in-process emulator, seeded with demo jobs.
+    Emulator {
+        /// The engine.
+        config: EmulatorConfig,
+        /// Demo jobs queued at start.
+        demo_jobs: usize,
+    },
+}
+
+/// How the gateway serves: its upstream, auth, limits, connection management, shutdown.
+#[derive(Debug, Clone)]
+pub struct GatewayOptions {
+    /// Where calls go.
+    pub upstream: UpstreamChoice,
+    /// The token file, if any.
+    pub token_file: Option<TokenFile>,
+    /// TLS (and mTLS) on the gRPC port.
+    pub tls: Option<TlsFiles>,
+    /// Whether reflection needs credentials.
+    pub reflection_requires_auth: bool,
+    /// Each client's default rate.
+    pub client_rate: Rate,
+    /// The account-wide budget per upstream operation.
+    pub upstream_rate: Option<Rate>,
+    /// Calls handled at once over all connections.
+    pub max_concurrent_calls: usize,
+    /// Largest request message, in bytes.
+    pub max_message_size: usize,
+    /// HTTP/2 keepalive ping interval and timeout.
+    pub http2_keepalive: (Duration, Duration),
+    /// Connection age limit and its grace period.
+    pub max_connection_age: (Duration, Duration),
+    /// After shutdown starts, how long health says NOT_SERVING before the listener closes.
+    pub lame_duck: Duration,
+    /// How long in-flight calls may take to finish once the listener closed.
+    pub shutdown_timeout: Duration,
+}
+
+impl GatewayOptions {
+    /// The options `serve` runs with; refuses combinations the gateway must not run with.
+    pub fn from_args(args: &ServeArgs) -> anyhow::Result<Self> {
+        let auth = &args.auth;
+        let authenticates = auth.token_file.is_some() || auth.tls_client_ca.is_some();
+        if args.upstream == UpstreamKind::Aws && !authenticates && !auth.allow_unauthenticated {
+            bail!(
+                "refusing to forward to AWS without authenticating callers: give --token-file or \
+                 --tls-client-ca, or --allow-unauthenticated to serve openly"
+            );
+        }
+        let limits = &args.limits;
+        Ok(Self {
+            upstream: match args.upstream {
+                UpstreamKind::Aws => UpstreamChoice::Aws(sdk_settings(&args.aws)),
+                UpstreamKind::Emulator => UpstreamChoice::Emulator {
+                    config: emulator_config(&args.engine),
+                    demo_jobs: args.engine.demo_jobs,
+                },
+            },
+            token_file: auth.token_file.clone().map(|path| TokenFile {
+                path,
+                poll_interval: auth.token_file_poll_interval,
+            }),
+            tls: auth
+                .tls_cert
+                .clone()
+                .zip(auth.tls_key.clone())
+                .map(|(cert, key)| TlsFiles {
+                    cert,
+                    key,
+                    client_ca: auth.tls_client_ca.clone(),
+                }),
+            reflection_requires_auth: auth.reflection_requires_auth,
+            client_rate: Rate {
+                per_second: limits.rate_limit_per_second,
+                burst: limits.rate_limit_burst,
+            },
+            upstream_rate: limits
+                .upstream_rate_limit_per_second
+                .map(|per_second| Rate {
+                    per_second,
+                    burst: limits.upstream_rate_limit_burst.unwrap_or(per_second),
+                }),
+            max_concurrent_calls: limits.max_concurrent_calls as usize,
+            max_message_size: limits.max_message_size as usize,
+            http2_keepalive: (
+                limits.http2_keepalive_interval,
+                limits.http2_keepalive_timeout,
+            ),
+            max_connection_age: (limits.max_connection_age, limits.max_connection_age_grace),
+            lame_duck: args.lame_duck,
+            shutdown_timeout: args.shutdown_timeout,
+        })
+    }
+}
+
+/// What the `emulator` subcommand serves: the engine, and what its front accepts.
+#[derive(Debug, Clone)]
+pub struct EmulatorOptions {
+    /// The engine.
+    pub config: EmulatorConfig,
+    /// Demo jobs queued at start.
+    pub demo_jobs: usize,
+    /// The credentials and region requests must be signed with.
+    pub front: FrontConfig,
+}
+
+impl EmulatorOptions {
+    /// The options `emulator` runs with.
+    pub fn from_args(args: &EmulatorArgs) -> Self {
+        Self {
+            config: emulator_config(&args.engine),
+            demo_jobs: args.engine.demo_jobs,
+            front: FrontConfig {
+                credentials: StaticCredentials {
+                    access_key_id: args.access_key_id.clone(),
+                    secret_access_key: args.secret_access_key.clone(),
+                },
+                region: args.region.clone(),
+            },
+        }
+    }
+}
+
+fn sdk_settings(args: &AwsArgs) -> SdkSettings {
+    SdkSettings {
+        region: args.aws_region.clone(),
+        endpoint_url: args.aws_endpoint_url.clone(),
+        connect_timeout: args.aws_connect_timeout,
+        operation_timeout: args.aws_operation_timeout,
+        attempt_timeout: args.aws_attempt_timeout,
+        max_attempts: args.aws_max_attempts,
+    }
+}
+
+fn emulator_config(args: &EngineArgs) -> EmulatorConfig {
+    EmulatorConfig {
+        account_id: args.account_id.clone(),
+        redispatch_after: args.redispatch_after,
+        job_timeout: args.job_timeout,
+        latency: args.latency,
+        faults: args.faults.clone(),
+    }
+}

@@ -1,0 +1,164 @@
+//! The gRPC gateway as served: the services, the middleware stack in front of them (built here,
+//! one line per layer, with the reason for its place), the HTTP/2 settings, and health turning
+//! NOT_SERVING when shutdown starts.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::{net::TcpListener, sync::oneshot};
+use tonic::body::Body;
+use tonic_health::ServingStatus;
+use tower_http::{
+    catch_panic::CatchPanicLayer, map_response_body::MapResponseBodyLayer,
+    validate_request::ValidateRequestHeaderLayer,
+};
+
+use super::{GatewayOptions, Server};
+use crate::{
+    auth::{Authenticator, TokenStore},
+    emulator::{Emulator, admin::AdminService},
+    limits::{ClientLimits, LimitClock, UpstreamBudget},
+    middleware::{
+        authenticate::Authenticate, grpc_only::GrpcOnly, instrument::InstrumentLayer,
+        load_shed::LoadShedLayer, message_size::MessageSizeLayer, panic, rate_limit::RateLimit,
+    },
+    observability::Metrics,
+    pb::{self, jobworker::job_worker_service_server::JobWorkerServiceServer},
+    service::JobWorker,
+    upstream::Upstream,
+};
+
+/// What the gateway's layers and handlers share, made once for the whole process.
+pub(super) struct Shared {
+    /// Where calls go.
+    pub upstream: Arc<dyn Upstream>,
+    /// The emulator whose admin service is served too (emulator mode only).
+    pub admin: Option<Arc<Emulator>>,
+    /// The token file in force, if any.
+    pub tokens: Option<Arc<TokenStore>>,
+    /// The registry every layer records into.
+    pub metrics: Arc<Metrics>,
+    /// The limiters' clock.
+    pub clock: LimitClock,
+}
+
+/// Starts the gRPC gateway on `listener`.
+pub(super) async fn start_gateway(
+    listener: TcpListener,
+    options: &GatewayOptions,
+    shared: Shared,
+) -> anyhow::Result<Server> {
+    let Shared {
+        upstream,
+        admin,
+        tokens,
+        metrics,
+        clock,
+    } = shared;
+    let local_addr = listener.local_addr()?;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<JobWorkerServiceServer<JobWorker>>()
+        .await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let authenticator = Authenticator::new(
+        tokens.clone(),
+        options
+            .tls
+            .as_ref()
+            .is_some_and(|tls| tls.client_ca.is_some()),
+        options.reflection_requires_auth,
+        metrics.clone(),
+    );
+    let client_limits = ClientLimits::new(options.client_rate, clock.clone(), metrics.clone());
+    let upstream_budget = UpstreamBudget::new(options.upstream_rate, clock, metrics.clone());
+    let (keepalive_interval, keepalive_timeout) = options.http2_keepalive;
+    let (max_age, max_age_grace) = options.max_connection_age;
+    let mut server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(keepalive_interval))
+        .http2_keepalive_timeout(Some(keepalive_timeout))
+        .max_connection_age(max_age)
+        .max_connection_age_grace(max_age_grace);
+    if let Some(tls) = &options.tls {
+        server = server.tls_config(tls.server_config(tokens.is_some())?)?;
+    }
+    // The one place the middleware stack is built, outermost first. tonic applies it once and
+    // shares it by every connection, so the limits and token sets inside are gateway-wide.
+    let mut server = server
+        // Every call is resolved (method, deadline), counted and traced, whatever layer below
+        // answers it.
+        .layer(InstrumentLayer::new(metrics.clone()))
+        // Requests that are not gRPC (another method or content-type) get a plain HTTP refusal.
+        .layer(ValidateRequestHeaderLayer::custom(GrpcOnly))
+        // Refuse what the gateway cannot take before spending anything on it.
+        .layer(LoadShedLayer::new(
+            options.max_concurrent_calls,
+            metrics.clone(),
+        ))
+        // Who is calling, and may they call this method; health (and reflection) pass.
+        .layer(ValidateRequestHeaderLayer::custom(Authenticate::new(
+            Arc::new(authenticator),
+        )))
+        // Per-client rates, keyed by the identity auth established. (The per-operation upstream
+        // budget is spent by the handler, once the call is known to be valid.)
+        .layer(ValidateRequestHeaderLayer::custom(RateLimit::new(
+            Arc::new(client_limits),
+        )))
+        // Oversized request messages are refused from their frame header, before buffering.
+        .layer(MessageSizeLayer::new(options.max_message_size))
+        // The panic guard answers with a boxed body of its own; the layers above take tonic's.
+        .layer(MapResponseBodyLayer::new(Body::new))
+        // A panicking handler answers INTERNAL; the connection and the server go on.
+        .layer(CatchPanicLayer::custom(panic::internal_error));
+
+    let job_worker = JobWorker::new(upstream, Arc::new(upstream_budget), metrics.clone())
+        .into_server()
+        .max_decoding_message_size(options.max_message_size);
+    let admin = admin.map(|emulator| {
+        AdminService::new(emulator)
+            .into_server()
+            .max_decoding_message_size(options.max_message_size)
+    });
+    let router = server
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(job_worker)
+        .add_optional_service(admin);
+
+    let (shutdown, shutdown_requested) = oneshot::channel::<()>();
+    let lame_duck = options.lame_duck;
+    let stop_serving = async move {
+        // Sender dropped or signalled: either way, stop.
+        let _ = shutdown_requested.await;
+        // Probes see NOT_SERVING first; calls are still taken during the lame-duck period,
+        // while load balancers stop sending new ones.
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        health
+            .set_not_serving::<JobWorkerServiceServer<JobWorker>>()
+            .await;
+        tokio::time::sleep(lame_duck).await;
+        tracing::info!("listener closing; draining in-flight calls");
+    };
+    let task = tokio::spawn(async move {
+        router
+            // Small gRPC frames must not wait for Nagle's algorithm.
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                stop_serving,
+            )
+            .await
+            .context("gRPC server failed")
+    });
+    Ok(Server::new(local_addr, shutdown, task))
+}

@@ -1,0 +1,166 @@
+//! Authentication and authorisation: who is calling, and may they call this method. The
+//! policy lives here; [`crate::middleware::authenticate`] applies it to each call.
+//!
+//! Callers prove who they are with a bearer token (`authorization: Bearer <token>`) listed in
+//! the token file, or with a client certificate verified by the mTLS client CA (its first SAN is
+//! the client id). The token file holds only SHA-256 digests of tokens; a presented token is
+//! hashed and compared with every entry in constant time. Health is always reachable without
+//! credentials, and so is reflection unless configured otherwise.
+
+mod certificate;
+pub mod token_file;
+
+use std::sync::{Arc, LazyLock};
+
+use http::Request;
+use tonic::Status;
+
+use token_file::Identified;
+pub use token_file::{TokenFileError, TokenSet, TokenStore};
+
+use crate::{
+    api::{Api, Method, Refusal},
+    limits::Rate,
+    observability::{
+        Metrics,
+        metrics::{AuthRejectedLabels, AuthRejection},
+    },
+};
+
+/// Who is calling, as authentication established it. Later layers and handlers read it from the
+/// request's extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The client's id (token file entry or certificate SAN), or `anonymous`.
+    pub id: Arc<str>,
+    /// The client's own rate, when the token file sets one.
+    pub rate: Option<Rate>,
+}
+
+impl Caller {
+    /// The caller of a gateway that does not authenticate.
+    pub fn anonymous() -> Self {
+        static ANONYMOUS: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("anonymous"));
+        Self {
+            id: ANONYMOUS.clone(),
+            rate: None,
+        }
+    }
+}
+
+/// The auth policy: tokens and/or client certificates, and which methods need them.
+pub struct Authenticator {
+    tokens: Option<Arc<TokenStore>>,
+    /// Whether verified client certificates identify callers.
+    client_certificates: bool,
+    /// Whether reflection needs credentials too.
+    reflection_requires_auth: bool,
+    metrics: Arc<Metrics>,
+}
+
+impl Authenticator {
+    /// An authenticator. With neither tokens nor client certificates the gateway is open: every
+    /// caller is [`Caller::anonymous`].
+    pub fn new(
+        tokens: Option<Arc<TokenStore>>,
+        client_certificates: bool,
+        reflection_requires_auth: bool,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            tokens,
+            client_certificates,
+            reflection_requires_auth,
+            metrics,
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        self.tokens.is_none() && !self.client_certificates
+    }
+
+    fn refuse(&self, reason: AuthRejection, refusal: Refusal) -> Status {
+        self.metrics
+            .auth_rejected
+            .get_or_create(&AuthRejectedLabels { reason })
+            .inc();
+        refusal.into()
+    }
+
+    /// The client this request's credentials name, if it carries any, with its permissions.
+    fn identify<B>(&self, request: &Request<B>) -> Result<Option<Identified>, Status> {
+        if let Some(tokens) = &self.tokens
+            && let Some(header) = request.headers().get(http::header::AUTHORIZATION)
+        {
+            let token = header
+                .to_str()
+                .ok()
+                .and_then(|value| value.split_once(' '))
+                .filter(|(scheme, token)| {
+                    scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()
+                })
+                .map(|(_, token)| token.trim())
+                .ok_or_else(|| {
+                    self.refuse(AuthRejection::InvalidToken, Refusal::MalformedAuthorization)
+                })?;
+            let set = tokens.current();
+            let client = set
+                .by_token(token)
+                .ok_or_else(|| self.refuse(AuthRejection::InvalidToken, Refusal::UnknownToken))?;
+            return Ok(Some(client.identified()));
+        }
+        if self.client_certificates
+            && let Some(id) = certificate::client_id(request)
+        {
+            let listed = self.tokens.as_ref().and_then(|tokens| {
+                tokens
+                    .current()
+                    .by_id(&id)
+                    .map(token_file::Client::identified)
+            });
+            return Ok(Some(listed.unwrap_or_else(|| Identified {
+                caller: Caller {
+                    id: Arc::from(id.as_str()),
+                    rate: None,
+                },
+                allowed: None,
+            })));
+        }
+        Ok(None)
+    }
+
+    /// Decides who `request` comes from and whether it may call `method` (the method its path
+    /// names, `None` for one the gateway does not serve): the caller, or the refusal.
+    pub fn authorize<B>(
+        &self,
+        request: &Request<B>,
+        method: Option<Method>,
+    ) -> Result<Caller, Status> {
+        let exempt = method.is_some_and(|method| {
+            method.api() == Api::Health
+                || (method.api() == Api::Reflection && !self.reflection_requires_auth)
+        });
+        if exempt || self.is_open() {
+            return Ok(Caller::anonymous());
+        }
+        let Identified { caller, allowed } = self.identify(request)?.ok_or_else(|| {
+            self.refuse(
+                AuthRejection::MissingCredentials,
+                Refusal::MissingCredentials,
+            )
+        })?;
+        // An unknown method goes on to be answered UNIMPLEMENTED, once the caller is known.
+        if let Some(method) = method
+            && !allowed.is_none_or(|allowed| allowed.allows(method))
+        {
+            return Err(self.refuse(
+                AuthRejection::Forbidden,
+                Refusal::MethodNotAllowed {
+                    client_id: caller.id.to_string(),
+                    method,
+                },
+            ));
+        }
+        Ok(caller)
+    }
+}

@@ -1,0 +1,427 @@
+//! The token file: its schema, one parsed version of it ([`TokenSet`]), and the store that
+//! re-reads it when it changes ([`TokenStore`]).
+//!
+//! The token file is TOML, typically a mounted Kubernetes Secret:
+//!
+//! ```toml
+//! [[clients]]
+//! id = "python-workers"
+//! token_sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+//! allowed_rpcs = ["PollForJobs", "AcknowledgeJob", "GetJobDetails", "PutJobSuccessResult", "PutJobFailureResult"]
+//! rate_per_second = 20   # optional: overrides the default rate for this client
+//! burst = 40             # optional
+//! ```
+//!
+//! It is re-read when its content changes; a file that does not parse leaves the last good one
+//! in force, says so in the log, and sets `gateway_token_file_healthy` to 0.
+
+use std::{
+    collections::HashSet,
+    num::NonZeroU32,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use arc_swap::ArcSwap;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::Caller;
+use crate::{
+    api::{Method, status::cause_chain},
+    limits::Rate,
+    observability::{
+        Metrics,
+        metrics::{ReloadLabels, ReloadResult},
+    },
+};
+
+/// Why a token file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenFileError {
+    /// It could not be read.
+    #[error("cannot read the token file {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// It is not valid TOML of the expected shape. Only the parser's message and the line are
+    /// kept: the parser's own rendering quotes the offending line, which could hold a token.
+    #[error("the token file is not valid at line {line}: {message}")]
+    Syntax {
+        /// The 1-based line.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// An entry is wrong.
+    #[error("token file client {client:?}: {problem}")]
+    Entry {
+        /// The entry's id.
+        client: String,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenFileToml {
+    #[serde(default)]
+    clients: Vec<ClientToml>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientToml {
+    id: String,
+    token_sha256: Option<String>,
+    allowed_rpcs: Vec<String>,
+    rate_per_second: Option<NonZeroU32>,
+    burst: Option<NonZeroU32>,
+}
+
+/// The RPCs a client may call, as its token file entry lists them.
+#[derive(Debug)]
+pub(super) struct AllowedRpcs(Vec<String>);
+
+impl AllowedRpcs {
+    /// Whether an entry names `method` (see [`Method::is_named_by`]).
+    pub(super) fn allows(&self, method: Method) -> bool {
+        self.0.iter().any(|entry| method.is_named_by(entry))
+    }
+}
+
+/// One client of the token file.
+#[derive(Debug, Clone)]
+pub struct Client {
+    id: Arc<str>,
+    token_sha256: Option<[u8; 32]>,
+    allowed: Arc<AllowedRpcs>,
+    rate: Option<Rate>,
+}
+
+impl Client {
+    fn caller(&self) -> Caller {
+        Caller {
+            id: self.id.clone(),
+            rate: self.rate,
+        }
+    }
+
+    /// The caller and what it may call, both from this one version of the file.
+    pub(super) fn identified(&self) -> Identified {
+        Identified {
+            caller: self.caller(),
+            allowed: Some(self.allowed.clone()),
+        }
+    }
+}
+
+/// A caller and its permissions, decided together so a token file reload between the two
+/// cannot mix versions.
+pub(super) struct Identified {
+    pub(super) caller: Caller,
+    /// `None`: everything (a certificate client the token file does not list; its CA vouched).
+    pub(super) allowed: Option<Arc<AllowedRpcs>>,
+}
+
+/// The clients of one version of the token file.
+#[derive(Debug, Default)]
+pub struct TokenSet {
+    clients: Vec<Client>,
+}
+
+impl TokenSet {
+    /// Parses and checks a token file.
+    pub fn parse(text: &str) -> Result<Self, TokenFileError> {
+        let file: TokenFileToml = toml::from_str(text).map_err(|error| TokenFileError::Syntax {
+            line: error.span().map_or(1, |span| {
+                text[..span.start.min(text.len())].lines().count().max(1)
+            }),
+            message: error.message().to_owned(),
+        })?;
+        let known_method = |name: &str| Method::ALL.into_iter().any(|m| m.is_named_by(name));
+        let mut ids = HashSet::new();
+        let mut digests = HashSet::new();
+        let mut clients = Vec::with_capacity(file.clients.len());
+        for entry in file.clients {
+            let problem = |problem: String| TokenFileError::Entry {
+                client: entry.id.clone(),
+                problem,
+            };
+            if entry.id.is_empty() || !ids.insert(entry.id.clone()) {
+                return Err(problem("the id is empty or used twice".to_owned()));
+            }
+            let token_sha256 = entry
+                .token_sha256
+                .as_deref()
+                .map(|digest| {
+                    let mut bytes = [0u8; 32];
+                    hex::decode_to_slice(digest, &mut bytes).map_err(|_| {
+                        problem("token_sha256 must be 64 hex digits (a SHA-256 digest)".to_owned())
+                    })?;
+                    if !digests.insert(bytes) {
+                        return Err(problem("token_sha256 is used by another client".to_owned()));
+                    }
+                    Ok(bytes)
+                })
+                .transpose()?;
+            if let Some(unknown) = entry.allowed_rpcs.iter().find(|name| !known_method(name)) {
+                return Err(problem(format!(
+                    "allowed_rpcs names an unknown method {unknown:?}"
+                )));
+            }
+            let rate = match (entry.rate_per_second, entry.burst) {
+                (Some(per_second), burst) => Some(Rate {
+                    per_second,
+                    burst: burst.unwrap_or(per_second),
+                }),
+                (None, Some(_)) => return Err(problem("burst needs rate_per_second".to_owned())),
+                (None, None) => None,
+            };
+            clients.push(Client {
+                id: Arc::from(entry.id.as_str()),
+                token_sha256,
+                allowed: Arc::new(AllowedRpcs(entry.allowed_rpcs)),
+                rate,
+            });
+        }
+        Ok(Self { clients })
+    }
+
+    /// The client whose token this is. Every entry is compared, in constant time, so how long
+    /// this takes says nothing about which digest bytes matched.
+    pub(super) fn by_token(&self, token: &str) -> Option<&Client> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let mut found = None;
+        for client in &self.clients {
+            if let Some(expected) = &client.token_sha256
+                && bool::from(expected.ct_eq(&digest))
+            {
+                found = Some(client);
+            }
+        }
+        found
+    }
+
+    pub(super) fn by_id(&self, id: &str) -> Option<&Client> {
+        self.clients.iter().find(|client| &*client.id == id)
+    }
+
+    /// How many clients the file lists.
+    pub fn len(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// Whether the file lists no client.
+    pub fn is_empty(&self) -> bool {
+        self.clients.is_empty()
+    }
+}
+
+/// The token file in force, re-read when it changes.
+pub struct TokenStore {
+    path: PathBuf,
+    current: ArcSwap<TokenSet>,
+    /// The digest of the file's bytes last read, so an unchanged file is not parsed again.
+    last_read: Mutex<[u8; 32]>,
+    metrics: Arc<Metrics>,
+}
+
+impl TokenStore {
+    /// Loads the token file; a gateway does not start on a broken one.
+    pub fn load(path: &Path, metrics: Arc<Metrics>) -> Result<Arc<Self>, TokenFileError> {
+        let bytes = std::fs::read(path).map_err(|source| TokenFileError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let set = TokenSet::parse(&String::from_utf8_lossy(&bytes))?;
+        metrics
+            .token_file_reloads
+            .get_or_create(&reload(ReloadResult::Success))
+            .inc();
+        metrics.token_file_healthy.set(1);
+        metrics.token_file_clients.set(set.len() as i64);
+        tracing::info!(path = %path.display(), clients = set.len(), "token file loaded");
+        Ok(Arc::new(Self {
+            path: path.to_owned(),
+            current: ArcSwap::from_pointee(set),
+            last_read: Mutex::new(Sha256::digest(&bytes).into()),
+            metrics,
+        }))
+    }
+
+    /// Re-reads the file if its content changed. A file that cannot be read or parsed keeps
+    /// the last good one in force.
+    pub fn reload(&self) {
+        let bytes = match std::fs::read(&self.path) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                // Forget the last content read, so the next good read is parsed again and
+                // reported healthy (a Secret's symlink swap can fail one read).
+                *self.last_read.lock().unwrap_or_else(|p| p.into_inner()) = [0; 32];
+                return self.reload_failed(&error);
+            }
+        };
+        let digest: [u8; 32] = Sha256::digest(&bytes).into();
+        let mut last_read = self.last_read.lock().unwrap_or_else(|p| p.into_inner());
+        if *last_read == digest {
+            return;
+        }
+        *last_read = digest;
+        match TokenSet::parse(&String::from_utf8_lossy(&bytes)) {
+            Ok(set) => {
+                tracing::info!(path = %self.path.display(), clients = set.len(), "token file reloaded");
+                self.metrics.token_file_clients.set(set.len() as i64);
+                self.metrics.token_file_healthy.set(1);
+                self.metrics
+                    .token_file_reloads
+                    .get_or_create(&reload(ReloadResult::Success))
+                    .inc();
+                self.current.store(Arc::new(set));
+            }
+            Err(error) => self.reload_failed(&error),
+        }
+    }
+
+    fn reload_failed(&self, error: &(dyn std::error::Error + 'static)) {
+        // The error names the file, a line and the problem, never the line's content.
+        tracing::error!(
+            path = %self.path.display(),
+            error = %cause_chain(error),
+            "token file not reloaded; the last good one stays in force"
+        );
+        self.metrics.token_file_healthy.set(0);
+        self.metrics
+            .token_file_reloads
+            .get_or_create(&reload(ReloadResult::Failure))
+            .inc();
+    }
+
+    /// Re-reads the file every `interval` in a background task, for as long as the store lives.
+    /// Polling the content (rather than watching inodes) follows Kubernetes' atomic symlink swap
+    /// of mounted Secrets.
+    pub fn watch(self: &Arc<Self>, interval: Duration) {
+        let store = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                let Some(store) = store.upgrade() else { return };
+                // File reads block; keep them off the runtime's worker threads.
+                if tokio::task::spawn_blocking(move || store.reload())
+                    .await
+                    .is_err()
+                {
+                    tracing::error!("token file reload task panicked");
+                }
+            }
+        });
+    }
+
+    /// The token set in force.
+    pub fn current(&self) -> arc_swap::Guard<Arc<TokenSet>> {
+        self.current.load()
+    }
+}
+
+fn reload(result: ReloadResult) -> ReloadLabels {
+    ReloadLabels { result }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest(token: &str) -> String {
+        hex::encode(Sha256::digest(token.as_bytes()))
+    }
+
+    fn file(entries: &str) -> Result<TokenSet, TokenFileError> {
+        TokenSet::parse(entries)
+    }
+
+    #[test]
+    fn a_token_finds_its_client_and_another_does_not() {
+        let set = file(&format!(
+            "[[clients]]\nid = \"a\"\ntoken_sha256 = \"{}\"\nallowed_rpcs = [\"*\"]\n\
+             [[clients]]\nid = \"b\"\ntoken_sha256 = \"{}\"\nallowed_rpcs = [\"AcknowledgeJob\"]\nrate_per_second = 5\n",
+            digest("token-a"),
+            digest("token-b")
+        ))
+        .unwrap();
+        assert_eq!(&*set.by_token("token-a").unwrap().id, "a");
+        let b = set.by_token("token-b").unwrap();
+        assert_eq!(b.rate.unwrap().burst.get(), 5, "burst defaults to the rate");
+        assert!(set.by_token("token-c").is_none());
+        assert!(set.by_token("").is_none());
+    }
+
+    #[test]
+    fn allowed_rpcs_are_matched_by_name_full_name_or_star() {
+        let set = file(&format!(
+            "[[clients]]\nid = \"a\"\ntoken_sha256 = \"{}\"\nallowed_rpcs = [\"PollForJobs\", \"codepipeline.jobworker.v1.JobWorkerService/AcknowledgeJob\"]\n",
+            digest("t")
+        ))
+        .unwrap();
+        let client = &set.by_token("t").unwrap().allowed;
+        assert!(client.allows(Method::PollForJobs));
+        assert!(client.allows(Method::AcknowledgeJob));
+        assert!(!client.allows(Method::PutJobSuccessResult));
+    }
+
+    #[test]
+    fn a_syntax_error_names_the_line_but_never_quotes_it() {
+        let text = "[[clients]]\nid = \"a\"\nallowed_rpcs = []\ntoken = \"plaintext-secret-token\n";
+        let error = file(text).unwrap_err().to_string();
+        assert!(error.contains("line 4"), "{error}");
+        assert!(!error.contains("plaintext-secret-token"), "{error}");
+    }
+
+    #[test]
+    fn broken_files_are_refused_with_the_reason() {
+        let cases = [
+            ("not toml", "[[clients"),
+            (
+                "unknown key",
+                "[[clients]]\nid = \"a\"\nallowed_rpcs = []\ntoken = \"plain\"\n",
+            ),
+            (
+                "bad digest",
+                "[[clients]]\nid = \"a\"\ntoken_sha256 = \"xyz\"\nallowed_rpcs = []\n",
+            ),
+            (
+                "unknown method",
+                "[[clients]]\nid = \"a\"\nallowed_rpcs = [\"DeletePipeline\"]\n",
+            ),
+            (
+                "duplicate id",
+                "[[clients]]\nid = \"a\"\nallowed_rpcs = []\n[[clients]]\nid = \"a\"\nallowed_rpcs = []\n",
+            ),
+            (
+                "burst without rate",
+                "[[clients]]\nid = \"a\"\nallowed_rpcs = []\nburst = 3\n",
+            ),
+            (
+                "zero rate",
+                "[[clients]]\nid = \"a\"\nallowed_rpcs = []\nrate_per_second = 0\n",
+            ),
+        ];
+        for (name, text) in cases {
+            assert!(file(text).is_err(), "{name}");
+        }
+        let same = digest("same");
+        let twice = format!(
+            "[[clients]]\nid = \"a\"\ntoken_sha256 = \"{same}\"\nallowed_rpcs = []\n[[clients]]\nid = \"b\"\ntoken_sha256 = \"{same}\"\nallowed_rpcs = []\n"
+        );
+        assert!(file(&twice).is_err(), "one token for two clients");
+    }
+}

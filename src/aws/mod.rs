@@ -1,0 +1,440 @@
+//! The AWS adapter: the [`Upstream`] port served by the real CodePipeline API through
+//! `aws-sdk-codepipeline`, configured by `aws-config`: the
+//! default credential chain (environment, profile, web identity / IRSA, EKS Pod Identity,
+//! instance metadata), region, `AWS_ENDPOINT_URL` or an explicit endpoint, and explicit timeouts
+//! and retry attempts (the SDK sets no operation timeout by default).
+
+use std::{collections::HashMap, time::Duration};
+
+use async_trait::async_trait;
+use aws_config::{BehaviorVersion, Region, retry::RetryConfig, timeout::TimeoutConfig};
+use aws_credential_types::provider::{SharedCredentialsProvider, error::CredentialsError};
+use aws_sdk_codepipeline::{
+    Client,
+    error::{ProvideErrorMetadata, SdkError},
+    operation::RequestId,
+    types as sdk,
+};
+use aws_smithy_types::DateTime;
+
+use crate::{
+    domain::{
+        AcknowledgeJobInput, ActionCategory, ActionConfiguration, ActionOwner, ActionTypeId,
+        Artifact, EncryptionKey, GetJobDetailsInput, Job, JobData, JobDetails, JobStatus,
+        PipelineContext, PollForJobsInput, PutJobFailureResultInput, PutJobSuccessResultInput,
+        S3Location, SessionCredentials,
+    },
+    upstream::{AwsErrorCode, Upstream, UpstreamError},
+};
+
+/// Settings of the SDK client, as configured.
+#[derive(Debug, Clone)]
+pub struct SdkSettings {
+    /// The region, when not taken from the environment.
+    pub region: Option<String>,
+    /// A CodePipeline endpoint to use instead of AWS's.
+    pub endpoint_url: Option<String>,
+    /// How long to wait for a TCP/TLS connection.
+    pub connect_timeout: Duration,
+    /// The budget of one operation, retries included.
+    pub operation_timeout: Duration,
+    /// The budget of one attempt.
+    pub attempt_timeout: Duration,
+    /// Attempts per operation, the first included.
+    pub max_attempts: u32,
+}
+
+/// The `aws` upstream: one SDK client, shared by every call.
+///
+/// Retries follow what is safe. PollForJobs and GetJobDetails use the SDK's standard retries.
+/// AcknowledgeJob and PutJob*Result claim or complete a job, and repeating one whose answer was
+/// lost can turn its success into an error (InvalidNonce, InvalidJobState); so the SDK makes one
+/// attempt each time, and the gateway repeats them only on ThrottlingException, which AWS answers
+/// before doing anything. Other failures reach the caller marked indeterminate.
+#[derive(Debug, Clone)]
+pub struct AwsUpstream {
+    /// PollForJobs and GetJobDetails: the configured retries.
+    client: Client,
+    /// AcknowledgeJob and PutJob*Result: one attempt per try. A client of its own, so no call
+    /// pays for a per-call configuration override.
+    single_attempt: Client,
+    max_attempts: u32,
+    /// The budget of a whole operation, the gateway's own throttling retries included.
+    operation_timeout: std::time::Duration,
+}
+
+impl AwsUpstream {
+    /// Loads the SDK configuration from the environment and the settings. `credentials`
+    /// replaces the default credential chain (tests use static credentials).
+    pub async fn load(
+        settings: &SdkSettings,
+        credentials: Option<SharedCredentialsProvider>,
+    ) -> anyhow::Result<Self> {
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(settings.connect_timeout)
+            .operation_timeout(settings.operation_timeout)
+            .operation_attempt_timeout(settings.attempt_timeout)
+            .build();
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .timeout_config(timeouts)
+            .retry_config(RetryConfig::standard().with_max_attempts(settings.max_attempts));
+        if let Some(region) = &settings.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if let Some(endpoint) = &settings.endpoint_url {
+            loader = loader.endpoint_url(endpoint);
+        }
+        if let Some(credentials) = credentials {
+            loader = loader.credentials_provider(credentials);
+        }
+        let config = loader.load().await;
+        if config.region().is_none() {
+            anyhow::bail!(
+                "no AWS region: give --aws-region, or set AWS_REGION or a profile's region"
+            );
+        }
+        let single_attempt = aws_sdk_codepipeline::config::Builder::from(&config)
+            .retry_config(RetryConfig::standard().with_max_attempts(1))
+            .build();
+        Ok(Self {
+            client: Client::new(&config),
+            single_attempt: Client::from_conf(single_attempt),
+            max_attempts: settings.max_attempts,
+            operation_timeout: settings.operation_timeout,
+        })
+    }
+
+    /// Runs a state-changing call with one SDK attempt per try, trying again only after
+    /// throttling, with jittered exponential backoff.
+    async fn unless_throttled<T, Fut>(&self, send: impl Fn() -> Fut) -> Result<T, UpstreamError>
+    where
+        Fut: Future<Output = Result<T, UpstreamError>>,
+    {
+        // The SDK's operation timeout bounds each try; the budget bounds the tries together,
+        // so the first (and usual only) try needs no timer of its own.
+        let budget_ends = tokio::time::Instant::now() + self.operation_timeout;
+        let mut attempt = 1;
+        loop {
+            let result = if attempt == 1 {
+                send().await
+            } else {
+                tokio::time::timeout_at(budget_ends, send())
+                    .await
+                    .unwrap_or(Err(UpstreamError::Timeout { request_id: None }))
+            };
+            match result {
+                Err(UpstreamError::Service {
+                    code: AwsErrorCode::Throttling,
+                    ..
+                }) if attempt < self.max_attempts => {
+                    let backoff = throttling_backoff(attempt);
+                    if tokio::time::Instant::now() + backoff >= budget_ends {
+                        return result;
+                    }
+                    tokio::time::sleep(backoff).await;
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+}
+
+/// 100 ms doubling per attempt, capped at 2 s, with full jitter so throttled gateways do not
+/// retry in step.
+fn throttling_backoff(attempt: u32) -> std::time::Duration {
+    use rand::RngExt;
+    let ceiling_ms = (100u64 << attempt.min(5)).min(2_000);
+    std::time::Duration::from_millis(rand::rng().random_range(ceiling_ms / 2..=ceiling_ms))
+}
+
+#[async_trait]
+impl Upstream for AwsUpstream {
+    async fn poll_for_jobs(&self, input: PollForJobsInput) -> Result<Vec<Job>, UpstreamError> {
+        let output = self
+            .client
+            .poll_for_jobs()
+            .action_type_id(sdk_action_type_id(&input.action_type_id)?)
+            .set_max_batch_size(
+                input
+                    .max_batch_size
+                    .map(|size| size.min(i32::MAX as u32) as i32),
+            )
+            .set_query_param(input.query_param.map(|q| HashMap::from([(q.key, q.value)])))
+            .send()
+            .await
+            .map(recorded)
+            .map_err(classify)?;
+        Ok(output
+            .jobs
+            .unwrap_or_default()
+            .into_iter()
+            .map(|job| Job {
+                id: job.id.unwrap_or_default(),
+                data: job.data.map(job_data).unwrap_or_default(),
+                nonce: job.nonce.unwrap_or_default(),
+                account_id: job.account_id.unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    async fn acknowledge_job(
+        &self,
+        input: AcknowledgeJobInput,
+    ) -> Result<JobStatus, UpstreamError> {
+        let output = self
+            .unless_throttled(|| async {
+                self.single_attempt
+                    .acknowledge_job()
+                    .job_id(input.job_id.as_str())
+                    .nonce(input.nonce.as_str())
+                    .send()
+                    .await
+                    .map(recorded)
+                    .map_err(classify)
+            })
+            .await?;
+        output
+            .status
+            .as_ref()
+            .and_then(|status| JobStatus::from_aws(status.as_str()))
+            .ok_or_else(|| UpstreamError::Unexpected {
+                source: "AcknowledgeJob answered without a known status".into(),
+            })
+    }
+
+    async fn get_job_details(
+        &self,
+        input: GetJobDetailsInput,
+    ) -> Result<JobDetails, UpstreamError> {
+        let output = self
+            .client
+            .get_job_details()
+            .job_id(input.job_id.as_str())
+            .send()
+            .await
+            .map(recorded)
+            .map_err(classify)?;
+        let details = output
+            .job_details
+            .ok_or_else(|| UpstreamError::Unexpected {
+                source: "GetJobDetails answered without job details".into(),
+            })?;
+        Ok(JobDetails {
+            id: details.id.unwrap_or_default(),
+            data: details.data.map(job_data).unwrap_or_default(),
+            account_id: details.account_id.unwrap_or_default(),
+        })
+    }
+
+    async fn put_job_success_result(
+        &self,
+        input: PutJobSuccessResultInput,
+    ) -> Result<(), UpstreamError> {
+        let current_revision = input
+            .current_revision
+            .map(|revision| {
+                sdk::CurrentRevision::builder()
+                    .revision(revision.revision)
+                    .change_identifier(revision.change_identifier)
+                    .set_created(revision.created.map(DateTime::from))
+                    .set_revision_summary(revision.revision_summary)
+                    .build()
+            })
+            .transpose()
+            .map_err(unexpected)?;
+        let execution_details = input.execution_details.map(|details| {
+            sdk::ExecutionDetails::builder()
+                .set_summary(details.summary)
+                .set_external_execution_id(details.external_execution_id)
+                .set_percent_complete(details.percent_complete.map(i32::from))
+                .build()
+        });
+        let output_variables = (!input.output_variables.is_empty()).then(|| {
+            input
+                .output_variables
+                .into_iter()
+                .collect::<HashMap<_, _>>()
+        });
+        self.unless_throttled(|| async {
+            self.single_attempt
+                .put_job_success_result()
+                .job_id(input.job_id.as_str())
+                .set_current_revision(current_revision.clone())
+                .set_continuation_token(input.continuation_token.clone())
+                .set_execution_details(execution_details.clone())
+                .set_output_variables(output_variables.clone())
+                .send()
+                .await
+                .map(recorded)
+                .map_err(classify)
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn put_job_failure_result(
+        &self,
+        input: PutJobFailureResultInput,
+    ) -> Result<(), UpstreamError> {
+        let details = input.failure_details;
+        let failure_details = sdk::FailureDetails::builder()
+            .r#type(sdk::FailureType::from(details.kind.as_str()))
+            .message(details.message)
+            .set_external_execution_id(details.external_execution_id)
+            .build()
+            .map_err(unexpected)?;
+        self.unless_throttled(|| async {
+            self.single_attempt
+                .put_job_failure_result()
+                .job_id(input.job_id.as_str())
+                .failure_details(failure_details.clone())
+                .send()
+                .await
+                .map(recorded)
+                .map_err(classify)
+        })
+        .await?;
+        Ok(())
+    }
+}
+
+/// Notes the AWS request id of a call in the call's span (the handler runs inside it).
+fn record_request_id(request_id: Option<&str>) {
+    if let Some(request_id) = request_id {
+        tracing::Span::current().record("aws_request_id", request_id);
+    }
+}
+
+fn recorded<T: RequestId>(output: T) -> T {
+    record_request_id(output.request_id());
+    output
+}
+
+fn unexpected(error: impl std::error::Error + Send + Sync + 'static) -> UpstreamError {
+    UpstreamError::Unexpected {
+        source: Box::new(error),
+    }
+}
+
+/// Sorts an SDK failure into the gateway's upstream errors. This only names what happened;
+/// what the caller sees is decided in [`crate::api::status`].
+fn classify<E>(error: SdkError<E>) -> UpstreamError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let request_id = error.request_id().map(str::to_owned);
+    record_request_id(request_id.as_deref());
+    if is_caused_by::<CredentialsError>(&error) {
+        return UpstreamError::NoCredentials {
+            source: Box::new(error),
+        };
+    }
+    match &error {
+        SdkError::ServiceError(context) => {
+            let status = context.raw().status().as_u16();
+            let code = match context.err().code() {
+                Some(code) => AwsErrorCode::from_aws(code),
+                None => AwsErrorCode::Other(format!("HTTP {status}")),
+            };
+            let code = match code {
+                AwsErrorCode::Other(code) if status >= 500 => AwsErrorCode::ServiceFault(code),
+                code => code,
+            };
+            UpstreamError::Service {
+                code,
+                message: context.err().message().map(str::to_owned),
+                request_id,
+            }
+        }
+        SdkError::TimeoutError(_) => UpstreamError::Timeout { request_id },
+        // With attempt and operation timeouts set, a dispatch timeout is the connect timeout:
+        // CodePipeline could not be reached.
+        SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => UpstreamError::Unavailable {
+            source: Box::new(error),
+        },
+        _ => UpstreamError::Unexpected {
+            source: Box::new(error),
+        },
+    }
+}
+
+/// Whether `T` is anywhere in the error's `source()` chain.
+fn is_caused_by<T: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if error.is::<T>() {
+            return true;
+        }
+        current = error.source();
+    }
+    false
+}
+
+fn sdk_action_type_id(id: &ActionTypeId) -> Result<sdk::ActionTypeId, UpstreamError> {
+    sdk::ActionTypeId::builder()
+        .category(sdk::ActionCategory::from(id.category.as_str()))
+        .owner(sdk::ActionOwner::from(id.owner.as_str()))
+        .provider(&id.provider)
+        .version(&id.version)
+        .build()
+        .map_err(unexpected)
+}
+
+fn job_data(data: sdk::JobData) -> JobData {
+    JobData {
+        action_type_id: data.action_type_id.and_then(|id| {
+            Some(ActionTypeId {
+                category: ActionCategory::from_aws(id.category.as_str())?,
+                owner: ActionOwner::from_aws(id.owner.as_str())?,
+                provider: id.provider,
+                version: id.version,
+            })
+        }),
+        action_configuration: ActionConfiguration(
+            data.action_configuration
+                .and_then(|config| config.configuration)
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
+        ),
+        pipeline_context: data.pipeline_context.map(|context| {
+            let action = context.action;
+            PipelineContext {
+                pipeline_name: context.pipeline_name,
+                stage_name: context.stage.and_then(|stage| stage.name),
+                action_name: action.as_ref().and_then(|a| a.name.clone()),
+                action_execution_id: action.and_then(|a| a.action_execution_id),
+                pipeline_arn: context.pipeline_arn,
+                pipeline_execution_id: context.pipeline_execution_id,
+            }
+        }),
+        input_artifacts: artifacts(data.input_artifacts),
+        output_artifacts: artifacts(data.output_artifacts),
+        artifact_credentials: data.artifact_credentials.map(|c| SessionCredentials {
+            access_key_id: c.access_key_id,
+            secret_access_key: c.secret_access_key,
+            session_token: c.session_token,
+        }),
+        continuation_token: data.continuation_token,
+        encryption_key: data.encryption_key.map(|key| EncryptionKey { id: key.id }),
+    }
+}
+
+fn artifacts(artifacts: Option<Vec<sdk::Artifact>>) -> Vec<Artifact> {
+    artifacts
+        .unwrap_or_default()
+        .into_iter()
+        .map(|artifact| Artifact {
+            name: artifact.name,
+            revision: artifact.revision,
+            s3_location: artifact
+                .location
+                .and_then(|location| location.s3_location)
+                .map(|s3| S3Location {
+                    bucket_name: s3.bucket_name,
+                    object_key: s3.object_key,
+                }),
+        })
+        .collect()
+}

@@ -1,0 +1,389 @@
+//! The gateway's Prometheus metrics, in one registry served as text on the metrics port.
+//!
+//! gRPC server metrics use the names go-grpc-prometheus made common, so existing dashboards and
+//! alerts work unchanged. Every label has a bounded set of values: methods outside the served
+//! services are counted under `grpc_service="unknown"`.
+
+use std::{
+    fmt::Write,
+    sync::{Arc, OnceLock},
+};
+
+use enum_map::EnumMap;
+use prometheus_client::{
+    encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+use tonic::Code;
+
+use crate::{
+    api::{LimitScope, Method, RpcKind},
+    upstream::Operation,
+};
+
+/// `grpc_type`, `grpc_service`, `grpc_method`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabels {
+    /// `unary`, `server_stream` (health Watch) or `bidi_stream` (reflection).
+    pub grpc_type: RpcKind,
+    /// The fully qualified service, or `unknown`.
+    pub grpc_service: &'static str,
+    /// The method, or `unknown`.
+    pub grpc_method: &'static str,
+}
+
+/// [`MethodLabels`] plus the status code name (`OK`, `NotFound`, ...).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandledLabels {
+    /// `unary`, `server_stream` or `bidi_stream`.
+    pub grpc_type: RpcKind,
+    /// The fully qualified service, or `unknown`.
+    pub grpc_service: &'static str,
+    /// The method, or `unknown`.
+    pub grpc_method: &'static str,
+    /// The gRPC status code, as go-grpc-prometheus names it.
+    pub grpc_code: &'static str,
+}
+
+/// An upstream call: the AWS operation and how it ended.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    /// The AWS operation.
+    pub operation: Operation,
+    /// `success`, or the failure's kind (`InvalidNonceException`, `timeout`, ...).
+    pub outcome: &'static str,
+}
+
+/// A rejection by the rate limiter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RateLimitedLabels {
+    /// `client` (the caller's own rate) or `upstream` (the AWS account's budget).
+    pub scope: LimitScope,
+}
+
+/// A rejection by authentication or authorisation.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthRejectedLabels {
+    /// Why the call was refused.
+    pub reason: AuthRejection,
+}
+
+/// Why authentication or authorisation refused a call.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum AuthRejection {
+    /// No credential where one is required.
+    MissingCredentials,
+    /// A malformed `authorization` header, or a token no client has.
+    InvalidToken,
+    /// A known client calling an RPC it may not.
+    Forbidden,
+}
+
+/// A token file (re)load.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// How the load ended.
+    pub result: ReloadResult,
+}
+
+/// How a token file load ended.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum ReloadResult {
+    /// The file was read, parsed and put in force.
+    Success,
+    /// The file could not be read or parsed; the last good one stays in force.
+    Failure,
+}
+
+impl AuthRejection {
+    /// The `reason` label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::MissingCredentials => "missing_credentials",
+            Self::InvalidToken => "invalid_token",
+            Self::Forbidden => "forbidden",
+        }
+    }
+}
+
+impl ReloadResult {
+    /// The `result` label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Failure => "failure",
+        }
+    }
+}
+
+/// Label values of closed sets, written as their `as_str` words.
+macro_rules! label_value_as_str {
+    ($($ty:ty),+) => {$(
+        impl EncodeLabelValue for $ty {
+            fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+                encoder.write_str(self.as_str())
+            }
+        }
+    )+};
+}
+
+label_value_as_str!(RpcKind, LimitScope, Operation, AuthRejection, ReloadResult);
+
+/// The number of gRPC status codes: the spec numbers them 0..=16, as `tonic::Code` does.
+const CODES: usize = 17;
+
+/// The series of one served method, resolved once, so the hot path does no label hashing: the
+/// started and latency series exist from the start (as go-grpc-prometheus initialises them),
+/// the handled series appear with their first code.
+pub struct MethodSeries {
+    labels: MethodLabels,
+    /// Calls started.
+    pub started: Counter,
+    /// Call latency.
+    pub handling_seconds: Histogram,
+    handled: [OnceLock<Counter>; CODES],
+}
+
+impl MethodSeries {
+    /// The handled counter of `code`.
+    pub fn handled(&self, family: &Family<HandledLabels, Counter>, code: Code) -> &Counter {
+        let index = (code as usize).min(CODES - 1);
+        self.handled[index].get_or_init(|| {
+            family
+                .get_or_create(&HandledLabels {
+                    grpc_type: self.labels.grpc_type,
+                    grpc_service: self.labels.grpc_service,
+                    grpc_method: self.labels.grpc_method,
+                    grpc_code: code_name(code),
+                })
+                .clone()
+        })
+    }
+}
+
+/// The successful-call series of one upstream operation, resolved once.
+pub struct UpstreamSuccess {
+    /// Calls.
+    pub calls: Counter,
+    /// Latency.
+    pub seconds: Histogram,
+}
+
+/// Every metric the gateway exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Per served method.
+    methods: EnumMap<Method, MethodSeries>,
+    /// For paths the gateway does not serve.
+    unknown_method: MethodSeries,
+    /// Per upstream operation.
+    upstream_success: EnumMap<Operation, UpstreamSuccess>,
+    /// Calls started.
+    pub started: Family<MethodLabels, Counter>,
+    /// Calls finished, by code.
+    pub handled: Family<HandledLabels, Counter>,
+    /// Call latency, from the request's arrival to its status.
+    pub handling_seconds: Family<MethodLabels, Histogram>,
+    /// Upstream calls, by operation and outcome.
+    pub upstream_calls: Family<UpstreamLabels, Counter>,
+    /// Upstream call latency, by operation and outcome.
+    pub upstream_seconds: Family<UpstreamLabels, Histogram>,
+    /// Calls refused by the rate limiter.
+    pub rate_limited: Family<RateLimitedLabels, Counter>,
+    /// Calls refused by authentication or authorisation.
+    pub auth_rejected: Family<AuthRejectedLabels, Counter>,
+    /// Calls refused because the gateway was at its concurrency limit.
+    pub load_shed: Counter,
+    /// Calls being handled now.
+    pub in_flight: Gauge,
+    /// Token file loads.
+    pub token_file_reloads: Family<ReloadLabels, Counter>,
+    /// 1 when the last token file load succeeded, 0 when the gateway is running on an older one.
+    pub token_file_healthy: Gauge,
+    /// Clients in the token file in force.
+    pub token_file_clients: Gauge,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new([
+        0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ])
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Arc<Self> {
+        let started = Family::<MethodLabels, Counter>::default();
+        let handling_seconds =
+            Family::<MethodLabels, Histogram>::new_with_constructor(latency_histogram);
+        let method_series = |labels: MethodLabels| MethodSeries {
+            started: started.get_or_create(&labels).clone(),
+            handling_seconds: handling_seconds.get_or_create(&labels).clone(),
+            labels,
+            handled: Default::default(),
+        };
+        let methods = EnumMap::from_fn(|method: Method| {
+            method_series(MethodLabels {
+                grpc_type: method.kind(),
+                grpc_service: method.service(),
+                grpc_method: method.name(),
+            })
+        });
+        let unknown_method = method_series(MethodLabels {
+            grpc_type: RpcKind::Unary,
+            grpc_service: "unknown",
+            grpc_method: "unknown",
+        });
+        let upstream_calls = Family::<UpstreamLabels, Counter>::default();
+        let upstream_seconds =
+            Family::<UpstreamLabels, Histogram>::new_with_constructor(latency_histogram);
+        let upstream_success = EnumMap::from_fn(|operation| {
+            let labels = UpstreamLabels {
+                operation,
+                outcome: "success",
+            };
+            UpstreamSuccess {
+                calls: upstream_calls.get_or_create(&labels).clone(),
+                seconds: upstream_seconds.get_or_create(&labels).clone(),
+            }
+        });
+        let mut metrics = Self {
+            methods,
+            unknown_method,
+            upstream_success,
+            started,
+            handled: Family::default(),
+            handling_seconds,
+            upstream_calls,
+            upstream_seconds,
+            rate_limited: Family::default(),
+            auth_rejected: Family::default(),
+            load_shed: Counter::default(),
+            in_flight: Gauge::default(),
+            token_file_reloads: Family::default(),
+            token_file_healthy: Gauge::default(),
+            token_file_clients: Gauge::default(),
+            registry: Registry::default(),
+        };
+        metrics.registry.register(
+            "grpc_server_started",
+            "Total number of RPCs started on the server",
+            metrics.started.clone(),
+        );
+        metrics.registry.register(
+            "grpc_server_handled",
+            "Total number of RPCs completed on the server, regardless of success or failure",
+            metrics.handled.clone(),
+        );
+        metrics.registry.register(
+            "grpc_server_handling_seconds",
+            "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server",
+            metrics.handling_seconds.clone(),
+        );
+        metrics.registry.register(
+            "codepipeline_upstream_calls",
+            "Calls to the CodePipeline API, by operation and outcome",
+            metrics.upstream_calls.clone(),
+        );
+        metrics.registry.register(
+            "codepipeline_upstream_call_seconds",
+            "Latency of calls to the CodePipeline API (seconds), retries included",
+            metrics.upstream_seconds.clone(),
+        );
+        metrics.registry.register(
+            "gateway_rate_limited",
+            "Calls refused with RESOURCE_EXHAUSTED by the rate limiter",
+            metrics.rate_limited.clone(),
+        );
+        metrics.registry.register(
+            "gateway_auth_rejected",
+            "Calls refused by authentication or authorisation",
+            metrics.auth_rejected.clone(),
+        );
+        metrics.registry.register(
+            "gateway_load_shed",
+            "Calls refused because the gateway was at its concurrency limit",
+            metrics.load_shed.clone(),
+        );
+        metrics.registry.register(
+            "gateway_in_flight_calls",
+            "Calls being handled now",
+            metrics.in_flight.clone(),
+        );
+        metrics.registry.register(
+            "gateway_token_file_reloads",
+            "Loads of the token file, by result",
+            metrics.token_file_reloads.clone(),
+        );
+        metrics.registry.register(
+            "gateway_token_file_healthy",
+            "1 if the last load of the token file succeeded, 0 if an older one is in force",
+            metrics.token_file_healthy.clone(),
+        );
+        metrics.registry.register(
+            "gateway_token_file_clients",
+            "Clients in the token file in force",
+            metrics.token_file_clients.clone(),
+        );
+        Arc::new(metrics)
+    }
+
+    /// The series of `method`, or of the paths the gateway does not serve for `None`.
+    pub fn method(&self, method: Option<Method>) -> &MethodSeries {
+        method.map_or(&self.unknown_method, |method| &self.methods[method])
+    }
+
+    /// Records an upstream call of `operation` that ended with `outcome` after `seconds`.
+    pub fn upstream_call(
+        &self,
+        operation: Operation,
+        outcome: Result<(), &'static str>,
+        seconds: f64,
+    ) {
+        match outcome {
+            Ok(()) => {
+                let series = &self.upstream_success[operation];
+                series.calls.inc();
+                series.seconds.observe(seconds);
+            }
+            Err(outcome) => {
+                let labels = UpstreamLabels { operation, outcome };
+                self.upstream_calls.get_or_create(&labels).inc();
+                self.upstream_seconds
+                    .get_or_create(&labels)
+                    .observe(seconds);
+            }
+        }
+    }
+
+    /// The registry in Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        text
+    }
+}
+
+/// Code names as go-grpc-prometheus writes them (`codes.Code.String()` in Go).
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "Canceled",
+        Code::Unknown => "Unknown",
+        Code::InvalidArgument => "InvalidArgument",
+        Code::DeadlineExceeded => "DeadlineExceeded",
+        Code::NotFound => "NotFound",
+        Code::AlreadyExists => "AlreadyExists",
+        Code::PermissionDenied => "PermissionDenied",
+        Code::ResourceExhausted => "ResourceExhausted",
+        Code::FailedPrecondition => "FailedPrecondition",
+        Code::Aborted => "Aborted",
+        Code::OutOfRange => "OutOfRange",
+        Code::Unimplemented => "Unimplemented",
+        Code::Internal => "Internal",
+        Code::Unavailable => "Unavailable",
+        Code::DataLoss => "DataLoss",
+        Code::Unauthenticated => "Unauthenticated",
+    }
+}

@@ -1,0 +1,224 @@
+//! Authentication and authorisation over real gRPC: bearer tokens from a reloading token file,
+//! health without credentials, and refusals that never reach the upstream.
+
+use std::{path::Path, sync::Arc, time::Duration};
+
+use codepipeline_gateway::{observability::Metrics, pb::jobworker as pb};
+use sha2::{Digest, Sha256};
+use tonic::{Code, Request};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+use tonic_types::StatusExt;
+
+use crate::support::{Backend, TestGateway, demo_action_type, gateway};
+
+const ALL_RPCS: &str = r#"["*"]"#;
+const ACK_ONLY: &str = r#"["AcknowledgeJob"]"#;
+
+fn entry(id: &str, token: &str, allowed: &str) -> String {
+    format!(
+        "[[clients]]\nid = \"{id}\"\ntoken_sha256 = \"{}\"\nallowed_rpcs = {allowed}\n",
+        hex::encode(Sha256::digest(token.as_bytes()))
+    )
+}
+
+fn authed<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+fn poll_request() -> pb::PollForJobsRequest {
+    pb::PollForJobsRequest {
+        action_type_id: Some(demo_action_type()),
+        max_batch_size: Some(1),
+        query_param: Default::default(),
+    }
+}
+
+fn error_reason(status: &tonic::Status) -> String {
+    status.get_details_error_info().expect("ErrorInfo").reason
+}
+
+async fn spawn_with_token_file(path: &Path, poll: Duration) -> (TestGateway, Arc<Metrics>) {
+    let poll = humantime::format_duration(poll).to_string();
+    let gw = gateway(Backend::InProcess)
+        .flags(&[
+            "--token-file",
+            path.to_str().unwrap(),
+            "--token-file-poll-interval",
+            &poll,
+        ])
+        .spawn()
+        .await;
+    let metrics = gw.metrics.clone();
+    (gw, metrics)
+}
+
+#[tokio::test]
+async fn calls_without_a_valid_token_are_unauthenticated_and_never_reach_the_upstream() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens.toml");
+    std::fs::write(&file, entry("workers", "good-token", ALL_RPCS)).unwrap();
+    let (mut gw, _) = spawn_with_token_file(&file, Duration::from_secs(60)).await;
+
+    let missing = gw.client.poll_for_jobs(poll_request()).await.unwrap_err();
+    assert_eq!(missing.code(), Code::Unauthenticated);
+    assert_eq!(error_reason(&missing), "MISSING_CREDENTIALS");
+
+    let wrong = gw
+        .client
+        .poll_for_jobs(authed(poll_request(), "bad-token"))
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), Code::Unauthenticated);
+    assert_eq!(error_reason(&wrong), "UNKNOWN_TOKEN");
+
+    let mut basic = Request::new(poll_request());
+    basic
+        .metadata_mut()
+        .insert("authorization", "Basic d29ya2Vyczpnb29k".parse().unwrap());
+    let malformed = gw.client.poll_for_jobs(basic).await.unwrap_err();
+    assert_eq!(malformed.code(), Code::Unauthenticated);
+    assert_eq!(error_reason(&malformed), "MALFORMED_AUTHORIZATION");
+
+    assert_eq!(
+        gw.emulator.total_calls(),
+        0,
+        "no refused call reached the emulator"
+    );
+    gw.client
+        .poll_for_jobs(authed(poll_request(), "good-token"))
+        .await
+        .expect("a valid token is accepted");
+    assert_eq!(gw.emulator.total_calls(), 1);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_calling_an_rpc_it_is_not_allowed_is_permission_denied() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens.toml");
+    std::fs::write(&file, entry("acker", "ack-token", ACK_ONLY)).unwrap();
+    let (mut gw, metrics) = spawn_with_token_file(&file, Duration::from_secs(60)).await;
+
+    let denied = gw
+        .client
+        .poll_for_jobs(authed(poll_request(), "ack-token"))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let info = denied.get_details_error_info().unwrap();
+    assert_eq!(info.reason, "METHOD_NOT_ALLOWED");
+    assert_eq!(info.metadata["client_id"], "acker");
+    assert_eq!(gw.emulator.total_calls(), 0);
+
+    let allowed = gw
+        .client
+        .acknowledge_job(authed(
+            pb::AcknowledgeJobRequest {
+                job_id: "00000000-0000-4000-8000-000000000000".to_owned(),
+                nonce: "1".to_owned(),
+            },
+            "ack-token",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        allowed.code(),
+        Code::NotFound,
+        "the allowed call reached the upstream"
+    );
+    assert!(
+        metrics
+            .render()
+            .contains(r#"gateway_auth_rejected_total{reason="forbidden"} 1"#)
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn health_is_reachable_without_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens.toml");
+    std::fs::write(&file, entry("workers", "t", ALL_RPCS)).unwrap();
+    let (gw, _) = spawn_with_token_file(&file, Duration::from_secs(60)).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", gw.addr()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let health = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(health.status(), ServingStatus::Serving);
+    gw.stop().await;
+}
+
+/// Polls `check` until it holds, for at most five seconds.
+async fn eventually(mut check: impl AsyncFnMut() -> bool) -> bool {
+    for _ in 0..100 {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_rotated_token_file_takes_effect_without_a_restart_and_a_broken_one_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens.toml");
+    std::fs::write(&file, entry("workers", "old-token", ALL_RPCS)).unwrap();
+    let (mut gw, metrics) = spawn_with_token_file(&file, Duration::from_millis(20)).await;
+    gw.client
+        .poll_for_jobs(authed(poll_request(), "old-token"))
+        .await
+        .unwrap();
+
+    std::fs::write(&file, entry("workers", "new-token", ALL_RPCS)).unwrap();
+    let client = gw.client.clone();
+    assert!(
+        eventually(async || client
+            .clone()
+            .poll_for_jobs(authed(poll_request(), "new-token"))
+            .await
+            .is_ok())
+        .await,
+        "the new token is accepted"
+    );
+    let old = gw
+        .client
+        .poll_for_jobs(authed(poll_request(), "old-token"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        old.code(),
+        Code::Unauthenticated,
+        "the rotated-out token is refused"
+    );
+
+    std::fs::write(&file, "[[clients]\nthis is not toml").unwrap();
+    assert!(
+        eventually(async || metrics.render().contains("gateway_token_file_healthy 0")).await,
+        "the broken file is reported"
+    );
+    gw.client
+        .poll_for_jobs(authed(poll_request(), "new-token"))
+        .await
+        .expect("the last good file stays in force");
+    assert!(
+        metrics
+            .render()
+            .contains(r#"gateway_token_file_reloads_total{result="failure"}"#)
+    );
+    gw.stop().await;
+}

@@ -1,0 +1,16 @@
+//! The black-box tests: gateways built as `main` builds them (or the binary itself), called over
+//! real gRPC. One test binary, so the support module is shared and the AWS SDK linked once.
+
+mod support;
+
+mod auth;
+mod edge_validation;
+mod faults;
+mod job_lifecycle;
+mod limits;
+mod overload;
+mod process;
+mod properties;
+mod tidy;
+mod tls;
+mod upstream_errors;

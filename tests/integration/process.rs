@@ -1,0 +1,373 @@
+//! The real binary as a process: graceful shutdown on SIGTERM under load, no secret in the most
+//! verbose logs, and the rule that it forwards to AWS only for callers it authenticates.
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use codepipeline_gateway::pb::{
+    emulator::{CreateJobRequest, emulator_admin_service_client::EmulatorAdminServiceClient},
+    jobworker::{self as pb, job_worker_service_client::JobWorkerServiceClient},
+};
+use sha2::Digest;
+use tonic::{Request, transport::Channel};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+/// The gateway binary, running; killed if a test fails before it ends.
+struct Gateway {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+impl Gateway {
+    /// Starts `serve --upstream emulator` with `args` and waits for its address.
+    fn start(args: &[&str], stderr: Stdio) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_codepipeline-gateway"))
+            .args(["serve", "--upstream", "emulator", "--listen", "127.0.0.1:0"])
+            .args(["--metrics-listen", "127.0.0.1:0", "--demo-jobs", "0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("the binary starts");
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let addr = stdout
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|line| line.strip_prefix("grpc listening on ").map(str::to_owned))
+            .expect("the binary prints its address")
+            .parse()
+            .unwrap();
+        Self { child, addr }
+    }
+
+    async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, for at most `limit`.
+    async fn exit_status(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the process did not exit in time"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn with_token<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    if !token.is_empty() {
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    request
+}
+
+async fn create_job(channel: Channel, token: &str, configuration: &[(&str, &str)]) -> String {
+    EmulatorAdminServiceClient::new(channel)
+        .create_job(with_token(
+            CreateJobRequest {
+                action_type_id: Some(crate::support::demo_action_type()),
+                configuration: configuration
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                ..Default::default()
+            },
+            token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .job_id
+}
+
+async fn health(channel: Channel) -> ServingStatus {
+    HealthClient::new(channel)
+        .check(HealthCheckRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .status()
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_calls_refuses_new_ones_and_exits_cleanly() {
+    let mut gateway = Gateway::start(
+        &[
+            "--latency",
+            "1500ms",
+            "--lame-duck",
+            "500ms",
+            "--shutdown-timeout",
+            "10s",
+        ],
+        Stdio::null(),
+    );
+    let channel = gateway.channel().await;
+    let mut in_flight = Vec::new();
+    for _ in 0..8 {
+        let job_id = create_job(channel.clone(), "", &[]).await;
+        let mut client = JobWorkerServiceClient::new(channel.clone());
+        in_flight.push(tokio::spawn(async move {
+            client
+                .get_job_details(pb::GetJobDetailsRequest { job_id })
+                .await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gateway.terminate();
+
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        health(channel.clone()).await,
+        ServingStatus::NotServing,
+        "health flips first"
+    );
+
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let new_connection = Channel::from_shared(format!("http://{}", gateway.addr))
+        .unwrap()
+        .connect()
+        .await;
+    assert!(
+        new_connection.is_err(),
+        "after the lame-duck period the listener is closed"
+    );
+
+    for call in in_flight {
+        let details = call.await.unwrap().expect("every in-flight call succeeded");
+        assert!(details.into_inner().job_details.is_some());
+    }
+    assert!(gateway.exit_status(Duration::from_secs(10)).await.success());
+}
+
+/// A supervisor may stop the process the moment it says it listens; that must already be a
+/// graceful exit, not death by the signal's default action. A few rounds, because the window
+/// this guards against is short.
+#[tokio::test]
+async fn sigterm_as_soon_as_the_address_is_printed_is_a_clean_exit() {
+    for _ in 0..20 {
+        let mut gateway = Gateway::start(&["--lame-duck", "0s"], Stdio::null());
+        gateway.terminate();
+        let status = gateway.exit_status(Duration::from_secs(10)).await;
+        assert!(status.success(), "exited with {status}");
+    }
+}
+
+#[tokio::test]
+async fn the_most_verbose_logs_of_a_whole_job_lifecycle_hold_no_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = "bearer-token-6b1d0c4e9f";
+    let wrong_token = "wrong-token-3f9a77e2c1";
+    let token_file = dir.path().join("tokens.toml");
+    std::fs::write(
+        &token_file,
+        format!(
+            "[[clients]]\nid = \"workers\"\ntoken_sha256 = \"{}\"\nallowed_rpcs = [\"*\"]\n",
+            hex::encode(sha2::Sha256::digest(token.as_bytes()))
+        ),
+    )
+    .unwrap();
+    let log_path = dir.path().join("gateway.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut gateway = Gateway::start(
+        &[
+            "--log",
+            "trace",
+            "--log-format",
+            "json",
+            "--token-file",
+            token_file.to_str().unwrap(),
+        ],
+        Stdio::from(log),
+    );
+    let channel = gateway.channel().await;
+    let secret_value = "config-secret-8d2e61a0";
+    let job_id = create_job(channel.clone(), token, &[("DeployPassword", secret_value)]).await;
+    let mut client = JobWorkerServiceClient::new(channel.clone());
+
+    let job = client
+        .poll_for_jobs(with_token(
+            pb::PollForJobsRequest {
+                action_type_id: Some(crate::support::demo_action_type()),
+                max_batch_size: Some(1),
+                query_param: Default::default(),
+            },
+            token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs
+        .remove(0);
+    assert_eq!(job.id, job_id);
+    let mut secrets = vec![
+        token.to_owned(),
+        wrong_token.to_owned(),
+        secret_value.to_owned(),
+        job.nonce.clone(),
+    ];
+    let credentials = job.data.unwrap().artifact_credentials.unwrap();
+    secrets.extend([
+        credentials.access_key_id,
+        credentials.secret_access_key,
+        credentials.session_token,
+    ]);
+
+    client
+        .acknowledge_job(with_token(
+            pb::AcknowledgeJobRequest {
+                job_id: job_id.clone(),
+                nonce: job.nonce.clone(),
+            },
+            token,
+        ))
+        .await
+        .unwrap();
+    let details = client
+        .get_job_details(with_token(
+            pb::GetJobDetailsRequest {
+                job_id: job_id.clone(),
+            },
+            token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let refreshed = details
+        .job_details
+        .unwrap()
+        .data
+        .unwrap()
+        .artifact_credentials
+        .unwrap();
+    secrets.extend([
+        refreshed.access_key_id,
+        refreshed.secret_access_key,
+        refreshed.session_token,
+    ]);
+    client
+        .put_job_success_result(with_token(
+            pb::PutJobSuccessResultRequest {
+                job_id: job_id.clone(),
+                ..Default::default()
+            },
+            token,
+        ))
+        .await
+        .unwrap();
+    let refused = client
+        .get_job_details(with_token(pb::GetJobDetailsRequest { job_id }, wrong_token))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+
+    gateway.terminate();
+    assert!(gateway.exit_status(Duration::from_secs(10)).await.success());
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        logs.contains(r#""level":"TRACE""#),
+        "the logs are at the most verbose level"
+    );
+    assert!(logs.contains("call finished"), "calls were logged");
+    for secret in &secrets {
+        assert!(
+            !logs.contains(secret.as_str()),
+            "a secret reached the log: {secret}"
+        );
+    }
+}
+
+/// `serve --upstream aws` with `flags`, run until it exits or has started: its exit status if it
+/// exited (`None` if it is serving) and what it wrote on stderr.
+fn serve_aws(flags: &[&str]) -> (Option<std::process::ExitStatus>, String) {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_codepipeline-gateway"))
+        .args(["serve", "--upstream", "aws", "--aws-region", "us-east-1"])
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .args(flags)
+        .env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE000000000")
+        .env("AWS_SECRET_ACCESS_KEY", "not-used-by-this-test")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let started = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .any(|line| line.starts_with("grpc listening on "));
+    let status = if started {
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    } else {
+        Some(child.wait().unwrap())
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (status, stderr)
+}
+
+#[tokio::test]
+async fn serving_aws_without_authenticating_callers_is_refused_at_start_unless_allowed() {
+    let (status, stderr) = serve_aws(&[]);
+    let status = status.expect("it does not start");
+    assert!(!status.success(), "exited with {status}");
+    assert!(
+        stderr.contains("refusing to forward to AWS without authenticating callers")
+            && stderr.contains("--allow-unauthenticated"),
+        "says why and what to do: {stderr}"
+    );
+
+    let (status, stderr) = serve_aws(&["--allow-unauthenticated"]);
+    assert_eq!(
+        status, None,
+        "an explicit --allow-unauthenticated serves: {stderr}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.toml");
+    std::fs::write(&tokens, "").unwrap();
+    let (status, stderr) = serve_aws(&["--token-file", tokens.to_str().unwrap()]);
+    assert_eq!(
+        status, None,
+        "a token file is authentication enough: {stderr}"
+    );
+}
