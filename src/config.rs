@@ -145,6 +145,42 @@ pub struct LimitArgs {
     /// How long a keepalive ping may go unanswered before the connection is closed.
     #[arg(long, env = "CPGW_HTTP2_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub http2_keepalive_timeout: Duration,
+    /// Calls one client may have in flight at once (job-worker RPCs, counted until the answer is
+    /// delivered); more are refused with RESOURCE_EXHAUSTED, so one client cannot fill the
+    /// gateway-wide limit.
+    #[arg(long, env = "CPGW_MAX_CONCURRENT_CALLS_PER_CLIENT", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_calls_per_client: u32,
+    /// The deadline of a unary call whose caller sets none (no `grpc-timeout`): it bounds reading
+    /// the request, the upstream call and answering.
+    #[arg(long, env = "CPGW_DEFAULT_DEADLINE", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub default_deadline: Duration,
+    /// Connections served at once; more are refused (GOAWAY ENHANCE_YOUR_CALM on a plaintext
+    /// port, closed on TLS). Keep it below the process's file descriptor limit.
+    #[arg(long, env = "CPGW_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// How long a new connection may take to start its first call (TLS handshake and HTTP/2
+    /// preface included) before it is closed.
+    #[arg(long, env = "CPGW_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub handshake_timeout: Duration,
+    /// How long a connection may have no call open before it is closed.
+    #[arg(long, env = "CPGW_IDLE_TIMEOUT", default_value = "2m", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+    /// Streams a client may have open at once on one connection (HTTP/2
+    /// SETTINGS_MAX_CONCURRENT_STREAMS); more are refused with REFUSED_STREAM.
+    #[arg(long, env = "CPGW_HTTP2_MAX_CONCURRENT_STREAMS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub http2_max_concurrent_streams: u32,
+    /// Streams a connection may make the server reset for the client's errors (a malformed
+    /// frame, a content-length that lies) before it is closed with GOAWAY ENHANCE_YOUR_CALM: the
+    /// defence against MadeYouReset (CVE-2025-8671).
+    #[arg(long, env = "CPGW_HTTP2_MAX_LOCAL_ERROR_RESET_STREAMS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub http2_max_local_error_reset_streams: u32,
+    /// Streams a client may reset before the server took them up, before the connection is
+    /// closed with GOAWAY ENHANCE_YOUR_CALM: the defence against rapid reset (CVE-2023-44487).
+    #[arg(long, env = "CPGW_HTTP2_MAX_PENDING_ACCEPT_RESET_STREAMS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub http2_max_pending_accept_reset_streams: u32,
+    /// Largest header list a request may send (HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE), in bytes.
+    #[arg(long, env = "CPGW_HTTP2_MAX_HEADER_LIST_SIZE", default_value_t = 16 * 1024, value_parser = clap::value_parser!(u32).range(1024..))]
+    pub http2_max_header_list_size: u32,
     /// Connections are closed gracefully after this age, so clients reconnect and load spreads
     /// over new replicas.
     #[arg(long, env = "CPGW_MAX_CONNECTION_AGE", default_value = "5m", value_parser = humantime::parse_duration)]

@@ -305,6 +305,8 @@ fn production_gateway(binary: &Path, extra: &[&str]) -> anyhow::Result<Gateway> 
         "100000000",
         "--max-concurrent-calls",
         "100000",
+        "--max-concurrent-calls-per-client",
+        "100000",
         "--log",
         "info",
     ];
@@ -551,6 +553,8 @@ fn sdk_gateway(binary: &Path, endpoint: &str, envs: &[(&str, &str)]) -> anyhow::
             "--rate-limit-burst",
             "100000000",
             "--max-concurrent-calls",
+            "100000",
+            "--max-concurrent-calls-per-client",
             "100000",
             "--log",
             "info",

@@ -17,6 +17,8 @@
 //! | a known caller calling a method it may not | PERMISSION_DENIED |
 //! | a caller over its rate, or the account's upstream budget spent | RESOURCE_EXHAUSTED |
 //! | the gateway at its concurrency limit | UNAVAILABLE (another replica may serve it) |
+//! | a client at its own limit of calls in flight | RESOURCE_EXHAUSTED |
+//! | a call unanswered at its deadline (its body never arrived, say) | DEADLINE_EXCEEDED |
 //! | a request message over the size limit | RESOURCE_EXHAUSTED |
 //! | a panic while handling a call | INTERNAL, generic message |
 //! | anything else | INTERNAL, generic message |
@@ -232,6 +234,15 @@ pub enum Refusal {
     },
     /// The gateway is handling as many calls as it may.
     Overloaded,
+    /// The client has as many calls in flight as it may.
+    ClientConcurrencyLimit {
+        /// The client.
+        client_id: String,
+        /// Its limit.
+        limit: u32,
+    },
+    /// The call's deadline passed before it was answered (its request never arrived whole, say).
+    DeadlineExceeded,
     /// A request message is over the size limit.
     MessageTooLarge {
         /// The limit, in bytes.
@@ -331,6 +342,26 @@ impl From<Refusal> for Status {
                     Code::Unavailable,
                     "the gateway is at its concurrency limit; retry, possibly on another replica"
                         .to_owned(),
+                )
+            }
+            Refusal::ClientConcurrencyLimit { client_id, limit } => {
+                details.set_retry_info(Some(OVERLOADED_RETRY_AFTER));
+                details.add_quota_failure_violation(
+                    format!("client:{client_id}"),
+                    format!("{limit} calls in flight at once"),
+                );
+                (
+                    Code::ResourceExhausted,
+                    format!(
+                        "client {client_id} has {limit} calls in flight, as many as it may; retry when one ends"
+                    ),
+                )
+            }
+            Refusal::DeadlineExceeded => {
+                details.set_error_info("DEADLINE_EXCEEDED", GATEWAY_DOMAIN, HashMap::new());
+                (
+                    Code::DeadlineExceeded,
+                    "the call's deadline passed before it could be answered".to_owned(),
                 )
             }
             Refusal::MessageTooLarge { limit } => {

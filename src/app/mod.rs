@@ -6,8 +6,10 @@
 //! - [`options`]: the command line translated into what is built, with the cross-flag rules;
 //! - [`stack`]: the services and the one middleware stack;
 //! - [`servers`]: the server handles, shutdown, the metrics and emulator-front servers;
+//! - [`connections`]: the gRPC port's accepted connections, their cap and timers;
 //! - [`tls`]: TLS files for the gRPC port.
 
+pub mod connections;
 pub mod options;
 mod servers;
 mod stack;
@@ -19,7 +21,7 @@ use anyhow::Context;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use tokio::net::TcpListener;
 
-pub use options::{EmulatorOptions, GatewayOptions, TokenFile, UpstreamChoice};
+pub use options::{EmulatorOptions, GatewayOptions, Http2Settings, TokenFile, UpstreamChoice};
 pub use servers::{Server, ShutdownSignal};
 pub use tls::TlsFiles;
 

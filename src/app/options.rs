@@ -6,7 +6,7 @@ use std::{path::PathBuf, time::Duration};
 
 use anyhow::bail;
 
-use super::tls::TlsFiles;
+use super::{connections::ConnectionLimits, tls::TlsFiles};
 use crate::{
     aws::SdkSettings,
     config::{AwsArgs, EmulatorArgs, EngineArgs, ServeArgs, UpstreamKind},
@@ -59,6 +59,14 @@ pub struct GatewayOptions {
     pub max_concurrent_calls: usize,
     /// Largest request message, in bytes.
     pub max_message_size: usize,
+    /// Calls one client may have in flight at once.
+    pub max_concurrent_calls_per_client: u32,
+    /// The deadline of a unary call whose caller sets none.
+    pub default_deadline: Duration,
+    /// Limits on accepted connections.
+    pub connections: ConnectionLimits,
+    /// HTTP/2 settings of every connection.
+    pub http2: Http2Settings,
     /// HTTP/2 keepalive ping interval and timeout.
     pub http2_keepalive: (Duration, Duration),
     /// Connection age limit and its grace period.
@@ -115,6 +123,21 @@ impl GatewayOptions {
                 }),
             max_concurrent_calls: limits.max_concurrent_calls as usize,
             max_message_size: limits.max_message_size as usize,
+            max_concurrent_calls_per_client: limits.max_concurrent_calls_per_client,
+            default_deadline: limits.default_deadline,
+            connections: ConnectionLimits {
+                max_connections: limits.max_connections as usize,
+                handshake_timeout: limits.handshake_timeout,
+                idle_timeout: limits.idle_timeout,
+                plaintext: auth.tls_cert.is_none(),
+            },
+            http2: Http2Settings {
+                max_concurrent_streams: limits.http2_max_concurrent_streams,
+                max_local_error_reset_streams: limits.http2_max_local_error_reset_streams as usize,
+                max_pending_accept_reset_streams: limits.http2_max_pending_accept_reset_streams
+                    as usize,
+                max_header_list_size: limits.http2_max_header_list_size,
+            },
             http2_keepalive: (
                 limits.http2_keepalive_interval,
                 limits.http2_keepalive_timeout,
@@ -124,6 +147,20 @@ impl GatewayOptions {
             shutdown_timeout: args.shutdown_timeout,
         })
     }
+}
+
+/// The HTTP/2 settings the gRPC port serves with, each set explicitly: tonic's defaults leave
+/// several unset, which replaces hyper's safe defaults with none at all.
+#[derive(Debug, Clone, Copy)]
+pub struct Http2Settings {
+    /// SETTINGS_MAX_CONCURRENT_STREAMS.
+    pub max_concurrent_streams: u32,
+    /// Server-side resets for the client's errors before GOAWAY (MadeYouReset).
+    pub max_local_error_reset_streams: usize,
+    /// Client resets of streams not yet taken up before GOAWAY (rapid reset).
+    pub max_pending_accept_reset_streams: usize,
+    /// SETTINGS_MAX_HEADER_LIST_SIZE.
+    pub max_header_list_size: u32,
 }
 
 /// What the `emulator` subcommand serves: the engine, and what its front accepts.

@@ -13,13 +13,14 @@ use tower_http::{
     validate_request::ValidateRequestHeaderLayer,
 };
 
-use super::{GatewayOptions, Server};
+use super::{GatewayOptions, Server, connections};
 use crate::{
     auth::{Authenticator, TokenStore},
     emulator::{Emulator, admin::AdminService},
-    limits::{ClientLimits, LimitClock, UpstreamBudget},
+    limits::{ClientConcurrency, ClientLimits, LimitClock, UpstreamBudget},
     middleware::{
-        authenticate::Authenticate, grpc_only::GrpcOnly, instrument::InstrumentLayer,
+        authenticate::Authenticate, client_concurrency::ClientConcurrencyLayer,
+        deadline::DeadlineLayer, grpc_only::GrpcOnly, instrument::InstrumentLayer,
         load_shed::LoadShedLayer, message_size::MessageSizeLayer, panic, rate_limit::RateLimit,
     },
     observability::Metrics,
@@ -80,13 +81,20 @@ pub(super) async fn start_gateway(
     );
     let client_limits = ClientLimits::new(options.client_rate, clock.clone(), metrics.clone());
     let upstream_budget = UpstreamBudget::new(options.upstream_rate, clock, metrics.clone());
+    let client_concurrency =
+        ClientConcurrency::new(options.max_concurrent_calls_per_client, metrics.clone());
     let (keepalive_interval, keepalive_timeout) = options.http2_keepalive;
     let (max_age, max_age_grace) = options.max_connection_age;
+    let http2 = options.http2;
     let mut server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(keepalive_interval))
         .http2_keepalive_timeout(Some(keepalive_timeout))
         .max_connection_age(max_age)
-        .max_connection_age_grace(max_age_grace);
+        .max_connection_age_grace(max_age_grace)
+        .max_concurrent_streams(http2.max_concurrent_streams)
+        .http2_max_local_error_reset_streams(Some(http2.max_local_error_reset_streams))
+        .http2_max_pending_accept_reset_streams(Some(http2.max_pending_accept_reset_streams))
+        .http2_max_header_list_size(http2.max_header_list_size);
     if let Some(tls) = &options.tls {
         server = server.tls_config(tls.server_config(tokens.is_some())?)?;
     }
@@ -95,7 +103,10 @@ pub(super) async fn start_gateway(
     let mut server = server
         // Every call is resolved (method, deadline), counted and traced, whatever layer below
         // answers it.
-        .layer(InstrumentLayer::new(metrics.clone()))
+        .layer(InstrumentLayer::new(
+            metrics.clone(),
+            options.default_deadline,
+        ))
         // Requests that are not gRPC (another method or content-type) get a plain HTTP refusal.
         .layer(ValidateRequestHeaderLayer::custom(GrpcOnly))
         // Refuse what the gateway cannot take before spending anything on it.
@@ -107,11 +118,15 @@ pub(super) async fn start_gateway(
         .layer(ValidateRequestHeaderLayer::custom(Authenticate::new(
             Arc::new(authenticator),
         )))
+        // Each client's calls in flight, so one client cannot fill the limit above for all.
+        .layer(ClientConcurrencyLayer::new(Arc::new(client_concurrency)))
         // Per-client rates, keyed by the identity auth established. (The per-operation upstream
         // budget is spent by the handler, once the call is known to be valid.)
         .layer(ValidateRequestHeaderLayer::custom(RateLimit::new(
             Arc::new(client_limits),
         )))
+        // A call unanswered at its deadline (its body never came, say) answers DEADLINE_EXCEEDED.
+        .layer(DeadlineLayer)
         // Oversized request messages are refused from their frame header, before buffering.
         .layer(MessageSizeLayer::new(options.max_message_size))
         // The panic guard answers with a boxed body of its own; the layers above take tonic's.
@@ -150,13 +165,10 @@ pub(super) async fn start_gateway(
         tokio::time::sleep(lame_duck).await;
         tracing::info!("listener closing; draining in-flight calls");
     };
+    let incoming = connections::incoming(listener, options.connections, metrics);
     let task = tokio::spawn(async move {
         router
-            // Small gRPC frames must not wait for Nagle's algorithm.
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                stop_serving,
-            )
+            .serve_with_incoming_shutdown(incoming, stop_serving)
             .await
             .context("gRPC server failed")
     });

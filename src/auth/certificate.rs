@@ -1,17 +1,11 @@
 //! The client id a verified client certificate proves: its first DNS or URI subject alternative
-//! name.
+//! name. (The TLS layer verified the certificate; this only reads it.)
 
-use http::Request;
-use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+use x509_parser::{certificate::X509Certificate, extensions::GeneralName, prelude::FromDer};
 
-/// The first DNS or URI subject alternative name of the verified client certificate.
-pub(super) fn client_id<B>(request: &Request<B>) -> Option<String> {
-    use x509_parser::{certificate::X509Certificate, extensions::GeneralName, prelude::FromDer};
-    let certificates = request
-        .extensions()
-        .get::<TlsConnectInfo<TcpConnectInfo>>()?
-        .peer_certs()?;
-    let (_, certificate) = X509Certificate::from_der(certificates.first()?.as_ref()).ok()?;
+/// The first DNS or URI subject alternative name of a verified client certificate (DER).
+pub(super) fn client_id(der: &[u8]) -> Option<String> {
+    let (_, certificate) = X509Certificate::from_der(der).ok()?;
     let names = certificate.subject_alternative_name().ok()??;
     names
         .value

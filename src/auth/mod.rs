@@ -12,7 +12,7 @@ pub mod token_file;
 
 use std::sync::{Arc, LazyLock};
 
-use http::Request;
+use http::HeaderValue;
 use tonic::Status;
 
 use token_file::Identified;
@@ -46,6 +46,15 @@ impl Caller {
             rate: None,
         }
     }
+}
+
+/// The credentials a call presents.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Presented<'a> {
+    /// The `authorization` header, if any.
+    pub authorization: Option<&'a HeaderValue>,
+    /// The verified client certificate (DER), on an mTLS connection.
+    pub peer_certificate: Option<&'a [u8]>,
 }
 
 /// The auth policy: tokens and/or client certificates, and which methods need them.
@@ -88,9 +97,9 @@ impl Authenticator {
     }
 
     /// The client this request's credentials name, if it carries any, with its permissions.
-    fn identify<B>(&self, request: &Request<B>) -> Result<Option<Identified>, Status> {
+    fn identify(&self, presented: &Presented<'_>) -> Result<Option<Identified>, Status> {
         if let Some(tokens) = &self.tokens
-            && let Some(header) = request.headers().get(http::header::AUTHORIZATION)
+            && let Some(header) = presented.authorization
         {
             let token = header
                 .to_str()
@@ -110,7 +119,7 @@ impl Authenticator {
             return Ok(Some(client.identified()));
         }
         if self.client_certificates
-            && let Some(id) = certificate::client_id(request)
+            && let Some(id) = presented.peer_certificate.and_then(certificate::client_id)
         {
             let listed = self.tokens.as_ref().and_then(|tokens| {
                 tokens
@@ -129,11 +138,12 @@ impl Authenticator {
         Ok(None)
     }
 
-    /// Decides who `request` comes from and whether it may call `method` (the method its path
-    /// names, `None` for one the gateway does not serve): the caller, or the refusal.
-    pub fn authorize<B>(
+    /// Decides who presented these credentials and whether they may call `method` (the method
+    /// the request's path names, `None` for one the gateway does not serve): the caller, or the
+    /// refusal.
+    pub fn authorize(
         &self,
-        request: &Request<B>,
+        presented: &Presented<'_>,
         method: Option<Method>,
     ) -> Result<Caller, Status> {
         let exempt = method.is_some_and(|method| {
@@ -143,7 +153,7 @@ impl Authenticator {
         if exempt || self.is_open() {
             return Ok(Caller::anonymous());
         }
-        let Identified { caller, allowed } = self.identify(request)?.ok_or_else(|| {
+        let Identified { caller, allowed } = self.identify(presented)?.ok_or_else(|| {
             self.refuse(
                 AuthRejection::MissingCredentials,
                 Refusal::MissingCredentials,

@@ -1,12 +1,14 @@
-//! Rate limits: each client's own rate ([`clients`]), checked by a layer before anything else is
-//! spent on a call, and the account-wide budget of each upstream operation ([`budget`]), spent
-//! by the handler once a call is valid and about to go upstream.
+//! Limits: each client's own rate ([`clients`]) and its calls in flight ([`concurrency`]),
+//! checked by layers before anything else is spent on a call, and the account-wide budget of
+//! each upstream operation ([`budget`]), spent by the handler once a call is valid and about to
+//! go upstream.
 //!
-//! Both are GCRA limiters (the `governor` crate) on one [`LimitClock`], shared by every
+//! The rates are GCRA limiters (the `governor` crate) on one [`LimitClock`], shared by every
 //! connection behind an `Arc`, so a client cannot escape its rate by opening more connections.
 
 pub mod budget;
 pub mod clients;
+pub mod concurrency;
 
 use std::{
     num::NonZeroU32,
@@ -24,6 +26,7 @@ use tonic::Status;
 
 pub use budget::UpstreamBudget;
 pub use clients::ClientLimits;
+pub use concurrency::ClientConcurrency;
 
 use crate::{
     api::{LimitScope, Refusal},

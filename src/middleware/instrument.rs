@@ -1,14 +1,15 @@
-//! The outermost layer: it resolves what the call is (the served method and the caller's
-//! deadline, put in the request's extensions once for every layer and handler below), and every
-//! call, refused or served, gets a tracing span (method, client id, code, latency, AWS request
-//! id) and is counted in the gRPC server metrics. The final code is read where gRPC puts it: the
-//! headers of a trailers-only answer, else the trailers.
+//! The outermost layer: it resolves what the call is (the served method and its deadline: the
+//! caller's `grpc-timeout`, else the default deadline for a unary call; both put in the request's
+//! extensions once for every layer and handler below), records the call as open on its
+//! connection until it ends, and gives every call, refused or served, a tracing span (method,
+//! client id, code, latency, AWS request id) and its count in the gRPC server metrics. The final
+//! code is read where gRPC puts it: the headers of a trailers-only answer, else the trailers.
 
 use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll, ready},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
@@ -19,9 +20,12 @@ use tonic::{Code, Status, body::Body};
 use tower::{Layer, Service};
 use tracing::{Span, field::Empty};
 
-use super::deadline::{CallDeadline, parse_grpc_timeout};
+use super::{
+    connection::{ConnectionCalls, ConnectionInfo},
+    deadline::{CallDeadline, parse_grpc_timeout},
+};
 use crate::{
-    api::{Method, methods::Resolved},
+    api::{Method, RpcKind, methods::Resolved},
     observability::{Metrics, metrics::code_name},
 };
 
@@ -29,12 +33,17 @@ use crate::{
 #[derive(Clone)]
 pub struct InstrumentLayer {
     metrics: Arc<Metrics>,
+    default_deadline: Duration,
 }
 
 impl InstrumentLayer {
-    /// A layer recording into `metrics`.
-    pub fn new(metrics: Arc<Metrics>) -> Self {
-        Self { metrics }
+    /// A layer recording into `metrics`; a unary call whose caller sets no deadline gets
+    /// `default_deadline`.
+    pub fn new(metrics: Arc<Metrics>, default_deadline: Duration) -> Self {
+        Self {
+            metrics,
+            default_deadline,
+        }
     }
 }
 
@@ -44,6 +53,7 @@ impl<S> Layer<S> for InstrumentLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Instrument {
             metrics: self.metrics.clone(),
+            default_deadline: self.default_deadline,
             inner,
         }
     }
@@ -53,6 +63,7 @@ impl<S> Layer<S> for InstrumentLayer {
 #[derive(Clone)]
 pub struct Instrument<S> {
     metrics: Arc<Metrics>,
+    default_deadline: Duration,
     inner: S,
 }
 
@@ -64,6 +75,8 @@ struct CallRecord {
     span: Span,
     started: Instant,
     deadline: Option<Instant>,
+    /// The connection the call is open on.
+    connection: Option<Arc<ConnectionCalls>>,
     finished: bool,
 }
 
@@ -77,6 +90,9 @@ impl CallRecord {
         series.handled(&self.metrics.handled, code).inc();
         series.handling_seconds.observe(elapsed.as_secs_f64());
         self.metrics.in_flight.dec();
+        if let Some(connection) = &self.connection {
+            connection.ended(self.deadline);
+        }
         let latency_us = elapsed.as_micros() as u64;
         self.span.record("code", code_name(code));
         self.span.record("latency_us", latency_us);
@@ -136,14 +152,23 @@ where
         let started = Instant::now();
         let method = Method::from_path(request.uri().path());
         request.extensions_mut().insert(Resolved(method));
-        let deadline = request
+        let timeout = request
             .headers()
             .get("grpc-timeout")
             .and_then(|value| value.to_str().ok())
             .and_then(parse_grpc_timeout)
-            .map(|timeout| started + timeout);
+            .or_else(|| {
+                // Streams may be long by design; a unary call is bounded however it is sent.
+                let unary = method.is_none_or(|method| method.kind() == RpcKind::Unary);
+                unary.then_some(self.default_deadline)
+            });
+        let deadline = timeout.map(|timeout| started + timeout);
         if let Some(deadline) = deadline {
             request.extensions_mut().insert(CallDeadline(deadline));
+        }
+        let connection = ConnectionInfo::of(&request).map(|info| info.calls.clone());
+        if let Some(connection) = &connection {
+            connection.started(deadline);
         }
         self.metrics.method(method).started.inc();
         self.metrics.in_flight.inc();
@@ -165,6 +190,7 @@ where
                 span,
                 started,
                 deadline,
+                connection,
                 finished: false,
             }),
         }

@@ -117,6 +117,35 @@ impl ReloadResult {
     }
 }
 
+/// Why the gateway closed a connection.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum ConnectionClosed {
+    /// No call started within the handshake timeout.
+    HandshakeTimeout,
+    /// No call was open for the idle timeout.
+    Idle,
+    /// A call stayed undelivered long past its deadline: the peer does not read.
+    Undelivered,
+}
+
+impl ConnectionClosed {
+    /// The `reason` label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::HandshakeTimeout => "handshake_timeout",
+            Self::Idle => "idle",
+            Self::Undelivered => "undelivered",
+        }
+    }
+}
+
+/// A connection the gateway closed.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionClosedLabels {
+    /// Why.
+    pub reason: ConnectionClosed,
+}
+
 /// Label values of closed sets, written as their `as_str` words.
 macro_rules! label_value_as_str {
     ($($ty:ty),+) => {$(
@@ -128,7 +157,14 @@ macro_rules! label_value_as_str {
     )+};
 }
 
-label_value_as_str!(RpcKind, LimitScope, Operation, AuthRejection, ReloadResult);
+label_value_as_str!(
+    RpcKind,
+    LimitScope,
+    Operation,
+    AuthRejection,
+    ReloadResult,
+    ConnectionClosed
+);
 
 /// The number of gRPC status codes: the spec numbers them 0..=16, as `tonic::Code` does.
 const CODES: usize = 17;
@@ -195,6 +231,16 @@ pub struct Metrics {
     pub auth_rejected: Family<AuthRejectedLabels, Counter>,
     /// Calls refused because the gateway was at its concurrency limit.
     pub load_shed: Counter,
+    /// Calls refused because their client had as many in flight as it may.
+    pub client_concurrency_limited: Counter,
+    /// Connections being served now.
+    pub connections: Gauge,
+    /// Connections refused at the connection limit.
+    pub connections_refused: Counter,
+    /// Connections the gateway closed, by reason.
+    pub connections_closed: Family<ConnectionClosedLabels, Counter>,
+    /// Failed accepts (out of file descriptors, say).
+    pub accept_failures: Counter,
     /// Calls being handled now.
     pub in_flight: Gauge,
     /// Token file loads.
@@ -260,6 +306,11 @@ impl Metrics {
             rate_limited: Family::default(),
             auth_rejected: Family::default(),
             load_shed: Counter::default(),
+            client_concurrency_limited: Counter::default(),
+            connections: Gauge::default(),
+            connections_refused: Counter::default(),
+            connections_closed: Family::default(),
+            accept_failures: Counter::default(),
             in_flight: Gauge::default(),
             token_file_reloads: Family::default(),
             token_file_healthy: Gauge::default(),
@@ -305,6 +356,31 @@ impl Metrics {
             "gateway_load_shed",
             "Calls refused because the gateway was at its concurrency limit",
             metrics.load_shed.clone(),
+        );
+        metrics.registry.register(
+            "gateway_client_concurrency_limited",
+            "Calls refused with RESOURCE_EXHAUSTED because their client had as many in flight as it may",
+            metrics.client_concurrency_limited.clone(),
+        );
+        metrics.registry.register(
+            "gateway_connections",
+            "Connections being served",
+            metrics.connections.clone(),
+        );
+        metrics.registry.register(
+            "gateway_connections_refused",
+            "Connections refused at the connection limit",
+            metrics.connections_refused.clone(),
+        );
+        metrics.registry.register(
+            "gateway_connections_closed",
+            "Connections the gateway closed: no call in time after accepting, idle, or an answer left unread",
+            metrics.connections_closed.clone(),
+        );
+        metrics.registry.register(
+            "gateway_accept_failures",
+            "Failed attempts to accept a connection (out of file descriptors, say)",
+            metrics.accept_failures.clone(),
         );
         metrics.registry.register(
             "gateway_in_flight_calls",
@@ -355,6 +431,13 @@ impl Metrics {
                     .observe(seconds);
             }
         }
+    }
+
+    /// Counts a connection the gateway closed for `reason`.
+    pub fn connection_closed(&self, reason: ConnectionClosed) {
+        self.connections_closed
+            .get_or_create(&ConnectionClosedLabels { reason })
+            .inc();
     }
 
     /// The registry in Prometheus text format.

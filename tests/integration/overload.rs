@@ -136,8 +136,11 @@ async fn load_far_beyond_capacity_is_shed_memory_stays_bounded_and_the_gateway_r
 
 #[tokio::test]
 async fn a_shutdown_in_the_middle_of_overload_loses_no_accepted_call() {
+    // 1500 calls on 8 connections: every stream opens at once (no per-connection stream cap),
+    // so each is refused or answered by the gateway, not queued in the client.
     let gw = gateway(Backend::InProcess)
         .flags(&["--max-concurrent-calls", "50"])
+        .flags(&["--http2-max-concurrent-streams", "1000"])
         .engine(&["--latency", "200ms"])
         .spawn()
         .await;
