@@ -25,6 +25,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     tonic_prost_build::configure()
         .compile_well_known_types(false)
+        // The job feed's acknowledgements carry a google.rpc.Status: tonic-types' own type.
+        .extern_path(".google.rpc.Status", "::tonic_types::Status")
         .compile_fds(protox::compile(SERVED, INCLUDES)?)?;
     println!("cargo:rerun-if-changed=proto");
     println!("cargo:rerun-if-changed=proto-deps");

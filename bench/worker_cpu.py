@@ -27,7 +27,7 @@ def generated_stubs():
     out = tempfile.mkdtemp(prefix="cpgw-stubs-")
     subprocess.run(
         [
-            sys.executable, "-m", "grpc_tools.protoc", f"-I{ROOT / 'proto'}",
+            sys.executable, "-m", "grpc_tools.protoc", f"-I{ROOT / 'proto'}", f"-I{ROOT / 'proto-deps'}",
             f"--python_out={out}", f"--grpc_python_out={out}",
             "codepipeline/jobworker/v1/job_worker.proto",
         ],

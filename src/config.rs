@@ -72,6 +72,9 @@ pub struct ServeArgs {
     /// Rate limits, overload protection and connection management.
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// The job feed (StreamJobs).
+    #[command(flatten)]
+    pub feed: FeedArgs,
     /// Address of the HTTP listener serving Prometheus metrics at /metrics.
     #[arg(long, env = "CPGW_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
     pub metrics_listen: SocketAddr,
@@ -148,7 +151,7 @@ pub struct LimitArgs {
     /// Calls one client may have in flight at once (job-worker RPCs, counted until the answer is
     /// delivered); more are refused with RESOURCE_EXHAUSTED, so one client cannot fill the
     /// gateway-wide limit.
-    #[arg(long, env = "CPGW_MAX_CONCURRENT_CALLS_PER_CLIENT", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "CPGW_MAX_CONCURRENT_CALLS_PER_CLIENT", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_concurrent_calls_per_client: u32,
     /// The deadline of a unary call whose caller sets none (no `grpc-timeout`): it bounds reading
     /// the request, the upstream call and answering.
@@ -188,6 +191,38 @@ pub struct LimitArgs {
     /// How long calls on an aged connection may take to finish.
     #[arg(long, env = "CPGW_MAX_CONNECTION_AGE_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub max_connection_age_grace: Duration,
+}
+
+/// The job feed: one poller per action type (and query param), shared by its StreamJobs
+/// subscribers.
+#[derive(Debug, Args)]
+pub struct FeedArgs {
+    /// The most jobs one feed poll asks for (it asks for no more than its subscribers have room
+    /// for).
+    #[arg(long, env = "CPGW_FEED_MAX_BATCH_SIZE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub feed_max_batch_size: u32,
+    /// The wait before the next poll after one that found jobs but not a full batch, and the first
+    /// wait after an empty one (jittered).
+    #[arg(long, env = "CPGW_FEED_MIN_IDLE_INTERVAL", default_value = "200ms", value_parser = humantime::parse_duration)]
+    pub feed_min_idle_interval: Duration,
+    /// The longest wait between polls while subscribers wait for jobs (empty polls double the
+    /// wait up to this).
+    #[arg(long, env = "CPGW_FEED_MAX_IDLE_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub feed_max_idle_interval: Duration,
+    /// How long a delivered job waits for its acknowledgement on the stream before it is
+    /// delivered to another subscriber (with the same nonce).
+    #[arg(long, env = "CPGW_FEED_ACK_DEADLINE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub feed_ack_deadline: Duration,
+    /// How long after its poll a job nobody took is dropped: keep it below CodePipeline's
+    /// re-dispatch of unacknowledged jobs (about 30 s), after which the nonce held is stale.
+    #[arg(long, env = "CPGW_FEED_REDISPATCH_WINDOW", default_value = "25s", value_parser = humantime::parse_duration)]
+    pub feed_redispatch_window: Duration,
+    /// StreamJobs streams open at once over all clients.
+    #[arg(long, env = "CPGW_MAX_JOB_STREAMS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_job_streams: u32,
+    /// StreamJobs streams one client may have open at once.
+    #[arg(long, env = "CPGW_MAX_JOB_STREAMS_PER_CLIENT", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_job_streams_per_client: u32,
 }
 
 /// Settings of the AWS SDK client.

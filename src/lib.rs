@@ -17,6 +17,7 @@ pub mod aws;
 pub mod config;
 pub mod domain;
 pub mod emulator;
+pub mod feed;
 pub mod limits;
 pub mod middleware;
 pub mod observability;

@@ -13,6 +13,15 @@ struct Constant;
 
 #[tonic::async_trait]
 impl JobWorkerService for Constant {
+    type StreamJobsStream = tonic::codegen::BoxStream<pb::StreamJobsResponse>;
+
+    async fn stream_jobs(
+        &self,
+        _request: Request<tonic::Streaming<pb::StreamJobsRequest>>,
+    ) -> Result<Response<Self::StreamJobsStream>, Status> {
+        Err(Status::unimplemented("floor"))
+    }
+
     async fn acknowledge_job(
         &self,
         _request: Request<pb::AcknowledgeJobRequest>,

@@ -19,6 +19,8 @@ pub enum Method {
     PutJobSuccessResult,
     /// `JobWorkerService/PutJobFailureResult`.
     PutJobFailureResult,
+    /// `JobWorkerService/StreamJobs`.
+    StreamJobs,
     /// `EmulatorAdminService/RegisterActionType`.
     RegisterActionType,
     /// `EmulatorAdminService/CreateJob`.
@@ -90,12 +92,13 @@ const REFLECTION_V1ALPHA: &str =
 
 impl Method {
     /// Every method, for iteration; per-method state lives in an [`enum_map::EnumMap`].
-    pub const ALL: [Self; 16] = [
+    pub const ALL: [Self; 17] = [
         Self::PollForJobs,
         Self::AcknowledgeJob,
         Self::GetJobDetails,
         Self::PutJobSuccessResult,
         Self::PutJobFailureResult,
+        Self::StreamJobs,
         Self::RegisterActionType,
         Self::CreateJob,
         Self::GetJob,
@@ -116,7 +119,8 @@ impl Method {
             | Self::AcknowledgeJob
             | Self::GetJobDetails
             | Self::PutJobSuccessResult
-            | Self::PutJobFailureResult => Api::JobWorker,
+            | Self::PutJobFailureResult
+            | Self::StreamJobs => Api::JobWorker,
             Self::RegisterActionType
             | Self::CreateJob
             | Self::GetJob
@@ -147,6 +151,7 @@ impl Method {
             Self::GetJobDetails => "GetJobDetails",
             Self::PutJobSuccessResult => "PutJobSuccessResult",
             Self::PutJobFailureResult => "PutJobFailureResult",
+            Self::StreamJobs => "StreamJobs",
             Self::RegisterActionType => "RegisterActionType",
             Self::CreateJob => "CreateJob",
             Self::GetJob => "GetJob",
@@ -164,7 +169,7 @@ impl Method {
     pub const fn kind(self) -> RpcKind {
         match self {
             Self::HealthWatch => RpcKind::ServerStream,
-            Self::ReflectionV1 | Self::ReflectionV1Alpha => RpcKind::BidiStream,
+            Self::StreamJobs | Self::ReflectionV1 | Self::ReflectionV1Alpha => RpcKind::BidiStream,
             _ => RpcKind::Unary,
         }
     }

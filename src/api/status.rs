@@ -243,6 +243,28 @@ pub enum Refusal {
     },
     /// The call's deadline passed before it was answered (its request never arrived whole, say).
     DeadlineExceeded,
+    /// A StreamJobs stream broke the stream's protocol; the stream ends.
+    Stream(StreamViolation),
+    /// A job delivered on a StreamJobs stream can no longer be acknowledged there: its lease
+    /// ended (it went to another subscriber, or went stale). Answered on the stream.
+    LeaseEnded {
+        /// The job.
+        job_id: String,
+    },
+    /// An acknowledgement of this job is already on its way. Answered on the stream.
+    AcknowledgementInProgress {
+        /// The job.
+        job_id: String,
+    },
+    /// As many job streams are open as the gateway, or this client, may have.
+    StreamLimit {
+        /// The client, when it is the client's own limit.
+        client_id: Option<String>,
+        /// The limit.
+        limit: u32,
+    },
+    /// The gateway is shutting down: reconnect (to another replica).
+    Draining,
     /// A request message is over the size limit.
     MessageTooLarge {
         /// The limit, in bytes.
@@ -250,6 +272,33 @@ pub enum Refusal {
     },
     /// Handling the call panicked.
     Panicked,
+}
+
+/// How a StreamJobs stream broke its protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamViolation {
+    /// The first message is not a subscription (or the stream closed before one).
+    NoSubscription,
+    /// No subscription arrived within the time allowed.
+    SubscriptionTimeout,
+    /// A second subscription on the same stream.
+    SecondSubscription,
+    /// A message with nothing set.
+    EmptyMessage,
+    /// Credit beyond the subscription's maximum.
+    CreditOverMaximum {
+        /// The credit the stream holds.
+        held: u32,
+        /// The credit asked for.
+        asked: u32,
+        /// The subscription's maximum.
+        max: u32,
+    },
+    /// An acknowledgement of a job never delivered on this stream.
+    NotDelivered {
+        /// The job.
+        job_id: String,
+    },
 }
 
 /// Whose rate limit a call is over.
@@ -273,6 +322,84 @@ impl LimitScope {
 
 /// How long an overloaded gateway suggests waiting before a retry.
 const OVERLOADED_RETRY_AFTER: Duration = Duration::from_millis(100);
+/// How long a client at its stream limit should wait before opening another.
+const STREAM_LIMIT_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+fn stream_violation(violation: StreamViolation, details: &mut ErrorDetails) -> (Code, String) {
+    let info = |details: &mut ErrorDetails, reason: &str, metadata: HashMap<String, String>| {
+        details.set_error_info(reason, GATEWAY_DOMAIN, metadata);
+    };
+    match violation {
+        StreamViolation::NoSubscription => {
+            info(details, "SUBSCRIPTION_REQUIRED", HashMap::new());
+            (
+                Code::InvalidArgument,
+                "the first message of a StreamJobs stream must be a subscription".to_owned(),
+            )
+        }
+        StreamViolation::SubscriptionTimeout => {
+            info(details, "SUBSCRIPTION_REQUIRED", HashMap::new());
+            (
+                Code::DeadlineExceeded,
+                "no subscription arrived in time on the StreamJobs stream".to_owned(),
+            )
+        }
+        StreamViolation::SecondSubscription => {
+            info(details, "ALREADY_SUBSCRIBED", HashMap::new());
+            (
+                Code::FailedPrecondition,
+                "this stream is subscribed already; open another stream for another feed"
+                    .to_owned(),
+            )
+        }
+        StreamViolation::EmptyMessage => {
+            details.add_bad_request_violation(
+                "request",
+                "must set subscription, credit or acknowledge",
+            );
+            (
+                Code::InvalidArgument,
+                "a StreamJobs message must set subscription, credit or acknowledge".to_owned(),
+            )
+        }
+        StreamViolation::CreditOverMaximum { held, asked, max } => {
+            let metadata = HashMap::from([
+                ("held".to_owned(), held.to_string()),
+                ("asked".to_owned(), asked.to_string()),
+                ("max_outstanding_jobs".to_owned(), max.to_string()),
+            ]);
+            info(details, "CREDIT_OVER_MAXIMUM", metadata);
+            (
+                Code::FailedPrecondition,
+                format!(
+                    "credit {asked} on top of {held} is over the subscription's max_outstanding_jobs of {max}"
+                ),
+            )
+        }
+        StreamViolation::NotDelivered { job_id } => {
+            info(details, "JOB_NOT_DELIVERED", HashMap::new());
+            details.set_resource_info("codepipeline.job", &job_id, "", "");
+            (
+                Code::FailedPrecondition,
+                format!("job {job_id} was not delivered on this stream"),
+            )
+        }
+    }
+}
+
+/// A status as the `google.rpc.Status` message that carries it inside another message, details
+/// included.
+pub fn rpc_status(status: &Status) -> tonic_types::Status {
+    use prost::Message;
+    tonic_types::Status::decode(status.details())
+        .ok()
+        .filter(|decoded| decoded.code == status.code() as i32)
+        .unwrap_or_else(|| tonic_types::Status {
+            code: status.code() as i32,
+            message: status.message().to_owned(),
+            details: Vec::new(),
+        })
+}
 
 impl From<Refusal> for Status {
     fn from(refusal: Refusal) -> Self {
@@ -362,6 +489,52 @@ impl From<Refusal> for Status {
                 (
                     Code::DeadlineExceeded,
                     "the call's deadline passed before it could be answered".to_owned(),
+                )
+            }
+            Refusal::Stream(violation) => stream_violation(violation, &mut details),
+            Refusal::LeaseEnded { job_id } => {
+                details.set_error_info("LEASE_ENDED", GATEWAY_DOMAIN, HashMap::new());
+                details.set_resource_info("codepipeline.job", &job_id, "", "");
+                (
+                    Code::Aborted,
+                    format!(
+                        "job {job_id} is no longer leased to this stream (not acknowledged in time, or \
+                         handed out again); drop it and give its credit back"
+                    ),
+                )
+            }
+            Refusal::AcknowledgementInProgress { job_id } => {
+                details.set_error_info(
+                    "ACKNOWLEDGEMENT_IN_PROGRESS",
+                    GATEWAY_DOMAIN,
+                    HashMap::new(),
+                );
+                (
+                    Code::FailedPrecondition,
+                    format!("job {job_id} is being acknowledged already; wait for that answer"),
+                )
+            }
+            Refusal::StreamLimit { client_id, limit } => {
+                details.set_retry_info(Some(STREAM_LIMIT_RETRY_AFTER));
+                let subject = client_id
+                    .as_ref()
+                    .map_or_else(|| "gateway".to_owned(), |id| format!("client:{id}"));
+                details.add_quota_failure_violation(
+                    subject.clone(),
+                    format!("{limit} job streams at once"),
+                );
+                (
+                    Code::ResourceExhausted,
+                    format!("{subject} has {limit} job streams open, as many as it may"),
+                )
+            }
+            Refusal::Draining => {
+                details.set_error_info("DRAINING", GATEWAY_DOMAIN, HashMap::new());
+                details.set_retry_info(Some(OVERLOADED_RETRY_AFTER));
+                (
+                    Code::Unavailable,
+                    "the gateway is shutting down; open the stream again (on another replica)"
+                        .to_owned(),
                 )
             }
             Refusal::MessageTooLarge { limit } => {

@@ -14,6 +14,7 @@ use crate::{
         EmulatorConfig,
         front::{FrontConfig, StaticCredentials},
     },
+    feed::FeedConfig,
     limits::Rate,
 };
 
@@ -67,6 +68,10 @@ pub struct GatewayOptions {
     pub connections: ConnectionLimits,
     /// HTTP/2 settings of every connection.
     pub http2: Http2Settings,
+    /// How job feeds poll and lease.
+    pub feed: FeedConfig,
+    /// StreamJobs streams open at once, over all clients and per client.
+    pub job_streams: (u32, u32),
     /// HTTP/2 keepalive ping interval and timeout.
     pub http2_keepalive: (Duration, Duration),
     /// Connection age limit and its grace period.
@@ -89,6 +94,16 @@ impl GatewayOptions {
             );
         }
         let limits = &args.limits;
+        let feed = &args.feed;
+        if feed.feed_min_idle_interval > feed.feed_max_idle_interval {
+            bail!("--feed-min-idle-interval must not be longer than --feed-max-idle-interval");
+        }
+        if feed.feed_ack_deadline >= feed.feed_redispatch_window {
+            bail!(
+                "--feed-ack-deadline must be shorter than --feed-redispatch-window, or no job \
+                 could ever be delivered again"
+            );
+        }
         Ok(Self {
             upstream: match args.upstream {
                 UpstreamKind::Aws => UpstreamChoice::Aws(sdk_settings(&args.aws)),
@@ -138,6 +153,17 @@ impl GatewayOptions {
                     as usize,
                 max_header_list_size: limits.http2_max_header_list_size,
             },
+            feed: FeedConfig {
+                max_batch_size: args.feed.feed_max_batch_size,
+                min_idle_interval: args.feed.feed_min_idle_interval,
+                max_idle_interval: args.feed.feed_max_idle_interval,
+                ack_deadline: args.feed.feed_ack_deadline,
+                redispatch_window: args.feed.feed_redispatch_window,
+            },
+            job_streams: (
+                args.feed.max_job_streams,
+                args.feed.max_job_streams_per_client,
+            ),
             http2_keepalive: (
                 limits.http2_keepalive_interval,
                 limits.http2_keepalive_timeout,

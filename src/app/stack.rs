@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::{net::TcpListener, sync::oneshot};
+use tokio_util::sync::CancellationToken;
 use tonic::body::Body;
 use tonic_health::ServingStatus;
 use tower_http::{
@@ -17,6 +18,7 @@ use super::{GatewayOptions, Server, connections};
 use crate::{
     auth::{Authenticator, TokenStore},
     emulator::{Emulator, admin::AdminService},
+    feed::Feeds,
     limits::{ClientConcurrency, ClientLimits, LimitClock, UpstreamBudget},
     middleware::{
         authenticate::Authenticate, client_concurrency::ClientConcurrencyLayer,
@@ -25,7 +27,7 @@ use crate::{
     },
     observability::Metrics,
     pb::{self, jobworker::job_worker_service_server::JobWorkerServiceServer},
-    service::JobWorker,
+    service::{JobWorker, StreamLimits},
     upstream::Upstream,
 };
 
@@ -79,7 +81,11 @@ pub(super) async fn start_gateway(
         options.reflection_requires_auth,
         metrics.clone(),
     );
-    let client_limits = ClientLimits::new(options.client_rate, clock.clone(), metrics.clone());
+    let client_limits = Arc::new(ClientLimits::new(
+        options.client_rate,
+        clock.clone(),
+        metrics.clone(),
+    ));
     let upstream_budget = UpstreamBudget::new(options.upstream_rate, clock, metrics.clone());
     let client_concurrency =
         ClientConcurrency::new(options.max_concurrent_calls_per_client, metrics.clone());
@@ -123,7 +129,7 @@ pub(super) async fn start_gateway(
         // Per-client rates, keyed by the identity auth established. (The per-operation upstream
         // budget is spent by the handler, once the call is known to be valid.)
         .layer(ValidateRequestHeaderLayer::custom(RateLimit::new(
-            Arc::new(client_limits),
+            client_limits.clone(),
         )))
         // A call unanswered at its deadline (its body never came, say) answers DEADLINE_EXCEEDED.
         .layer(DeadlineLayer)
@@ -134,9 +140,29 @@ pub(super) async fn start_gateway(
         // A panicking handler answers INTERNAL; the connection and the server go on.
         .layer(CatchPanicLayer::custom(panic::internal_error));
 
-    let job_worker = JobWorker::new(upstream, Arc::new(upstream_budget), metrics.clone())
-        .into_server()
-        .max_decoding_message_size(options.max_message_size);
+    let upstream_budget = Arc::new(upstream_budget);
+    let draining = CancellationToken::new();
+    let (max_streams, max_streams_per_client) = options.job_streams;
+    let job_worker = JobWorker {
+        feeds: Feeds::new(
+            options.feed,
+            upstream.clone(),
+            upstream_budget.clone(),
+            metrics.clone(),
+        ),
+        upstream,
+        budget: upstream_budget,
+        metrics: metrics.clone(),
+        client_limits: client_limits.clone(),
+        streams: Arc::new(StreamLimits::new(
+            max_streams,
+            ClientConcurrency::new(max_streams_per_client, metrics.clone()),
+        )),
+        draining: draining.clone(),
+        default_deadline: options.default_deadline,
+    }
+    .into_server()
+    .max_decoding_message_size(options.max_message_size);
     let admin = admin.map(|emulator| {
         AdminService::new(emulator)
             .into_server()
@@ -163,7 +189,8 @@ pub(super) async fn start_gateway(
             .set_not_serving::<JobWorkerServiceServer<JobWorker>>()
             .await;
         tokio::time::sleep(lame_duck).await;
-        tracing::info!("listener closing; draining in-flight calls");
+        tracing::info!("listener closing; draining in-flight calls, ending job streams");
+        draining.cancel();
     };
     let incoming = connections::incoming(listener, options.connections, metrics);
     let task = tokio::spawn(async move {

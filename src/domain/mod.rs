@@ -41,7 +41,7 @@ impl fmt::Display for ActionTypeId {
 }
 
 /// The one queryable configuration property a poll may filter on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct QueryParam {
     /// The property's name.
     pub key: String,
@@ -58,6 +58,17 @@ pub struct PollForJobsInput {
     pub max_batch_size: Option<u32>,
     /// The optional filter on a queryable property.
     pub query_param: Option<QueryParam>,
+}
+
+/// A validated StreamJobs subscription: what a job feed delivers, and the stream's credit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscribeInput {
+    /// The action type; its owner is always [`ActionOwner::Custom`].
+    pub action_type_id: ActionTypeId,
+    /// The optional filter on a queryable property.
+    pub query_param: Option<QueryParam>,
+    /// The initial credit and the most the stream may hold.
+    pub max_outstanding_jobs: u32,
 }
 
 /// A validated AcknowledgeJob request.

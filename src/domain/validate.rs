@@ -2,7 +2,10 @@
 //! service model. A request that breaks any of them yields [`InvalidRequest`], naming each
 //! offending field by its proto path (`action_type_id.provider`), and never reaches an upstream.
 
-use std::{collections::BTreeMap, time::SystemTime};
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::SystemTime,
+};
 
 use super::*;
 use crate::pb::jobworker as pb;
@@ -175,6 +178,33 @@ impl Checker {
         converted
     }
 
+    /// An action type that PollForJobs (and a job feed) may ask for: its owner is Custom.
+    fn custom_action_type_id(&mut self, value: Option<&pb::ActionTypeId>) -> Option<ActionTypeId> {
+        let action_type_id = self.action_type_id("action_type_id", value);
+        if let Some(action_type_id) = &action_type_id
+            && action_type_id.owner != ActionOwner::Custom
+        {
+            self.violation(
+                "action_type_id.owner",
+                "must be ACTION_OWNER_CUSTOM: PollForJobs serves custom actions only",
+            );
+        }
+        action_type_id
+    }
+
+    fn query_param(&mut self, query_param: HashMap<String, String>) -> Option<QueryParam> {
+        if query_param.len() > 1 {
+            self.violation("query_param", "must have at most one entry");
+        }
+        query_param
+            .into_iter()
+            .next()
+            .map(|(key, value)| QueryParam {
+                key: self.text("query_param.key", &key, &QUERY_KEY),
+                value: self.text("query_param.value", &value, &QUERY_VALUE),
+            })
+    }
+
     fn action_type_id(
         &mut self,
         field: &str,
@@ -287,16 +317,7 @@ impl TryFrom<pb::PollForJobsRequest> for PollForJobsInput {
 
     fn try_from(request: pb::PollForJobsRequest) -> Result<Self, InvalidRequest> {
         let mut check = Checker::default();
-        let action_type_id =
-            check.action_type_id("action_type_id", request.action_type_id.as_ref());
-        if let Some(action_type_id) = &action_type_id
-            && action_type_id.owner != ActionOwner::Custom
-        {
-            check.violation(
-                "action_type_id.owner",
-                "must be ACTION_OWNER_CUSTOM: PollForJobs serves custom actions only",
-            );
-        }
+        let action_type_id = check.custom_action_type_id(request.action_type_id.as_ref());
         let max_batch_size = request.max_batch_size.and_then(|size| {
             let valid = u32::try_from(size).ok().filter(|size| *size >= 1);
             if valid.is_none() {
@@ -304,17 +325,7 @@ impl TryFrom<pb::PollForJobsRequest> for PollForJobsInput {
             }
             valid
         });
-        if request.query_param.len() > 1 {
-            check.violation("query_param", "must have at most one entry");
-        }
-        let query_param = request
-            .query_param
-            .into_iter()
-            .next()
-            .map(|(key, value)| QueryParam {
-                key: check.text("query_param.key", &key, &QUERY_KEY),
-                value: check.text("query_param.value", &value, &QUERY_VALUE),
-            });
+        let query_param = check.query_param(request.query_param);
         check.finish(|| {
             Some(Self {
                 action_type_id: action_type_id?,
@@ -323,6 +334,51 @@ impl TryFrom<pb::PollForJobsRequest> for PollForJobsInput {
             })
         })
     }
+}
+
+/// The most credit a StreamJobs stream may hold: its subscription's `max_outstanding_jobs`
+/// is 1 to this.
+pub const MAX_OUTSTANDING_JOBS: u32 = 100;
+
+impl TryFrom<pb::StreamJobsSubscription> for SubscribeInput {
+    type Error = InvalidRequest;
+
+    fn try_from(subscription: pb::StreamJobsSubscription) -> Result<Self, InvalidRequest> {
+        let mut check = Checker::default();
+        let action_type_id = check.custom_action_type_id(subscription.action_type_id.as_ref());
+        let query_param = check.query_param(subscription.query_param);
+        let max_outstanding_jobs = u32::try_from(subscription.max_outstanding_jobs)
+            .ok()
+            .filter(|jobs| (1..=MAX_OUTSTANDING_JOBS).contains(jobs));
+        if max_outstanding_jobs.is_none() {
+            check.violation(
+                "max_outstanding_jobs",
+                format!("must be 1 to {MAX_OUTSTANDING_JOBS}"),
+            );
+        }
+        check.finish(|| {
+            Some(Self {
+                action_type_id: action_type_id?,
+                query_param,
+                max_outstanding_jobs: max_outstanding_jobs?,
+            })
+        })
+    }
+}
+
+/// The jobs of a StreamJobsCredit: 1 to [`MAX_OUTSTANDING_JOBS`].
+pub fn credit(credit: &pb::StreamJobsCredit) -> Result<u32, InvalidRequest> {
+    let mut check = Checker::default();
+    let jobs = u32::try_from(credit.jobs)
+        .ok()
+        .filter(|jobs| (1..=MAX_OUTSTANDING_JOBS).contains(jobs));
+    if jobs.is_none() {
+        check.violation(
+            "credit.jobs",
+            format!("must be 1 to {MAX_OUTSTANDING_JOBS}"),
+        );
+    }
+    check.finish(|| jobs)
 }
 
 impl TryFrom<pb::AcknowledgeJobRequest> for AcknowledgeJobInput {

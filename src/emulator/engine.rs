@@ -16,6 +16,7 @@ use rand::{
     RngExt,
     distr::{Alphanumeric, SampleString},
 };
+use tokio::sync::broadcast;
 
 use super::faults;
 use crate::{
@@ -161,6 +162,8 @@ pub struct Emulator {
     faults: ArcSwap<faults::FaultPlan>,
     state: Mutex<State>,
     calls: EnumMap<Operation, AtomicU64>,
+    /// Tells job feeds in the same process that jobs were created.
+    created: broadcast::Sender<ActionTypeId>,
 }
 
 /// The demo action type seeded at start: Build / Custom / DemoBuilder / 1.
@@ -181,6 +184,7 @@ impl Emulator {
             config,
             state: Mutex::default(),
             calls: Default::default(),
+            created: broadcast::channel(1024).0,
         }
     }
 
@@ -240,6 +244,8 @@ impl Emulator {
         continues: Option<JobId>,
     ) -> JobId {
         let id = JobId::random();
+        // No receiver (no feed in this process) is fine: the hint is for feeds only.
+        let _ = self.created.send(action_type_id.clone());
         state
             .pending
             .entry(action_type_id.clone())
@@ -516,6 +522,10 @@ impl Upstream for Emulator {
     ) -> Result<(), UpstreamError> {
         self.serve(Operation::PutJobFailureResult, || self.fail(input))
             .await
+    }
+
+    fn new_jobs(&self) -> Option<broadcast::Receiver<ActionTypeId>> {
+        Some(self.created.subscribe())
     }
 }
 

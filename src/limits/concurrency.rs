@@ -41,6 +41,11 @@ impl ClientConcurrency {
         }
     }
 
+    /// The most each client may have at once.
+    pub fn limit(&self) -> u32 {
+        self.limit
+    }
+
     /// A place for one more call of `client_id`, or RESOURCE_EXHAUSTED when it has `limit`.
     pub fn enter(&self, client_id: &Arc<str>) -> Result<InFlight, Status> {
         let count = {

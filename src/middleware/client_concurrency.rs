@@ -1,7 +1,7 @@
-//! Each client's calls in flight ([`crate::limits::ClientConcurrency`]), counted from the moment
-//! the authenticate layer knows the caller until the answer is delivered: the place travels with
-//! the response body, so a peer that never reads its answers keeps using up its own places, not
-//! everyone's.
+//! Each client's unary calls in flight ([`crate::limits::ClientConcurrency`]), counted from the
+//! moment the authenticate layer knows the caller until the answer is delivered: the place
+//! travels with the response body, so a peer that never reads its answers keeps using up its own
+//! places, not everyone's. (Job streams are long by design and have a limit of their own.)
 
 use std::{
     pin::Pin,
@@ -16,7 +16,7 @@ use tonic::body::Body;
 use tower::{Layer, Service};
 
 use crate::{
-    api::{Api, methods},
+    api::{Api, RpcKind, methods},
     auth::Caller,
     limits::{ClientConcurrency, concurrency::InFlight},
 };
@@ -65,7 +65,10 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        if !methods::of(&request).is_some_and(|method| method.api() == Api::JobWorker) {
+        let limited = methods::of(&request).is_some_and(|method| {
+            method.api() == Api::JobWorker && method.kind() == RpcKind::Unary
+        });
+        if !limited {
             return Either::Right(Admitted {
                 inner: self.inner.call(request),
                 place: None,

@@ -146,6 +146,130 @@ pub struct ConnectionClosedLabels {
     pub reason: ConnectionClosed,
 }
 
+/// How a feed's poll ended.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum FeedPoll {
+    /// It returned jobs.
+    Jobs,
+    /// It returned none.
+    Empty,
+    /// It failed (or a limit refused it).
+    Failed,
+}
+
+impl FeedPoll {
+    /// The `outcome` label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Jobs => "jobs",
+            Self::Empty => "empty",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// What happened to a job in a feed.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum FeedJob {
+    /// Delivered to a subscriber for the first time.
+    Delivered,
+    /// Delivered again after a lease ended.
+    Redelivered,
+    /// Acknowledged upstream by the subscriber that held it.
+    Acknowledged,
+    /// Dropped unacknowledged: older than the redispatch window.
+    LostStale,
+    /// Dropped: its acknowledgement was refused upstream.
+    LostRefused,
+    /// Dropped: a later poll returned it with a new nonce.
+    LostReplaced,
+    /// Dropped: its feed ended.
+    LostFeedEnded,
+}
+
+impl FeedJob {
+    /// The `event` label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::Redelivered => "redelivered",
+            Self::Acknowledged => "acknowledged",
+            Self::LostStale => "lost_stale",
+            Self::LostRefused => "lost_refused",
+            Self::LostReplaced => "lost_replaced",
+            Self::LostFeedEnded => "lost_feed_ended",
+        }
+    }
+}
+
+/// A feed's polls, by outcome.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FeedPollLabels {
+    /// The feed: its action type (`Build/Custom/DemoBuilder/1`), or `other` past the
+    /// [`MAX_FEED_LABELS`] first feeds.
+    pub feed: Arc<str>,
+    /// How the poll ended.
+    pub outcome: FeedPoll,
+}
+
+/// A feed's jobs, by event.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FeedJobLabels {
+    /// The feed.
+    pub feed: Arc<str>,
+    /// What happened.
+    pub event: FeedJob,
+}
+
+/// A feed.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FeedLabels {
+    /// The feed.
+    pub feed: Arc<str>,
+}
+
+/// The most feeds with a label of their own; later ones share `feed="other"`, so subscribers
+/// naming made-up action types cannot grow the label set without bound.
+pub const MAX_FEED_LABELS: usize = 64;
+
+/// The series of one feed, resolved when the feed starts.
+#[derive(Clone)]
+pub struct FeedMetrics {
+    label: Arc<str>,
+    polls: Family<FeedPollLabels, Counter>,
+    jobs: Family<FeedJobLabels, Counter>,
+    /// Subscribers now.
+    pub subscribers: Gauge,
+    /// Credit the subscribers hold now.
+    pub credit: Gauge,
+    /// From the poll that returned a job to its first delivery.
+    pub pickup_seconds: Histogram,
+}
+
+impl FeedMetrics {
+    /// Counts a poll.
+    pub fn poll(&self, outcome: FeedPoll) {
+        self.polls
+            .get_or_create(&FeedPollLabels {
+                feed: self.label.clone(),
+                outcome,
+            })
+            .inc();
+    }
+
+    /// Counts `n` jobs of `event`.
+    pub fn jobs(&self, event: FeedJob, n: u64) {
+        if n > 0 {
+            self.jobs
+                .get_or_create(&FeedJobLabels {
+                    feed: self.label.clone(),
+                    event,
+                })
+                .inc_by(n);
+        }
+    }
+}
+
 /// Label values of closed sets, written as their `as_str` words.
 macro_rules! label_value_as_str {
     ($($ty:ty),+) => {$(
@@ -163,7 +287,9 @@ label_value_as_str!(
     Operation,
     AuthRejection,
     ReloadResult,
-    ConnectionClosed
+    ConnectionClosed,
+    FeedPoll,
+    FeedJob
 );
 
 /// The number of gRPC status codes: the spec numbers them 0..=16, as `tonic::Code` does.
@@ -241,6 +367,18 @@ pub struct Metrics {
     pub connections_closed: Family<ConnectionClosedLabels, Counter>,
     /// Failed accepts (out of file descriptors, say).
     pub accept_failures: Counter,
+    /// Job feeds' polls, by feed and outcome.
+    pub feed_polls: Family<FeedPollLabels, Counter>,
+    /// Job feeds' jobs, by feed and event.
+    pub feed_jobs: Family<FeedJobLabels, Counter>,
+    /// Job feeds' subscribers, by feed.
+    pub feed_subscribers: Family<FeedLabels, Gauge>,
+    /// Job feeds' credit, by feed.
+    pub feed_credit: Family<FeedLabels, Gauge>,
+    /// From the poll that returned a job to its first delivery on a stream.
+    pub feed_pickup_seconds: Histogram,
+    /// The feed labels in use.
+    feed_labels: std::sync::Mutex<std::collections::HashSet<Arc<str>>>,
     /// Calls being handled now.
     pub in_flight: Gauge,
     /// Token file loads.
@@ -311,6 +449,12 @@ impl Metrics {
             connections_refused: Counter::default(),
             connections_closed: Family::default(),
             accept_failures: Counter::default(),
+            feed_polls: Family::default(),
+            feed_jobs: Family::default(),
+            feed_subscribers: Family::default(),
+            feed_credit: Family::default(),
+            feed_pickup_seconds: latency_histogram(),
+            feed_labels: Default::default(),
             in_flight: Gauge::default(),
             token_file_reloads: Family::default(),
             token_file_healthy: Gauge::default(),
@@ -383,6 +527,31 @@ impl Metrics {
             metrics.accept_failures.clone(),
         );
         metrics.registry.register(
+            "gateway_feed_polls",
+            "PollForJobs calls made by job feeds, by feed and outcome",
+            metrics.feed_polls.clone(),
+        );
+        metrics.registry.register(
+            "gateway_feed_jobs",
+            "Jobs through job feeds, by feed and event (delivered, redelivered, acknowledged, lost_*)",
+            metrics.feed_jobs.clone(),
+        );
+        metrics.registry.register(
+            "gateway_feed_subscribers",
+            "StreamJobs subscribers, by feed",
+            metrics.feed_subscribers.clone(),
+        );
+        metrics.registry.register(
+            "gateway_feed_credit",
+            "Credit StreamJobs subscribers hold (room for jobs), by feed",
+            metrics.feed_credit.clone(),
+        );
+        metrics.registry.register(
+            "gateway_feed_pickup_seconds",
+            "From the poll that returned a job to its first delivery on a stream (seconds)",
+            metrics.feed_pickup_seconds.clone(),
+        );
+        metrics.registry.register(
             "gateway_in_flight_calls",
             "Calls being handled now",
             metrics.in_flight.clone(),
@@ -430,6 +599,33 @@ impl Metrics {
                     .get_or_create(&labels)
                     .observe(seconds);
             }
+        }
+    }
+
+    /// The series of the feed labelled `feed` (its action type).
+    pub fn feed(&self, feed: &str) -> FeedMetrics {
+        let label: Arc<str> = {
+            let mut labels = self.feed_labels.lock().unwrap_or_else(|p| p.into_inner());
+            match labels.get(feed) {
+                Some(label) => label.clone(),
+                None if labels.len() < MAX_FEED_LABELS => {
+                    let label: Arc<str> = Arc::from(feed);
+                    labels.insert(label.clone());
+                    label
+                }
+                None => Arc::from("other"),
+            }
+        };
+        let labels = FeedLabels {
+            feed: label.clone(),
+        };
+        FeedMetrics {
+            subscribers: self.feed_subscribers.get_or_create(&labels).clone(),
+            credit: self.feed_credit.get_or_create(&labels).clone(),
+            polls: self.feed_polls.clone(),
+            jobs: self.feed_jobs.clone(),
+            pickup_seconds: self.feed_pickup_seconds.clone(),
+            label,
         }
     }
 

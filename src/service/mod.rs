@@ -1,44 +1,54 @@
-//! The gRPC handlers of `codepipeline.jobworker.v1.JobWorkerService`. Each one is three steps:
-//! validate the request into domain input (INVALID_ARGUMENT and no upstream call when it is
-//! bad), call the upstream within the caller's deadline, and turn the answer or the failure
-//! into the response or the status.
+//! The gRPC handlers of `codepipeline.jobworker.v1.JobWorkerService`. Each unary one is three
+//! steps: validate the request into domain input (INVALID_ARGUMENT and no upstream call when it
+//! is bad), call the upstream within the caller's deadline, and turn the answer or the failure
+//! into the response or the status. StreamJobs ([`stream_jobs`]) serves a job feed.
 
-use std::{sync::Arc, time::Instant};
+mod stream_jobs;
 
-use tonic::{Request, Response, Status};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+pub use stream_jobs::StreamLimits;
 
 use crate::{
     api::status,
     domain::validate::InvalidRequest,
-    limits::UpstreamBudget,
+    feed::Feeds,
+    limits::{ClientLimits, UpstreamBudget},
     middleware::deadline::CallDeadline,
     observability::Metrics,
     pb::jobworker::{self as pb, job_worker_service_server::JobWorkerServiceServer},
     upstream::{Operation, Upstream, UpstreamError},
 };
 
-/// The job-worker service over one upstream.
+/// What the job-worker service works with, made once for the process.
 #[derive(Clone)]
 pub struct JobWorker {
-    upstream: Arc<dyn Upstream>,
-    budget: Arc<UpstreamBudget>,
-    metrics: Arc<Metrics>,
+    /// Where calls go.
+    pub upstream: Arc<dyn Upstream>,
+    /// The account-wide budget every upstream call spends.
+    pub budget: Arc<UpstreamBudget>,
+    /// The registry calls are counted in.
+    pub metrics: Arc<Metrics>,
+    /// The job feeds StreamJobs subscribes to.
+    pub feeds: Arc<Feeds>,
+    /// Each client's rate, which every acknowledgement on a stream spends too.
+    pub client_limits: Arc<ClientLimits>,
+    /// How many job streams may be open.
+    pub streams: Arc<StreamLimits>,
+    /// Cancelled when the gateway stops taking calls: open streams end.
+    pub draining: CancellationToken,
+    /// How long a new stream may take to send its subscription, and how long an
+    /// acknowledgement sent on a stream may take upstream.
+    pub default_deadline: Duration,
 }
 
 impl JobWorker {
-    /// The service, forwarding to `upstream` within `budget`.
-    pub fn new(
-        upstream: Arc<dyn Upstream>,
-        budget: Arc<UpstreamBudget>,
-        metrics: Arc<Metrics>,
-    ) -> Self {
-        Self {
-            upstream,
-            budget,
-            metrics,
-        }
-    }
-
     /// The tonic server for this service.
     pub fn into_server(self) -> JobWorkerServiceServer<Self> {
         JobWorkerServiceServer::new(self)
@@ -83,6 +93,15 @@ where
 
 #[tonic::async_trait]
 impl pb::job_worker_service_server::JobWorkerService for JobWorker {
+    type StreamJobsStream = stream_jobs::Responses;
+
+    async fn stream_jobs(
+        &self,
+        request: Request<Streaming<pb::StreamJobsRequest>>,
+    ) -> Result<Response<Self::StreamJobsStream>, Status> {
+        stream_jobs::open(self, request).await
+    }
+
     async fn poll_for_jobs(
         &self,
         request: Request<pb::PollForJobsRequest>,

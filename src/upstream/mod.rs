@@ -9,13 +9,14 @@ mod error;
 mod operation;
 
 use async_trait::async_trait;
+use tokio::sync::broadcast;
 
 pub use error::{AwsErrorCode, BoxError, UpstreamError};
 pub use operation::Operation;
 
 use crate::domain::{
-    AcknowledgeJobInput, GetJobDetailsInput, Job, JobDetails, JobStatus, PollForJobsInput,
-    PutJobFailureResultInput, PutJobSuccessResultInput,
+    AcknowledgeJobInput, ActionTypeId, GetJobDetailsInput, Job, JobDetails, JobStatus,
+    PollForJobsInput, PutJobFailureResultInput, PutJobSuccessResultInput,
 };
 
 /// The CodePipeline job-worker API, as the gateway calls it.
@@ -39,4 +40,11 @@ pub trait Upstream: Send + Sync + 'static {
         &self,
         input: PutJobFailureResultInput,
     ) -> Result<(), UpstreamError>;
+
+    /// Hints that jobs were just created, by action type, so a job feed can poll at once
+    /// instead of at its next interval. Only an upstream that sees jobs being created can give
+    /// them (the in-process emulator); CodePipeline cannot, and feeds on it rely on polling.
+    fn new_jobs(&self) -> Option<broadcast::Receiver<ActionTypeId>> {
+        None
+    }
 }

@@ -6,6 +6,7 @@ mod support;
 mod auth;
 mod edge_validation;
 mod faults;
+mod feed;
 mod hardening;
 mod job_lifecycle;
 mod limits;

@@ -319,6 +319,16 @@ impl TestGateway {
         (job.id, job.nonce)
     }
 
+    /// Every job the emulator has, oldest first.
+    pub async fn admin_jobs(&mut self) -> Vec<admin_pb::JobState> {
+        self.admin
+            .list_jobs(admin_pb::ListJobsRequest::default())
+            .await
+            .expect("ListJobs")
+            .into_inner()
+            .jobs
+    }
+
     pub async fn job_state(&mut self, job_id: &str) -> admin_pb::JobState {
         self.admin
             .get_job(admin_pb::GetJobRequest {

@@ -46,7 +46,7 @@ def generate_python_stubs(out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     subprocess.run(
         [
-            VENV_PYTHON, "-m", "grpc_tools.protoc", f"-I{REPO_ROOT / 'proto'}",
+            VENV_PYTHON, "-m", "grpc_tools.protoc", f"-I{REPO_ROOT / 'proto'}", f"-I{REPO_ROOT / 'proto-deps'}",
             f"--python_out={out}", f"--grpc_python_out={out}",
             "codepipeline/jobworker/v1/job_worker.proto", "codepipeline/emulator/v1/emulator_admin.proto",
         ],

@@ -8,7 +8,7 @@ repo="$(cd "$here/../../.." && pwd)"
 out="${1:-$repo/.tools/workers/go}"
 gopath="$out/gopath"
 mkdir -p "$gopath/src"
-protoc -I "$repo/proto" --go_out="$gopath/src" --go-grpc_out="$gopath/src" \
+protoc -I "$repo/proto" -I "$repo/proto-deps" --go_out="$gopath/src" --go-grpc_out="$gopath/src" \
   codepipeline/jobworker/v1/job_worker.proto
 export GO111MODULE=off GOPATH="$gopath:/usr/share/gocode" GOFLAGS=
 export GOCACHE="${GOCACHE:-$out/cache}"

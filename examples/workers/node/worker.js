@@ -16,6 +16,8 @@ const protobuf = require('protobufjs');
 const googleProtoFiles = require('google-proto-files');
 
 const PROTO_DIR = process.env.PROTO_DIR || path.join(__dirname, '../../../proto');
+// google.rpc.Status, which the job feed's answers carry, as the API imports it.
+const PROTO_DEPS_DIR = process.env.PROTO_DEPS_DIR || path.join(__dirname, '../../../proto-deps');
 const CALL_TIMEOUT_MS = 20_000;
 const JOB_RETRY_MS = 120_000; // how long a job's call keeps retrying before the job is given up
 const FIRST_BACKOFF_MS = 200;
@@ -42,7 +44,7 @@ const actionTypeId = {
 
 // The proto is loaded at run time; enums travel as their names, int64 as strings.
 const packageDefinition = protoLoader.loadSync('codepipeline/jobworker/v1/job_worker.proto', {
-  includeDirs: [PROTO_DIR], keepCase: false, enums: String, longs: String, defaults: false, oneofs: true,
+  includeDirs: [PROTO_DIR, PROTO_DEPS_DIR], keepCase: false, enums: String, longs: String, defaults: false, oneofs: true,
 });
 const { JobWorkerService } = grpc.loadPackageDefinition(packageDefinition).codepipeline.jobworker.v1;
 // google.rpc.Status and RetryInfo, to read the details in the grpc-status-details-bin trailer.

@@ -6,6 +6,6 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)"
 out="${1:-$repo/.tools/workers/python}"
 python="${PYTHON:-$repo/.tools/venv/bin/python}"
 mkdir -p "$out"
-"$python" -m grpc_tools.protoc -I "$repo/proto" --python_out="$out" --grpc_python_out="$out" \
+"$python" -m grpc_tools.protoc -I "$repo/proto" -I "$repo/proto-deps" --python_out="$out" --grpc_python_out="$out" \
   codepipeline/jobworker/v1/job_worker.proto
 echo "$out"

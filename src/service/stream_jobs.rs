@@ -1,0 +1,311 @@
+//! StreamJobs: a worker's stream on a job feed. The first message subscribes; then the gateway
+//! sends delivered jobs (never more than the stream's credit) and the worker sends credit and
+//! acknowledgements, each answered on the stream. The stream ends when the worker closes it,
+//! breaks its protocol (a precise status, no upstream call), the feed fails for good (an unknown
+//! action type), or the gateway drains (UNAVAILABLE with RetryInfo).
+
+use std::{pin::Pin, sync::Arc};
+
+use futures_util::Stream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Request, Response, Status, Streaming};
+use tonic_types::StatusExt;
+
+use super::JobWorker;
+use crate::{
+    api::{Refusal, StreamViolation, status},
+    auth::Caller,
+    domain::{AcknowledgeJobInput, JobId, JobStatus, SubscribeInput, validate},
+    feed::{AckOutcome, CreditRefusal, FeedEvent, Subscription, TakeRefusal},
+    limits::{ClientConcurrency, concurrency::InFlight},
+    middleware::deadline::CallDeadline,
+    pb::jobworker::{
+        self as pb, stream_jobs_request::Request as Inbound,
+        stream_jobs_response::Response as Outbound,
+    },
+    upstream::Operation,
+};
+
+/// What a stream sends: jobs, acknowledgement answers, and finally its status.
+pub type Responses = Pin<Box<dyn Stream<Item = Result<pb::StreamJobsResponse, Status>> + Send>>;
+
+/// Messages queued for a worker beyond what it reads at once: its credit bounds the jobs, and
+/// each acknowledgement has one answer.
+const OUTBOUND_QUEUE: usize = 256;
+
+/// How many job streams may be open: over the gateway and per client. Streams are long-lived, so
+/// they are not counted as calls in flight; this is their own limit.
+pub struct StreamLimits {
+    gateway: Arc<Semaphore>,
+    gateway_limit: u32,
+    per_client: ClientConcurrency,
+}
+
+/// A stream's places under [`StreamLimits`], given back when the stream ends.
+struct StreamPlaces {
+    _gateway: OwnedSemaphorePermit,
+    _client: InFlight,
+}
+
+impl StreamLimits {
+    /// At most `gateway` streams in all and `per_client` per client.
+    pub fn new(gateway: u32, per_client: ClientConcurrency) -> Self {
+        Self {
+            gateway: Arc::new(Semaphore::new(gateway as usize)),
+            gateway_limit: gateway,
+            per_client,
+        }
+    }
+
+    fn enter(&self, client_id: &Arc<str>) -> Result<StreamPlaces, Status> {
+        let gateway =
+            self.gateway
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| Refusal::StreamLimit {
+                    client_id: None,
+                    limit: self.gateway_limit,
+                })?;
+        let client = self
+            .per_client
+            .enter(client_id)
+            .map_err(|_| Refusal::StreamLimit {
+                client_id: Some(client_id.to_string()),
+                limit: self.per_client.limit(),
+            })?;
+        Ok(StreamPlaces {
+            _gateway: gateway,
+            _client: client,
+        })
+    }
+}
+
+/// Opens a stream: waits for its subscription, checks it and the stream limits, subscribes, and
+/// serves the stream in a task of its own.
+pub(super) async fn open(
+    worker: &JobWorker,
+    request: Request<Streaming<pb::StreamJobsRequest>>,
+) -> Result<Response<Responses>, Status> {
+    let caller = request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .unwrap_or_else(Caller::anonymous);
+    let mut inbound = request.into_inner();
+    let subscription = tokio::time::timeout(worker.default_deadline, inbound.message())
+        .await
+        .map_err(|_| Refusal::Stream(StreamViolation::SubscriptionTimeout))??;
+    let subscription = match subscription.and_then(|message| message.request) {
+        Some(Inbound::Subscription(subscription)) => subscription,
+        _ => return Err(Refusal::Stream(StreamViolation::NoSubscription).into()),
+    };
+    let input = SubscribeInput::try_from(subscription).map_err(status::invalid_request)?;
+    let places = worker.streams.enter(&caller.id)?;
+    let (outbound, responses) = mpsc::channel(OUTBOUND_QUEUE);
+    let session = Session {
+        worker: worker.clone(),
+        caller,
+        outbound,
+    };
+    let subscription = worker.feeds.subscribe(input);
+    tokio::spawn(session.run(subscription, inbound, places));
+    Ok(Response::new(Box::pin(ReceiverStream::new(responses))))
+}
+
+/// One open stream.
+struct Session {
+    worker: JobWorker,
+    caller: Caller,
+    outbound: mpsc::Sender<Result<pb::StreamJobsResponse, Status>>,
+}
+
+impl Session {
+    async fn run(
+        self,
+        mut subscription: Subscription,
+        mut inbound: Streaming<pb::StreamJobsRequest>,
+        _places: StreamPlaces,
+    ) {
+        let ended = loop {
+            tokio::select! {
+                biased;
+                () = self.worker.draining.cancelled() => break Some(Refusal::Draining.into()),
+                event = subscription.next() => match event {
+                    Some(FeedEvent::Job(job)) => {
+                        let delivered = pb::StreamJobsResponse {
+                            response: Some(Outbound::Job((*job).into())),
+                        };
+                        if self.outbound.send(Ok(delivered)).await.is_err() {
+                            break None;
+                        }
+                    }
+                    Some(FeedEvent::Ended(status)) => break Some(status),
+                    None => break None,
+                },
+                message = inbound.message() => match message {
+                    Ok(Some(message)) => {
+                        if let Err(status) = self.handle(&subscription, message) {
+                            break Some(status);
+                        }
+                    }
+                    // The worker closed its side, or went away: the stream is over.
+                    Ok(None) | Err(_) => break None,
+                },
+            }
+        };
+        // Leaving the feed at once hands the untaken jobs to other subscribers.
+        drop(subscription);
+        if let Some(status) = ended {
+            let _ = self.outbound.send(Err(status)).await;
+        }
+    }
+
+    /// One message from the worker; `Err` ends the stream with that status.
+    fn handle(
+        &self,
+        subscription: &Subscription,
+        message: pb::StreamJobsRequest,
+    ) -> Result<(), Status> {
+        match message.request {
+            None => Err(Refusal::Stream(StreamViolation::EmptyMessage).into()),
+            Some(Inbound::Subscription(_)) => {
+                Err(Refusal::Stream(StreamViolation::SecondSubscription).into())
+            }
+            Some(Inbound::Credit(credit)) => {
+                let jobs = validate::credit(&credit).map_err(status::invalid_request)?;
+                subscription.grant(jobs).map_err(|refusal| match refusal {
+                    CreditRefusal::OverMaximum { held, max } => {
+                        Refusal::Stream(StreamViolation::CreditOverMaximum {
+                            held,
+                            asked: jobs,
+                            max,
+                        })
+                        .into()
+                    }
+                })
+            }
+            Some(Inbound::Acknowledge(acknowledge)) => self.acknowledge(subscription, acknowledge),
+        }
+    }
+
+    /// Takes a delivered job and sends its acknowledgement upstream in a task of its own, so a
+    /// slow upstream does not hold the stream's other messages.
+    fn acknowledge(
+        &self,
+        subscription: &Subscription,
+        acknowledge: pb::StreamJobsAcknowledge,
+    ) -> Result<(), Status> {
+        let job_id = validate::job_id(&acknowledge.job_id).map_err(|invalid| {
+            let mut invalid = invalid;
+            for violation in &mut invalid.violations {
+                violation.field = format!("acknowledge.{}", violation.field);
+            }
+            status::invalid_request(invalid)
+        })?;
+        let answer = match subscription.take(job_id.as_str()) {
+            Ok(nonce) => {
+                let acknowledger = subscription.acknowledger(job_id.as_str());
+                let worker = self.worker.clone();
+                let caller = self.caller.clone();
+                let outbound = self.outbound.clone();
+                tokio::spawn(async move {
+                    let (outcome, answer) = send_upstream(&worker, &caller, job_id, nonce).await;
+                    acknowledger.acknowledged(outcome);
+                    let _ = outbound.send(Ok(answer)).await;
+                });
+                return Ok(());
+            }
+            Err(TakeRefusal::NotDelivered) => {
+                return Err(Refusal::Stream(StreamViolation::NotDelivered {
+                    job_id: job_id.to_string(),
+                })
+                .into());
+            }
+            Err(TakeRefusal::LeaseEnded) => Refusal::LeaseEnded {
+                job_id: job_id.to_string(),
+            },
+            Err(TakeRefusal::InProgress) => Refusal::AcknowledgementInProgress {
+                job_id: job_id.to_string(),
+            },
+        };
+        let answer = refused(job_id.as_str(), &answer.into());
+        // A full queue means the worker is not reading; its stream is its own problem.
+        let _ = self.outbound.try_send(Ok(answer));
+        Ok(())
+    }
+}
+
+/// AcknowledgeJob upstream for a job taken on a stream, within the client's rate and the
+/// upstream budget: how it ended for the feed, and the answer for the stream.
+async fn send_upstream(
+    worker: &JobWorker,
+    caller: &Caller,
+    job_id: JobId,
+    nonce: String,
+) -> (AckOutcome, pb::StreamJobsResponse) {
+    let job = job_id.to_string();
+    if let Err(limited) = worker.client_limits.check(&caller.id, caller.rate) {
+        return (AckOutcome::NotSent, refused(&job, &limited));
+    }
+    let Ok(nonce) = crate::domain::Nonce::parse(&nonce) else {
+        // The nonce came from CodePipeline; one the model does not allow cannot be sent.
+        let status = Refusal::LeaseEnded {
+            job_id: job.clone(),
+        }
+        .into();
+        return (AckOutcome::Refused, refused(&job, &status));
+    };
+    let deadline = CallDeadline(std::time::Instant::now() + worker.default_deadline);
+    let input = AcknowledgeJobInput { job_id, nonce };
+    let result = worker
+        .forward(
+            Operation::AcknowledgeJob,
+            &job,
+            Some(deadline),
+            worker.upstream.acknowledge_job(input),
+        )
+        .await;
+    match result {
+        Ok(status) => (AckOutcome::Accepted, accepted(&job, status)),
+        Err(failure) => (outcome_of(&failure), refused(&job, &failure)),
+    }
+}
+
+/// What a failed acknowledgement means for the job's lease.
+fn outcome_of(failure: &Status) -> AckOutcome {
+    let indeterminate = failure.get_details_error_info().is_some_and(|info| {
+        info.metadata
+            .get("indeterminate")
+            .is_some_and(|v| v == "true")
+    });
+    match failure.code() {
+        _ if indeterminate => AckOutcome::Indeterminate,
+        // A limit refused it, or CodePipeline throttled it before doing anything.
+        Code::ResourceExhausted | Code::Unavailable => AckOutcome::NotSent,
+        _ => AckOutcome::Refused,
+    }
+}
+
+fn accepted(job_id: &str, status: JobStatus) -> pb::StreamJobsResponse {
+    pb::StreamJobsResponse {
+        response: Some(Outbound::Acknowledged(pb::StreamJobsAcknowledged {
+            job_id: job_id.to_owned(),
+            status: status.to_pb().into(),
+            error: None,
+        })),
+    }
+}
+
+fn refused(job_id: &str, failure: &Status) -> pb::StreamJobsResponse {
+    pb::StreamJobsResponse {
+        response: Some(Outbound::Acknowledged(pb::StreamJobsAcknowledged {
+            job_id: job_id.to_owned(),
+            status: pb::JobStatus::Unspecified.into(),
+            error: Some(status::rpc_status(failure)),
+        })),
+    }
+}
+
+/// Keeps the compiler honest about the stream answer queue's size against the credit bound.
+const _: () = assert!(OUTBOUND_QUEUE as u32 > 2 * validate::MAX_OUTSTANDING_JOBS);
