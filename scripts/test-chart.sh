@@ -8,6 +8,9 @@
 #   - no drift: each rendered gateway container is started as a process with the real binary
 #     (target/debug/codepipeline-gateway, or GATEWAY_BIN) and must serve health on the probed port
 #   - the Dockerfile agrees with the chart (entrypoint, ports, user)
+#   - the Grafana dashboard (dashboards/ in the chart, shipped by dashboards.enabled): its layout
+#     and variables, and, against a gateway started from the chart and called a few times, every
+#     metric and label its panels' PromQL names is on /metrics
 # Extra arguments go to pytest (e.g. -k drift).
 set -euo pipefail
 

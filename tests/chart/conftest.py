@@ -7,10 +7,9 @@ from __future__ import annotations
 import datetime
 import ipaddress
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
-from chart_support import SERVICE_HOST, sha256_hex
+from chart_support import SERVICE_HOST, Pki, sha256_hex
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -18,18 +17,6 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 EXISTING_SECRET_TOKEN = "existing-secret-token"
 CLIENT_ID = "python-workers"
-
-
-@dataclass
-class Pki:
-    """A CA, a server certificate for the gateway and a client certificate signed by it (PEM)."""
-
-    ca_cert: bytes
-    server_cert: bytes
-    server_key: bytes
-    client_cert: bytes
-    client_key: bytes
-    server_name: str
 
 
 def _key() -> ec.EllipticCurvePrivateKey:

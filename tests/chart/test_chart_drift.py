@@ -26,59 +26,39 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import re
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
 import yaml
 from chart_support import (
     CHART_DIR,
-    EMULATOR_ACCESS_KEY_ID,
-    EMULATOR_SECRET_ACCESS_KEY,
     GATEWAY_BIN,
-    HEALTH_STATUS,
     REPO_ROOT,
-    TOOLS_BIN,
     VALUE_SETS,
     Process,
-    Rendered,
-    free_port,
+    base_environment,
     listen_port,
     load_value_set,
-    merge,
     render_value_set,
     serve_defaults,
     serve_env_names,
     serve_flags,
+    start,
+    start_serving,
 )
-from conftest import CLIENT_ID, EXISTING_SECRET_TOKEN, Pki
+from conftest import CLIENT_ID, EXISTING_SECRET_TOKEN
 
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 chart_readme = importlib.import_module("chart-readme")
 
-BINARY_IN_IMAGE = "/usr/local/bin/codepipeline-gateway"
 # Value sets whose container must come up; `defaults` must refuse to (no authentication).
 SERVING_SETS = [name for name in VALUE_SETS if name != "defaults"]
-DEMO_POLL = {
-    "actionTypeId": {
-        "category": "ACTION_CATEGORY_BUILD",
-        "owner": "ACTION_OWNER_CUSTOM",
-        "provider": "DemoBuilder",
-        "version": "1",
-    },
-    "maxBatchSize": 1,
-}
-POLL_METHOD = "codepipeline.jobworker.v1.JobWorkerService/PollForJobs"
-JOB_WORKER_PROTO = "codepipeline/jobworker/v1/job_worker.proto"
 # Tokens of the value sets that authenticate with a token file (see their header comments).
 TOKENS = {
     "tokens": "python-workers-token",
@@ -87,203 +67,6 @@ TOKENS = {
     "servicemonitor": "python-workers-token",
     "existing-secret": EXISTING_SECRET_TOKEN,
 }
-
-
-@dataclass
-class Gateway:
-    """The rendered gateway container, running as a process."""
-
-    process: Process
-    rendered: Rendered
-    env: dict[str, str]
-    probe_port: int
-    metrics_port: int
-    files: Path
-    tls: Pki | None
-    client_cert: bool
-
-    @property
-    def client_cert_required(self) -> bool:
-        """mTLS with no token file: a certificate is the only credential, so the handshake
-        demands one. With a token file too, a certificate is optional."""
-        return self.client_cert and "CPGW_TOKEN_FILE" not in self.env
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.probe_port}"
-
-    def channel(self, *, with_tls: bool | None = None, with_client_cert: bool | None = None) -> grpc.Channel:
-        use_tls = self.tls is not None if with_tls is None else with_tls
-        use_cert = self.client_cert if with_client_cert is None else with_client_cert
-        if not use_tls:
-            return grpc.insecure_channel(self.target)
-        assert self.tls is not None
-        credentials = grpc.ssl_channel_credentials(
-            root_certificates=self.tls.ca_cert,
-            private_key=self.tls.client_key if use_cert else None,
-            certificate_chain=self.tls.client_cert if use_cert else None,
-        )
-        return grpc.secure_channel(
-            self.target, credentials, options=[("grpc.ssl_target_name_override", self.tls.server_name)]
-        )
-
-    def health(self, **channel_options: bool) -> str:
-        with self.channel(**channel_options) as channel:
-            check = channel.unary_unary("/grpc.health.v1.Health/Check")
-            # HealthCheckRequest{service: ""} is empty; HealthCheckResponse{status} is field 1.
-            answer = check(b"", timeout=5)
-        assert answer in (b"", b"\x08\x01", b"\x08\x02", b"\x08\x03"), answer
-        return HEALTH_STATUS[answer[1] if answer else 0]
-
-    def grpcurl(self, *args: str) -> subprocess.CompletedProcess[str]:
-        if self.tls is None:
-            transport = ["-plaintext"]
-        else:
-            transport = ["-cacert", str(self.files / "pki/ca.crt"), "-servername", self.tls.server_name]
-            if self.client_cert:
-                transport += ["-cert", str(self.files / "pki/client.crt"), "-key", str(self.files / "pki/client.key")]
-        return subprocess.run(
-            [str(TOOLS_BIN / "grpcurl"), *transport, *args],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            stdin=subprocess.DEVNULL,
-        )
-
-    def poll(self, token: str | None, *, with_client_cert: bool | None = None) -> subprocess.CompletedProcess[str]:
-        """PollForJobs for the demo action type, described by the proto file rather than by
-        reflection (which may itself need credentials)."""
-        header = ["-H", f"authorization: Bearer {token}"] if token else []
-        saved = self.client_cert
-        if with_client_cert is not None:
-            self.client_cert = with_client_cert
-        try:
-            return self.grpcurl(
-                "-import-path", str(REPO_ROOT / "proto"), "-proto", JOB_WORKER_PROTO,
-                *header, "-d", json.dumps(DEMO_POLL), self.target, POLL_METHOD,
-            )  # fmt: skip
-        finally:
-            self.client_cert = saved
-
-
-def base_environment(home: Path) -> dict[str, str]:
-    """What the pod has besides the chart's variables: PATH, an empty HOME, and the AWS identity
-    IRSA / Pod Identity would inject (here the emulator's static key). Instance metadata is
-    disabled, so the SDK never looks for it on the network."""
-    home.mkdir(parents=True, exist_ok=True)
-    return {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(home),
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "AWS_CONFIG_FILE": str(home / "no-aws-config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(home / "no-aws-credentials"),
-        "AWS_ACCESS_KEY_ID": EMULATOR_ACCESS_KEY_ID,
-        "AWS_SECRET_ACCESS_KEY": EMULATOR_SECRET_ACCESS_KEY,
-    }
-
-
-def mount_secrets(rendered: Rendered, external: dict[str, dict[str, bytes]], root: Path) -> dict[str, Path]:
-    """Writes every volume the container mounts under `root`, as the kubelet would project it.
-    Returns mountPath -> directory."""
-    volumes = {v["name"]: v for v in rendered.pod_spec.get("volumes", [])}
-    mounts: dict[str, Path] = {}
-    for mount in rendered.container.get("volumeMounts", []):
-        assert "subPath" not in mount, "a subPath mount never sees Secret updates"
-        volume = volumes[mount["volumeName"] if "volumeName" in mount else mount["name"]]
-        assert set(volume) == {"name", "secret"}, f"only Secret volumes are expected: {volume}"
-        name = volume["secret"]["secretName"]
-        data = rendered.secret_data(name)
-        if data is None:
-            assert name in external, f"the value set mounts Secret {name!r}, which the checks do not provide"
-            data = external[name]
-        items = volume["secret"].get("items") or [{"key": key, "path": key} for key in data]
-        directory = root / mount["mountPath"].lstrip("/")
-        directory.mkdir(parents=True, exist_ok=True)
-        for item in items:
-            assert item["key"] in data, f"Secret {name!r} has no key {item['key']!r}"
-            (directory / item["path"]).write_bytes(data[item["key"]])
-        mounts[mount["mountPath"]] = directory
-    return mounts
-
-
-def localize(env: dict[str, str], mounts: dict[str, Path]) -> dict[str, str]:
-    """The rendered variables with mount paths pointing into the temporary directory and the
-    listeners on loopback."""
-    local = {}
-    for name, value in env.items():
-        for mount_path, directory in mounts.items():
-            if value == mount_path or value.startswith(mount_path + "/"):
-                value = str(directory) + value[len(mount_path) :]
-                assert Path(value).exists(), f"{name} names {env[name]}, which no mounted Secret key provides"
-        if name in ("CPGW_LISTEN", "CPGW_METRICS_LISTEN"):
-            assert value.startswith("0.0.0.0:"), f"{name}={value}: a pod must listen on all interfaces"
-            value = "127.0.0.1:" + value.removeprefix("0.0.0.0:")
-        local[name] = value
-    for name in ("CPGW_TOKEN_FILE", "CPGW_TLS_CERT", "CPGW_TLS_KEY", "CPGW_TLS_CLIENT_CA"):
-        if name in env:
-            assert local[name] != env[name], f"{name}={env[name]} is not under any volume mount"
-    return local
-
-
-def start(
-    value_set: str,
-    external_secrets: dict[str, dict[str, bytes]],
-    pki: Pki,
-    tmp_path: Path,
-    started: list,
-    override: dict[str, Any] | None = None,
-) -> tuple[Gateway, str | None]:
-    """Renders `value_set` and starts its gateway container as a process. Returns the gateway and
-    the address it reported listening on (None if it exited instead)."""
-    ports = {"server": {"grpcPort": free_port(), "metricsPort": free_port()}}
-    rendered = render_value_set(value_set, merge(ports, override or {}))
-    container = rendered.container
-    assert container["command"] == [BINARY_IN_IMAGE]
-    mounts = mount_secrets(rendered, external_secrets, tmp_path / "root")
-    env = localize(rendered.container_env(), mounts)
-
-    probe = container["readinessProbe"]
-    probe_port = probe["grpc"]["port"] if "grpc" in probe else rendered.container_port(probe["tcpSocket"]["port"])
-    for kind in ("startupProbe", "livenessProbe"):
-        other = container[kind]
-        other_port = other["grpc"]["port"] if "grpc" in other else rendered.container_port(other["tcpSocket"]["port"])
-        assert other_port == probe_port
-    assert probe_port == listen_port(env["CPGW_LISTEN"]) == ports["server"]["grpcPort"]
-    metrics_port = listen_port(env["CPGW_METRICS_LISTEN"])
-    assert metrics_port == rendered.container_port("metrics") == ports["server"]["metricsPort"]
-
-    (tmp_path / "pki").mkdir(exist_ok=True)
-    for name, pem in (("ca.crt", pki.ca_cert), ("client.crt", pki.client_cert), ("client.key", pki.client_key)):
-        (tmp_path / "pki" / name).write_bytes(pem)
-
-    process = Process(
-        [str(GATEWAY_BIN), *container["args"]],
-        {**base_environment(tmp_path / "home"), **env},
-        cwd=tmp_path,
-    )
-    started.append(process)
-    gateway = Gateway(
-        process=process,
-        rendered=rendered,
-        env=env,
-        probe_port=probe_port,
-        metrics_port=metrics_port,
-        files=tmp_path,
-        tls=pki if "CPGW_TLS_CERT" in env else None,
-        client_cert="CPGW_TLS_CLIENT_CA" in env,
-    )
-    return gateway, process.wait_ready()
-
-
-def start_serving(*args, **kwargs) -> Gateway:
-    gateway, address = start(*args, **kwargs)
-    if address is None:
-        pytest.fail(
-            f"the rendered container exited with {gateway.process.process.returncode} instead of serving:\n"
-            f"{gateway.process.output()}\nenvironment from the chart:\n{json.dumps(gateway.env, indent=2)}"
-        )
-    assert address == f"127.0.0.1:{gateway.probe_port}", address
-    return gateway
 
 
 @pytest.fixture

@@ -75,13 +75,23 @@ def test_package_holds_the_chart_and_not_the_readme_template(tmp_path) -> None:
     with tarfile.open(archive) as packed:
         names = {name.removeprefix("codepipeline-gateway/") for name in packed.getnames()}
     assert {"Chart.yaml", "values.yaml", "values.schema.json", "README.md", "templates/NOTES.txt",
-            "templates/tests/test-health.yaml"} <= names  # fmt: skip
+            "templates/tests/test-health.yaml", "dashboards/codepipeline-gateway.json"} <= names  # fmt: skip
     assert "README.tmpl.md" not in names
 
 
 def test_image_tag_defaults_to_the_app_version() -> None:
     image = render().container["image"]
     assert image == f"codepipeline-gateway:{cargo_version()}"
+    tagged = render({"image": {"repository": "r.example:5000/cpgw", "tag": "0.1.0-rc1"}})
+    assert tagged.container["image"] == "r.example:5000/cpgw:0.1.0-rc1"
+
+
+@pytest.mark.parametrize("tag", ["", "0.1.0-rc1"])
+def test_image_digest_is_used_over_the_tag(tag: str) -> None:
+    """With image.digest set the reference is repository@digest, with no tag in it, whether a
+    tag is set or not: the digest alone decides what the nodes pull."""
     digest = "sha256:" + "ab" * 32
-    pinned = render({"image": {"repository": "r.example/cpgw", "tag": "0.1.0-rc1", "digest": digest}})
-    assert pinned.container["image"] == f"r.example/cpgw:0.1.0-rc1@{digest}"
+    pinned = render({"image": {"repository": "r.example:5000/cpgw", "tag": tag, "digest": digest}})
+    assert pinned.container["image"] == f"r.example:5000/cpgw@{digest}"
+    # The version label still names the release the chart deploys.
+    assert pinned.deployment["metadata"]["labels"]["app.kubernetes.io/version"] == cargo_version()

@@ -115,7 +115,7 @@ def test_the_container_runs_the_gateway(rendered: Rendered) -> None:
     env = rendered.container_env()
     upstream = load_value_set_upstream(rendered)
     assert env["CPGW_UPSTREAM"] == upstream
-    assert all(name.startswith("CPGW_") for name in rendered.one("ConfigMap")["data"])
+    assert all(name.startswith("CPGW_") for name in rendered.one("ConfigMap", FULLNAME)["data"])
 
 
 def env_of(rendered: Rendered) -> dict[str, str]:
@@ -123,7 +123,7 @@ def env_of(rendered: Rendered) -> dict[str, str]:
 
 
 def load_value_set_upstream(rendered: Rendered) -> str:
-    return rendered.one("ConfigMap")["data"]["CPGW_UPSTREAM"]
+    return rendered.one("ConfigMap", FULLNAME)["data"]["CPGW_UPSTREAM"]
 
 
 def test_ports_line_up(rendered: Rendered) -> None:
@@ -234,6 +234,7 @@ def test_defaults() -> None:
     assert rendered.deployment["spec"]["replicas"] == 2
     for kind in ("HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy", "ServiceMonitor"):
         assert rendered.all(kind) == [], f"{kind} must be off by default"
+    assert [c["metadata"]["name"] for c in rendered.all("ConfigMap")] == [FULLNAME], "no dashboard by default"
     assert "lifecycle" not in rendered.container
     assert rendered.pod_spec["terminationGracePeriodSeconds"] == 5 + 25 + 5
     assert env["CPGW_LAME_DUCK"] == "5s" and env["CPGW_SHUTDOWN_TIMEOUT"] == "25s"
@@ -468,6 +469,6 @@ def test_pdb_percentages() -> None:
 def test_every_value_set_is_used_here() -> None:
     assert set(VALUE_SETS) == {
         "defaults", "existing-secret", "tokens", "tls", "mtls", "hpa-pdb", "networkpolicy", "servicemonitor",
-        "emulator",
+        "emulator", "dashboards",
     }  # fmt: skip
     assert load_value_set("defaults") == {}

@@ -38,6 +38,8 @@ REJECTED = {
     "bad upstream": ({"upstream": "gcp"}, "upstream"),
     "bad log format": ({"log": {"format": "xml"}}, "format"),
     "bad pull policy": ({"image": {"pullPolicy": "Sometimes"}}, "pullPolicy"),
+    "digest without its algorithm": ({"image": {"digest": "ab" * 32}}, "digest"),
+    "digest with the tag": ({"image": {"digest": "1.0@sha256:" + "ab" * 32}}, "digest"),
     "bad service type": ({"service": {"type": "ExternalName"}}, "type"),
     "bad rpc name": (
         {"auth": {"clients": [{"id": "a", "tokenSha256": SHA, "allowedRpcs": ["PollForJob"]}]}},
@@ -57,6 +59,13 @@ REJECTED = {
     "bad role arn": ({"serviceAccount": {"roleArn": "codepipeline-job-worker"}}, "roleArn"),
     "gateway setting through extraEnv": ({"extraEnv": [{"name": "CPGW_LOG", "value": "debug"}]}, "extraEnv"),
     "bad topology policy": ({"topologySpread": {"whenUnsatisfiable": "Maybe"}}, "whenUnsatisfiable"),
+    "dashboards as a boolean": ({"dashboards": True}, "dashboards"),
+    "unknown dashboards key": ({"dashboards": {"folder": "CI"}}, "folder"),
+    "dashboard label with a space": ({"dashboards": {"label": "grafana dashboard"}}, "label"),
+    "dashboard label value too long": ({"dashboards": {"labelValue": "x" * 64}}, "labelValue"),
+    "dashboard label value as a boolean": ({"dashboards": {"labelValue": True}}, "labelValue"),
+    "dashboard namespace in capitals": ({"dashboards": {"namespace": "Monitoring"}}, "namespace"),
+    "dashboard annotation as a number": ({"dashboards": {"annotations": {"a": 1}}}, "annotations"),
 }
 
 
@@ -66,6 +75,14 @@ def test_accepted_client_shapes(chart) -> None:
         {"id": "full", "tokenSha256": SHA, "allowedRpcs": ["codepipeline.jobworker.v1.JobWorkerService/PollForJobs"]},
         {"id": "admin", "tokenSha256": SHA.upper(), "allowedRpcs": ["CreateJob", "ListJobs"], "ratePerSecond": 1},
     ]}})  # fmt: skip
+
+
+def test_accepted_dashboard_settings(chart) -> None:
+    chart.validate_schema({"dashboards": {
+        "enabled": True, "label": "example.com/grafana-dashboard", "labelValue": 1, "namespace": "monitoring",
+        "annotations": {"k8s-sidecar-target-directory": "CI"},
+    }})  # fmt: skip
+    chart.validate_schema({"dashboards": {"labelValue": ""}})  # a sidecar matching any value
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +136,7 @@ def test_schema_closes_every_object_of_the_chart() -> None:
         "autoscaling.behavior", "global", "extraEnv[]",
         # maps of strings (additionalProperties: string)
         "serviceAccount.annotations", "service.annotations", "podAnnotations", "podLabels",
-        "nodeSelector", "serviceMonitor.labels",
+        "nodeSelector", "serviceMonitor.labels", "dashboards.annotations",
         # lists of Kubernetes objects
         "tolerations[]", "networkPolicy.grpcFrom[]", "networkPolicy.metricsFrom[]",
         "networkPolicy.egress.extra[]", "serviceMonitor.relabelings[]", "serviceMonitor.metricRelabelings[]",

@@ -48,14 +48,14 @@ app.kubernetes.io/part-of: codepipeline-gateway
 {{- end }}
 
 {{/*
-The gateway image: repository:tag (tag defaults to appVersion), with @digest when one is given.
+The gateway image: repository@digest when a digest is given (the tag is then not used), else
+repository:tag (tag defaults to appVersion).
 */}}
 {{- define "cpgw.image" -}}
-{{- $tag := default .Chart.AppVersion .Values.image.tag }}
 {{- if .Values.image.digest }}
-{{- printf "%s:%s@%s" .Values.image.repository $tag .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
 {{- else }}
-{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 {{- end }}
 
