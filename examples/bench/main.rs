@@ -7,11 +7,14 @@
 //!   the same front directly, at concurrency 1 and 64;
 //! - a Python worker's CPU per call: grpcio through the gateway against boto3 to the front;
 //! - memory: idle, with 10,000 calls in flight, and growth over 1,000,000 calls;
-//! - start-up: process start to health SERVING.
+//! - start-up: process start to health SERVING;
+//! - the job feed against polling workers: idle polls, pickup latency, polls per job, jobs per
+//!   second (`feed.rs`).
 //!
 //! `bash scripts/bench.sh` builds in release mode and runs it; `--smoke` runs every part for
 //! seconds only, to keep the harness working (CI runs that, and asserts nothing on timings).
 
+mod feed;
 mod floor;
 
 use std::{
@@ -58,6 +61,7 @@ enum Part {
     Latency,
     WorkerCpu,
     Memory,
+    Feed,
 }
 
 #[derive(Subcommand)]
@@ -84,6 +88,10 @@ struct Sizes {
     in_flight: usize,
     long_run_calls: u64,
     startups: usize,
+    feed_workers: usize,
+    feed_idle: Duration,
+    feed_pickup_jobs: usize,
+    feed_backlog_jobs: usize,
 }
 
 impl Sizes {
@@ -98,6 +106,10 @@ impl Sizes {
                 in_flight: 500,
                 long_run_calls: 20_000,
                 startups: 2,
+                feed_workers: 4,
+                feed_idle: Duration::from_secs(2),
+                feed_pickup_jobs: 3,
+                feed_backlog_jobs: 20,
             }
         } else {
             Self {
@@ -109,6 +121,10 @@ impl Sizes {
                 in_flight: 10_000,
                 long_run_calls: 1_000_000,
                 startups: 10,
+                feed_workers: 20,
+                feed_idle: Duration::from_secs(20),
+                feed_pickup_jobs: 40,
+                feed_backlog_jobs: 400,
             }
         }
     }
@@ -845,6 +861,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if runs(Part::Memory) {
         memory(&args, &sizes, &mut rows).await?;
+    }
+    if runs(Part::Feed) {
+        feed::feed(&args, &sizes, &mut rows).await?;
     }
     print_table(&rows, args.smoke);
     Ok(())

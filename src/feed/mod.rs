@@ -158,6 +158,21 @@ impl Feeds {
         }
     }
 
+    /// A job was acknowledged with the unary AcknowledgeJob: if a feed of this process holds
+    /// it, it is taken and never delivered again. (A feed on another replica cannot know.)
+    pub fn taken_elsewhere(&self, job_id: &str) {
+        let feeds: Vec<Arc<Shared>> = self
+            .feeds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for feed in feeds {
+            feed.lock().taken_elsewhere(job_id);
+        }
+    }
+
     /// Removes `shared` if it has no subscriber: its poller is ending. `false` when a subscriber
     /// came in the meantime.
     fn retire(&self, shared: &Arc<Shared>) -> bool {

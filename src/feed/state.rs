@@ -432,6 +432,13 @@ impl FeedState {
         }
     }
 
+    /// A job was acknowledged outside the feed (a unary AcknowledgeJob with the nonce it was
+    /// delivered with): whoever holds it here, it is taken, and is never delivered again.
+    pub fn taken_elsewhere(&mut self, job_id: &str) {
+        self.leases.remove(job_id);
+        self.waiting.retain(|waiting| waiting.job.id != job_id);
+    }
+
     /// Ends every subscriber's stream with `status`; every job still here is dropped.
     pub fn end(&mut self, status: &Status) {
         for subscriber in self.subscribers.values() {
@@ -607,6 +614,22 @@ mod tests {
         feed.deliver(Instant::now());
         feed.grant(a_id, 1).unwrap();
         assert_eq!(feed.credit(), 3);
+    }
+
+    #[test]
+    fn a_job_acknowledged_outside_the_feed_is_never_delivered_again() {
+        let now = Instant::now();
+        let mut feed = FeedState::new(ACK, WINDOW);
+        let (a_id, mut a) = subscriber(&mut feed, 1);
+        let (_b_id, mut b) = subscriber(&mut feed, 1);
+        feed.offer(vec![job("j")], now);
+        feed.deliver(now);
+        assert_eq!(received(&mut a), ["j"]);
+        feed.taken_elsewhere("j");
+        feed.unsubscribe(a_id);
+        feed.expire(now + ACK);
+        feed.deliver(now + ACK);
+        assert!(received(&mut b).is_empty());
     }
 
     #[test]

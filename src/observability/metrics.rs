@@ -188,6 +188,17 @@ pub enum FeedJob {
 }
 
 impl FeedJob {
+    /// Every event.
+    pub const ALL: [Self; 7] = [
+        Self::Delivered,
+        Self::Redelivered,
+        Self::Acknowledged,
+        Self::LostStale,
+        Self::LostRefused,
+        Self::LostReplaced,
+        Self::LostFeedEnded,
+    ];
+
     /// The `event` label value.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -571,6 +582,15 @@ impl Metrics {
             "Clients in the token file in force",
             metrics.token_file_clients.clone(),
         );
+        for reason in [
+            ConnectionClosed::HandshakeTimeout,
+            ConnectionClosed::Idle,
+            ConnectionClosed::Undelivered,
+        ] {
+            let _ = metrics
+                .connections_closed
+                .get_or_create(&ConnectionClosedLabels { reason });
+        }
         Arc::new(metrics)
     }
 
@@ -619,6 +639,20 @@ impl Metrics {
         let labels = FeedLabels {
             feed: label.clone(),
         };
+        // Every series of the feed exists from its start, at zero, as go-grpc-prometheus
+        // initialises its own: a rate over them works before the first event.
+        for outcome in [FeedPoll::Jobs, FeedPoll::Empty, FeedPoll::Failed] {
+            let _ = self.feed_polls.get_or_create(&FeedPollLabels {
+                feed: label.clone(),
+                outcome,
+            });
+        }
+        for event in FeedJob::ALL {
+            let _ = self.feed_jobs.get_or_create(&FeedJobLabels {
+                feed: label.clone(),
+                event,
+            });
+        }
         FeedMetrics {
             subscribers: self.feed_subscribers.get_or_create(&labels).clone(),
             credit: self.feed_credit.get_or_create(&labels).clone(),

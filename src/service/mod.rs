@@ -135,6 +135,8 @@ impl pb::job_worker_service_server::JobWorkerService for JobWorker {
                 self.upstream.acknowledge_job(input),
             )
             .await?;
+        // A job a feed delivered, taken with the unary call instead of on the stream.
+        self.feeds.taken_elsewhere(job_id.as_str());
         Ok(Response::new(pb::AcknowledgeJobResponse {
             status: status.to_pb().into(),
         }))

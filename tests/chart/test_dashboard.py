@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -583,6 +584,21 @@ def burst(gateway: Gateway, token: str, *, calls: int = 4, rounds: int = 5) -> l
     pytest.fail(f"{rounds} bursts of {calls} calls at once were never rate-limited")
 
 
+def open_job_stream(gateway: Gateway, token: str) -> None:
+    """A StreamJobs subscription held open for a second, so the feed starts and polls."""
+    subscription = {"subscription": {"actionTypeId": DEMO_POLL["actionTypeId"], "maxOutstandingJobs": 1}}
+    args = gateway.call_args(f"{JOB_WORKER}/StreamJobs", subscription, token)
+    args[args.index("-d") + 1] = "@"
+    process = subprocess.Popen(
+        gateway.grpcurl_command(*args), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    process.stdin.write(json.dumps(subscription) + "\n")
+    process.stdin.flush()
+    time.sleep(1)
+    out, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, out
+
+
 def drive_calls(gateway: Gateway) -> None:
     """Calls that make the gateway's labelled series appear: accepted ones, upstream calls, each
     kind of refusal. A new metric that appears only after some call needs that call here."""
@@ -591,6 +607,7 @@ def drive_calls(gateway: Gateway) -> None:
     call(gateway, "PollForJobs", DEMO_POLL, None, "Unauthenticated")  # missing_credentials
     call(gateway, "PollForJobs", DEMO_POLL, "not-a-client-token", "Unauthenticated")  # invalid_token
     call(gateway, "GetJobDetails", {"jobId": job["id"]}, WORKERS_TOKEN, "PermissionDenied")  # forbidden
+    open_job_stream(gateway, WORKERS_TOKEN)  # the job feed's series
     # The upstream budget (one PollForJobs a second for everyone), then the paced client's own rate.
     assert any("operation:PollForJobs" in out for out in burst(gateway, WORKERS_TOKEN))
     for _ in range(5):

@@ -232,3 +232,32 @@ fn the_import_reader_sees_plain_and_grouped_paths() {
     let found: Vec<String> = imports(code).into_iter().collect();
     assert_eq!(found, ["api", "limits", "upstream"]);
 }
+
+#[test]
+fn the_charts_allowed_rpcs_are_the_methods_a_token_file_may_name() {
+    use codepipeline_gateway::api::{Api, Method};
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(ROOT).join("helm/codepipeline-gateway/values.schema.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let names = &schema["properties"]["auth"]["properties"]["clients"]["items"]["properties"]["allowedRpcs"]
+        ["items"]["anyOf"][0]["enum"];
+    let charted: BTreeSet<&str> = names
+        .as_array()
+        .expect("the allowedRpcs enum")
+        .iter()
+        .filter_map(|name| name.as_str())
+        .collect();
+    let served: BTreeSet<&str> = std::iter::once("*")
+        .chain(
+            Method::ALL
+                .into_iter()
+                .filter(|m| matches!(m.api(), Api::JobWorker | Api::EmulatorAdmin))
+                .map(Method::name),
+        )
+        .collect();
+    assert_eq!(charted, served);
+}
