@@ -3,6 +3,9 @@
 #   Debian packages  Go 1.19, grpc-go, golang/protobuf 1.5, genproto (errdetails), protoc with
 #                    protoc-gen-go and protoc-gen-go-grpc: for the Go worker only (GOPATH mode,
 #                    offline). The Rust build never needs protoc.
+#                    A JDK, grpc-java 1.41 with Netty (and netty-tcnative, for TLS), protobuf-java,
+#                    the google.rpc protos for Java and the grpc-java protoc plugin: for the Java
+#                    worker (javac against the jars in /usr/share/java, offline).
 #   .tools/venv      grpcio-status and googleapis-common-protos (google.rpc details), on top of
 #                    what scripts/install-test-tools.sh installs (run first: grpcio, grpcio-tools,
 #                    pytest, grpcurl, buf)
@@ -21,6 +24,19 @@ APT_PACKAGES=(
   protoc-gen-go-grpc
   protobuf-compiler
   libprotobuf-dev
+  default-jdk-headless
+  libgrpc-java
+  protobuf-compiler-grpc-java-plugin
+  libprotobuf-java
+  libgoogle-common-protos-java
+  libguava-java
+  libnetty-java
+  libnetty-tcnative-java
+  libperfmark-java
+  libgoogle-gson-java
+  libgeronimo-annotation-1.3-spec-java
+  libjsr305-java
+  liberror-prone-java
 )
 PYTHON_PINS=(
   grpcio-status==1.85.3
@@ -45,6 +61,8 @@ tools_work() {
   command -v go >/dev/null && command -v protoc >/dev/null &&
     command -v protoc-gen-go >/dev/null && command -v protoc-gen-go-grpc >/dev/null &&
     [[ -d /usr/share/gocode/src/google.golang.org/grpc && -d /usr/share/gocode/src/google.golang.org/genproto/googleapis/rpc/errdetails ]] &&
+    command -v java >/dev/null && command -v javac >/dev/null && command -v jar >/dev/null &&
+    bash examples/workers/java/build.sh --check 2>/dev/null &&
     "$VENV/bin/python" -c 'import grpc_status, google.rpc.error_details_pb2' 2>/dev/null &&
     (cd "$NODE_PREFIX" && node -e 'for (const m of ["@grpc/grpc-js", "@grpc/proto-loader", "protobufjs", "google-proto-files"]) require.resolve(m)') 2>/dev/null
 }
@@ -79,4 +97,4 @@ if ! tools_work; then
   exit 1
 fi
 echo "$wanted_stamp" >"$STAMP"
-echo "worker tools ready: $(go version), $(protoc --version), node $(node --version)"
+echo "worker tools ready: $(go version), $(protoc --version), node $(node --version), $(javac -version 2>&1)"

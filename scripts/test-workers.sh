@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# The polyglot-worker suites (tests/workers): the example workers in Python, Go and Node sharing
-# one job pool behind the gateway, each worker's retry / drop / token / TLS / SIGTERM behaviour,
-# grpcurl, buf curl and grpcio conformance with error details, and the proto contract (buf lint,
-# buf breaking against proto-released/). Installs what it needs first; runs the debug binary
-# (GATEWAY_BIN overrides it), so `cargo build` must have run.
+# The polyglot-worker suites (tests/workers): the example workers in Python, Go, Node and Java
+# sharing one job pool behind the gateway, each worker's retry / drop / token / TLS / SIGTERM
+# behaviour, grpcurl, buf curl and grpcio conformance with error details, and the proto contract
+# (buf lint, buf breaking against proto-released/). Installs what it needs first; runs the debug
+# binary (GATEWAY_BIN overrides it), so `cargo build` must have run.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

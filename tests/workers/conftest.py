@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import grpc
@@ -52,17 +53,22 @@ def pb(tmp_path_factory) -> SimpleNamespace:
 
 @pytest.fixture(scope="session")
 def worker_commands(tmp_path_factory) -> dict[str, WorkerCommand]:
-    """Each example worker, built by its own build script (Python and Go) into a temporary dir."""
-    for tool in ("go", "protoc", "node"):
+    """Each example worker, built once per session by its own build script (Python, Go and Java,
+    side by side): Python and Go into a temporary dir (Go with its build cache in .tools), Java
+    into .tools/workers/java, where a jar built from the same inputs is kept from run to run."""
+    for tool in ("go", "protoc", "node", "java", "javac", "jar"):
         if shutil.which(tool) is None:
             pytest.fail(f"{tool} is missing: run scripts/install-worker-tools.sh")
     if not NODE_MODULES.joinpath("@grpc/grpc-js").is_dir():
         pytest.fail(f"{NODE_MODULES} has no @grpc/grpc-js: run scripts/install-worker-tools.sh")
     build = tmp_path_factory.mktemp("workers")
 
+    out = {"python": build / "python", "go": build / "go", "java": TOOLS / "workers/java"}
+
     def run_build(language: str) -> str:
+        """Runs the build; returns what it printed last: the PYTHONPATH entry, the binary, the jar."""
         result = subprocess.run(
-            ["bash", str(EXAMPLES / language / "build.sh"), str(build / language)],
+            ["bash", str(EXAMPLES / language / "build.sh"), str(out[language])],
             capture_output=True,
             text=True,
             env={**os.environ, "GOCACHE": str(TOOLS / "go-cache")},
@@ -70,14 +76,19 @@ def worker_commands(tmp_path_factory) -> dict[str, WorkerCommand]:
         assert result.returncode == 0, f"{language} build failed:\n{result.stdout}{result.stderr}"
         return result.stdout.strip().splitlines()[-1]
 
-    python_path = run_build("python")
-    go_binary = run_build("go")
+    with ThreadPoolExecutor(max_workers=len(out)) as pool:
+        python_path, go_binary, java_jar = pool.map(run_build, ("python", "go", "java"))
     return {
         "python": WorkerCommand(
             "python", [str(VENV_PYTHON), str(EXAMPLES / "python/worker.py")], {"PYTHONPATH": python_path}
         ),
         "go": WorkerCommand("go", [go_binary], {}),
         "node": WorkerCommand("node", ["node", str(EXAMPLES / "node/worker.js")], {"NODE_PATH": str(NODE_MODULES)}),
+        # C1 only and the serial GC: about half the JVM's start-up CPU, on a machine that runs
+        # several workers, the gateway and the tests at once.
+        "java": WorkerCommand(
+            "java", ["java", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-jar", java_jar], {}
+        ),
     }
 
 

@@ -1,4 +1,4 @@
-"""The example workers in Python, Go and Node share one job pool behind one gateway, and the
+"""The example workers in Python, Go, Node and Java share one job pool behind one gateway, and the
 emulator's own records prove that every job was done exactly once, as it asked, by one worker."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import grpc
 
-from workers_support import WORKER_READY, BearerToken, Emulator, wait_until
+from workers_support import LANGUAGES, WORKER_READY, BearerToken, Emulator, wait_until
 
 POOL_SIZE = 60
 ALL_DONE_TIMEOUT_SECONDS = 60
@@ -55,8 +55,9 @@ def execution_id_of(job) -> str:
     return job.failure_details.external_execution_id or job.execution_details.external_execution_id
 
 
-def test_python_go_and_node_workers_share_one_pool_and_do_each_job_exactly_once(pb, gateway, emulator, start_worker):
-    slots = {"python": 3, "go": 2, "node": 4}
+def test_workers_of_every_language_share_one_pool_and_do_each_job_exactly_once(pb, gateway, emulator, start_worker):
+    slots = {"python": 3, "go": 2, "node": 4, "java": 3}
+    assert set(slots) == set(LANGUAGES)
     workers = {
         language: start_worker(
             language, f"{language}-worker", GATEWAY_ADDRESS=gateway.address, MAX_IN_FLIGHT=count, POLL_INTERVAL=0.2
@@ -74,7 +75,7 @@ def test_python_go_and_node_workers_share_one_pool_and_do_each_job_exactly_once(
 
     exit_codes = {language: worker.stop() for language, worker in workers.items()}
     logs = "\n".join(f"--- {language} ---\n{worker.output()}" for language, worker in workers.items())
-    assert exit_codes == {"python": 0, "go": 0, "node": 0}, logs
+    assert exit_codes == dict.fromkeys(slots, 0), logs
 
     # Every job, follow-ups included: acknowledged once, one result accepted.
     for job in jobs.values():
@@ -118,7 +119,7 @@ def test_python_go_and_node_workers_share_one_pool_and_do_each_job_exactly_once(
             job_id for job_id, by in done_by.items() if by == language
         }
 
-    # All three languages took part.
+    # Every language took part.
     assert set(done_by.values()) == set(slots), collections.Counter(done_by.values())
 
     # The emulator accepted exactly one result call per job: no worker tried to report a job
@@ -139,7 +140,7 @@ def test_workers_share_a_rate_limited_gateway_by_honouring_retry_info(pb, start_
             start_worker(
                 language, f"{language}-limited", GATEWAY_ADDRESS=gateway.address, MAX_IN_FLIGHT=2, POLL_INTERVAL=0.1
             )
-            for language in ("python", "go", "node")
+            for language in LANGUAGES
         ]
         for worker in workers:  # (ready: its SIGTERM handler is in place)
             worker.wait_for(WORKER_READY)
@@ -161,7 +162,7 @@ def test_workers_ride_out_upstream_throttling_by_honouring_retry_info(pb, start_
             start_worker(
                 language, f"{language}-throttled", GATEWAY_ADDRESS=gateway.address, MAX_IN_FLIGHT=3, POLL_INTERVAL=0.2
             )
-            for language in ("python", "go", "node")
+            for language in LANGUAGES
         ]
         for worker in workers:
             worker.wait_for(WORKER_READY)
@@ -194,15 +195,17 @@ def write_token_file(path: Path, clients: dict[str, str]) -> None:
 
 
 def test_workers_send_their_bearer_token_to_a_gateway_that_requires_one(pb, tmp_path, start_gateway, start_worker):
-    tokens = {name: f"{name}-secret-token-0123456789" for name in ("python", "go", "node", "admin")}
+    tokens = {name: f"{name}-secret-token-0123456789" for name in (*LANGUAGES, "admin")}
     write_token_file(tmp_path / "tokens.json", {f"{name}-client": token for name, token in tokens.items()})
     gateway = start_gateway("--token-file", str(tmp_path / "tokens.json"))
 
     # Without a token each worker is told UNAUTHENTICATED and exits non-zero: a configuration error.
-    for language in ("python", "go", "node"):
-        anonymous = start_worker(language, f"{language}-anonymous", GATEWAY_ADDRESS=gateway.address)
-        assert anonymous.process.wait(timeout=20) != 0, anonymous.output()
-        assert re.search("unauthenticated", anonymous.output(), re.IGNORECASE), anonymous.output()
+    anonymous = [
+        start_worker(language, f"{language}-anonymous", GATEWAY_ADDRESS=gateway.address) for language in LANGUAGES
+    ]
+    for worker in anonymous:
+        assert worker.process.wait(timeout=20) != 0, worker.output()
+        assert re.search("unauthenticated", worker.output(), re.IGNORECASE), worker.output()
 
     with grpc.insecure_channel(gateway.address) as plain:
         emulator = Emulator(pb, grpc.intercept_channel(plain, BearerToken(tokens["admin"])))
@@ -216,7 +219,7 @@ def test_workers_send_their_bearer_token_to_a_gateway_that_requires_one(pb, tmp_
                 MAX_IN_FLIGHT=2,
                 POLL_INTERVAL=0.2,
             )  # fmt: skip
-            for language in ("python", "go", "node")
+            for language in LANGUAGES
         ]
         for worker in workers:  # (ready: its SIGTERM handler is in place)
             worker.wait_for(WORKER_READY)

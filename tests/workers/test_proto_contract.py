@@ -59,7 +59,10 @@ def test_the_proto_has_no_breaking_change_since_the_release():
 
 
 def edited_copy(tmp_path: Path, old: str, new: str) -> Path:
-    """A copy of proto/ with one edit to job_worker.proto."""
+    """A copy of the buf workspace (buf.yaml, proto/ and proto-deps/, whose google.rpc protos
+    job_worker.proto imports) with one edit to job_worker.proto; returns the copy's proto/."""
+    shutil.copy(REPO_ROOT / "buf.yaml", tmp_path / "buf.yaml")
+    shutil.copytree(REPO_ROOT / "proto-deps", tmp_path / "proto-deps")
     copy = tmp_path / "proto"
     shutil.copytree(PROTO, copy)
     path = copy / JOB_WORKER

@@ -36,7 +36,7 @@ WORKER_READY = re.compile(r"polling for \S+ with \d+ slots")
 REPORTED = re.compile(r"(\S+): reported ([0-9a-f-]{36}) (succeeded|failed|continued)")
 WORKER_STOP_TIMEOUT_SECONDS = 20
 
-LANGUAGES = ("python", "go", "node")
+LANGUAGES = ("python", "go", "node", "java")
 
 __all__ = ["GATEWAY_BIN", "GATEWAY_READY", "REPO_ROOT", "RunningBinary"]  # re-exported from tests/clients
 

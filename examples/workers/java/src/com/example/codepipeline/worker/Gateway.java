@@ -1,0 +1,163 @@
+package com.example.codepipeline.worker;
+
+import codepipeline.jobworker.v1.JobWorkerServiceGrpc;
+import codepipeline.jobworker.v1.JobWorkerServiceGrpc.JobWorkerServiceBlockingStub;
+import com.google.protobuf.Any;
+import com.google.protobuf.InvalidProtocolBufferException;
+import com.google.rpc.RetryInfo;
+import io.grpc.ChannelCredentials;
+import io.grpc.Context;
+import io.grpc.Grpc;
+import io.grpc.InsecureChannelCredentials;
+import io.grpc.ManagedChannel;
+import io.grpc.Metadata;
+import io.grpc.Status;
+import io.grpc.StatusRuntimeException;
+import io.grpc.TlsChannelCredentials;
+import io.grpc.protobuf.StatusProto;
+import io.grpc.stub.MetadataUtils;
+import java.io.IOException;
+import java.time.Duration;
+import java.time.Instant;
+import java.util.EnumSet;
+import java.util.Optional;
+import java.util.Set;
+import java.util.concurrent.ThreadLocalRandom;
+import java.util.concurrent.TimeUnit;
+import java.util.function.Function;
+
+/**
+ * The channel to the gateway and its job-worker calls, each retried while the answer is
+ * UNAVAILABLE or RESOURCE_EXHAUSTED: after the wait its google.rpc.RetryInfo asks for, else a
+ * jittered exponential backoff.
+ */
+final class Gateway implements AutoCloseable {
+  static final Duration CALL_TIMEOUT = Duration.ofSeconds(20);
+  /** How long a job's call keeps retrying before the job is given up. */
+  static final Duration JOB_RETRY_BUDGET = Duration.ofMinutes(2);
+
+  static final Duration FIRST_BACKOFF = Duration.ofMillis(200);
+  static final Duration MAX_BACKOFF = Duration.ofSeconds(30);
+
+  /** Worth retrying after a pause: the gateway or CodePipeline is throttling or briefly unreachable. */
+  private static final Set<Status.Code> RETRYABLE =
+      EnumSet.of(Status.Code.UNAVAILABLE, Status.Code.RESOURCE_EXHAUSTED);
+
+  private final ManagedChannel channel;
+  private final JobWorkerServiceBlockingStub stub;
+  private final Log log;
+
+  Gateway(Settings settings, Log log) throws IOException {
+    ChannelCredentials credentials =
+        settings.tlsCa().isPresent()
+            ? TlsChannelCredentials.newBuilder().trustManager(settings.tlsCa().get().toFile()).build()
+            : InsecureChannelCredentials.create();
+    this.channel = Grpc.newChannelBuilder(settings.address(), credentials).build();
+    JobWorkerServiceBlockingStub stub = JobWorkerServiceGrpc.newBlockingStub(channel);
+    if (settings.token().isPresent()) {
+      Metadata headers = new Metadata();
+      headers.put(
+          Metadata.Key.of("authorization", Metadata.ASCII_STRING_MARSHALLER), "Bearer " + settings.token().get());
+      stub = stub.withInterceptors(MetadataUtils.newAttachHeadersInterceptor(headers));
+    }
+    this.stub = stub;
+    this.log = log;
+  }
+
+  /**
+   * One of a job's calls: retried for up to JOB_RETRY_BUDGET, then its last error is thrown. Not
+   * cut short by a stopping worker, so that the jobs in hand are finished.
+   */
+  <T> T call(String rpc, Function<JobWorkerServiceBlockingStub, T> call) {
+    return call(rpc, call, null, Instant.now().plus(JOB_RETRY_BUDGET));
+  }
+
+  /**
+   * A call retried until it succeeds, fails for good, or the worker stops; stopping also cancels
+   * the call in progress (its error is then CANCELLED).
+   */
+  <T> T callUntilStopped(String rpc, Function<JobWorkerServiceBlockingStub, T> call, Stopping stopping) {
+    return call(rpc, call, stopping, Instant.MAX);
+  }
+
+  /** `stopping` is null for a job's calls, which the worker's stopping does not cut short. */
+  private <T> T call(
+      String rpc, Function<JobWorkerServiceBlockingStub, T> call, Stopping stopping, Instant giveUpAt) {
+    Duration backoff = FIRST_BACKOFF;
+    while (true) {
+      StatusRuntimeException error;
+      Context previous = stopping == null ? null : stopping.context().attach();
+      try {
+        return call.apply(stub.withDeadlineAfter(CALL_TIMEOUT.toMillis(), TimeUnit.MILLISECONDS));
+      } catch (StatusRuntimeException e) {
+        error = e;
+      } finally {
+        if (stopping != null) {
+          stopping.context().detach(previous);
+        }
+      }
+      Status.Code code = error.getStatus().getCode();
+      if (!RETRYABLE.contains(code)) {
+        throw error;
+      }
+      Duration wait = retryDelay(error).orElse(null);
+      if (wait == null) {
+        wait = Duration.ofNanos(ThreadLocalRandom.current().nextLong(backoff.toNanos()));
+        backoff = backoff.multipliedBy(2);
+        if (backoff.compareTo(MAX_BACKOFF) > 0) {
+          backoff = MAX_BACKOFF;
+        }
+      }
+      if (Instant.now().plus(wait).isAfter(giveUpAt) || (stopping != null && stopping.isSet())) {
+        throw error;
+      }
+      log.info("%s answered %s; retrying in %d ms", rpc, code, wait.toMillis());
+      if (stopping != null ? stopping.await(wait) : sleep(wait)) {
+        throw error; // the worker stopped while this call waited
+      }
+    }
+  }
+
+  /** Sleeps for `wait`; true when interrupted. */
+  private static boolean sleep(Duration wait) {
+    try {
+      TimeUnit.NANOSECONDS.sleep(wait.toNanos());
+      return false;
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+      return true;
+    }
+  }
+
+  /** The wait a google.rpc.RetryInfo in the status details (grpc-status-details-bin) asks for. */
+  static Optional<Duration> retryDelay(StatusRuntimeException error) {
+    com.google.rpc.Status status = StatusProto.fromThrowable(error);
+    if (status == null) {
+      return Optional.empty();
+    }
+    for (Any detail : status.getDetailsList()) {
+      if (detail.is(RetryInfo.class)) {
+        try {
+          com.google.protobuf.Duration delay = detail.unpack(RetryInfo.class).getRetryDelay();
+          return Optional.of(Duration.ofSeconds(delay.getSeconds(), delay.getNanos()));
+        } catch (InvalidProtocolBufferException e) {
+          return Optional.empty();
+        }
+      }
+    }
+    return Optional.empty();
+  }
+
+  @Override
+  public void close() {
+    channel.shutdown();
+    try {
+      if (!channel.awaitTermination(5, TimeUnit.SECONDS)) {
+        channel.shutdownNow();
+      }
+    } catch (InterruptedException e) {
+      channel.shutdownNow();
+      Thread.currentThread().interrupt();
+    }
+  }
+}
