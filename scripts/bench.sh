@@ -13,6 +13,10 @@ if ! command -v h2load >/dev/null; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nghttp2-client >/dev/null
 fi
+if ! command -v redis-server >/dev/null; then
+  echo "installing redis-server"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+fi
 bash scripts/install-test-tools.sh
 
 cargo build --release --locked --bin codepipeline-gateway --example bench

@@ -42,6 +42,37 @@ pub struct LogArgs {
     pub log: String,
 }
 
+/// Where rate limits are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RateLimitBackend {
+    /// In this process: each gateway process has its own.
+    Memory,
+    /// In Redis: shared by every gateway process using it.
+    Redis,
+}
+
+/// A Redis URL; it may carry a password, so it is never shown.
+#[derive(Clone)]
+pub struct RedisUrl(pub String);
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RedisUrl(<redacted>)")
+    }
+}
+
+impl std::str::FromStr for RedisUrl {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, String> {
+        if value.starts_with("redis://") || value.starts_with("rediss://") {
+            Ok(Self(value.to_owned()))
+        } else {
+            Err("a Redis URL starts with redis:// or rediss://".to_owned())
+        }
+    }
+}
+
 /// Where `serve` forwards calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum UpstreamKind {
@@ -125,6 +156,38 @@ pub struct LimitArgs {
     /// Calls each client may make at once after a quiet period.
     #[arg(long, env = "CPGW_RATE_LIMIT_BURST", default_value = "100")]
     pub rate_limit_burst: NonZeroU32,
+    /// Where rate limits (per client, and the per-operation upstream budget) are kept: in this
+    /// process, or in Redis, shared by every gateway process using it.
+    #[arg(long, env = "CPGW_RATE_LIMIT_BACKEND", value_enum, default_value_t = RateLimitBackend::Memory)]
+    pub rate_limit_backend: RateLimitBackend,
+    /// The Redis of `--rate-limit-backend redis`: `redis://[:password@]host:port[/db]`, or
+    /// `rediss://...` for TLS.
+    #[arg(
+        long,
+        env = "CPGW_REDIS_URL",
+        required_if_eq("rate_limit_backend", "redis"),
+        hide_env_values = true
+    )]
+    pub redis_url: Option<RedisUrl>,
+    /// A file holding the Redis password (a mounted Secret), when the URL carries none.
+    #[arg(long, env = "CPGW_REDIS_PASSWORD_FILE")]
+    pub redis_password_file: Option<PathBuf>,
+    /// Every Redis key the gateway writes starts with this; gateways sharing a prefix share
+    /// their limits.
+    #[arg(
+        long,
+        env = "CPGW_REDIS_KEY_PREFIX",
+        default_value = "codepipeline-gateway:"
+    )]
+    pub redis_key_prefix: String,
+    /// How long a rate-limit check may wait for Redis before the limits fall back to this
+    /// process's own.
+    #[arg(long, env = "CPGW_REDIS_TIMEOUT", default_value = "25ms", value_parser = humantime::parse_duration)]
+    pub redis_timeout: Duration,
+    /// While Redis does not answer, refuse job-worker calls (UNAVAILABLE) instead of falling
+    /// back to this process's own limits.
+    #[arg(long, env = "CPGW_RATE_LIMIT_FAIL_CLOSED")]
+    pub rate_limit_fail_closed: bool,
     /// Calls per second per CodePipeline operation over all clients, protecting the account's
     /// quota. Unset: no account-wide budget.
     #[arg(long, env = "CPGW_UPSTREAM_RATE_LIMIT_PER_SECOND")]

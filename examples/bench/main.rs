@@ -9,13 +9,15 @@
 //! - memory: idle, with 10,000 calls in flight, and growth over 1,000,000 calls;
 //! - start-up: process start to health SERVING;
 //! - the job feed against polling workers: idle polls, pickup latency, polls per job, jobs per
-//!   second (`feed.rs`).
+//!   second (`feed.rs`);
+//! - rate limits in Redis against in memory: throughput and added latency (`limits.rs`).
 //!
 //! `bash scripts/bench.sh` builds in release mode and runs it; `--smoke` runs every part for
 //! seconds only, to keep the harness working (CI runs that, and asserts nothing on timings).
 
 mod feed;
 mod floor;
+mod limits;
 
 use std::{
     io::{BufRead, BufReader},
@@ -62,6 +64,7 @@ enum Part {
     WorkerCpu,
     Memory,
     Feed,
+    RateLimits,
 }
 
 #[derive(Subcommand)]
@@ -864,6 +867,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if runs(Part::Feed) {
         feed::feed(&args, &sizes, &mut rows).await?;
+    }
+    if runs(Part::RateLimits) {
+        limits::rate_limit_backends(&args, &sizes, &mut rows).await?;
     }
     print_table(&rows, args.smoke);
     Ok(())

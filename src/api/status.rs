@@ -265,6 +265,8 @@ pub enum Refusal {
     },
     /// The gateway is shutting down: reconnect (to another replica).
     Draining,
+    /// The shared rate limits cannot be reached and the gateway fails closed.
+    LimitsUnavailable,
     /// A request message is over the size limit.
     MessageTooLarge {
         /// The limit, in bytes.
@@ -534,6 +536,15 @@ impl From<Refusal> for Status {
                 (
                     Code::Unavailable,
                     "the gateway is shutting down; open the stream again (on another replica)"
+                        .to_owned(),
+                )
+            }
+            Refusal::LimitsUnavailable => {
+                details.set_error_info("RATE_LIMITS_UNAVAILABLE", GATEWAY_DOMAIN, HashMap::new());
+                details.set_retry_info(Some(UPSTREAM_RETRY_AFTER));
+                (
+                    Code::Unavailable,
+                    "the shared rate limits cannot be reached and this gateway fails closed; retry later"
                         .to_owned(),
                 )
             }

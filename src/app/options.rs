@@ -4,18 +4,18 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 
 use super::{connections::ConnectionLimits, tls::TlsFiles};
 use crate::{
     aws::SdkSettings,
-    config::{AwsArgs, EmulatorArgs, EngineArgs, ServeArgs, UpstreamKind},
+    config::{AwsArgs, EmulatorArgs, EngineArgs, RateLimitBackend, ServeArgs, UpstreamKind},
     emulator::{
         EmulatorConfig,
         front::{FrontConfig, StaticCredentials},
     },
     feed::FeedConfig,
-    limits::Rate,
+    limits::{Rate, SharedRatesConfig},
 };
 
 /// The token file and how often it is checked for changes.
@@ -56,6 +56,8 @@ pub struct GatewayOptions {
     pub client_rate: Rate,
     /// The account-wide budget per upstream operation.
     pub upstream_rate: Option<Rate>,
+    /// Where the rates are kept: Redis, or (`None`) this process.
+    pub shared_rates: Option<SharedRatesConfig>,
     /// Calls handled at once over all connections.
     pub max_concurrent_calls: usize,
     /// Largest request message, in bytes.
@@ -136,6 +138,20 @@ impl GatewayOptions {
                     per_second,
                     burst: limits.upstream_rate_limit_burst.unwrap_or(per_second),
                 }),
+            shared_rates: match limits.rate_limit_backend {
+                RateLimitBackend::Memory => None,
+                RateLimitBackend::Redis => Some(SharedRatesConfig {
+                    url: limits
+                        .redis_url
+                        .clone()
+                        .context("--rate-limit-backend redis needs --redis-url")?
+                        .0,
+                    password_file: limits.redis_password_file.clone(),
+                    key_prefix: limits.redis_key_prefix.clone(),
+                    timeout: limits.redis_timeout,
+                    fail_closed: limits.rate_limit_fail_closed,
+                }),
+            },
             max_concurrent_calls: limits.max_concurrent_calls as usize,
             max_message_size: limits.max_message_size as usize,
             max_concurrent_calls_per_client: limits.max_concurrent_calls_per_client,

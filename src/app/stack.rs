@@ -19,13 +19,16 @@ use crate::{
     auth::{Authenticator, TokenStore},
     emulator::{Emulator, admin::AdminService},
     feed::Feeds,
-    limits::{ClientConcurrency, ClientLimits, LimitClock, UpstreamBudget},
+    limits::{
+        ClientConcurrency, ClientLimits, LimitClock, RateLimits, SharedRates, UpstreamBudget,
+    },
     middleware::{
         authenticate::Authenticate, client_concurrency::ClientConcurrencyLayer,
         deadline::DeadlineLayer, grpc_only::GrpcOnly, instrument::InstrumentLayer,
-        load_shed::LoadShedLayer, message_size::MessageSizeLayer, panic, rate_limit::RateLimit,
+        load_shed::LoadShedLayer, message_size::MessageSizeLayer, panic,
+        rate_limit::RateLimitLayer,
     },
-    observability::Metrics,
+    observability::{Metrics, metrics::RateLimitBackendLabels},
     pb::{self, jobworker::job_worker_service_server::JobWorkerServiceServer},
     service::{JobWorker, StreamLimits},
     upstream::Upstream,
@@ -81,12 +84,26 @@ pub(super) async fn start_gateway(
         options.reflection_requires_auth,
         metrics.clone(),
     );
-    let client_limits = Arc::new(ClientLimits::new(
-        options.client_rate,
-        clock.clone(),
-        metrics.clone(),
-    ));
-    let upstream_budget = UpstreamBudget::new(options.upstream_rate, clock, metrics.clone());
+    let rates = Arc::new(match &options.shared_rates {
+        None => RateLimits::local(clock, metrics.clone()),
+        Some(config) => RateLimits::shared(
+            SharedRates::connect(config.clone(), metrics.clone())?,
+            clock,
+            metrics.clone(),
+        ),
+    });
+    let backend = if options.shared_rates.is_some() {
+        "redis"
+    } else {
+        metrics.rate_limit_backend_up.set(1);
+        "memory"
+    };
+    metrics
+        .rate_limit_backend
+        .get_or_create(&RateLimitBackendLabels { backend })
+        .set(1);
+    let client_limits = Arc::new(ClientLimits::new(options.client_rate, rates.clone()));
+    let upstream_budget = UpstreamBudget::new(options.upstream_rate, rates);
     let client_concurrency =
         ClientConcurrency::new(options.max_concurrent_calls_per_client, metrics.clone());
     let (keepalive_interval, keepalive_timeout) = options.http2_keepalive;
@@ -128,9 +145,7 @@ pub(super) async fn start_gateway(
         .layer(ClientConcurrencyLayer::new(Arc::new(client_concurrency)))
         // Per-client rates, keyed by the identity auth established. (The per-operation upstream
         // budget is spent by the handler, once the call is known to be valid.)
-        .layer(ValidateRequestHeaderLayer::custom(RateLimit::new(
-            client_limits.clone(),
-        )))
+        .layer(RateLimitLayer::new(client_limits.clone()))
         // A call unanswered at its deadline (its body never came, say) answers DEADLINE_EXCEEDED.
         .layer(DeadlineLayer)
         // Oversized request messages are refused from their frame header, before buffering.

@@ -162,7 +162,7 @@ fn jittered(wait: Duration) -> Duration {
 /// One poll for up to `asked` jobs, within the upstream budget.
 async fn poll(feeds: &Feeds, shared: &Shared, asked: u32) -> Polled {
     let metrics = &shared.metrics;
-    if let Err(refused) = feeds.budget.spend(Operation::PollForJobs) {
+    if let Err(refused) = feeds.budget.spend(Operation::PollForJobs).await {
         metrics.poll(FeedPoll::Failed);
         return Polled::RetryAfter(retry_delay(&refused));
     }

@@ -4,43 +4,35 @@
 
 use std::sync::Arc;
 
-use enum_map::EnumMap;
 use tonic::Status;
 
-use super::{LimitClock, Limiter, Rate, limiter, refused};
-use crate::{api::LimitScope, observability::Metrics, upstream::Operation};
+use super::{LimitKey, Rate, RateLimits};
+use crate::upstream::Operation;
 
-/// The budget: one limiter per operation, when a budget is set.
+/// The budget: one rate per operation, when a budget is set.
 pub struct UpstreamBudget {
-    per_operation: Option<EnumMap<Operation, Limiter>>,
-    clock: LimitClock,
-    metrics: Arc<Metrics>,
+    rate: Option<Rate>,
+    rates: Arc<RateLimits>,
 }
 
 impl UpstreamBudget {
-    /// Each operation may be called upstream at `rate`; no limit when `None`.
-    pub fn new(rate: Option<Rate>, clock: LimitClock, metrics: Arc<Metrics>) -> Self {
-        Self {
-            per_operation: rate.map(|rate| EnumMap::from_fn(|_| limiter(rate, &clock))),
-            clock,
-            metrics,
-        }
+    /// Each operation may be called upstream at `rate`; no limit when `None`. The rates are kept
+    /// by `rates`.
+    pub fn new(rate: Option<Rate>, rates: Arc<RateLimits>) -> Self {
+        Self { rate, rates }
     }
 
     /// Takes one call of `operation` from the budget, or answers RESOURCE_EXHAUSTED.
-    pub fn spend(&self, operation: Operation) -> Result<(), Status> {
-        let Some(per_operation) = &self.per_operation else {
+    pub async fn spend(&self, operation: Operation) -> Result<(), Status> {
+        let Some(rate) = self.rate else {
             return Ok(());
         };
-        per_operation[operation].check().map_err(|not_until| {
-            refused(
-                &self.metrics,
-                &self.clock,
-                LimitScope::Upstream,
-                format!("operation:{operation}"),
-                not_until,
-            )
-        })
+        let key = LimitKey::Operation(operation);
+        let verdict = match self.rates.check_now(&key, rate) {
+            Some(verdict) => verdict,
+            None => self.rates.check(&key, rate).await,
+        };
+        self.rates.answer(&key, verdict)
     }
 }
 
@@ -52,6 +44,7 @@ mod tests {
     use tonic_types::StatusExt;
 
     use super::*;
+    use crate::{limits::LimitClock, observability::Metrics};
 
     fn budget(rate: Option<(u32, u32)>) -> (UpstreamBudget, FakeRelativeClock) {
         let clock = FakeRelativeClock::default();
@@ -59,16 +52,16 @@ mod tests {
             per_second: NonZeroU32::new(per_second).unwrap(),
             burst: NonZeroU32::new(burst).unwrap(),
         });
-        let budget = UpstreamBudget::new(rate, LimitClock::Fake(clock.clone()), Metrics::new());
-        (budget, clock)
+        let rates = RateLimits::local(LimitClock::Fake(clock.clone()), Metrics::new());
+        (UpstreamBudget::new(rate, Arc::new(rates)), clock)
     }
 
-    #[test]
-    fn the_upstream_budget_is_per_operation() {
+    #[tokio::test]
+    async fn the_upstream_budget_is_per_operation() {
         let (budget, clock) = budget(Some((1, 2)));
-        budget.spend(Operation::AcknowledgeJob).unwrap();
-        budget.spend(Operation::AcknowledgeJob).unwrap();
-        let status = budget.spend(Operation::AcknowledgeJob).unwrap_err();
+        budget.spend(Operation::AcknowledgeJob).await.unwrap();
+        budget.spend(Operation::AcknowledgeJob).await.unwrap();
+        let status = budget.spend(Operation::AcknowledgeJob).await.unwrap_err();
         assert_eq!(status.code(), tonic::Code::ResourceExhausted);
         assert_eq!(
             status.get_details_quota_failure().unwrap().violations[0].subject,
@@ -76,18 +69,20 @@ mod tests {
         );
         budget
             .spend(Operation::PollForJobs)
+            .await
             .expect("another operation has its own budget");
         clock.advance(Duration::from_secs(1));
         budget
             .spend(Operation::AcknowledgeJob)
+            .await
             .expect("a second refills one call");
     }
 
-    #[test]
-    fn no_upstream_budget_means_no_limit() {
+    #[tokio::test]
+    async fn no_upstream_budget_means_no_limit() {
         let (budget, _clock) = budget(None);
         for _ in 0..1000 {
-            budget.spend(Operation::PutJobSuccessResult).unwrap();
+            budget.spend(Operation::PutJobSuccessResult).await.unwrap();
         }
     }
 }

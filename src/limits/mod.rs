@@ -3,34 +3,42 @@
 //! each upstream operation ([`budget`]), spent by the handler once a call is valid and about to
 //! go upstream.
 //!
-//! The rates are GCRA limiters (the `governor` crate) on one [`LimitClock`], shared by every
-//! connection behind an `Arc`, so a client cannot escape its rate by opening more connections.
+//! The rates are GCRA limiters kept by one [`RateLimits`]: in this process ([`local`], the
+//! `governor` crate on one [`LimitClock`]), or in Redis ([`shared`]) so that every gateway process
+//! sharing it enforces one rate, with the local limiters as the fallback while Redis does not
+//! answer. Either way they are shared by every connection behind an `Arc`, so a client cannot
+//! escape its rate by opening more connections.
 
 pub mod budget;
 pub mod clients;
 pub mod concurrency;
+pub mod local;
+pub mod shared;
 
 use std::{
+    fmt,
     num::NonZeroU32,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use governor::{
-    NotUntil, Quota, RateLimiter,
+    Quota,
     clock::{Clock, FakeRelativeClock},
-    middleware::NoOpMiddleware,
     nanos::Nanos,
-    state::{InMemoryState, NotKeyed},
 };
 use tonic::Status;
 
 pub use budget::UpstreamBudget;
 pub use clients::ClientLimits;
 pub use concurrency::ClientConcurrency;
+pub use local::LocalRates;
+pub use shared::{SharedRates, SharedRatesConfig};
 
 use crate::{
     api::{LimitScope, Refusal},
     observability::{Metrics, metrics::RateLimitedLabels},
+    upstream::Operation,
 };
 
 /// A sustained rate with a burst allowance.
@@ -46,10 +54,53 @@ impl Rate {
     fn quota(self) -> Quota {
         Quota::per_second(self.per_second).allow_burst(self.burst)
     }
+
+    /// The time one call's share of the rate takes: GCRA's emission interval.
+    fn emission_interval(self) -> Duration {
+        Duration::from_secs(1) / self.per_second.get()
+    }
 }
 
-/// The time source of every limiter: the process's monotonic clock, or, in tests, a fake one
-/// that moves only when told to, so a limit can be proved without racing a refill.
+/// What a rate limits: one client, or one upstream operation over all clients.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum LimitKey {
+    /// A client's own rate.
+    Client(Arc<str>),
+    /// An operation's share of the AWS account's quota.
+    Operation(Operation),
+}
+
+impl fmt::Display for LimitKey {
+    /// The key as refusals name it (`client:<id>`, `operation:<Operation>`), and as Redis keys
+    /// end.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Client(id) => write!(f, "client:{id}"),
+            Self::Operation(operation) => write!(f, "operation:{operation}"),
+        }
+    }
+}
+
+impl LimitKey {
+    fn scope(&self) -> LimitScope {
+        match self {
+            Self::Client(_) => LimitScope::Client,
+            Self::Operation(_) => LimitScope::Upstream,
+        }
+    }
+}
+
+/// Why a rate refused a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limited {
+    /// Over the rate: the next call would be let through after this long.
+    Over(Duration),
+    /// The shared limits cannot be reached and the gateway fails closed.
+    Unavailable,
+}
+
+/// The time source of the local limiters: the process's monotonic clock, or, in tests, a fake
+/// one that moves only when told to, so a limit can be proved without racing a refill.
 #[derive(Debug, Clone)]
 pub enum LimitClock {
     /// Real time, counted from when the clock was made.
@@ -82,30 +133,69 @@ impl Clock for LimitClock {
     }
 }
 
-/// One GCRA limiter on the gateway's clock.
-type Limiter = RateLimiter<NotKeyed, InMemoryState, LimitClock, NoOpMiddleware<Nanos>>;
-
-fn limiter(rate: Rate, clock: &LimitClock) -> Limiter {
-    RateLimiter::direct_with_clock(rate.quota(), clock.clone())
+/// Every rate the gateway enforces, kept in this process or in Redis.
+pub struct RateLimits {
+    local: LocalRates,
+    shared: Option<Arc<SharedRates>>,
+    metrics: Arc<Metrics>,
 }
 
-/// RESOURCE_EXHAUSTED for a call over a limit of `scope`, counted.
-fn refused(
-    metrics: &Metrics,
-    clock: &LimitClock,
-    scope: LimitScope,
-    subject: String,
-    not_until: NotUntil<Nanos>,
-) -> Status {
-    metrics
-        .rate_limited
-        .get_or_create(&RateLimitedLabels { scope })
-        .inc();
-    let retry_after: Duration = not_until.wait_time_from(clock.now());
-    Refusal::RateLimited {
-        scope,
-        subject,
-        retry_after,
+impl RateLimits {
+    /// Rates kept in this process only.
+    pub fn local(clock: LimitClock, metrics: Arc<Metrics>) -> Self {
+        Self {
+            local: LocalRates::new(clock),
+            shared: None,
+            metrics,
+        }
     }
-    .into()
+
+    /// Rates kept in Redis, with this process's own as the fallback.
+    pub fn shared(shared: Arc<SharedRates>, clock: LimitClock, metrics: Arc<Metrics>) -> Self {
+        Self {
+            local: LocalRates::new(clock),
+            shared: Some(shared),
+            metrics,
+        }
+    }
+
+    /// The verdict on one more call of `key` at `rate`, if it can be given without waiting: the
+    /// local limiters, a token leased from Redis, or Redis known to be down. `None`: it takes a
+    /// round trip to Redis ([`Self::check`]).
+    pub fn check_now(&self, key: &LimitKey, rate: Rate) -> Option<Result<(), Limited>> {
+        match &self.shared {
+            None => Some(self.local.check(key, rate)),
+            Some(shared) => shared.check_now(key, rate, &self.local),
+        }
+    }
+
+    /// The verdict on one more call of `key` at `rate`.
+    pub async fn check(&self, key: &LimitKey, rate: Rate) -> Result<(), Limited> {
+        match &self.shared {
+            None => self.local.check(key, rate),
+            Some(shared) => shared.check(key, rate, &self.local).await,
+        }
+    }
+
+    /// The verdict as the status a refused call answers: RESOURCE_EXHAUSTED, counted, or
+    /// UNAVAILABLE when the shared limits cannot be reached and the gateway fails closed.
+    pub fn answer(&self, key: &LimitKey, verdict: Result<(), Limited>) -> Result<(), Status> {
+        let scope = key.scope();
+        match verdict {
+            Ok(()) => Ok(()),
+            Err(Limited::Over(retry_after)) => {
+                self.metrics
+                    .rate_limited
+                    .get_or_create(&RateLimitedLabels { scope })
+                    .inc();
+                Err(Refusal::RateLimited {
+                    scope,
+                    subject: key.to_string(),
+                    retry_after,
+                }
+                .into())
+            }
+            Err(Limited::Unavailable) => Err(Refusal::LimitsUnavailable.into()),
+        }
+    }
 }

@@ -1,12 +1,20 @@
 //! Each client's own rate, checked before anything else is spent on a call: keyed by the
 //! identity the authenticate layer established. Only job-worker calls are limited; health,
 //! reflection and the emulator's admin service cost the upstream nothing.
+//!
+//! The verdict is usually known at once (the limits are in memory, or a token leased from Redis
+//! is at hand); only a check that needs a round trip to Redis makes the call wait for it.
 
-use std::sync::Arc;
+use std::{
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
 
+use futures_util::future::{Either, Ready, ready};
 use http::{Request, Response};
 use tonic::body::Body;
-use tower_http::validate_request::ValidateRequest;
+use tower::{Layer, Service};
 
 use crate::{
     api::{Api, methods},
@@ -14,29 +22,78 @@ use crate::{
     limits::ClientLimits,
 };
 
-/// The validator of the rate-limit layer; cheap to clone (one `Arc`).
+/// Applies each client's rate to job-worker calls.
 #[derive(Clone)]
-pub struct RateLimit(Arc<ClientLimits>);
+pub struct RateLimitLayer {
+    limits: Arc<ClientLimits>,
+}
 
-impl RateLimit {
-    /// Applies `limits`, shared by every connection.
+impl RateLimitLayer {
+    /// A layer applying `limits`, shared by every connection.
     pub fn new(limits: Arc<ClientLimits>) -> Self {
-        Self(limits)
+        Self { limits }
     }
 }
 
-impl ValidateRequest<Body> for RateLimit {
-    type ResponseBody = Body;
+impl<S> Layer<S> for RateLimitLayer {
+    type Service = RateLimit<S>;
 
-    fn validate(&mut self, request: &mut Request<Body>) -> Result<(), Response<Body>> {
-        if !methods::of(request).is_some_and(|method| method.api() == Api::JobWorker) {
-            return Ok(());
+    fn layer(&self, inner: S) -> Self::Service {
+        RateLimit {
+            limits: self.limits.clone(),
+            inner,
         }
-        let result = match request.extensions().get::<Caller>() {
-            Some(caller) => self.0.check(&caller.id, caller.rate),
-            None => self.0.check(&Caller::anonymous().id, None),
+    }
+}
+
+/// The service of [`RateLimitLayer`].
+#[derive(Clone)]
+pub struct RateLimit<S> {
+    limits: Arc<ClientLimits>,
+    inner: S,
+}
+
+/// A call waiting for its rate's verdict from Redis, then the call itself.
+type Checking<E> = Pin<Box<dyn Future<Output = Result<Response<Body>, E>> + Send>>;
+
+impl<S> Service<Request<Body>> for RateLimit<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future =
+        Either<Ready<Result<Response<Body>, S::Error>>, Either<S::Future, Checking<S::Error>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        if !methods::of(&request).is_some_and(|method| method.api() == Api::JobWorker) {
+            return Either::Right(Either::Left(self.inner.call(request)));
+        }
+        let (id, rate) = match request.extensions().get::<Caller>() {
+            Some(caller) => (caller.id.clone(), caller.rate),
+            None => (Caller::anonymous().id, None),
         };
-        result.map_err(|status| status.into_http())
+        match self.limits.check_now(&id, rate) {
+            Some(Ok(())) => Either::Right(Either::Left(self.inner.call(request))),
+            Some(Err(status)) => Either::Left(ready(Ok(status.into_http()))),
+            None => {
+                // The ready service goes with the call; a clone takes its place.
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                let limits = self.limits.clone();
+                Either::Right(Either::Right(Box::pin(async move {
+                    match limits.check(&id, rate).await {
+                        Ok(()) => inner.call(request).await,
+                        Err(status) => Ok(status.into_http()),
+                    }
+                })))
+            }
+        }
     }
 }
 
@@ -45,37 +102,51 @@ mod tests {
     use std::num::NonZeroU32;
 
     use governor::clock::FakeRelativeClock;
+    use tower::ServiceExt;
 
     use super::*;
     use crate::{
-        limits::{LimitClock, Rate},
+        limits::{LimitClock, Rate, RateLimits},
         observability::Metrics,
     };
 
-    fn one_call_a_second() -> RateLimit {
+    fn one_call_a_second() -> RateLimitLayer {
         let one = NonZeroU32::new(1).unwrap();
         let rate = Rate {
             per_second: one,
             burst: one,
         };
-        let clock = LimitClock::Fake(FakeRelativeClock::default());
-        RateLimit::new(Arc::new(ClientLimits::new(rate, clock, Metrics::new())))
+        let rates = RateLimits::local(
+            LimitClock::Fake(FakeRelativeClock::default()),
+            Metrics::new(),
+        );
+        RateLimitLayer::new(Arc::new(ClientLimits::new(rate, Arc::new(rates))))
     }
 
-    fn request(path: &str) -> Request<Body> {
-        Request::builder().uri(path).body(Body::empty()).unwrap()
+    async fn code(layer: &RateLimitLayer, path: &str) -> Option<String> {
+        let service = layer.layer(tower::service_fn(|_: Request<Body>| async {
+            Ok::<_, std::convert::Infallible>(Response::new(Body::empty()))
+        }));
+        let request = Request::builder().uri(path).body(Body::empty()).unwrap();
+        let response = service.oneshot(request).await.unwrap();
+        response
+            .headers()
+            .get("grpc-status")
+            .map(|code| code.to_str().unwrap().to_owned())
     }
 
-    #[test]
-    fn job_worker_calls_are_limited_and_health_checks_never_are() {
-        let mut limit = one_call_a_second();
+    #[tokio::test]
+    async fn job_worker_calls_are_limited_and_health_checks_never_are() {
+        let layer = one_call_a_second();
         let ack = "/codepipeline.jobworker.v1.JobWorkerService/AcknowledgeJob";
-        limit.validate(&mut request(ack)).unwrap();
-        assert!(limit.validate(&mut request(ack)).is_err());
+        assert_eq!(code(&layer, ack).await, None, "served");
+        assert_eq!(
+            code(&layer, ack).await.as_deref(),
+            Some("8"),
+            "RESOURCE_EXHAUSTED"
+        );
         for _ in 0..5 {
-            limit
-                .validate(&mut request("/grpc.health.v1.Health/Check"))
-                .unwrap();
+            assert_eq!(code(&layer, "/grpc.health.v1.Health/Check").await, None);
         }
     }
 }

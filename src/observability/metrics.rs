@@ -213,6 +213,13 @@ impl FeedJob {
     }
 }
 
+/// The rate-limit backend configured.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RateLimitBackendLabels {
+    /// `memory` or `redis`.
+    pub backend: &'static str,
+}
+
 /// A feed's polls, by outcome.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FeedPollLabels {
@@ -378,6 +385,15 @@ pub struct Metrics {
     pub connections_closed: Family<ConnectionClosedLabels, Counter>,
     /// Failed accepts (out of file descriptors, say).
     pub accept_failures: Counter,
+    /// 1 while rate limits are kept where configured (always, in memory); 0 while the shared
+    /// limits fall back to this process's own because Redis does not answer.
+    pub rate_limit_backend_up: Gauge,
+    /// Times the shared limits fell back to this process's own.
+    pub rate_limit_fallbacks: Counter,
+    /// The backend in force, as a label of a series set to 1.
+    pub rate_limit_backend: Family<RateLimitBackendLabels, Gauge>,
+    /// Round trips of rate-limit checks to Redis.
+    pub redis_seconds: Histogram,
     /// Job feeds' polls, by feed and outcome.
     pub feed_polls: Family<FeedPollLabels, Counter>,
     /// Job feeds' jobs, by feed and event.
@@ -460,6 +476,12 @@ impl Metrics {
             connections_refused: Counter::default(),
             connections_closed: Family::default(),
             accept_failures: Counter::default(),
+            rate_limit_backend_up: Gauge::default(),
+            rate_limit_fallbacks: Counter::default(),
+            rate_limit_backend: Family::default(),
+            redis_seconds: Histogram::new([
+                0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+            ]),
             feed_polls: Family::default(),
             feed_jobs: Family::default(),
             feed_subscribers: Family::default(),
@@ -536,6 +558,26 @@ impl Metrics {
             "gateway_accept_failures",
             "Failed attempts to accept a connection (out of file descriptors, say)",
             metrics.accept_failures.clone(),
+        );
+        metrics.registry.register(
+            "gateway_rate_limit_backend_up",
+            "1 while rate limits are kept where configured; 0 while the Redis backend falls back to this process's own",
+            metrics.rate_limit_backend_up.clone(),
+        );
+        metrics.registry.register(
+            "gateway_rate_limit_fallbacks",
+            "Times the Redis rate-limit backend fell back to this process's own limits",
+            metrics.rate_limit_fallbacks.clone(),
+        );
+        metrics.registry.register(
+            "gateway_rate_limit_backend",
+            "The rate-limit backend configured (memory or redis), as a label of a series set to 1",
+            metrics.rate_limit_backend.clone(),
+        );
+        metrics.registry.register(
+            "gateway_redis_call_seconds",
+            "Round trips of rate-limit checks to Redis (seconds)",
+            metrics.redis_seconds.clone(),
         );
         metrics.registry.register(
             "gateway_feed_polls",

@@ -65,7 +65,7 @@ impl JobWorker {
         call: impl Future<Output = Result<T, UpstreamError>>,
     ) -> Result<T, Status> {
         // Charged here, after validation: a request refused at the edge spends nothing.
-        self.budget.spend(operation)?;
+        self.budget.spend(operation).await?;
         let started = Instant::now();
         let result = match deadline {
             Some(deadline) => tokio::time::timeout_at(deadline.upstream_deadline().into(), call)

@@ -245,7 +245,7 @@ async fn send_upstream(
     nonce: String,
 ) -> (AckOutcome, pb::StreamJobsResponse) {
     let job = job_id.to_string();
-    if let Err(limited) = worker.client_limits.check(&caller.id, caller.rate) {
+    if let Err(limited) = worker.client_limits.check(&caller.id, caller.rate).await {
         return (AckOutcome::NotSent, refused(&job, &limited));
     }
     let Ok(nonce) = crate::domain::Nonce::parse(&nonce) else {

@@ -13,6 +13,7 @@ mod limits;
 mod overload;
 mod process;
 mod properties;
+mod redis_limits;
 mod tidy;
 mod tls;
 mod upstream_errors;
