@@ -172,6 +172,10 @@ pub struct LimitArgs {
     /// A file holding the Redis password (a mounted Secret), when the URL carries none.
     #[arg(long, env = "CPGW_REDIS_PASSWORD_FILE")]
     pub redis_password_file: Option<PathBuf>,
+    /// PEM CA certificates that sign the Redis server's certificate (`rediss://`), instead of the
+    /// system's roots.
+    #[arg(long, env = "CPGW_REDIS_TLS_CA")]
+    pub redis_tls_ca: Option<PathBuf>,
     /// Every Redis key the gateway writes starts with this; gateways sharing a prefix share
     /// their limits.
     #[arg(

@@ -147,6 +147,7 @@ impl GatewayOptions {
                         .context("--rate-limit-backend redis needs --redis-url")?
                         .0,
                     password_file: limits.redis_password_file.clone(),
+                    tls_ca: limits.redis_tls_ca.clone(),
                     key_prefix: limits.redis_key_prefix.clone(),
                     timeout: limits.redis_timeout,
                     fail_closed: limits.rate_limit_fail_closed,

@@ -66,6 +66,8 @@ pub struct SharedRatesConfig {
     pub url: String,
     /// A file holding the password, if it is not in the URL.
     pub password_file: Option<PathBuf>,
+    /// PEM CA certificates to trust for `rediss://` instead of the system's.
+    pub tls_ca: Option<PathBuf>,
     /// Every key starts with this.
     pub key_prefix: String,
     /// How long a check may wait for Redis before falling back.
@@ -80,6 +82,7 @@ impl std::fmt::Debug for SharedRatesConfig {
         f.debug_struct("SharedRatesConfig")
             .field("url", &"<redacted>")
             .field("password_file", &self.password_file)
+            .field("tls_ca", &self.tls_ca)
             .field("key_prefix", &self.key_prefix)
             .field("timeout", &self.timeout)
             .field("fail_closed", &self.fail_closed)
@@ -156,7 +159,19 @@ impl SharedRates {
                 .set_password(password.trim_end_matches(['\r', '\n']));
             info = info.set_redis_settings(settings);
         }
-        let client = redis::Client::open(info).context("the Redis connection settings")?;
+        let client = match &config.tls_ca {
+            None => redis::Client::open(info),
+            Some(path) => {
+                let roots = std::fs::read(path)
+                    .with_context(|| format!("cannot read the Redis CA file {}", path.display()))?;
+                let certificates = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(roots),
+                };
+                redis::Client::build_with_tls(info, certificates)
+            }
+        }
+        .context("the Redis connection settings")?;
         let manager_config = redis::aio::ConnectionManagerConfig::new()
             .set_response_timeout(Some(config.timeout))
             .set_connection_timeout(Some(config.timeout.max(Duration::from_millis(500))));

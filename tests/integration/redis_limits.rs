@@ -516,6 +516,103 @@ async fn failing_closed_refuses_calls_unavailable_while_redis_is_away() {
 }
 
 #[tokio::test]
+async fn rediss_connects_with_tls_to_a_server_signed_by_the_given_ca() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let dir = tempfile::tempdir().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let (ca_file, cert_file, key_file) = (
+        write("ca.pem", &ca.pem()),
+        write("redis.crt", &cert.pem()),
+        write("redis.key", &key.serialize_pem()),
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .args([
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--tls-auth-clients",
+            "no",
+        ])
+        .arg("--tls-cert-file")
+        .arg(&cert_file)
+        .arg("--tls-key-file")
+        .arg(&key_file)
+        .arg("--tls-ca-cert-file")
+        .arg(&ca_file)
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("rediss://localhost:{port}");
+    let app = gateway(&[
+        "--rate-limit-backend",
+        "redis",
+        "--redis-url",
+        &url,
+        "--redis-tls-ca",
+        ca_file.to_str().unwrap(),
+        "--rate-limit-per-second",
+        "1",
+        "--rate-limit-burst",
+        "2",
+    ])
+    .await;
+    wait_for(
+        || backend_up(&app) == Some(1),
+        "the shared limits are up over TLS",
+    )
+    .await;
+    let mut client = client(app.grpc_addr()).await;
+    let codes: Vec<Code> = {
+        let mut codes = Vec::new();
+        for _ in 0..3 {
+            codes.push(client.acknowledge_job(ack()).await.unwrap_err().code());
+        }
+        codes
+    };
+    assert_eq!(
+        codes,
+        [Code::NotFound, Code::NotFound, Code::ResourceExhausted]
+    );
+    assert!(
+        app.metrics()
+            .render()
+            .contains("gateway_rate_limit_fallbacks_total 0")
+    );
+    app.shutdown().await.unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+#[tokio::test]
 async fn a_malformed_redis_url_stops_the_binary_at_start_with_a_clear_error() {
     for (url, says) in [
         ("http://127.0.0.1:6379", "redis:// or rediss://"),
