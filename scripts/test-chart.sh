@@ -6,7 +6,9 @@
 #   - values.schema.json rejects wrong types, unknown keys and bad enum values
 #   - the chart README is generated from values.yaml; every value is documented
 #   - no drift: each rendered gateway container is started as a process with the real binary
-#     (target/debug/codepipeline-gateway, or GATEWAY_BIN) and must serve health on the probed port
+#     (target/debug/codepipeline-gateway, or GATEWAY_BIN) and must serve health on the probed port;
+#     the Redis value sets run against a real redis-server (Debian's, started by the checks on free
+#     ports) and must report the shared rate limits up, shared by two pods
 #   - the Dockerfile agrees with the chart (entrypoint, ports, user)
 #   - the Grafana dashboard (dashboards/ in the chart, shipped by dashboards.enabled): its layout
 #     and variables, and, against a gateway started from the chart and called a few times, every
@@ -17,6 +19,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash scripts/install-chart-tools.sh
+# The Redis value sets' drift checks start Debian's redis-server (nothing runs as a service).
+command -v redis-server >/dev/null || bash scripts/install-system-packages.sh
 
 target_dir="${CARGO_TARGET_DIR:-target}"
 [[ "$target_dir" == /* ]] || target_dir="$PWD/$target_dir"

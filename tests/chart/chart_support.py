@@ -1,6 +1,7 @@
 """What the chart checks share: the chart, rendering it with Helm v4 (helm-python-sdk), the value
-sets in values/, and running the real gateway binary the way a rendered container would (`start`,
-`start_serving`: see test_chart_drift.py for what that means and what is changed).
+sets in values/, running the real gateway binary the way a rendered container would (`start`,
+`start_serving`: see test_chart_drift.py for what that means and what is changed), and a real
+Redis for the value sets that keep their rate limits there (`RedisServer`, Debian's redis-server).
 
 The binary is `target/debug/codepipeline-gateway` unless `GATEWAY_BIN` names another one.
 """
@@ -14,6 +15,7 @@ import json
 import os
 import queue
 import re
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -23,6 +25,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+import urllib.request
 
 import grpc
 import helm_python as helm
@@ -145,9 +149,13 @@ class Rendered:
         data.update({k: v.encode() for k, v in (secret.get("stringData") or {}).items()})
         return data
 
-    def container_env(self) -> dict[str, str]:
+    def container_env(self, external: dict[str, dict[str, bytes]] | None = None) -> dict[str, str]:
         """The gateway container's environment as the kubelet builds it: envFrom sources in
-        order, then env entries (later ones win)."""
+        order, then env entries (later ones win). An entry's `secretKeyRef` is resolved from the
+        Secrets the chart renders, else from `external` (the Secrets a cluster would hold). With
+        no `external`, a reference to a Secret the chart does not render is kept as the text
+        `secretKeyRef:<name>/<key>` (the render checks look at names); with it, every reference
+        must resolve, as the kubelet would refuse to start the container otherwise."""
         env: dict[str, str] = {}
         for source in self.container.get("envFrom", []):
             if "configMapRef" in source:
@@ -160,8 +168,23 @@ class Rendered:
             else:
                 raise AssertionError(f"unsupported envFrom source {source}")
         for entry in self.container.get("env", []):
-            assert "value" in entry, f"the drift check cannot resolve env entry {entry}"
-            env[entry["name"]] = entry["value"]
+            if "value" in entry:
+                env[entry["name"]] = entry["value"]
+                continue
+            reference = entry.get("valueFrom", {}).get("secretKeyRef")
+            assert reference is not None and set(entry) == {"name", "valueFrom"}, (
+                f"the drift check cannot resolve env entry {entry}"
+            )
+            name, key = reference["name"], reference["key"]
+            data = self.secret_data(name)
+            if data is None and external is not None:
+                assert name in external, f"env {entry['name']} names Secret {name!r}, which the checks do not provide"
+                data = external[name]
+            if data is None:
+                env[entry["name"]] = f"secretKeyRef:{name}/{key}"
+                continue
+            assert key in data, f"env {entry['name']}: Secret {name!r} has no key {key!r}"
+            env[entry["name"]] = data[key].decode()
         return env
 
 
@@ -207,7 +230,8 @@ def serve_flags() -> list[dict[str, str]]:
     for line in help_text.splitlines():
         if match := re.match(r"\s+(--[a-z0-9-]+)", line):
             flags.append({"flag": match.group(1)})
-        elif flags and (match := re.search(r"\[env: ([A-Z0-9_]+)=", line)):
+        # `[env: NAME=]`, or `[env: NAME]` for a flag whose value --help never shows (a secret).
+        elif flags and (match := re.search(r"\[env: ([A-Z0-9_]+)[=\]]", line)):
             flags[-1]["env"] = match.group(1)
         elif flags and (match := re.search(r"\[default: ([^\]]+)\]", line)):
             flags[-1]["default"] = match.group(1)
@@ -425,6 +449,121 @@ class Gateway:
         finally:
             self.client_cert = saved
 
+    def metrics(self) -> dict[str, float]:
+        """The metrics port's samples: `name{labels}` (as written) -> value."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+            assert response.status == 200
+            page = response.read().decode()
+        samples = {}
+        for line in page.splitlines():
+            if line and not line.startswith("#"):
+                series, _, value = line.rpartition(" ")
+                samples[series] = float(value)
+        return samples
+
+    def wait_for_sample(self, series: str, value: float, timeout: float = 10) -> dict[str, float]:
+        """Polls the metrics port until `series` has `value`; returns the samples then."""
+        deadline = time.monotonic() + timeout
+        while True:
+            samples = self.metrics()
+            if samples.get(series) == value:
+                return samples
+            if time.monotonic() > deadline:
+                shown = {k: v for k, v in samples.items() if "rate_limit" in k or "redis" in k}
+                pytest.fail(f"{series} is not {value} after {timeout} s: {shown}\n{self.process.output()}")
+            time.sleep(0.1)
+
+
+# A real Redis for the value sets with `rateLimit.backend: redis`.
+
+REDIS_PASSWORD = "chart-checks-redis-password"
+
+
+class RedisServer:
+    """Debian's redis-server on free ports of 127.0.0.1, with no persistence and a password
+    (`requirepass`): plaintext on `port`, TLS on `tls_port` with the checks' server certificate
+    (SANs 127.0.0.1 and localhost, signed by the checks' CA). Talked to with RESP over a socket."""
+
+    def __init__(self, directory: Path, pki: Pki, password: str = REDIS_PASSWORD) -> None:
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        if not Path(binary).is_file():
+            pytest.fail("redis-server is not installed: run scripts/install-system-packages.sh (Debian's redis-server)")
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, pem in (("server.crt", pki.server_cert), ("server.key", pki.server_key), ("ca.crt", pki.ca_cert)):
+            (directory / name).write_bytes(pem)
+        self.password = password
+        self.port, self.tls_port = free_port(), free_port()
+        self._log = (directory / "redis.log").open("w+")
+        self.process = subprocess.Popen(
+            [
+                binary, "--port", str(self.port), "--tls-port", str(self.tls_port), "--bind", "127.0.0.1",
+                "--save", "", "--appendonly", "no", "--dir", str(directory), "--requirepass", password,
+                "--tls-cert-file", str(directory / "server.crt"), "--tls-key-file", str(directory / "server.key"),
+                "--tls-ca-cert-file", str(directory / "ca.crt"), "--tls-auth-clients", "no",
+            ],
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if self.command("PING") == "PONG":
+                    break
+            except (OSError, RedisError):
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self._log.seek(0)
+                self.stop()
+                pytest.fail(f"redis-server did not start:\n{self._log.read()}")
+            time.sleep(0.05)
+
+    def address_in(self, url: str) -> str:
+        """`url` with this server's address as its host and port (the TLS port for rediss://);
+        its credentials and database are kept."""
+        parts = urlsplit(url)
+        port = self.tls_port if parts.scheme == "rediss" else self.port
+        userinfo = parts.netloc.rpartition("@")[0]
+        netloc = f"{userinfo}@127.0.0.1:{port}" if userinfo else f"127.0.0.1:{port}"
+        return urlunsplit(parts._replace(netloc=netloc))
+
+    def command(self, *args: str) -> Any:
+        """One command on the plaintext port, after AUTH: its reply (str, int, list or None)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            reader = sock.makefile("rb")
+            for command in (("AUTH", self.password), args):
+                sock.sendall(b"*%d\r\n" % len(command))
+                for arg in command:
+                    data = arg.encode()
+                    sock.sendall(b"$%d\r\n%s\r\n" % (len(data), data))
+                reply = self._reply(reader)
+            return reply
+
+    def _reply(self, reader) -> Any:
+        line = reader.readline().rstrip(b"\r\n")
+        kind, rest = line[:1], line[1:].decode()
+        if kind == b"+":
+            return rest
+        if kind == b"-":
+            raise RedisError(rest)
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            if int(rest) < 0:
+                return None
+            data = reader.read(int(rest) + 2)[:-2]
+            return data.decode()
+        if kind == b"*":
+            return [self._reply(reader) for _ in range(int(rest))] if int(rest) >= 0 else None
+        raise OSError(f"not a RESP reply: {line!r}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
+
+class RedisError(Exception):
+    """An error reply of Redis."""
+
 
 def base_environment(home: Path) -> dict[str, str]:
     """What the pod has besides the chart's variables: PATH, an empty HOME, and the AWS identity
@@ -479,7 +618,10 @@ def localize(env: dict[str, str], mounts: dict[str, Path]) -> dict[str, str]:
             assert value.startswith("0.0.0.0:"), f"{name}={value}: a pod must listen on all interfaces"
             value = "127.0.0.1:" + value.removeprefix("0.0.0.0:")
         local[name] = value
-    for name in ("CPGW_TOKEN_FILE", "CPGW_TLS_CERT", "CPGW_TLS_KEY", "CPGW_TLS_CLIENT_CA"):
+    for name in (
+        "CPGW_TOKEN_FILE", "CPGW_TLS_CERT", "CPGW_TLS_KEY", "CPGW_TLS_CLIENT_CA", "CPGW_REDIS_PASSWORD_FILE",
+        "CPGW_REDIS_TLS_CA",
+    ):  # fmt: skip
         if name in env:
             assert local[name] != env[name], f"{name}={env[name]} is not under any volume mount"
     return local
@@ -492,15 +634,27 @@ def start(
     tmp_path: Path,
     started: list,
     override: dict[str, Any] | None = None,
+    redis: RedisServer | None = None,
 ) -> tuple[Gateway, str | None]:
     """Renders `value_set` and starts its gateway container as a process. Returns the gateway and
-    the address it reported listening on (None if it exited instead)."""
+    the address it reported listening on (None if it exited instead). A value set with
+    `rateLimit.backend: redis` needs `redis`: a `redis.url` in it is rendered with that server's
+    address in place of its host and port (credentials and database kept); a URL from
+    `redis.existingSecret` is whatever `external_secrets` holds."""
     ports = {"server": {"grpcPort": free_port(), "metricsPort": free_port()}}
-    rendered = render_value_set(value_set, merge(ports, override or {}))
+    override = merge(ports, override or {})
+    values = merge(load_value_set(value_set), override)
+    if values.get("rateLimit", {}).get("backend") == "redis":
+        if redis is None:
+            pytest.fail(f"value set {value_set!r} keeps its rate limits in Redis: pass start(redis=...)")
+        redis_values = values.get("redis", {})
+        if redis_values.get("url") and not redis_values.get("existingSecret"):
+            override = merge(override, {"redis": {"url": redis.address_in(redis_values["url"])}})
+    rendered = render_value_set(value_set, override)
     container = rendered.container
     assert container["command"] == [BINARY_IN_IMAGE]
     mounts = mount_secrets(rendered, external_secrets, tmp_path / "root")
-    env = localize(rendered.container_env(), mounts)
+    env = localize(rendered.container_env(external_secrets), mounts)
 
     probe = container["readinessProbe"]
     probe_port = probe["grpc"]["port"] if "grpc" in probe else rendered.container_port(probe["tcpSocket"]["port"])

@@ -1,6 +1,7 @@
 """Fixtures for the chart checks: the Secrets the value sets name but the chart does not create
-(a token file, a cert-manager style TLS Secret, a client CA, a client certificate), made fresh
-for the session with the `cryptography` package."""
+(a token file, a cert-manager style TLS Secret, a client CA, a client certificate, a Redis URL,
+password and CA), made fresh for the session with the `cryptography` package, and the real
+redis-server the Redis value sets keep their rate limits in."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import ipaddress
 from collections.abc import Iterator
 
 import pytest
-from chart_support import SERVICE_HOST, Pki, sha256_hex
+from chart_support import SERVICE_HOST, Pki, RedisServer, sha256_hex
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -82,7 +83,26 @@ def pki() -> Pki:
 
 
 @pytest.fixture(scope="session")
-def external_secrets(pki: Pki) -> dict[str, dict[str, bytes]]:
+def redis_server(pki: Pki, tmp_path_factory) -> Iterator[RedisServer]:
+    """The session's redis-server (plaintext and TLS ports, a password), shared by the gateways
+    the Redis value sets start, as the pods of a release share one."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"), pki)
+    yield server
+    server.stop()
+
+
+def redis_secrets(server: RedisServer, pki: Pki) -> dict[str, dict[str, bytes]]:
+    """The Secrets `redis-existing-secret.yaml` names, for `server`: its URL (TLS, no password
+    in it), its password, and the CA that signed its certificate."""
+    return {
+        "gateway-redis": {"redis-url": f"rediss://127.0.0.1:{server.tls_port}/0".encode()},
+        "gateway-redis-password": {"password": server.password.encode()},
+        "redis-ca": {"ca.crt": pki.ca_cert},
+    }
+
+
+@pytest.fixture(scope="session")
+def external_secrets(pki: Pki, redis_server: RedisServer) -> dict[str, dict[str, bytes]]:
     """The Secrets the value sets refer to, by name, as a cluster would hold them."""
     token_file = (
         "[[clients]]\n"
@@ -97,6 +117,7 @@ def external_secrets(pki: Pki) -> dict[str, dict[str, bytes]]:
         "gateway-tls": {"tls.crt": pki.server_cert, "tls.key": pki.server_key, "ca.crt": pki.ca_cert},
         "workers-ca": {"ca.pem": pki.ca_cert},
         "test-client-tls": {"tls.crt": pki.client_cert, "tls.key": pki.client_key},
+        **redis_secrets(redis_server, pki),
     }
 
 

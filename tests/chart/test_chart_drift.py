@@ -9,17 +9,23 @@ paths. Then:
   ignores unknown variables, so starting the binary alone would not catch a misspelt one);
 - the process reports `grpc listening on` the address of CPGW_LISTEN, answers grpc.health.v1
   SERVING on the port the probes use (over TLS, with a client certificate, where the chart says
-  so), and serves Prometheus text on the metrics port;
+  so), and serves Prometheus text on the metrics port, which names the rate-limit backend the
+  chart chose (and, for Redis, reports it up: the URL from the Secret, the password and CA from
+  the mounted files reached a real redis-server);
 - token files the chart writes (or mounts) authenticate callers, on the real SDK path to the
   emulator's AWS wire-protocol front, and the emulator mode serves its demo jobs;
+- two pods of a Redis value set share a client's rate limit, under the key prefix the chart
+  sets, and when Redis goes away they fail open (or closed, where the values say so);
 - on SIGTERM the gateway goes NOT_SERVING while still accepting connections, then exits within
   the rendered terminationGracePeriodSeconds.
 
 The only changes made to the rendered container: its listeners bind 127.0.0.1 on free ports
 (rendered with server.grpcPort / server.metricsPort set to them, so probes, containerPorts and
-CPGW_LISTEN still come from the chart), mount paths point into the temporary directory, and the
-AWS identity that IRSA or Pod Identity would inject is the emulator's static key
-(instance metadata is disabled so nothing leaves the machine).
+CPGW_LISTEN still come from the chart), mount paths point into the temporary directory, a
+`redis.url` is rendered with the address of the checks' redis-server in place of its host and port
+(a URL from an existing Secret is the one the checks put there), and the AWS identity that IRSA or
+Pod Identity would inject is the emulator's static key (instance metadata is disabled so nothing
+leaves the machine).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from urllib.parse import urlsplit
 
 import grpc
 import pytest
@@ -39,9 +46,13 @@ import yaml
 from chart_support import (
     CHART_DIR,
     GATEWAY_BIN,
+    POLL_METHOD,
+    DEMO_POLL,
     REPO_ROOT,
     VALUE_SETS,
+    Gateway,
     Process,
+    RedisServer,
     base_environment,
     listen_port,
     load_value_set,
@@ -52,7 +63,7 @@ from chart_support import (
     start,
     start_serving,
 )
-from conftest import CLIENT_ID, EXISTING_SECRET_TOKEN
+from conftest import CLIENT_ID, EXISTING_SECRET_TOKEN, redis_secrets
 
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 chart_readme = importlib.import_module("chart-readme")
@@ -66,7 +77,11 @@ TOKENS = {
     "hpa-pdb": "python-workers-token",
     "servicemonitor": "python-workers-token",
     "existing-secret": EXISTING_SECRET_TOKEN,
+    "redis": "python-workers-token",
+    "redis-existing-secret": EXISTING_SECRET_TOKEN,
 }
+# Value sets that keep their rate limits in Redis.
+REDIS_SETS = [name for name in VALUE_SETS if load_value_set(name).get("rateLimit", {}).get("backend") == "redis"]
 
 
 @pytest.fixture
@@ -113,6 +128,11 @@ def test_chart_defaults_match_the_binary() -> None:
     assert defaults["--redispatch-after"] == emulator["redispatchAfter"]
     assert defaults["--job-timeout"] == emulator["jobTimeout"]
     assert defaults["--latency"] == emulator["latency"]
+    assert defaults["--rate-limit-backend"] == values["rateLimit"]["backend"]
+    # The chart's own choice: a key prefix per release (the binary's, then namespace/fullname), so
+    # releases sharing one Redis keep their limits apart.
+    prefix = render_value_set("redis").container_env()["CPGW_REDIS_KEY_PREFIX"]
+    assert prefix.startswith(defaults["--redis-key-prefix"]) and prefix != defaults["--redis-key-prefix"]
 
 
 def test_defaults_quoted_in_values_comments_are_the_binary_s() -> None:
@@ -145,10 +165,15 @@ def test_metrics_port_default_matches_the_binary() -> None:
 
 @pytest.mark.parametrize("value_set", SERVING_SETS)
 def test_rendered_container_serves_health_on_the_probed_port(
-    value_set, external_secrets, pki, tmp_path, started
+    value_set, external_secrets, pki, tmp_path, started, redis_server
 ) -> None:
-    gateway = start_serving(value_set, external_secrets, pki, tmp_path, started)
+    gateway = start_serving(value_set, external_secrets, pki, tmp_path, started, redis=redis_server)
     assert gateway.health() == "SERVING"
+    backend = gateway.env["CPGW_RATE_LIMIT_BACKEND"]
+    assert backend == load_value_set(value_set).get("rateLimit", {}).get("backend", "memory")
+    # Redis: up once the gateway has reached it with the URL, password and CA the chart gave it.
+    samples = gateway.wait_for_sample("gateway_rate_limit_backend_up", 1)
+    assert samples[f'gateway_rate_limit_backend{{backend="{backend}"}}'] == 1, samples
     with urllib.request.urlopen(f"http://127.0.0.1:{gateway.metrics_port}/metrics", timeout=5) as response:
         assert response.status == 200
         assert response.headers.get_content_type() == "text/plain"
@@ -171,11 +196,17 @@ def test_defaults_refuse_to_start_without_authentication(external_secrets, pki, 
 
 
 @pytest.mark.parametrize("value_set", sorted(TOKENS))
-def test_token_file_authenticates_callers(value_set, external_secrets, pki, tmp_path, started, emulator_front) -> None:
+def test_token_file_authenticates_callers(
+    value_set, external_secrets, pki, tmp_path, started, emulator_front, redis_server
+) -> None:
     gateway = start_serving(
-        value_set, external_secrets, pki, tmp_path, started, override={"aws": {"endpointUrl": emulator_front}}
-    )
+        value_set, external_secrets, pki, tmp_path, started,
+        override={"aws": {"endpointUrl": emulator_front}}, redis=redis_server,
+    )  # fmt: skip
     assert gateway.env["CPGW_AWS_ENDPOINT_URL"] == emulator_front
+    if value_set in REDIS_SETS:
+        # Until its first answer from Redis a fail-closed gateway refuses job-worker calls.
+        gateway.wait_for_sample("gateway_rate_limit_backend_up", 1)
     allowed = gateway.poll(TOKENS[value_set])
     assert allowed.returncode == 0, allowed.stderr
     (job,) = json.loads(allowed.stdout)["jobs"]
@@ -192,6 +223,88 @@ def test_token_file_authenticates_callers(value_set, external_secrets, pki, tmp_
         assert listed.returncode == 0 and "codepipeline.jobworker.v1.JobWorkerService" in listed.stdout, listed
         anonymous = gateway.grpcurl(gateway.target, "list")
         assert anonymous.returncode != 0 and "Unauthenticated" in anonymous.stdout + anonymous.stderr, anonymous
+
+
+# Rate limits in Redis.
+
+
+def test_redis_url_is_kept_out_of_the_config_map(external_secrets, pki, tmp_path, started, redis_server) -> None:
+    """The URL (with its password) reaches the process from the chart's Secret, not the
+    ConfigMap, and the password nowhere else."""
+    gateway = start_serving("redis", external_secrets, pki, tmp_path, started, redis=redis_server)
+    assert gateway.env["CPGW_REDIS_URL"] == f"redis://:{redis_server.password}@127.0.0.1:{redis_server.port}/0"
+    config_map = yaml.dump(gateway.rendered.one("ConfigMap")["data"])
+    assert "CPGW_REDIS_URL" not in config_map and redis_server.password not in config_map
+    assert redis_server.password not in json.dumps(gateway.rendered.deployment)
+    assert redis_server.password not in gateway.process.output(), "the gateway logged the Redis URL"
+
+
+def poll_at_once(gateways: list[Gateway], token: str) -> tuple[list[tuple[int, str]], float]:
+    """One PollForJobs through each gateway, all at once; (returncode, output) of each and the
+    seconds the lot took."""
+    began = time.monotonic()
+    running = [
+        subprocess.Popen(
+            gateway.grpcurl_command(*gateway.call_args(POLL_METHOD, DEMO_POLL, token)),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+        )
+        for gateway in gateways
+    ]  # fmt: skip
+    outputs = [(process.wait(timeout=30), process.communicate()[0]) for process in running]
+    return outputs, time.monotonic() - began
+
+
+def test_pods_share_a_client_s_rate_limit_in_redis(
+    external_secrets, pki, tmp_path, started, emulator_front, redis_server
+) -> None:
+    """Two pods of the `redis` value set against one redis-server: the paced client (one call a
+    second, a burst of two) gets two calls over both together, where two pods with their own
+    limits would let four through. Its key is under the prefix the chart sets."""
+    override = {"aws": {"endpointUrl": emulator_front}}
+    pods = [
+        start_serving("redis", external_secrets, pki, tmp_path / name, started, override=override, redis=redis_server)
+        for name in ("pod-a", "pod-b")
+    ]
+    for pod in pods:
+        pod.wait_for_sample("gateway_rate_limit_backend_up", 1)
+    outputs, took = poll_at_once(pods * 2, "paced-token")
+    assert all(code == 0 or "Code: ResourceExhausted" in out for code, out in outputs), outputs
+    admitted = sum(code == 0 for code, _ in outputs)
+    assert took < 2, f"four calls took {took:.1f} s: too slow to tell shared limits from separate ones"
+    assert admitted <= 2 + int(took), f"{admitted} of 4 calls admitted in {took:.1f} s: the limit is not shared"
+    assert any("client:paced" in out for code, out in outputs if code != 0), outputs
+    prefix = pods[0].env["CPGW_REDIS_KEY_PREFIX"]
+    assert prefix == "codepipeline-gateway:ci/gw-codepipeline-gateway:"
+    keys = redis_server.command("KEYS", f"{prefix}*")
+    assert f"{prefix}client:paced" in keys, keys
+    assert pods[0].metrics()["gateway_rate_limit_fallbacks_total"] == 0
+
+
+@pytest.mark.parametrize("value_set", REDIS_SETS)
+def test_calls_while_redis_is_away(value_set, external_secrets, pki, tmp_path, started, emulator_front) -> None:
+    """Redis stops: the gateway falls back to its own limits and keeps serving (fail open, the
+    default), or refuses job-worker calls with UNAVAILABLE where `rateLimit.failClosed` is set."""
+    own = RedisServer(tmp_path / "redis", pki)
+    started.append(own)
+    secrets = {**external_secrets, **redis_secrets(own, pki)}
+    gateway = start_serving(
+        value_set, secrets, pki, tmp_path, started, override={"aws": {"endpointUrl": emulator_front}}, redis=own
+    )
+    fail_closed = load_value_set(value_set)["rateLimit"].get("failClosed", False)
+    assert ("CPGW_RATE_LIMIT_FAIL_CLOSED" in gateway.env) == fail_closed
+    gateway.wait_for_sample("gateway_rate_limit_backend_up", 1)
+    token = TOKENS[value_set]
+    assert gateway.poll(token).returncode == 0
+    own.stop()
+    answer = gateway.poll(token)
+    if fail_closed:
+        said = answer.stdout + answer.stderr
+        assert answer.returncode != 0 and "Code: Unavailable" in said and "fails closed" in said, answer
+    else:
+        assert answer.returncode == 0, answer
+    samples = gateway.wait_for_sample("gateway_rate_limit_backend_up", 0)
+    assert samples["gateway_rate_limit_fallbacks_total"] >= 1, samples
+    assert gateway.health() == "SERVING", "health does not depend on Redis"
 
 
 def test_client_certificate_authenticates_callers(external_secrets, pki, tmp_path, started, emulator_front) -> None:

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shutil
 import tomllib
 
 import helm_python as helm
 import kubernetes_validate
 import pytest
 from chart_support import (
+    CHART_DIR,
     FULLNAME,
     KUBERNETES_VERSION,
     NAMESPACE,
@@ -377,6 +379,105 @@ def test_network_policy() -> None:
     assert "from" not in default_policy["ingress"][1]
 
 
+def test_memory_backend_by_default() -> None:
+    """Each pod's own limits unless the values say Redis; Redis settings alone change nothing."""
+    for values in ({}, {"redis": {"url": "redis://redis:6379", "passwordSecret": "redis"}}):
+        rendered = render(values)
+        env = rendered.container_env()
+        assert env["CPGW_RATE_LIMIT_BACKEND"] == "memory"
+        assert not [name for name in env if name.startswith("CPGW_REDIS_")], env
+        assert "CPGW_RATE_LIMIT_FAIL_CLOSED" not in env
+        assert rendered.all("Secret") == [] and "volumes" not in rendered.pod_spec
+        assert "checksum/redis" not in rendered.deployment["spec"]["template"]["metadata"]["annotations"]
+    egress = render({"networkPolicy": {"enabled": True, "egress": {"enabled": True}}}).one("NetworkPolicy")
+    assert 6379 not in [p["port"] for rule in egress["spec"]["egress"] for p in rule.get("ports", [])]
+
+
+def test_redis_url_from_values() -> None:
+    """The URL, password and all, goes into the chart's Secret and reaches the container as env
+    from it: never into the ConfigMap."""
+    rendered = render_value_set("redis")
+    url = load_value_set("redis")["redis"]["url"]
+    secret = rendered.one("Secret", f"{FULLNAME}-redis")
+    assert secret["type"] == "Opaque" and secret["stringData"] == {"url": url}
+    (entry,) = [e for e in rendered.container["env"] if e["name"] == "CPGW_REDIS_URL"]
+    assert entry == {
+        "name": "CPGW_REDIS_URL",
+        "valueFrom": {"secretKeyRef": {"name": f"{FULLNAME}-redis", "key": "url"}},
+    }
+    env = rendered.container_env()
+    assert env["CPGW_REDIS_URL"] == url
+    assert env["CPGW_RATE_LIMIT_BACKEND"] == "redis" and env["CPGW_REDIS_TIMEOUT"] == "100ms"
+    assert env["CPGW_REDIS_KEY_PREFIX"] == f"codepipeline-gateway:{NAMESPACE}/{FULLNAME}:"
+    assert not {"CPGW_REDIS_PASSWORD_FILE", "CPGW_REDIS_TLS_CA", "CPGW_RATE_LIMIT_FAIL_CLOSED"} & set(env)
+    config_map = rendered.manifests["codepipeline-gateway/templates/configmap.yaml"]
+    assert "chart-checks-redis-password" not in config_map and "CPGW_REDIS_URL:" not in config_map
+    for path, manifest in rendered.manifests.items():
+        if "chart-checks-redis-password" in manifest:
+            assert path == "codepipeline-gateway/templates/secret-redis.yaml", path
+    # Only the token file is mounted: the password is in the URL.
+    assert [m["name"] for m in rendered.container["volumeMounts"]] == ["tokens"]
+    # The pods roll when the URL changes (the gateway reads it at start).
+    def checksum(rendered: Rendered) -> str:
+        return rendered.deployment["spec"]["template"]["metadata"]["annotations"]["checksum/redis"]
+
+    secret_manifest = rendered.manifests["codepipeline-gateway/templates/secret-redis.yaml"]
+    assert checksum(rendered) == hashlib.sha256(secret_manifest.encode()).hexdigest()
+    moved = render_value_set("redis", {"redis": {"url": "redis://:other@redis-new.redis.svc:6379/0"}})
+    assert checksum(moved) != checksum(rendered)
+    # The egress rule to the Redis pods.
+    (rule,) = [r for r in rendered.one("NetworkPolicy")["spec"]["egress"] if redis_port(r) == 6379]
+    assert rule["to"] == load_value_set("redis")["networkPolicy"]["egress"]["redis"]["to"]
+    prefix = f"codepipeline-gateway:{NAMESPACE}/{FULLNAME}:"
+    assert f"Limits:   in Redis, shared by every pod (key prefix {prefix};" in rendered.notes
+
+
+def redis_port(rule: dict) -> int | None:
+    """The port of a NetworkPolicy egress rule with one TCP port, else None."""
+    ports = rule.get("ports", [])
+    return ports[0]["port"] if len(ports) == 1 and ports[0]["protocol"] == "TCP" else None
+
+
+def test_redis_from_existing_secrets() -> None:
+    rendered = render_value_set("redis-existing-secret")
+    assert rendered.all("Secret") == [], "the URL's Secret is the user's"
+    (entry,) = [e for e in rendered.container["env"] if e["name"] == "CPGW_REDIS_URL"]
+    assert entry["valueFrom"] == {"secretKeyRef": {"name": "gateway-redis", "key": "redis-url"}}
+    env = rendered.container_env()
+    assert env["CPGW_REDIS_URL"] == "secretKeyRef:gateway-redis/redis-url"
+    assert env["CPGW_REDIS_PASSWORD_FILE"] == "/etc/codepipeline-gateway/redis-password/password"
+    assert env["CPGW_REDIS_TLS_CA"] == "/etc/codepipeline-gateway/redis-ca/ca.crt"
+    assert env["CPGW_REDIS_KEY_PREFIX"] == "ci-gateways:" and env["CPGW_RATE_LIMIT_FAIL_CLOSED"] == "true"
+    volumes = {v["name"]: v["secret"] for v in rendered.pod_spec["volumes"]}
+    assert volumes["redis-password"] == {
+        "secretName": "gateway-redis-password", "defaultMode": 0o440,
+        "items": [{"key": "password", "path": "password"}],
+    }  # fmt: skip
+    assert volumes["redis-ca"] == {
+        "secretName": "redis-ca", "defaultMode": 0o440, "items": [{"key": "ca.crt", "path": "ca.crt"}],
+    }  # fmt: skip
+    mounts = {m["name"]: m for m in rendered.container["volumeMounts"]}
+    assert mounts["redis-password"]["mountPath"] == "/etc/codepipeline-gateway/redis-password"
+    assert mounts["redis-ca"]["mountPath"] == "/etc/codepipeline-gateway/redis-ca"
+    assert all(m["readOnly"] and "subPath" not in m for m in mounts.values())
+    annotations = rendered.deployment["spec"]["template"]["metadata"]["annotations"]
+    assert "checksum/redis" not in annotations, "the chart cannot see a Secret it does not render"
+    # redis.existingSecret wins over redis.url, as auth.existingSecret does over auth.clients.
+    both = render_value_set("redis-existing-secret", {"redis": {"url": "redis://ignored:6379"}})
+    assert both.all("Secret") == [] and "ignored" not in "".join(both.manifests.values())
+    # Egress to Redis on the default port, to any destination, with the rest of the policy.
+    policy = render_value_set(
+        "redis-existing-secret", {"networkPolicy": {"enabled": True, "egress": {"enabled": True}}}
+    ).one("NetworkPolicy")
+    (rule,) = [r for r in policy["spec"]["egress"] if redis_port(r) == 6379]
+    assert "to" not in rule
+    custom = render_value_set("redis-existing-secret", {"networkPolicy": {"enabled": True, "egress": {
+        "enabled": True, "redis": {"port": 6380, "to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}]},
+    }}}).one("NetworkPolicy")  # fmt: skip
+    (rule,) = [r for r in custom["spec"]["egress"] if redis_port(r) == 6380]
+    assert rule["to"] == [{"ipBlock": {"cidr": "10.20.0.0/16"}}]
+
+
 def test_service_monitor() -> None:
     """ServiceMonitor is a Prometheus Operator CRD, so it is checked by hand here instead of
     against a schema."""
@@ -459,6 +560,19 @@ def test_inconsistent_values_fail_the_render(values: dict, message: str) -> None
         render(values)
 
 
+def test_redis_without_a_url_fails_even_without_the_schema(tmp_path) -> None:
+    """`helm install --skip-schema-validation` skips values.schema.json: the template's own check
+    still refuses `rateLimit.backend: redis` with no URL source."""
+    copy = shutil.copytree(CHART_DIR, tmp_path / CHART_DIR.name)
+    (copy / "values.schema.json").unlink()
+    message = "rateLimit.backend: redis needs redis.url or redis.existingSecret"
+    with helm.Chart.load(copy) as chart:
+        with pytest.raises(helm.HelmError, match=re.escape(message)):
+            chart.render({"rateLimit": {"backend": "redis"}}, name=RELEASE, namespace=NAMESPACE)
+        values = {"rateLimit": {"backend": "redis"}, "redis": {"existingSecret": "r"}}
+        assert chart.render(values, name=RELEASE, namespace=NAMESPACE)
+
+
 def test_pdb_percentages() -> None:
     spec = render({"podDisruptionBudget": {"enabled": True, "maxUnavailable": "25%"}}).one("PodDisruptionBudget")[
         "spec"
@@ -469,6 +583,6 @@ def test_pdb_percentages() -> None:
 def test_every_value_set_is_used_here() -> None:
     assert set(VALUE_SETS) == {
         "defaults", "existing-secret", "tokens", "tls", "mtls", "hpa-pdb", "networkpolicy", "servicemonitor",
-        "emulator", "dashboards",
+        "emulator", "dashboards", "redis", "redis-existing-secret",
     }  # fmt: skip
     assert load_value_set("defaults") == {}

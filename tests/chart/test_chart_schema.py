@@ -66,6 +66,25 @@ REJECTED = {
     "dashboard label value as a boolean": ({"dashboards": {"labelValue": True}}, "labelValue"),
     "dashboard namespace in capitals": ({"dashboards": {"namespace": "Monitoring"}}, "namespace"),
     "dashboard annotation as a number": ({"dashboards": {"annotations": {"a": 1}}}, "annotations"),
+    # rate limits in Redis
+    "unknown rate-limit backend": ({"rateLimit": {"backend": "memcached"}}, "backend"),
+    "rate-limit backend in capitals": ({"rateLimit": {"backend": "Redis"}}, "backend"),
+    "redis backend without a URL": ({"rateLimit": {"backend": "redis"}}, "/redis/url"),
+    "redis backend with empty URL sources": (
+        {"rateLimit": {"backend": "redis"}, "redis": {"url": "", "existingSecret": ""}},
+        "/redis/existingSecret",
+    ),
+    "redis URL without its scheme": ({"redis": {"url": "redis-master.redis.svc:6379"}}, "url"),
+    "redis URL of another scheme": ({"redis": {"url": "http://redis-master:6379"}}, "url"),
+    "fail closed as a string": ({"rateLimit": {"failClosed": "yes"}}, "failClosed"),
+    "redis timeout as a number": ({"redis": {"timeout": 25}}, "timeout"),
+    "malformed redis timeout": ({"redis": {"timeout": "25 millis"}}, "timeout"),
+    "redis password as a value": ({"redis": {"password": "hunter2"}}, "password"),
+    "unknown rate-limit key": ({"rateLimit": {"perSecond": 5}}, "perSecond"),
+    "redis secret name in capitals": ({"redis": {"existingSecret": "Gateway-Redis"}}, "existingSecret"),
+    "redis password key with a slash": ({"redis": {"passwordKey": "a/b"}}, "passwordKey"),
+    "redis egress port out of range": ({"networkPolicy": {"egress": {"redis": {"port": 70000}}}}, "port"),
+    "redis egress peers as a string": ({"networkPolicy": {"egress": {"redis": {"to": "redis"}}}}, "to"),
 }
 
 
@@ -83,6 +102,17 @@ def test_accepted_dashboard_settings(chart) -> None:
         "annotations": {"k8s-sidecar-target-directory": "CI"},
     }})  # fmt: skip
     chart.validate_schema({"dashboards": {"labelValue": ""}})  # a sidecar matching any value
+
+
+def test_accepted_redis_settings(chart) -> None:
+    """Either URL source satisfies `rateLimit.backend: redis`; a memory backend needs neither."""
+    chart.validate_schema({"rateLimit": {"backend": "redis"}, "redis": {"url": "redis://redis:6379"}})
+    chart.validate_schema({"rateLimit": {"backend": "redis"}, "redis": {"existingSecret": "gateway-redis"}})
+    chart.validate_schema({"rateLimit": {"backend": "redis", "failClosed": True}, "redis": {
+        "url": "rediss://default:p%40ss@master.cache.euw1.cache.amazonaws.com:6379/2?protocol=resp3",
+        "passwordSecret": "redis", "tlsCaSecret": "redis-ca", "keyPrefix": "", "timeout": "1s",
+    }})  # fmt: skip
+    chart.validate_schema({"rateLimit": {"backend": "memory"}, "redis": {"url": ""}})
 
 
 @pytest.fixture(scope="module")
@@ -139,5 +169,6 @@ def test_schema_closes_every_object_of_the_chart() -> None:
         "nodeSelector", "serviceMonitor.labels", "dashboards.annotations",
         # lists of Kubernetes objects
         "tolerations[]", "networkPolicy.grpcFrom[]", "networkPolicy.metricsFrom[]",
-        "networkPolicy.egress.extra[]", "serviceMonitor.relabelings[]", "serviceMonitor.metricRelabelings[]",
+        "networkPolicy.egress.redis.to[]", "networkPolicy.egress.extra[]", "serviceMonitor.relabelings[]",
+        "serviceMonitor.metricRelabelings[]",
     }, sorted(open_objects)  # fmt: skip

@@ -70,6 +70,58 @@ Mount points of the Secrets and the files the gateway reads from them.
 {{- define "cpgw.authDir" -}}/etc/codepipeline-gateway/auth{{- end }}
 {{- define "cpgw.tlsDir" -}}/etc/codepipeline-gateway/tls{{- end }}
 {{- define "cpgw.clientCaDir" -}}/etc/codepipeline-gateway/client-ca{{- end }}
+{{- define "cpgw.redisPasswordDir" -}}/etc/codepipeline-gateway/redis-password{{- end }}
+{{- define "cpgw.redisCaDir" -}}/etc/codepipeline-gateway/redis-ca{{- end }}
+
+{{/*
+Whether the rate limits are kept in Redis (rateLimit.backend: redis).
+*/}}
+{{- define "cpgw.redisEnabled" -}}
+{{- if eq .Values.rateLimit.backend "redis" }}true{{- end }}
+{{- end }}
+
+{{/*
+The Secret holding the Redis URL, and its key: redis.existingSecret / redis.urlKey, else the
+chart's own Secret (written from redis.url) with the key `url`.
+*/}}
+{{- define "cpgw.redisUrlSecretName" -}}
+{{- if .Values.redis.existingSecret }}
+{{- .Values.redis.existingSecret }}
+{{- else }}
+{{- printf "%s-redis" (include "cpgw.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{- define "cpgw.redisUrlSecretKey" -}}
+{{- if .Values.redis.existingSecret }}{{ .Values.redis.urlKey }}{{ else }}url{{ end }}
+{{- end }}
+
+{{/*
+Whether the chart writes the Secret of the Redis URL (from redis.url).
+*/}}
+{{- define "cpgw.redisUrlSecretRendered" -}}
+{{- if and (include "cpgw.redisEnabled" .) (not .Values.redis.existingSecret) .Values.redis.url }}true{{- end }}
+{{- end }}
+
+{{/*
+The Redis key prefix: redis.keyPrefix, else one of this release's own, so that releases sharing a
+Redis do not share their limits.
+*/}}
+{{- define "cpgw.redisKeyPrefix" -}}
+{{- if .Values.redis.keyPrefix }}
+{{- .Values.redis.keyPrefix }}
+{{- else }}
+{{- printf "codepipeline-gateway:%s/%s:" .Release.Namespace (include "cpgw.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Whether the gateway container mounts any volume.
+*/}}
+{{- define "cpgw.hasVolumes" -}}
+{{- if or (include "cpgw.tokenFileEnabled" .) .Values.tls.enabled }}true{{- end }}
+{{- if and (include "cpgw.redisEnabled" .) (or .Values.redis.passwordSecret .Values.redis.tlsCaSecret) }}true{{- end }}
+{{- end }}
 
 {{/*
 Whether the gateway reads a token file: from auth.existingSecret or from auth.clients.
@@ -139,6 +191,9 @@ Checks of combinations the schema cannot express.
 {{- end }}
 {{- $_ := set $digests (lower .) true }}
 {{- end }}
+{{- end }}
+{{- if and (include "cpgw.redisEnabled" .) (not (or .Values.redis.url .Values.redis.existingSecret)) }}
+{{- fail "rateLimit.backend: redis needs redis.url or redis.existingSecret (a Secret holding the URL)" }}
 {{- end }}
 {{- if and (eq .Values.upstream "emulator") .Values.autoscaling.enabled }}
 {{- fail "upstream: emulator keeps its jobs in one pod's memory: autoscaling cannot be used with it" }}
