@@ -8,7 +8,9 @@
 #   - no drift: each rendered gateway container is started as a process with the real binary
 #     (target/debug/codepipeline-gateway, or GATEWAY_BIN) and must serve health on the probed port;
 #     the Redis value sets run against a real redis-server (Debian's, started by the checks on free
-#     ports) and must report the shared rate limits up, shared by two pods
+#     ports) and must report the shared rate limits up, shared by two pods; the third-party value
+#     set must load its client-token Secret, reload it when it changes, and supply its tokens to
+#     third-party calls against the emulator's AWS front
 #   - the Dockerfile agrees with the chart (entrypoint, ports, user)
 #   - the Grafana dashboard (dashboards/ in the chart, shipped by dashboards.enabled): its layout
 #     and variables, and, against a gateway started from the chart and called a few times, every

@@ -126,9 +126,13 @@ pub struct AuthArgs {
     /// re-read when it changes.
     #[arg(long, env = "CPGW_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
-    /// How often the token file is checked for changes.
+    /// How often the token file (and the client-token file) is checked for changes.
     #[arg(long, env = "CPGW_TOKEN_FILE_POLL_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
     pub token_file_poll_interval: Duration,
+    /// TOML file of third-party clients' tokens (`[[clients]] client_id, client_token`), which
+    /// the gateway supplies to third-party calls that carry none; re-read when it changes.
+    #[arg(long, env = "CPGW_CLIENT_TOKEN_FILE")]
+    pub client_token_file: Option<PathBuf>,
     /// Serve without authentication (needed for `--upstream aws` with no token file or mTLS).
     #[arg(long, env = "CPGW_ALLOW_UNAUTHENTICATED")]
     pub allow_unauthenticated: bool,

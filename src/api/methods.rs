@@ -21,6 +21,16 @@ pub enum Method {
     PutJobFailureResult,
     /// `JobWorkerService/StreamJobs`.
     StreamJobs,
+    /// `ThirdPartyJobWorkerService/PollForThirdPartyJobs`.
+    PollForThirdPartyJobs,
+    /// `ThirdPartyJobWorkerService/AcknowledgeThirdPartyJob`.
+    AcknowledgeThirdPartyJob,
+    /// `ThirdPartyJobWorkerService/GetThirdPartyJobDetails`.
+    GetThirdPartyJobDetails,
+    /// `ThirdPartyJobWorkerService/PutThirdPartyJobSuccessResult`.
+    PutThirdPartyJobSuccessResult,
+    /// `ThirdPartyJobWorkerService/PutThirdPartyJobFailureResult`.
+    PutThirdPartyJobFailureResult,
     /// `EmulatorAdminService/RegisterActionType`.
     RegisterActionType,
     /// `EmulatorAdminService/CreateJob`.
@@ -73,7 +83,7 @@ impl RpcKind {
 /// The parts of the served API, which auth and the limits treat differently.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Api {
-    /// The job-worker service: always authenticated, rate-limited.
+    /// The job-worker services (custom and third-party): always authenticated, rate-limited.
     JobWorker,
     /// The emulator's admin service: always authenticated, never rate-limited.
     EmulatorAdmin,
@@ -84,6 +94,8 @@ pub enum Api {
 }
 
 const JOB_WORKER: &str = pb::jobworker::job_worker_service_server::SERVICE_NAME;
+const THIRD_PARTY_JOB_WORKER: &str =
+    pb::jobworker::third_party_job_worker_service_server::SERVICE_NAME;
 const EMULATOR_ADMIN: &str = pb::emulator::emulator_admin_service_server::SERVICE_NAME;
 const HEALTH: &str = tonic_health::pb::health_server::SERVICE_NAME;
 const REFLECTION_V1: &str = tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME;
@@ -92,13 +104,18 @@ const REFLECTION_V1ALPHA: &str =
 
 impl Method {
     /// Every method, for iteration; per-method state lives in an [`enum_map::EnumMap`].
-    pub const ALL: [Self; 17] = [
+    pub const ALL: [Self; 22] = [
         Self::PollForJobs,
         Self::AcknowledgeJob,
         Self::GetJobDetails,
         Self::PutJobSuccessResult,
         Self::PutJobFailureResult,
         Self::StreamJobs,
+        Self::PollForThirdPartyJobs,
+        Self::AcknowledgeThirdPartyJob,
+        Self::GetThirdPartyJobDetails,
+        Self::PutThirdPartyJobSuccessResult,
+        Self::PutThirdPartyJobFailureResult,
         Self::RegisterActionType,
         Self::CreateJob,
         Self::GetJob,
@@ -120,7 +137,12 @@ impl Method {
             | Self::GetJobDetails
             | Self::PutJobSuccessResult
             | Self::PutJobFailureResult
-            | Self::StreamJobs => Api::JobWorker,
+            | Self::StreamJobs
+            | Self::PollForThirdPartyJobs
+            | Self::AcknowledgeThirdPartyJob
+            | Self::GetThirdPartyJobDetails
+            | Self::PutThirdPartyJobSuccessResult
+            | Self::PutThirdPartyJobFailureResult => Api::JobWorker,
             Self::RegisterActionType
             | Self::CreateJob
             | Self::GetJob
@@ -135,6 +157,14 @@ impl Method {
     /// The fully qualified service, as the generated code names it.
     pub const fn service(self) -> &'static str {
         match (self.api(), self) {
+            (
+                Api::JobWorker,
+                Self::PollForThirdPartyJobs
+                | Self::AcknowledgeThirdPartyJob
+                | Self::GetThirdPartyJobDetails
+                | Self::PutThirdPartyJobSuccessResult
+                | Self::PutThirdPartyJobFailureResult,
+            ) => THIRD_PARTY_JOB_WORKER,
             (Api::JobWorker, _) => JOB_WORKER,
             (Api::EmulatorAdmin, _) => EMULATOR_ADMIN,
             (Api::Health, _) => HEALTH,
@@ -152,6 +182,11 @@ impl Method {
             Self::PutJobSuccessResult => "PutJobSuccessResult",
             Self::PutJobFailureResult => "PutJobFailureResult",
             Self::StreamJobs => "StreamJobs",
+            Self::PollForThirdPartyJobs => "PollForThirdPartyJobs",
+            Self::AcknowledgeThirdPartyJob => "AcknowledgeThirdPartyJob",
+            Self::GetThirdPartyJobDetails => "GetThirdPartyJobDetails",
+            Self::PutThirdPartyJobSuccessResult => "PutThirdPartyJobSuccessResult",
+            Self::PutThirdPartyJobFailureResult => "PutThirdPartyJobFailureResult",
             Self::RegisterActionType => "RegisterActionType",
             Self::CreateJob => "CreateJob",
             Self::GetJob => "GetJob",

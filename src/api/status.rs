@@ -20,6 +20,7 @@
 //! | a client at its own limit of calls in flight | RESOURCE_EXHAUSTED |
 //! | a call unanswered at its deadline (its body never arrived, say) | DEADLINE_EXCEEDED |
 //! | a request message over the size limit | RESOURCE_EXHAUSTED |
+//! | a third-party call with no client token, none held for its client | FAILED_PRECONDITION |
 //! | a panic while handling a call | INTERNAL, generic message |
 //! | anything else | INTERNAL, generic message |
 
@@ -271,6 +272,13 @@ pub enum Refusal {
     MessageTooLarge {
         /// The limit, in bytes.
         limit: usize,
+    },
+    /// A third-party call carries no client token and the gateway holds none for it.
+    NoClientToken {
+        /// The job.
+        job_id: String,
+        /// Why none was found, and what the worker can do.
+        reason: String,
     },
     /// Handling the call panicked.
     Panicked,
@@ -554,6 +562,15 @@ impl From<Refusal> for Status {
                     Code::ResourceExhausted,
                     format!("the request message is larger than the limit of {limit} bytes"),
                 )
+            }
+            Refusal::NoClientToken { job_id, reason } => {
+                details.set_error_info("CLIENT_TOKEN_UNAVAILABLE", GATEWAY_DOMAIN, HashMap::new());
+                details.add_precondition_failure_violation(
+                    "CLIENT_TOKEN",
+                    format!("job:{job_id}"),
+                    reason.clone(),
+                );
+                (Code::FailedPrecondition, reason)
             }
             Refusal::Panicked => (Code::Internal, "unexpected error".to_owned()),
         };

@@ -21,12 +21,14 @@ use anyhow::Context;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use tokio::net::TcpListener;
 
-pub use options::{EmulatorOptions, GatewayOptions, Http2Settings, TokenFile, UpstreamChoice};
+pub use options::{
+    EmulatorOptions, GatewayOptions, Http2Settings, UpstreamChoice, WatchedFilePath,
+};
 pub use servers::{Server, ShutdownSignal};
 pub use tls::TlsFiles;
 
 use crate::{
-    auth::TokenStore,
+    auth::{ClientTokens, TokenStore, watched_file::WatchedFile},
     aws::AwsUpstream,
     config::{EmulatorArgs, ServeArgs},
     emulator::Emulator,
@@ -64,9 +66,19 @@ impl App {
             .token_file
             .as_ref()
             .map(|file| {
-                let store = TokenStore::load(&file.path, metrics.clone())?;
+                let store = TokenStore::load(&file.path, metrics.token_file.clone())?;
                 store.watch(file.poll_interval);
                 anyhow::Ok(store)
+            })
+            .transpose()?;
+        let client_token_file = options
+            .client_token_file
+            .as_ref()
+            .map(|file| {
+                let client_tokens =
+                    WatchedFile::load(&file.path, metrics.client_token_file.clone())?;
+                client_tokens.watch(file.poll_interval);
+                anyhow::Ok(client_tokens)
             })
             .transpose()?;
         let (configured, emulator): (Option<Arc<dyn Upstream>>, _) = match &options.upstream {
@@ -92,6 +104,7 @@ impl App {
             upstream,
             admin: emulator.clone(),
             tokens,
+            client_tokens: Arc::new(ClientTokens::new(client_token_file, metrics.clone())),
             metrics: metrics.clone(),
             clock: seams.limit_clock.unwrap_or_default(),
         };

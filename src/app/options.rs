@@ -18,9 +18,10 @@ use crate::{
     limits::{Rate, SharedRatesConfig},
 };
 
-/// The token file and how often it is checked for changes.
+/// A secrets file (the token file, the client-token file) and how often it is checked for
+/// changes.
 #[derive(Debug, Clone)]
-pub struct TokenFile {
+pub struct WatchedFilePath {
     /// The file.
     pub path: PathBuf,
     /// How often it is re-read.
@@ -47,7 +48,9 @@ pub struct GatewayOptions {
     /// Where calls go.
     pub upstream: UpstreamChoice,
     /// The token file, if any.
-    pub token_file: Option<TokenFile>,
+    pub token_file: Option<WatchedFilePath>,
+    /// The client-token file, if any.
+    pub client_token_file: Option<WatchedFilePath>,
     /// TLS (and mTLS) on the gRPC port.
     pub tls: Option<TlsFiles>,
     /// Whether reflection needs credentials.
@@ -114,7 +117,11 @@ impl GatewayOptions {
                     demo_jobs: args.engine.demo_jobs,
                 },
             },
-            token_file: auth.token_file.clone().map(|path| TokenFile {
+            token_file: auth.token_file.clone().map(|path| WatchedFilePath {
+                path,
+                poll_interval: auth.token_file_poll_interval,
+            }),
+            client_token_file: auth.client_token_file.clone().map(|path| WatchedFilePath {
                 path,
                 poll_interval: auth.token_file_poll_interval,
             }),

@@ -16,7 +16,7 @@ use tower_http::{
 
 use super::{GatewayOptions, Server, connections};
 use crate::{
-    auth::{Authenticator, TokenStore},
+    auth::{Authenticator, ClientTokens, TokenStore},
     emulator::{Emulator, admin::AdminService},
     feed::Feeds,
     limits::{
@@ -29,7 +29,13 @@ use crate::{
         rate_limit::RateLimitLayer,
     },
     observability::{Metrics, metrics::RateLimitBackendLabels},
-    pb::{self, jobworker::job_worker_service_server::JobWorkerServiceServer},
+    pb::{
+        self,
+        jobworker::{
+            job_worker_service_server::JobWorkerServiceServer,
+            third_party_job_worker_service_server::ThirdPartyJobWorkerServiceServer,
+        },
+    },
     service::{JobWorker, StreamLimits},
     upstream::Upstream,
 };
@@ -42,6 +48,8 @@ pub(super) struct Shared {
     pub admin: Option<Arc<Emulator>>,
     /// The token file in force, if any.
     pub tokens: Option<Arc<TokenStore>>,
+    /// The client tokens the gateway holds for third-party workers.
+    pub client_tokens: Arc<ClientTokens>,
     /// The registry every layer records into.
     pub metrics: Arc<Metrics>,
     /// The limiters' clock.
@@ -58,6 +66,7 @@ pub(super) async fn start_gateway(
         upstream,
         admin,
         tokens,
+        client_tokens,
         metrics,
         clock,
     } = shared;
@@ -65,6 +74,9 @@ pub(super) async fn start_gateway(
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<JobWorkerServiceServer<JobWorker>>()
+        .await;
+    health
+        .set_serving::<ThirdPartyJobWorkerServiceServer<JobWorker>>()
         .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -166,6 +178,7 @@ pub(super) async fn start_gateway(
             metrics.clone(),
         ),
         upstream,
+        client_tokens,
         budget: upstream_budget,
         metrics: metrics.clone(),
         client_limits: client_limits.clone(),
@@ -175,9 +188,14 @@ pub(super) async fn start_gateway(
         )),
         draining: draining.clone(),
         default_deadline: options.default_deadline,
-    }
-    .into_server()
-    .max_decoding_message_size(options.max_message_size);
+    };
+    let third_party_job_worker = job_worker
+        .clone()
+        .into_third_party_server()
+        .max_decoding_message_size(options.max_message_size);
+    let job_worker = job_worker
+        .into_server()
+        .max_decoding_message_size(options.max_message_size);
     let admin = admin.map(|emulator| {
         AdminService::new(emulator)
             .into_server()
@@ -188,6 +206,7 @@ pub(super) async fn start_gateway(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(job_worker)
+        .add_service(third_party_job_worker)
         .add_optional_service(admin);
 
     let (shutdown, shutdown_requested) = oneshot::channel::<()>();
@@ -202,6 +221,9 @@ pub(super) async fn start_gateway(
             .await;
         health
             .set_not_serving::<JobWorkerServiceServer<JobWorker>>()
+            .await;
+        health
+            .set_not_serving::<ThirdPartyJobWorkerServiceServer<JobWorker>>()
             .await;
         tokio::time::sleep(lame_duck).await;
         tracing::info!("listener closing; draining in-flight calls, ending job streams");

@@ -8,15 +8,19 @@
 //! credentials, and so is reflection unless configured otherwise.
 
 mod certificate;
+pub mod client_tokens;
 pub mod token_file;
+pub mod watched_file;
 
 use std::sync::{Arc, LazyLock};
 
 use http::HeaderValue;
 use tonic::Status;
 
+pub use client_tokens::{ClientTokenSet, ClientTokens};
 use token_file::Identified;
-pub use token_file::{TokenFileError, TokenSet, TokenStore};
+pub use token_file::{TokenSet, TokenStore};
+pub use watched_file::FileError;
 
 use crate::{
     api::{Api, Method, Refusal},

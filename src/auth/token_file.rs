@@ -1,5 +1,5 @@
-//! The token file: its schema, one parsed version of it ([`TokenSet`]), and the store that
-//! re-reads it when it changes ([`TokenStore`]).
+//! The token file: its schema and one parsed version of it ([`TokenSet`]); [`TokenStore`]
+//! re-reads it when it changes.
 //!
 //! The token file is TOML, typically a mounted Kubernetes Secret:
 //!
@@ -12,62 +12,24 @@
 //! burst = 40             # optional
 //! ```
 //!
-//! It is re-read when its content changes; a file that does not parse leaves the last good one
-//! in force, says so in the log, and sets `gateway_token_file_healthy` to 0.
+//! It is re-read when its content changes (see [`super::watched_file`]); a file that does not
+//! parse leaves the last good one in force, says so in the log, and sets
+//! `gateway_token_file_healthy` to 0.
 
-use std::{
-    collections::HashSet,
-    num::NonZeroU32,
-    path::{Path, PathBuf},
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{collections::HashSet, num::NonZeroU32, sync::Arc};
 
-use arc_swap::ArcSwap;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::Caller;
-use crate::{
-    api::{Method, status::cause_chain},
-    limits::Rate,
-    observability::{
-        Metrics,
-        metrics::{ReloadLabels, ReloadResult},
-    },
+use super::{
+    Caller,
+    watched_file::{FileContent, FileError, WatchedFile},
 };
+use crate::{api::Method, limits::Rate};
 
-/// Why a token file was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum TokenFileError {
-    /// It could not be read.
-    #[error("cannot read the token file {path}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// It is not valid TOML of the expected shape. Only the parser's message and the line are
-    /// kept: the parser's own rendering quotes the offending line, which could hold a token.
-    #[error("the token file is not valid at line {line}: {message}")]
-    Syntax {
-        /// The 1-based line.
-        line: usize,
-        /// What is wrong.
-        message: String,
-    },
-    /// An entry is wrong.
-    #[error("token file client {client:?}: {problem}")]
-    Entry {
-        /// The entry's id.
-        client: String,
-        /// What is wrong.
-        problem: String,
-    },
-}
+/// The token file in force, re-read when it changes.
+pub type TokenStore = WatchedFile<TokenSet>;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -139,20 +101,15 @@ pub struct TokenSet {
 
 impl TokenSet {
     /// Parses and checks a token file.
-    pub fn parse(text: &str) -> Result<Self, TokenFileError> {
-        let file: TokenFileToml = toml::from_str(text).map_err(|error| TokenFileError::Syntax {
-            line: error.span().map_or(1, |span| {
-                text[..span.start.min(text.len())].lines().count().max(1)
-            }),
-            message: error.message().to_owned(),
-        })?;
+    pub fn parse(text: &str) -> Result<Self, FileError> {
+        let file: TokenFileToml = FileError::parse_toml(text)?;
         let known_method = |name: &str| Method::ALL.into_iter().any(|m| m.is_named_by(name));
         let mut ids = HashSet::new();
         let mut digests = HashSet::new();
         let mut clients = Vec::with_capacity(file.clients.len());
         for entry in file.clients {
-            let problem = |problem: String| TokenFileError::Entry {
-                client: entry.id.clone(),
+            let problem = |problem: String| FileError::Entry {
+                entry: entry.id.clone(),
                 problem,
             };
             if entry.id.is_empty() || !ids.insert(entry.id.clone()) {
@@ -225,116 +182,16 @@ impl TokenSet {
     }
 }
 
-/// The token file in force, re-read when it changes.
-pub struct TokenStore {
-    path: PathBuf,
-    current: ArcSwap<TokenSet>,
-    /// The digest of the file's bytes last read, so an unchanged file is not parsed again.
-    last_read: Mutex<[u8; 32]>,
-    metrics: Arc<Metrics>,
-}
+impl FileContent for TokenSet {
+    const NAME: &'static str = "token file";
 
-impl TokenStore {
-    /// Loads the token file; a gateway does not start on a broken one.
-    pub fn load(path: &Path, metrics: Arc<Metrics>) -> Result<Arc<Self>, TokenFileError> {
-        let bytes = std::fs::read(path).map_err(|source| TokenFileError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let set = TokenSet::parse(&String::from_utf8_lossy(&bytes))?;
-        metrics
-            .token_file_reloads
-            .get_or_create(&reload(ReloadResult::Success))
-            .inc();
-        metrics.token_file_healthy.set(1);
-        metrics.token_file_clients.set(set.len() as i64);
-        tracing::info!(path = %path.display(), clients = set.len(), "token file loaded");
-        Ok(Arc::new(Self {
-            path: path.to_owned(),
-            current: ArcSwap::from_pointee(set),
-            last_read: Mutex::new(Sha256::digest(&bytes).into()),
-            metrics,
-        }))
+    fn parse(text: &str) -> Result<Self, FileError> {
+        Self::parse(text)
     }
 
-    /// Re-reads the file if its content changed. A file that cannot be read or parsed keeps
-    /// the last good one in force.
-    pub fn reload(&self) {
-        let bytes = match std::fs::read(&self.path) {
-            Ok(bytes) => bytes,
-            Err(error) => {
-                // Forget the last content read, so the next good read is parsed again and
-                // reported healthy (a Secret's symlink swap can fail one read).
-                *self.last_read.lock().unwrap_or_else(|p| p.into_inner()) = [0; 32];
-                return self.reload_failed(&error);
-            }
-        };
-        let digest: [u8; 32] = Sha256::digest(&bytes).into();
-        let mut last_read = self.last_read.lock().unwrap_or_else(|p| p.into_inner());
-        if *last_read == digest {
-            return;
-        }
-        *last_read = digest;
-        match TokenSet::parse(&String::from_utf8_lossy(&bytes)) {
-            Ok(set) => {
-                tracing::info!(path = %self.path.display(), clients = set.len(), "token file reloaded");
-                self.metrics.token_file_clients.set(set.len() as i64);
-                self.metrics.token_file_healthy.set(1);
-                self.metrics
-                    .token_file_reloads
-                    .get_or_create(&reload(ReloadResult::Success))
-                    .inc();
-                self.current.store(Arc::new(set));
-            }
-            Err(error) => self.reload_failed(&error),
-        }
+    fn entries(&self) -> usize {
+        self.len()
     }
-
-    fn reload_failed(&self, error: &(dyn std::error::Error + 'static)) {
-        // The error names the file, a line and the problem, never the line's content.
-        tracing::error!(
-            path = %self.path.display(),
-            error = %cause_chain(error),
-            "token file not reloaded; the last good one stays in force"
-        );
-        self.metrics.token_file_healthy.set(0);
-        self.metrics
-            .token_file_reloads
-            .get_or_create(&reload(ReloadResult::Failure))
-            .inc();
-    }
-
-    /// Re-reads the file every `interval` in a background task, for as long as the store lives.
-    /// Polling the content (rather than watching inodes) follows Kubernetes' atomic symlink swap
-    /// of mounted Secrets.
-    pub fn watch(self: &Arc<Self>, interval: Duration) {
-        let store = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(interval);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            ticks.tick().await;
-            loop {
-                ticks.tick().await;
-                let Some(store) = store.upgrade() else { return };
-                // File reads block; keep them off the runtime's worker threads.
-                if tokio::task::spawn_blocking(move || store.reload())
-                    .await
-                    .is_err()
-                {
-                    tracing::error!("token file reload task panicked");
-                }
-            }
-        });
-    }
-
-    /// The token set in force.
-    pub fn current(&self) -> arc_swap::Guard<Arc<TokenSet>> {
-        self.current.load()
-    }
-}
-
-fn reload(result: ReloadResult) -> ReloadLabels {
-    ReloadLabels { result }
 }
 
 #[cfg(test)]
@@ -345,7 +202,7 @@ mod tests {
         hex::encode(Sha256::digest(token.as_bytes()))
     }
 
-    fn file(entries: &str) -> Result<TokenSet, TokenFileError> {
+    fn file(entries: &str) -> Result<TokenSet, FileError> {
         TokenSet::parse(entries)
     }
 

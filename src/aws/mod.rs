@@ -19,10 +19,12 @@ use aws_smithy_types::DateTime;
 
 use crate::{
     domain::{
-        AcknowledgeJobInput, ActionCategory, ActionConfiguration, ActionOwner, ActionTypeId,
-        Artifact, EncryptionKey, GetJobDetailsInput, Job, JobData, JobDetails, JobStatus,
-        PipelineContext, PollForJobsInput, PutJobFailureResultInput, PutJobSuccessResultInput,
-        S3Location, SessionCredentials,
+        AcknowledgeJobInput, AcknowledgeThirdParty, ActionCategory, ActionConfiguration,
+        ActionOwner, ActionTypeId, Artifact, EncryptionKey, FailureDetails, GetJobDetailsInput,
+        Job, JobData, JobDetails, JobStatus, PipelineContext, PollForJobsInput,
+        PollForThirdPartyJobsInput, PutJobFailureResultInput, PutJobSuccessResultInput, S3Location,
+        SessionCredentials, ThirdPartyInput, ThirdPartyJob, ThirdPartyJobDetails,
+        ThirdPartySuccess,
     },
     upstream::{AwsErrorCode, Upstream, UpstreamError},
 };
@@ -231,25 +233,8 @@ impl Upstream for AwsUpstream {
         &self,
         input: PutJobSuccessResultInput,
     ) -> Result<(), UpstreamError> {
-        let current_revision = input
-            .current_revision
-            .map(|revision| {
-                sdk::CurrentRevision::builder()
-                    .revision(revision.revision)
-                    .change_identifier(revision.change_identifier)
-                    .set_created(revision.created.map(DateTime::from))
-                    .set_revision_summary(revision.revision_summary)
-                    .build()
-            })
-            .transpose()
-            .map_err(unexpected)?;
-        let execution_details = input.execution_details.map(|details| {
-            sdk::ExecutionDetails::builder()
-                .set_summary(details.summary)
-                .set_external_execution_id(details.external_execution_id)
-                .set_percent_complete(details.percent_complete.map(i32::from))
-                .build()
-        });
+        let current_revision = sdk_current_revision(input.current_revision)?;
+        let execution_details = input.execution_details.map(sdk_execution_details);
         let output_variables = (!input.output_variables.is_empty()).then(|| {
             input
                 .output_variables
@@ -277,13 +262,7 @@ impl Upstream for AwsUpstream {
         &self,
         input: PutJobFailureResultInput,
     ) -> Result<(), UpstreamError> {
-        let details = input.failure_details;
-        let failure_details = sdk::FailureDetails::builder()
-            .r#type(sdk::FailureType::from(details.kind.as_str()))
-            .message(details.message)
-            .set_external_execution_id(details.external_execution_id)
-            .build()
-            .map_err(unexpected)?;
+        let failure_details = sdk_failure_details(input.failure_details)?;
         self.unless_throttled(|| async {
             self.single_attempt
                 .put_job_failure_result()
@@ -297,6 +276,160 @@ impl Upstream for AwsUpstream {
         .await?;
         Ok(())
     }
+    async fn poll_for_third_party_jobs(
+        &self,
+        input: PollForThirdPartyJobsInput,
+    ) -> Result<Vec<ThirdPartyJob>, UpstreamError> {
+        let output = self
+            .client
+            .poll_for_third_party_jobs()
+            .action_type_id(sdk_action_type_id(&input.action_type_id)?)
+            .set_max_batch_size(
+                input
+                    .max_batch_size
+                    .map(|size| size.min(i32::MAX as u32) as i32),
+            )
+            .send()
+            .await
+            .map(recorded)
+            .map_err(classify)?;
+        Ok(output
+            .jobs
+            .unwrap_or_default()
+            .into_iter()
+            .map(|job| ThirdPartyJob {
+                client_id: job.client_id.unwrap_or_default(),
+                job_id: job.job_id.unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    async fn acknowledge_third_party_job(
+        &self,
+        input: ThirdPartyInput<AcknowledgeThirdParty>,
+    ) -> Result<JobStatus, UpstreamError> {
+        let output = self
+            .unless_throttled(|| async {
+                self.single_attempt
+                    .acknowledge_third_party_job()
+                    .job_id(input.job_id.as_str())
+                    .nonce(input.call.nonce.as_str())
+                    .client_token(input.client_token.expose())
+                    .send()
+                    .await
+                    .map(recorded)
+                    .map_err(classify)
+            })
+            .await?;
+        output
+            .status
+            .as_ref()
+            .and_then(|status| JobStatus::from_aws(status.as_str()))
+            .ok_or_else(|| UpstreamError::Unexpected {
+                source: "AcknowledgeThirdPartyJob answered without a known status".into(),
+            })
+    }
+
+    async fn get_third_party_job_details(
+        &self,
+        input: ThirdPartyInput<()>,
+    ) -> Result<ThirdPartyJobDetails, UpstreamError> {
+        let output = self
+            .client
+            .get_third_party_job_details()
+            .job_id(input.job_id.as_str())
+            .client_token(input.client_token.expose())
+            .send()
+            .await
+            .map(recorded)
+            .map_err(classify)?;
+        let details = output
+            .job_details
+            .ok_or_else(|| UpstreamError::Unexpected {
+                source: "GetThirdPartyJobDetails answered without job details".into(),
+            })?;
+        Ok(ThirdPartyJobDetails {
+            id: details.id.unwrap_or_default(),
+            data: details.data.map(third_party_job_data).unwrap_or_default(),
+            nonce: details.nonce.unwrap_or_default(),
+        })
+    }
+
+    async fn put_third_party_job_success_result(
+        &self,
+        input: ThirdPartyInput<ThirdPartySuccess>,
+    ) -> Result<(), UpstreamError> {
+        let current_revision = sdk_current_revision(input.call.current_revision)?;
+        let execution_details = input.call.execution_details.map(sdk_execution_details);
+        self.unless_throttled(|| async {
+            self.single_attempt
+                .put_third_party_job_success_result()
+                .job_id(input.job_id.as_str())
+                .client_token(input.client_token.expose())
+                .set_current_revision(current_revision.clone())
+                .set_continuation_token(input.call.continuation_token.clone())
+                .set_execution_details(execution_details.clone())
+                .send()
+                .await
+                .map(recorded)
+                .map_err(classify)
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn put_third_party_job_failure_result(
+        &self,
+        input: ThirdPartyInput<FailureDetails>,
+    ) -> Result<(), UpstreamError> {
+        let failure_details = sdk_failure_details(input.call)?;
+        self.unless_throttled(|| async {
+            self.single_attempt
+                .put_third_party_job_failure_result()
+                .job_id(input.job_id.as_str())
+                .client_token(input.client_token.expose())
+                .failure_details(failure_details.clone())
+                .send()
+                .await
+                .map(recorded)
+                .map_err(classify)
+        })
+        .await?;
+        Ok(())
+    }
+}
+
+fn sdk_current_revision(
+    revision: Option<crate::domain::CurrentRevision>,
+) -> Result<Option<sdk::CurrentRevision>, UpstreamError> {
+    revision
+        .map(|revision| {
+            sdk::CurrentRevision::builder()
+                .revision(revision.revision)
+                .change_identifier(revision.change_identifier)
+                .set_created(revision.created.map(DateTime::from))
+                .set_revision_summary(revision.revision_summary)
+                .build()
+        })
+        .transpose()
+        .map_err(unexpected)
+}
+
+fn sdk_execution_details(details: crate::domain::ExecutionDetails) -> sdk::ExecutionDetails {
+    sdk::ExecutionDetails::builder()
+        .set_summary(details.summary)
+        .set_external_execution_id(details.external_execution_id)
+        .set_percent_complete(details.percent_complete.map(i32::from))
+        .build()
+}
+
+fn sdk_failure_details(details: FailureDetails) -> Result<sdk::FailureDetails, UpstreamError> {
+    sdk::FailureDetails::builder()
+        .r#type(sdk::FailureType::from(details.kind.as_str()))
+        .message(details.message)
+        .set_external_execution_id(details.external_execution_id)
+        .build()
+        .map_err(unexpected)
 }
 
 /// Notes the AWS request id of a call in the call's span (the handler runs inside it).
@@ -381,44 +514,58 @@ fn sdk_action_type_id(id: &ActionTypeId) -> Result<sdk::ActionTypeId, UpstreamEr
         .map_err(unexpected)
 }
 
+/// The job data of a custom or a third-party job: the SDK has a type for each, with the same
+/// members.
+macro_rules! job_data_from {
+    ($data:expr) => {{
+        let data = $data;
+
+        JobData {
+            action_type_id: data.action_type_id.and_then(|id| {
+                Some(ActionTypeId {
+                    category: ActionCategory::from_aws(id.category.as_str())?,
+                    owner: ActionOwner::from_aws(id.owner.as_str())?,
+                    provider: id.provider,
+                    version: id.version,
+                })
+            }),
+            action_configuration: ActionConfiguration(
+                data.action_configuration
+                    .and_then(|config| config.configuration)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect(),
+            ),
+            pipeline_context: data.pipeline_context.map(|context| {
+                let action = context.action;
+                PipelineContext {
+                    pipeline_name: context.pipeline_name,
+                    stage_name: context.stage.and_then(|stage| stage.name),
+                    action_name: action.as_ref().and_then(|a| a.name.clone()),
+                    action_execution_id: action.and_then(|a| a.action_execution_id),
+                    pipeline_arn: context.pipeline_arn,
+                    pipeline_execution_id: context.pipeline_execution_id,
+                }
+            }),
+            input_artifacts: artifacts(data.input_artifacts),
+            output_artifacts: artifacts(data.output_artifacts),
+            artifact_credentials: data.artifact_credentials.map(|c| SessionCredentials {
+                access_key_id: c.access_key_id,
+                secret_access_key: c.secret_access_key,
+                session_token: c.session_token,
+            }),
+            continuation_token: data.continuation_token,
+            encryption_key: data.encryption_key.map(|key| EncryptionKey { id: key.id }),
+        }
+    }};
+}
+
 fn job_data(data: sdk::JobData) -> JobData {
-    JobData {
-        action_type_id: data.action_type_id.and_then(|id| {
-            Some(ActionTypeId {
-                category: ActionCategory::from_aws(id.category.as_str())?,
-                owner: ActionOwner::from_aws(id.owner.as_str())?,
-                provider: id.provider,
-                version: id.version,
-            })
-        }),
-        action_configuration: ActionConfiguration(
-            data.action_configuration
-                .and_then(|config| config.configuration)
-                .unwrap_or_default()
-                .into_iter()
-                .collect(),
-        ),
-        pipeline_context: data.pipeline_context.map(|context| {
-            let action = context.action;
-            PipelineContext {
-                pipeline_name: context.pipeline_name,
-                stage_name: context.stage.and_then(|stage| stage.name),
-                action_name: action.as_ref().and_then(|a| a.name.clone()),
-                action_execution_id: action.and_then(|a| a.action_execution_id),
-                pipeline_arn: context.pipeline_arn,
-                pipeline_execution_id: context.pipeline_execution_id,
-            }
-        }),
-        input_artifacts: artifacts(data.input_artifacts),
-        output_artifacts: artifacts(data.output_artifacts),
-        artifact_credentials: data.artifact_credentials.map(|c| SessionCredentials {
-            access_key_id: c.access_key_id,
-            secret_access_key: c.secret_access_key,
-            session_token: c.session_token,
-        }),
-        continuation_token: data.continuation_token,
-        encryption_key: data.encryption_key.map(|key| EncryptionKey { id: key.id }),
-    }
+    job_data_from!(data)
+}
+
+fn third_party_job_data(data: sdk::ThirdPartyJobData) -> JobData {
+    job_data_from!(data)
 }
 
 fn artifacts(artifacts: Option<Vec<sdk::Artifact>>) -> Vec<Artifact> {

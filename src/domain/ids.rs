@@ -75,9 +75,115 @@ impl fmt::Debug for Nonce {
     }
 }
 
+/// A third-party job's ID: 1..512 characters of anything (the model leaves it free).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ThirdPartyJobId(String);
+
+impl ThirdPartyJobId {
+    /// Checks the model's length constraint.
+    pub fn parse(value: &str) -> Result<Self, &'static str> {
+        match value.chars().count() {
+            1..=512 => Ok(Self(value.to_owned())),
+            _ => Err("must be 1 to 512 characters long"),
+        }
+    }
+
+    /// The ID as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ThirdPartyJobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for ThirdPartyJobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+/// A third-party client's ID: the public half of its clientId / clientToken pair, a lowercase
+/// UUID as the model writes it.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientId(String);
+
+impl ClientId {
+    /// What a client ID must look like, for error messages.
+    pub const FORMAT: &'static str = JobId::FORMAT;
+
+    /// Checks the model's pattern (a lowercase UUID).
+    pub fn parse(value: &str) -> Result<Self, &'static str> {
+        JobId::parse(value).map(|id| Self(id.0))
+    }
+
+    /// A new random client ID.
+    pub fn random() -> Self {
+        Self(uuid::Uuid::new_v4().to_string())
+    }
+
+    /// The ID as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+/// A third-party client's token: 1..256 characters, the secret half of the pair. Never printed
+/// by `Debug` or `Display`, never in an error message.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientToken(String);
+
+impl ClientToken {
+    /// Checks the model's length constraint.
+    pub fn parse(value: &str) -> Result<Self, &'static str> {
+        match value.chars().count() {
+            1..=256 => Ok(Self(value.to_owned())),
+            _ => Err("must be 1 to 256 characters long"),
+        }
+    }
+
+    /// The token itself, for the call that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ClientToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClientToken(<redacted>)")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn third_party_ids_and_tokens_are_checked_for_length_and_tokens_never_print() {
+        assert!(ThirdPartyJobId::parse("any job id, even with spaces").is_ok());
+        assert!(ThirdPartyJobId::parse("").is_err());
+        assert!(ThirdPartyJobId::parse(&"x".repeat(513)).is_err());
+        assert!(ClientId::parse("f4f4ff82-2d11-4a2b-9c3d-0123456789ab").is_ok());
+        assert!(ClientId::parse("not-a-uuid").is_err());
+        let token = ClientToken::parse("s3cr3t-client-token").unwrap();
+        assert_eq!(format!("{token:?}"), "ClientToken(<redacted>)");
+        assert!(ClientToken::parse(&"t".repeat(257)).is_err());
+    }
 
     #[test]
     fn job_id_accepts_a_lowercase_uuid() {

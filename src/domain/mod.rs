@@ -15,7 +15,7 @@ pub mod validate;
 use std::{collections::BTreeMap, fmt, time::SystemTime};
 
 pub use enums::{ActionCategory, ActionOwner, FailureType, JobStatus};
-pub use ids::{JobId, Nonce};
+pub use ids::{ClientId, ClientToken, JobId, Nonce, ThirdPartyJobId};
 
 /// Identifies an action type: category, owner, provider and version.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -69,6 +69,108 @@ pub struct SubscribeInput {
     pub query_param: Option<QueryParam>,
     /// The initial credit and the most the stream may hold.
     pub max_outstanding_jobs: u32,
+}
+
+/// How a third-party call names its client's token: given by the worker, or to be supplied
+/// by the gateway for this client (its client-token file), or not at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientCredential {
+    /// The worker sent the token.
+    Token(ClientToken),
+    /// The worker named the job's client; the gateway supplies its token.
+    Client(ClientId),
+    /// Neither: the gateway may know the job's client from its own poll.
+    Unnamed,
+}
+
+/// A validated third-party request, before the gateway settles which client token it carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThirdPartyRequest<T> {
+    /// The job.
+    pub job_id: ThirdPartyJobId,
+    /// The token, or where to find it.
+    pub credential: ClientCredential,
+    /// The rest of the request.
+    pub call: T,
+}
+
+/// A validated third-party request with its client token, as it goes upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThirdPartyInput<T> {
+    /// The job.
+    pub job_id: ThirdPartyJobId,
+    /// The client token.
+    pub client_token: ClientToken,
+    /// The rest of the request.
+    pub call: T,
+}
+
+impl<T> ThirdPartyRequest<T> {
+    /// The request with `client_token`.
+    pub fn with_token(self, client_token: ClientToken) -> ThirdPartyInput<T> {
+        ThirdPartyInput {
+            job_id: self.job_id,
+            client_token,
+            call: self.call,
+        }
+    }
+}
+
+/// A validated PollForThirdPartyJobs request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PollForThirdPartyJobsInput {
+    /// The action type; its owner is always [`ActionOwner::ThirdParty`].
+    pub action_type_id: ActionTypeId,
+    /// The most jobs to return, when the caller set it.
+    pub max_batch_size: Option<u32>,
+}
+
+/// A third-party job a poll returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThirdPartyJob {
+    /// Its client.
+    pub client_id: String,
+    /// The job.
+    pub job_id: String,
+}
+
+/// AcknowledgeThirdPartyJob's own member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcknowledgeThirdParty {
+    /// The nonce GetThirdPartyJobDetails returned.
+    pub nonce: Nonce,
+}
+
+/// PutThirdPartyJobSuccessResult's own members.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThirdPartySuccess {
+    /// The revision a source action worked on.
+    pub current_revision: Option<CurrentRevision>,
+    /// Asks CodePipeline to continue the action with this token.
+    pub continuation_token: Option<String>,
+    /// What the worker did.
+    pub execution_details: Option<ExecutionDetails>,
+}
+
+/// The details of a third-party job, as GetThirdPartyJobDetails returns them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ThirdPartyJobDetails {
+    /// The job's ID.
+    pub id: String,
+    /// What the job is about.
+    pub data: JobData,
+    /// The nonce to acknowledge it with.
+    pub nonce: String,
+}
+
+impl fmt::Debug for ThirdPartyJobDetails {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ThirdPartyJobDetails")
+            .field("id", &self.id)
+            .field("data", &self.data)
+            .field("nonce", &"<redacted>")
+            .finish()
+    }
 }
 
 /// A validated AcknowledgeJob request.

@@ -100,6 +100,25 @@ impl From<JobDetails> for pb::JobDetails {
     }
 }
 
+impl From<ThirdPartyJob> for pb::ThirdPartyJob {
+    fn from(job: ThirdPartyJob) -> Self {
+        Self {
+            client_id: job.client_id,
+            job_id: job.job_id,
+        }
+    }
+}
+
+impl From<ThirdPartyJobDetails> for pb::ThirdPartyJobDetails {
+    fn from(details: ThirdPartyJobDetails) -> Self {
+        Self {
+            id: details.id,
+            data: Some(details.data.into()),
+            nonce: details.nonce,
+        }
+    }
+}
+
 impl From<JobData> for pb::JobData {
     fn from(data: JobData) -> Self {
         Self {

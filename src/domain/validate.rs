@@ -178,6 +178,69 @@ impl Checker {
         converted
     }
 
+    fn max_batch_size(&mut self, size: Option<i32>) -> Option<u32> {
+        size.and_then(|size| {
+            let valid = u32::try_from(size).ok().filter(|size| *size >= 1);
+            if valid.is_none() {
+                self.violation("max_batch_size", "must be at least 1");
+            }
+            valid
+        })
+    }
+
+    fn third_party_job_id(&mut self, value: &str) -> Option<ThirdPartyJobId> {
+        ThirdPartyJobId::parse(value)
+            .map_err(|description| self.violation("job_id", description))
+            .ok()
+    }
+
+    /// The client token a third-party request carries, or the client whose token the gateway
+    /// supplies. The token's value never appears in a violation.
+    fn credential(&mut self, client_token: &str, client_id: &str) -> Option<ClientCredential> {
+        let client_id = (!client_id.is_empty())
+            .then(|| {
+                ClientId::parse(client_id)
+                    .map_err(|description| self.violation("client_id", description))
+                    .ok()
+            })
+            .flatten();
+        if client_token.is_empty() {
+            return Some(client_id.map_or(ClientCredential::Unnamed, ClientCredential::Client));
+        }
+        ClientToken::parse(client_token)
+            .map(ClientCredential::Token)
+            .map_err(|description| self.violation("client_token", description))
+            .ok()
+    }
+
+    fn failure_details(&mut self, details: Option<&pb::FailureDetails>) -> Option<FailureDetails> {
+        let Some(details) = details else {
+            self.violation("failure_details", "is required");
+            return None;
+        };
+        let kind = self.required_enum(
+            "failure_details.type",
+            details.r#type,
+            FailureType::from_pb,
+            &pb_names::<pb::FailureType>(FailureType::ALL.iter().map(|t| t.to_pb())),
+        );
+        let message = self.text(
+            "failure_details.message",
+            &details.message,
+            &FAILURE_MESSAGE,
+        );
+        let external_execution_id = self.optional_text(
+            "failure_details.external_execution_id",
+            details.external_execution_id.as_deref(),
+            &EXECUTION_ID,
+        );
+        Some(FailureDetails {
+            kind: kind?,
+            message,
+            external_execution_id,
+        })
+    }
+
     /// An action type that PollForJobs (and a job feed) may ask for: its owner is Custom.
     fn custom_action_type_id(&mut self, value: Option<&pb::ActionTypeId>) -> Option<ActionTypeId> {
         let action_type_id = self.action_type_id("action_type_id", value);
@@ -318,13 +381,7 @@ impl TryFrom<pb::PollForJobsRequest> for PollForJobsInput {
     fn try_from(request: pb::PollForJobsRequest) -> Result<Self, InvalidRequest> {
         let mut check = Checker::default();
         let action_type_id = check.custom_action_type_id(request.action_type_id.as_ref());
-        let max_batch_size = request.max_batch_size.and_then(|size| {
-            let valid = u32::try_from(size).ok().filter(|size| *size >= 1);
-            if valid.is_none() {
-                check.violation("max_batch_size", "must be at least 1");
-            }
-            valid
-        });
+        let max_batch_size = check.max_batch_size(request.max_batch_size);
         let query_param = check.query_param(request.query_param);
         check.finish(|| {
             Some(Self {
@@ -458,36 +515,144 @@ impl TryFrom<pb::PutJobFailureResultRequest> for PutJobFailureResultInput {
     fn try_from(request: pb::PutJobFailureResultRequest) -> Result<Self, InvalidRequest> {
         let mut check = Checker::default();
         let job_id = check.job_id(&request.job_id);
-        let Some(details) = request.failure_details else {
-            check.violation("failure_details", "is required");
-            return check.finish(|| None);
-        };
-        let kind = check.required_enum(
-            "failure_details.type",
-            details.r#type,
-            FailureType::from_pb,
-            &pb_names::<pb::FailureType>(FailureType::ALL.iter().map(|t| t.to_pb())),
-        );
-        let message = check.text(
-            "failure_details.message",
-            &details.message,
-            &FAILURE_MESSAGE,
-        );
-        let external_execution_id = check.optional_text(
-            "failure_details.external_execution_id",
-            details.external_execution_id.as_deref(),
-            &EXECUTION_ID,
-        );
+        let failure_details = check.failure_details(request.failure_details.as_ref());
         check.finish(|| {
             Some(Self {
                 job_id: job_id?,
-                failure_details: FailureDetails {
-                    kind: kind?,
-                    message,
-                    external_execution_id,
+                failure_details: failure_details?,
+            })
+        })
+    }
+}
+
+impl TryFrom<pb::PollForThirdPartyJobsRequest> for PollForThirdPartyJobsInput {
+    type Error = InvalidRequest;
+
+    fn try_from(request: pb::PollForThirdPartyJobsRequest) -> Result<Self, InvalidRequest> {
+        let mut check = Checker::default();
+        let action_type_id =
+            check.action_type_id("action_type_id", request.action_type_id.as_ref());
+        if let Some(action_type_id) = &action_type_id
+            && action_type_id.owner != ActionOwner::ThirdParty
+        {
+            check.violation(
+                "action_type_id.owner",
+                "must be ACTION_OWNER_THIRD_PARTY: PollForThirdPartyJobs serves partner actions only",
+            );
+        }
+        let max_batch_size = check.max_batch_size(request.max_batch_size);
+        check.finish(|| {
+            Some(Self {
+                action_type_id: action_type_id?,
+                max_batch_size,
+            })
+        })
+    }
+}
+
+impl TryFrom<pb::AcknowledgeThirdPartyJobRequest> for ThirdPartyRequest<AcknowledgeThirdParty> {
+    type Error = InvalidRequest;
+
+    fn try_from(request: pb::AcknowledgeThirdPartyJobRequest) -> Result<Self, InvalidRequest> {
+        let mut check = Checker::default();
+        let job_id = check.third_party_job_id(&request.job_id);
+        let credential = check.credential(&request.client_token, &request.client_id);
+        let nonce = check.nonce(&request.nonce);
+        check.finish(|| {
+            Some(Self {
+                job_id: job_id?,
+                credential: credential?,
+                call: AcknowledgeThirdParty { nonce: nonce? },
+            })
+        })
+    }
+}
+
+impl TryFrom<pb::GetThirdPartyJobDetailsRequest> for ThirdPartyRequest<()> {
+    type Error = InvalidRequest;
+
+    fn try_from(request: pb::GetThirdPartyJobDetailsRequest) -> Result<Self, InvalidRequest> {
+        let mut check = Checker::default();
+        let job_id = check.third_party_job_id(&request.job_id);
+        let credential = check.credential(&request.client_token, &request.client_id);
+        check.finish(|| {
+            Some(Self {
+                job_id: job_id?,
+                credential: credential?,
+                call: (),
+            })
+        })
+    }
+}
+
+impl TryFrom<pb::PutThirdPartyJobSuccessResultRequest> for ThirdPartyRequest<ThirdPartySuccess> {
+    type Error = InvalidRequest;
+
+    fn try_from(request: pb::PutThirdPartyJobSuccessResultRequest) -> Result<Self, InvalidRequest> {
+        let mut check = Checker::default();
+        let job_id = check.third_party_job_id(&request.job_id);
+        let credential = check.credential(&request.client_token, &request.client_id);
+        let current_revision = request
+            .current_revision
+            .as_ref()
+            .map(|revision| check.current_revision(revision));
+        let continuation_token = check.optional_text(
+            "continuation_token",
+            request.continuation_token.as_deref(),
+            &CONTINUATION_TOKEN,
+        );
+        let execution_details = request
+            .execution_details
+            .as_ref()
+            .map(|details| check.execution_details(details));
+        check.finish(|| {
+            Some(Self {
+                job_id: job_id?,
+                credential: credential?,
+                call: ThirdPartySuccess {
+                    current_revision,
+                    continuation_token,
+                    execution_details,
                 },
             })
         })
+    }
+}
+
+impl TryFrom<pb::PutThirdPartyJobFailureResultRequest> for ThirdPartyRequest<FailureDetails> {
+    type Error = InvalidRequest;
+
+    fn try_from(request: pb::PutThirdPartyJobFailureResultRequest) -> Result<Self, InvalidRequest> {
+        let mut check = Checker::default();
+        let job_id = check.third_party_job_id(&request.job_id);
+        let credential = check.credential(&request.client_token, &request.client_id);
+        let failure_details = check.failure_details(request.failure_details.as_ref());
+        check.finish(|| {
+            Some(Self {
+                job_id: job_id?,
+                credential: credential?,
+                call: failure_details?,
+            })
+        })
+    }
+}
+
+/// A third-party request as CodePipeline takes it: with the client token itself (`clientToken`
+/// is a required member). A request that names only a client is the gateway's to complete.
+pub fn with_own_client_token<T>(
+    request: ThirdPartyRequest<T>,
+) -> Result<ThirdPartyInput<T>, InvalidRequest> {
+    match &request.credential {
+        ClientCredential::Token(token) => {
+            let token = token.clone();
+            Ok(request.with_token(token))
+        }
+        ClientCredential::Client(_) | ClientCredential::Unnamed => Err(InvalidRequest {
+            violations: vec![FieldViolation {
+                field: "client_token".to_owned(),
+                description: "must not be null".to_owned(),
+            }],
+        }),
     }
 }
 

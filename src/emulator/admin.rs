@@ -5,11 +5,15 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::{Emulator, JobResult, JobSnapshot, JobSpec, demo_pipeline_context, faults::FaultPlan};
+use super::{
+    Emulator, JobResult, JobSnapshot, JobSpec, PartnerClient, demo_pipeline_context,
+    faults::FaultPlan,
+};
 use crate::{
     api::status,
     domain::{
-        ActionConfiguration, EncryptionKey, validate,
+        ActionConfiguration, ActionOwner, ActionTypeId, ClientId, ClientToken, EncryptionKey,
+        validate,
         validate::{FieldViolation, InvalidRequest},
     },
     pb::{
@@ -63,6 +67,8 @@ impl EmulatorAdminService for AdminService {
         let action_type =
             validate::action_type_id("action_type_id", request.action_type_id.as_ref())
                 .map_err(status::invalid_request)?;
+        let client = partner_client(&action_type, &request.client_id, &request.client_token)
+            .map_err(status::invalid_request)?;
         let spec = JobSpec {
             configuration: ActionConfiguration(request.configuration.into_iter().collect()),
             pipeline_context: request.pipeline_context.map_or_else(
@@ -83,13 +89,19 @@ impl EmulatorAdminService for AdminService {
                 .encryption_key
                 .filter(|key| !key.id.is_empty())
                 .map(|key| EncryptionKey { id: key.id }),
+            client: client.clone(),
         };
         let job_id = self
             .emulator
             .create_job(&action_type, spec)
             .map_err(status::upstream_status)?;
+        let (client_id, client_token) = client
+            .map(|client| (client.id.to_string(), client.token.expose().to_owned()))
+            .unwrap_or_default();
         Ok(Response::new(pb::CreateJobResponse {
             job_id: job_id.to_string(),
+            client_id,
+            client_token,
         }))
     }
 
@@ -157,6 +169,51 @@ impl EmulatorAdminService for AdminService {
     }
 }
 
+/// The client of a new job: for a third-party action type the one asked for, with a new ID or
+/// token for what was left unset; for a custom one none, and asking for one is an error.
+fn partner_client(
+    action_type: &ActionTypeId,
+    client_id: &str,
+    client_token: &str,
+) -> Result<Option<PartnerClient>, InvalidRequest> {
+    let mut violations = Vec::new();
+    let mut violation = |field: &str, description: &str| {
+        violations.push(FieldViolation {
+            field: field.to_owned(),
+            description: description.to_owned(),
+        });
+    };
+    if action_type.owner != ActionOwner::ThirdParty {
+        for (field, value) in [("client_id", client_id), ("client_token", client_token)] {
+            if !value.is_empty() {
+                violation(field, "is only for a third-party action type");
+            }
+        }
+        return if violations.is_empty() {
+            Ok(None)
+        } else {
+            Err(InvalidRequest { violations })
+        };
+    }
+    let random = PartnerClient::random();
+    let id = match client_id {
+        "" => Some(random.id),
+        given => ClientId::parse(given)
+            .map_err(|description| violation("client_id", description))
+            .ok(),
+    };
+    let token = match client_token {
+        "" => Some(random.token),
+        given => ClientToken::parse(given)
+            .map_err(|description| violation("client_token", description))
+            .ok(),
+    };
+    match (id, token) {
+        (Some(id), Some(token)) => Ok(Some(PartnerClient { id, token })),
+        _ => Err(InvalidRequest { violations }),
+    }
+}
+
 fn job_state(job: JobSnapshot) -> pb::JobState {
     let mut state = pb::JobState {
         job_id: job.id.to_string(),
@@ -169,6 +226,7 @@ fn job_state(job: JobSnapshot) -> pb::JobState {
         continuation_token: job.continuation_token,
         continues_job_id: job.continues.map(|id| id.to_string()),
         continued_by_job_id: job.continued_by.map(|id| id.to_string()),
+        client_id: job.client_id.map(|id| id.to_string()).unwrap_or_default(),
         ..Default::default()
     };
     match job.result {

@@ -18,14 +18,18 @@ use rand::{
 };
 use tokio::sync::broadcast;
 
+use subtle::ConstantTimeEq;
+
 use super::faults;
 use crate::{
     domain::{
-        AcknowledgeJobInput, ActionCategory, ActionConfiguration, ActionOwner, ActionTypeId,
-        Artifact, CurrentRevision, EncryptionKey, ExecutionDetails, FailureDetails,
-        GetJobDetailsInput, Job, JobData, JobDetails, JobId, JobStatus, PipelineContext,
-        PollForJobsInput, PutJobFailureResultInput, PutJobSuccessResultInput, S3Location,
-        SessionCredentials,
+        AcknowledgeJobInput, AcknowledgeThirdParty, ActionCategory, ActionConfiguration,
+        ActionOwner, ActionTypeId, Artifact, ClientId, ClientToken, CurrentRevision, EncryptionKey,
+        ExecutionDetails, FailureDetails, GetJobDetailsInput, Job, JobData, JobDetails, JobId,
+        JobStatus, Nonce, PipelineContext, PollForJobsInput, PollForThirdPartyJobsInput,
+        PutJobFailureResultInput, PutJobSuccessResultInput, QueryParam, S3Location,
+        SessionCredentials, ThirdPartyInput, ThirdPartyJob, ThirdPartyJobDetails,
+        ThirdPartySuccess,
     },
     upstream::{AwsErrorCode, Operation, Upstream, UpstreamError},
 };
@@ -74,6 +78,37 @@ pub struct JobSpec {
     pub output_artifacts: Vec<Artifact>,
     /// The key that encrypts the artifacts.
     pub encryption_key: Option<EncryptionKey>,
+    /// For a third-party job: the client it is for. Custom jobs have none.
+    pub client: Option<PartnerClient>,
+}
+
+/// A third-party client: the clientId / clientToken pair a partner receives when a customer
+/// connects its action.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PartnerClient {
+    /// The public half.
+    pub id: ClientId,
+    /// The secret half, which every call about the job but the poll must carry.
+    pub token: ClientToken,
+}
+
+impl PartnerClient {
+    /// A new client with a random ID and a random 64-character token.
+    pub fn random() -> Self {
+        Self {
+            id: ClientId::random(),
+            token: ClientToken::parse(&random_text(64)).expect("64 characters is a valid token"),
+        }
+    }
+}
+
+impl std::fmt::Debug for PartnerClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartnerClient")
+            .field("id", &self.id)
+            .field("token", &self.token)
+            .finish()
+    }
 }
 
 /// The result a worker reported for a job.
@@ -117,6 +152,8 @@ pub struct JobSnapshot {
     pub continued_by: Option<JobId>,
     /// The accepted result.
     pub result: Option<JobResult>,
+    /// A third-party job's client (never its token).
+    pub client_id: Option<ClientId>,
 }
 
 struct JobRecord {
@@ -176,6 +213,30 @@ pub fn demo_action_type() -> ActionTypeId {
     }
 }
 
+/// The demo third-party action type seeded at start: Build / ThirdParty / DemoPartner / 1.
+pub fn demo_third_party_action_type() -> ActionTypeId {
+    ActionTypeId {
+        category: ActionCategory::Build,
+        owner: ActionOwner::ThirdParty,
+        provider: "DemoPartner".to_owned(),
+        version: "1".to_owned(),
+    }
+}
+
+/// The client of the demo third-party jobs. Its token is fixed so a demo client-token file
+/// (examples/client-tokens.toml) can hold it: a demo, not a secret.
+pub const DEMO_CLIENT_ID: &str = "5f0c7f5e-8d0b-4f51-a1d4-3c2f9e6b7a10";
+/// The token of [`DEMO_CLIENT_ID`].
+pub const DEMO_CLIENT_TOKEN: &str = "demo-partner-client-token";
+
+/// The client of the demo third-party jobs.
+pub fn demo_client() -> PartnerClient {
+    PartnerClient {
+        id: ClientId::parse(DEMO_CLIENT_ID).expect("the demo client ID is a UUID"),
+        token: ClientToken::parse(DEMO_CLIENT_TOKEN).expect("the demo token is short"),
+    }
+}
+
 impl Emulator {
     /// An emulator with no action types and no jobs.
     pub fn new(config: EmulatorConfig) -> Self {
@@ -188,46 +249,65 @@ impl Emulator {
         }
     }
 
-    /// Registers the demo action type and creates `jobs` Queued jobs for it, so a new user has
-    /// work to poll at once.
+    /// Registers the demo action types and creates `jobs` Queued jobs for each (the
+    /// third-party ones for [`demo_client`]), so a new user has work to poll at once.
     pub fn seed_demo(&self, jobs: usize) {
-        let action_type = demo_action_type();
-        self.register_action_type(action_type.clone())
-            .expect("the demo action type is custom");
-        for n in 1..=jobs {
-            let spec = JobSpec {
-                configuration: ActionConfiguration(BTreeMap::from([
-                    ("ProjectName".to_owned(), "demo-app".to_owned()),
-                    ("DeployToken".to_owned(), random_text(24)),
-                ])),
-                pipeline_context: demo_pipeline_context(&self.config.account_id),
-                input_artifacts: vec![demo_artifact("SourceOutput", n)],
-                output_artifacts: vec![demo_artifact("BuildOutput", n)],
-                encryption_key: None,
-            };
-            self.create_job(&action_type, spec)
-                .expect("the demo action type was just registered");
+        for (action_type, client) in [
+            (demo_action_type(), None),
+            (demo_third_party_action_type(), Some(demo_client())),
+        ] {
+            self.register_action_type(action_type.clone())
+                .expect("the demo action types have workers");
+            for n in 1..=jobs {
+                let spec = JobSpec {
+                    configuration: ActionConfiguration(BTreeMap::from([
+                        ("ProjectName".to_owned(), "demo-app".to_owned()),
+                        ("DeployToken".to_owned(), random_text(24)),
+                    ])),
+                    pipeline_context: demo_pipeline_context(&self.config.account_id),
+                    input_artifacts: vec![demo_artifact("SourceOutput", n)],
+                    output_artifacts: vec![demo_artifact("BuildOutput", n)],
+                    encryption_key: None,
+                    client: client.clone(),
+                };
+                self.create_job(&action_type, spec)
+                    .expect("the demo action type was just registered");
+            }
         }
     }
 
-    /// Registers a custom action type (what CreateCustomActionType does). Idempotent.
+    /// Registers an action type a worker may poll for: a custom one (what
+    /// CreateCustomActionType does) or a third-party one (what publishing a partner action
+    /// does). Idempotent.
     pub fn register_action_type(&self, action_type: ActionTypeId) -> Result<(), UpstreamError> {
-        if action_type.owner != ActionOwner::Custom {
+        if action_type.owner == ActionOwner::Aws {
             return Err(UpstreamError::service(
                 AwsErrorCode::Validation,
-                "Only custom action types (owner Custom) can be registered",
+                "Only custom and third-party action types can be registered: AWS actions have no workers",
             ));
         }
         self.lock().action_types.insert(action_type);
         Ok(())
     }
 
-    /// Creates a Queued job for a registered action type.
+    /// Creates a Queued job for a registered action type. A third-party job needs its client;
+    /// a custom job has none.
     pub fn create_job(
         &self,
         action_type: &ActionTypeId,
         spec: JobSpec,
     ) -> Result<JobId, UpstreamError> {
+        let third_party = action_type.owner == ActionOwner::ThirdParty;
+        if third_party != spec.client.is_some() {
+            return Err(UpstreamError::service(
+                AwsErrorCode::Validation,
+                if third_party {
+                    "A third-party job needs a client (its clientId and clientToken)"
+                } else {
+                    "Only a third-party job has a client"
+                },
+            ));
+        }
         let mut state = self.lock();
         if !state.action_types.contains(action_type) {
             return Err(action_type_not_found(action_type));
@@ -361,15 +441,21 @@ impl Emulator {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub(super) fn poll(&self, input: &PollForJobsInput) -> Result<Vec<Job>, UpstreamError> {
-        let mut state = self.lock();
-        if !state.action_types.contains(&input.action_type_id) {
-            return Err(action_type_not_found(&input.action_type_id));
+    /// Hands out up to `max_batch` ready jobs of `action_type` (matching `query`), each
+    /// Dispatched with a fresh nonce: their IDs.
+    fn dispatch(
+        &self,
+        state: &mut State,
+        action_type: &ActionTypeId,
+        max_batch: usize,
+        query: Option<&QueryParam>,
+    ) -> Result<Vec<JobId>, UpstreamError> {
+        if !state.action_types.contains(action_type) {
+            return Err(action_type_not_found(action_type));
         }
-        let max_batch = input.max_batch_size.unwrap_or(1) as usize;
         let now = Instant::now();
-        let State { jobs, pending, .. } = &mut *state;
-        let Some(queue) = pending.get_mut(&input.action_type_id) else {
+        let State { jobs, pending, .. } = state;
+        let Some(queue) = pending.get_mut(action_type) else {
             return Ok(Vec::new());
         };
         let mut handed_out = Vec::new();
@@ -385,25 +471,63 @@ impl Emulator {
                     .is_some_and(|at| now.duration_since(at) >= self.config.redispatch_after),
                 _ => return false,
             };
-            let matches_query = input.query_param.as_ref().is_none_or(|query| {
+            let matches_query = query.is_none_or(|query| {
                 record.spec.configuration.0.get(&query.key) == Some(&query.value)
             });
             if ready && matches_query && handed_out.len() < max_batch {
-                let nonce = random_nonce();
                 record.status = JobStatus::Dispatched;
-                record.nonce = Some(nonce.clone());
+                record.nonce = Some(random_nonce());
                 record.dispatched_at = Some(now);
                 record.dispatch_count += 1;
-                handed_out.push(Job {
-                    id: id.to_string(),
-                    data: job_data(record),
-                    nonce,
-                    account_id: self.config.account_id.clone(),
-                });
+                handed_out.push(id.clone());
             }
             true
         });
         Ok(handed_out)
+    }
+
+    pub(super) fn poll(&self, input: &PollForJobsInput) -> Result<Vec<Job>, UpstreamError> {
+        let mut state = self.lock();
+        let max_batch = input.max_batch_size.unwrap_or(1) as usize;
+        let ids = self.dispatch(
+            &mut state,
+            &input.action_type_id,
+            max_batch,
+            input.query_param.as_ref(),
+        )?;
+        Ok(ids
+            .into_iter()
+            .map(|id| {
+                let record = &state.jobs[&id];
+                Job {
+                    id: id.to_string(),
+                    data: job_data(record),
+                    nonce: record.nonce.clone().unwrap_or_default(),
+                    account_id: self.config.account_id.clone(),
+                }
+            })
+            .collect())
+    }
+
+    pub(super) fn poll_third_party(
+        &self,
+        input: &PollForThirdPartyJobsInput,
+    ) -> Result<Vec<ThirdPartyJob>, UpstreamError> {
+        let mut state = self.lock();
+        let max_batch = input.max_batch_size.unwrap_or(1) as usize;
+        let ids = self.dispatch(&mut state, &input.action_type_id, max_batch, None)?;
+        Ok(ids
+            .into_iter()
+            .map(|id| ThirdPartyJob {
+                client_id: state.jobs[&id]
+                    .spec
+                    .client
+                    .as_ref()
+                    .map(|client| client.id.to_string())
+                    .unwrap_or_default(),
+                job_id: id.to_string(),
+            })
+            .collect())
     }
 
     pub(super) fn acknowledge(
@@ -411,18 +535,16 @@ impl Emulator {
         input: &AcknowledgeJobInput,
     ) -> Result<JobStatus, UpstreamError> {
         let mut state = self.lock();
-        let record = find_job(&mut state, &input.job_id)?;
-        if record.nonce.as_deref() != Some(input.nonce.as_str()) {
-            return Err(UpstreamError::service(
-                AwsErrorCode::InvalidNonce,
-                "The nonce is not the job's current nonce",
-            ));
-        }
-        if record.status == JobStatus::Dispatched {
-            record.status = JobStatus::InProgress;
-            record.acknowledge_count += 1;
-        }
-        Ok(record.status)
+        acknowledged(find_job(&mut state, &input.job_id)?, &input.nonce)
+    }
+
+    pub(super) fn acknowledge_third_party(
+        &self,
+        input: &ThirdPartyInput<AcknowledgeThirdParty>,
+    ) -> Result<JobStatus, UpstreamError> {
+        let mut state = self.lock();
+        let (_, record) = find_third_party_job(&mut state, input, CustomJobIs::NotFound)?;
+        acknowledged(record, &input.call.nonce)
     }
 
     pub(super) fn details(&self, input: &GetJobDetailsInput) -> Result<JobDetails, UpstreamError> {
@@ -435,6 +557,19 @@ impl Emulator {
         })
     }
 
+    pub(super) fn details_third_party(
+        &self,
+        input: &ThirdPartyInput<()>,
+    ) -> Result<ThirdPartyJobDetails, UpstreamError> {
+        let mut state = self.lock();
+        let (id, record) = find_third_party_job(&mut state, input, CustomJobIs::Invalid)?;
+        Ok(ThirdPartyJobDetails {
+            id: id.to_string(),
+            data: job_data(record),
+            nonce: record.nonce.clone().unwrap_or_default(),
+        })
+    }
+
     pub(super) fn succeed(&self, input: PutJobSuccessResultInput) -> Result<(), UpstreamError> {
         let output_chars: usize = input
             .output_variables
@@ -442,46 +577,85 @@ impl Emulator {
             .map(|(key, value)| key.chars().count() + value.chars().count())
             .sum();
         let mut state = self.lock();
-        let record = in_progress_job(&mut state, &input.job_id)?;
+        in_progress(find_job(&mut state, &input.job_id)?, &input.job_id)?;
         if output_chars > OUTPUT_VARIABLES_MAX_CHARS {
             return Err(UpstreamError::service(
                 AwsErrorCode::OutputVariablesSizeExceeded,
                 format!("Output variables exceed {OUTPUT_VARIABLES_MAX_CHARS} characters"),
             ));
         }
-        record.status = JobStatus::Succeeded;
-        record.nonce = None;
-        record.result_count += 1;
-        record.result = Some(JobResult::Success {
+        let result = JobResult::Success {
             current_revision: input.current_revision,
             execution_details: input.execution_details,
             output_variables: input.output_variables,
-        });
-        if let Some(token) = input.continuation_token {
-            let action_type_id = record.action_type_id.clone();
-            let spec = record.spec.clone();
-            let follow_up = self.insert_job(
-                &mut state,
-                action_type_id,
-                spec,
-                Some(token),
-                Some(input.job_id.clone()),
-            );
-            if let Some(record) = state.jobs.get_mut(&input.job_id) {
-                record.continued_by = Some(follow_up);
-            }
-        }
+        };
+        self.finish(&mut state, &input.job_id, result, input.continuation_token);
+        Ok(())
+    }
+
+    pub(super) fn succeed_third_party(
+        &self,
+        input: ThirdPartyInput<ThirdPartySuccess>,
+    ) -> Result<(), UpstreamError> {
+        let mut state = self.lock();
+        let (id, record) = find_third_party_job(&mut state, &input, CustomJobIs::NotFound)?;
+        in_progress(record, &id)?;
+        let result = JobResult::Success {
+            current_revision: input.call.current_revision,
+            execution_details: input.call.execution_details,
+            output_variables: BTreeMap::new(),
+        };
+        self.finish(&mut state, &id, result, input.call.continuation_token);
         Ok(())
     }
 
     pub(super) fn fail(&self, input: PutJobFailureResultInput) -> Result<(), UpstreamError> {
         let mut state = self.lock();
-        let record = in_progress_job(&mut state, &input.job_id)?;
-        record.status = JobStatus::Failed;
+        in_progress(find_job(&mut state, &input.job_id)?, &input.job_id)?;
+        let result = JobResult::Failure(input.failure_details);
+        self.finish(&mut state, &input.job_id, result, None);
+        Ok(())
+    }
+
+    pub(super) fn fail_third_party(
+        &self,
+        input: ThirdPartyInput<FailureDetails>,
+    ) -> Result<(), UpstreamError> {
+        let mut state = self.lock();
+        let (id, record) = find_third_party_job(&mut state, &input, CustomJobIs::NotFound)?;
+        in_progress(record, &id)?;
+        self.finish(&mut state, &id, JobResult::Failure(input.call), None);
+        Ok(())
+    }
+
+    /// Records an InProgress job's accepted result; a success with a continuation token
+    /// creates the follow-up job that carries it.
+    fn finish(
+        &self,
+        state: &mut State,
+        id: &JobId,
+        result: JobResult,
+        continuation_token: Option<String>,
+    ) {
+        let Some(record) = state.jobs.get_mut(id) else {
+            return;
+        };
+        record.status = match result {
+            JobResult::Success { .. } => JobStatus::Succeeded,
+            JobResult::Failure(_) => JobStatus::Failed,
+        };
         record.nonce = None;
         record.result_count += 1;
-        record.result = Some(JobResult::Failure(input.failure_details));
-        Ok(())
+        record.result = Some(result);
+        if let Some(token) = continuation_token {
+            let action_type_id = record.action_type_id.clone();
+            let spec = record.spec.clone();
+            let follow_up =
+                self.insert_job(state, action_type_id, spec, Some(token), Some(id.clone()));
+            if let Some(record) = state.jobs.get_mut(id) {
+                record.continued_by = Some(follow_up);
+            }
+        }
     }
 }
 
@@ -524,6 +698,56 @@ impl Upstream for Emulator {
             .await
     }
 
+    async fn poll_for_third_party_jobs(
+        &self,
+        input: PollForThirdPartyJobsInput,
+    ) -> Result<Vec<ThirdPartyJob>, UpstreamError> {
+        self.serve(Operation::PollForThirdPartyJobs, || {
+            self.poll_third_party(&input)
+        })
+        .await
+    }
+
+    async fn acknowledge_third_party_job(
+        &self,
+        input: ThirdPartyInput<AcknowledgeThirdParty>,
+    ) -> Result<JobStatus, UpstreamError> {
+        self.serve(Operation::AcknowledgeThirdPartyJob, || {
+            self.acknowledge_third_party(&input)
+        })
+        .await
+    }
+
+    async fn get_third_party_job_details(
+        &self,
+        input: ThirdPartyInput<()>,
+    ) -> Result<ThirdPartyJobDetails, UpstreamError> {
+        self.serve(Operation::GetThirdPartyJobDetails, || {
+            self.details_third_party(&input)
+        })
+        .await
+    }
+
+    async fn put_third_party_job_success_result(
+        &self,
+        input: ThirdPartyInput<ThirdPartySuccess>,
+    ) -> Result<(), UpstreamError> {
+        self.serve(Operation::PutThirdPartyJobSuccessResult, || {
+            self.succeed_third_party(input)
+        })
+        .await
+    }
+
+    async fn put_third_party_job_failure_result(
+        &self,
+        input: ThirdPartyInput<FailureDetails>,
+    ) -> Result<(), UpstreamError> {
+        self.serve(Operation::PutThirdPartyJobFailureResult, || {
+            self.fail_third_party(input)
+        })
+        .await
+    }
+
     fn new_jobs(&self) -> Option<broadcast::Receiver<ActionTypeId>> {
         Some(self.created.subscribe())
     }
@@ -536,19 +760,87 @@ fn action_type_not_found(action_type: &ActionTypeId) -> UpstreamError {
     )
 }
 
+/// A custom job. Third-party jobs are not found by the custom operations.
 fn find_job<'s>(state: &'s mut State, id: &JobId) -> Result<&'s mut JobRecord, UpstreamError> {
-    let record = state.jobs.get_mut(id).ok_or_else(|| {
-        UpstreamError::service(AwsErrorCode::JobNotFound, format!("Job {id} was not found"))
-    })?;
+    let not_found =
+        || UpstreamError::service(AwsErrorCode::JobNotFound, format!("Job {id} was not found"));
+    let record = state.jobs.get_mut(id).ok_or_else(not_found)?;
+    if record.spec.client.is_some() {
+        return Err(not_found());
+    }
     record.expire(Instant::now());
     Ok(record)
 }
 
-fn in_progress_job<'s>(
+/// What a third-party operation answers for a custom job: only GetThirdPartyJobDetails models
+/// InvalidJobException; for the others such a job does not exist.
+#[derive(Clone, Copy)]
+enum CustomJobIs {
+    NotFound,
+    Invalid,
+}
+
+/// A third-party job, for a call carrying its client's token: JobNotFound for an unknown job,
+/// `custom` for a custom one, InvalidClientToken for another client's token.
+fn find_third_party_job<'s, T>(
     state: &'s mut State,
+    input: &ThirdPartyInput<T>,
+    custom: CustomJobIs,
+) -> Result<(JobId, &'s mut JobRecord), UpstreamError> {
+    let not_found = || {
+        UpstreamError::service(
+            AwsErrorCode::JobNotFound,
+            format!("Job {} was not found", input.job_id),
+        )
+    };
+    let id = JobId::parse(input.job_id.as_str()).map_err(|_| not_found())?;
+    let record = state.jobs.get_mut(&id).ok_or_else(not_found)?;
+    let Some(client) = &record.spec.client else {
+        return Err(match custom {
+            CustomJobIs::NotFound => not_found(),
+            CustomJobIs::Invalid => UpstreamError::service(
+                AwsErrorCode::InvalidJob,
+                format!("Job {id} is not a third-party job"),
+            ),
+        });
+    };
+    let matches: bool = client
+        .token
+        .expose()
+        .as_bytes()
+        .ct_eq(input.client_token.expose().as_bytes())
+        .into();
+    if !matches {
+        // Never the token in the message: neither the one given nor the job's.
+        return Err(UpstreamError::service(
+            AwsErrorCode::InvalidClientToken,
+            "The client token is not valid for this job",
+        ));
+    }
+    record.expire(Instant::now());
+    Ok((id, record))
+}
+
+/// Acknowledges a job with `nonce`: Dispatched -> InProgress (InProgress stays so).
+fn acknowledged(record: &mut JobRecord, nonce: &Nonce) -> Result<JobStatus, UpstreamError> {
+    if record.nonce.as_deref() != Some(nonce.as_str()) {
+        return Err(UpstreamError::service(
+            AwsErrorCode::InvalidNonce,
+            "The nonce is not the job's current nonce",
+        ));
+    }
+    if record.status == JobStatus::Dispatched {
+        record.status = JobStatus::InProgress;
+        record.acknowledge_count += 1;
+    }
+    Ok(record.status)
+}
+
+/// The job, if it is InProgress (only then may a result be reported), else InvalidJobState.
+fn in_progress<'s>(
+    record: &'s mut JobRecord,
     id: &JobId,
 ) -> Result<&'s mut JobRecord, UpstreamError> {
-    let record = find_job(state, id)?;
     if record.status != JobStatus::InProgress {
         return Err(UpstreamError::service(
             AwsErrorCode::InvalidJobState,
@@ -571,6 +863,7 @@ fn snapshot(id: &JobId, record: &JobRecord) -> JobSnapshot {
         continues: record.continues.clone(),
         continued_by: record.continued_by.clone(),
         result: record.result.clone(),
+        client_id: record.spec.client.as_ref().map(|client| client.id.clone()),
     }
 }
 

@@ -1,5 +1,5 @@
-//! The embedded CodePipeline job emulator: a faithful in-memory job engine for custom actions,
-//! the second implementation of the [`crate::upstream::Upstream`] port.
+//! The embedded CodePipeline job emulator: a faithful in-memory job engine for custom and
+//! third-party actions, the second implementation of the [`crate::upstream::Upstream`] port.
 //!
 //! It keeps action types and jobs and follows the documented job lifecycle: PollForJobs hands
 //! Queued jobs out as Dispatched with a fresh random nonce and fresh artifact credentials;
@@ -8,6 +8,12 @@
 //! is handed out again with a new nonce; results need an InProgress job (else
 //! InvalidJobStateException); a success with a continuation token creates a follow-up job
 //! carrying the token; a job not finished within the job timeout is TimedOut.
+//!
+//! A third-party job belongs to a client (a clientId / clientToken pair): PollForThirdPartyJobs
+//! hands it out as `{clientId, jobId}`, GetThirdPartyJobDetails gives its data and nonce, and
+//! every third-party call but the poll must carry the client's token (else
+//! InvalidClientTokenException). The custom operations do not find third-party jobs, nor the
+//! third-party ones custom jobs (GetThirdPartyJobDetails says InvalidJobException).
 //!
 //! Three doors lead in, all counting the calls they receive: the [`Upstream`] implementation
 //! ([`engine`], in-process, for `serve --upstream emulator`), the AWS wire-protocol front
@@ -23,6 +29,7 @@ pub mod front;
 mod sigv4;
 
 pub use engine::{
-    Emulator, EmulatorConfig, JobResult, JobSnapshot, JobSpec, OUTPUT_VARIABLES_MAX_CHARS,
-    demo_action_type, demo_pipeline_context,
+    DEMO_CLIENT_ID, DEMO_CLIENT_TOKEN, Emulator, EmulatorConfig, JobResult, JobSnapshot, JobSpec,
+    OUTPUT_VARIABLES_MAX_CHARS, PartnerClient, demo_action_type, demo_client,
+    demo_pipeline_context, demo_third_party_action_type,
 };

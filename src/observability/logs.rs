@@ -1,7 +1,14 @@
 //! Logging with `tracing`, as text or JSON lines on stderr. Request and response bodies are never
-//! logged: job data carries AWS credentials and secret configuration.
+//! logged: job data carries AWS credentials, nonces and secret configuration.
 
-use tracing_subscriber::{EnvFilter, fmt};
+use tracing::{Level, Metadata};
+use tracing_subscriber::{
+    EnvFilter, Layer,
+    filter::{FilterExt, filter_fn},
+    fmt,
+    layer::SubscriberExt,
+    util::SubscriberInitExt,
+};
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -12,13 +19,26 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber: `filter` in tracing's EnvFilter syntax.
+/// Installs the global subscriber: `filter` in tracing's EnvFilter syntax. Whatever it asks
+/// for, [`prints_bodies`] events stay out.
 pub fn init(filter: &str, format: LogFormat) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_new(filter)?;
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    }
-    .map_err(|e| anyhow::anyhow!(e))
+    let filter = EnvFilter::try_new(filter)?.and(filter_fn(|metadata| !prints_bodies(metadata)));
+    let lines = match format {
+        LogFormat::Text => fmt::layer().with_writer(std::io::stderr).boxed(),
+        LogFormat::Json => fmt::layer().json().with_writer(std::io::stderr).boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(lines.with_filter(filter))
+        .try_init()
+        .map_err(|e| anyhow::anyhow!(e))
+}
+
+/// Whether events at this place print the bodies of AWS calls. The AWS SDK's runtime, at TRACE,
+/// prints each operation's input and output with `Debug`, which redacts only the members the
+/// service model marks sensitive: nonces, client tokens and action configuration are not.
+pub fn prints_bodies(metadata: &Metadata<'_>) -> bool {
+    *metadata.level() == Level::TRACE
+        && ["aws_smithy_", "aws_sdk_", "aws_config"]
+            .iter()
+            .any(|prefix| metadata.target().starts_with(prefix))
 }

@@ -96,6 +96,32 @@ pub enum ReloadResult {
     Failure,
 }
 
+/// A client token the gateway supplied to a third-party call.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClientTokenLabels {
+    /// How the gateway knew the job's client.
+    pub client_from: ClientFrom,
+}
+
+/// How the gateway knew which client's token a third-party call needs.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum ClientFrom {
+    /// The request named the client (`client_id`).
+    Request,
+    /// This gateway's own PollForThirdPartyJobs returned the job with its client.
+    Poll,
+}
+
+impl ClientFrom {
+    /// The `client_from` label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Request => "request",
+            Self::Poll => "poll",
+        }
+    }
+}
+
 impl AuthRejection {
     /// The `reason` label value.
     pub const fn as_str(self) -> &'static str {
@@ -305,6 +331,7 @@ label_value_as_str!(
     Operation,
     AuthRejection,
     ReloadResult,
+    ClientFrom,
     ConnectionClosed,
     FeedPoll,
     FeedJob
@@ -408,12 +435,36 @@ pub struct Metrics {
     feed_labels: std::sync::Mutex<std::collections::HashSet<Arc<str>>>,
     /// Calls being handled now.
     pub in_flight: Gauge,
-    /// Token file loads.
-    pub token_file_reloads: Family<ReloadLabels, Counter>,
-    /// 1 when the last token file load succeeded, 0 when the gateway is running on an older one.
-    pub token_file_healthy: Gauge,
-    /// Clients in the token file in force.
-    pub token_file_clients: Gauge,
+    /// The token file's loads and health.
+    pub token_file: WatchedFileMetrics,
+    /// The client-token file's loads and health.
+    pub client_token_file: WatchedFileMetrics,
+    /// Third-party calls the gateway supplied a client token for, by how it found the client.
+    pub client_tokens_supplied: Family<ClientTokenLabels, Counter>,
+}
+
+/// The loads and health of one watched secrets file.
+#[derive(Clone)]
+pub struct WatchedFileMetrics {
+    /// Loads, by result.
+    pub reloads: Family<ReloadLabels, Counter>,
+    /// 0 while the gateway runs on an older version after a bad edit; else 1 (also with no
+    /// file at all: nothing stale is in force).
+    pub healthy: Gauge,
+    /// Entries in the version in force.
+    pub entries: Gauge,
+}
+
+impl Default for WatchedFileMetrics {
+    fn default() -> Self {
+        let healthy = Gauge::default();
+        healthy.set(1);
+        Self {
+            reloads: Family::default(),
+            healthy,
+            entries: Gauge::default(),
+        }
+    }
 }
 
 fn latency_histogram() -> Histogram {
@@ -489,9 +540,9 @@ impl Metrics {
             feed_pickup_seconds: latency_histogram(),
             feed_labels: Default::default(),
             in_flight: Gauge::default(),
-            token_file_reloads: Family::default(),
-            token_file_healthy: Gauge::default(),
-            token_file_clients: Gauge::default(),
+            token_file: WatchedFileMetrics::default(),
+            client_token_file: WatchedFileMetrics::default(),
+            client_tokens_supplied: Family::default(),
             registry: Registry::default(),
         };
         metrics.registry.register(
@@ -612,17 +663,37 @@ impl Metrics {
         metrics.registry.register(
             "gateway_token_file_reloads",
             "Loads of the token file, by result",
-            metrics.token_file_reloads.clone(),
+            metrics.token_file.reloads.clone(),
         );
         metrics.registry.register(
             "gateway_token_file_healthy",
             "1 if the last load of the token file succeeded, 0 if an older one is in force",
-            metrics.token_file_healthy.clone(),
+            metrics.token_file.healthy.clone(),
         );
         metrics.registry.register(
             "gateway_token_file_clients",
             "Clients in the token file in force",
-            metrics.token_file_clients.clone(),
+            metrics.token_file.entries.clone(),
+        );
+        metrics.registry.register(
+            "gateway_client_token_file_reloads",
+            "Loads of the client-token file, by result",
+            metrics.client_token_file.reloads.clone(),
+        );
+        metrics.registry.register(
+            "gateway_client_token_file_healthy",
+            "1 if the last load of the client-token file succeeded, 0 if an older one is in force",
+            metrics.client_token_file.healthy.clone(),
+        );
+        metrics.registry.register(
+            "gateway_client_token_file_clients",
+            "Third-party clients in the client-token file in force",
+            metrics.client_token_file.entries.clone(),
+        );
+        metrics.registry.register(
+            "gateway_client_tokens_supplied",
+            "Third-party calls the gateway supplied the client token for, by how it knew the job's client",
+            metrics.client_tokens_supplied.clone(),
         );
         for reason in [
             ConnectionClosed::HandshakeTimeout,

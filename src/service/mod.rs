@@ -1,9 +1,11 @@
-//! The gRPC handlers of `codepipeline.jobworker.v1.JobWorkerService`. Each unary one is three
+//! The gRPC handlers of `codepipeline.jobworker.v1.JobWorkerService` (and, in [`third_party`],
+//! of `ThirdPartyJobWorkerService`). Each unary one is three
 //! steps: validate the request into domain input (INVALID_ARGUMENT and no upstream call when it
 //! is bad), call the upstream within the caller's deadline, and turn the answer or the failure
 //! into the response or the status. StreamJobs ([`stream_jobs`]) serves a job feed.
 
 mod stream_jobs;
+mod third_party;
 
 use std::{
     sync::Arc,
@@ -17,6 +19,7 @@ pub use stream_jobs::StreamLimits;
 
 use crate::{
     api::status,
+    auth::ClientTokens,
     domain::validate::InvalidRequest,
     feed::Feeds,
     limits::{ClientLimits, UpstreamBudget},
@@ -31,6 +34,8 @@ use crate::{
 pub struct JobWorker {
     /// Where calls go.
     pub upstream: Arc<dyn Upstream>,
+    /// The client tokens the gateway supplies to third-party calls that carry none.
+    pub client_tokens: Arc<ClientTokens>,
     /// The account-wide budget every upstream call spends.
     pub budget: Arc<UpstreamBudget>,
     /// The registry calls are counted in.

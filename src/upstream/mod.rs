@@ -15,8 +15,10 @@ pub use error::{AwsErrorCode, BoxError, UpstreamError};
 pub use operation::Operation;
 
 use crate::domain::{
-    AcknowledgeJobInput, ActionTypeId, GetJobDetailsInput, Job, JobDetails, JobStatus,
-    PollForJobsInput, PutJobFailureResultInput, PutJobSuccessResultInput,
+    AcknowledgeJobInput, AcknowledgeThirdParty, ActionTypeId, FailureDetails, GetJobDetailsInput,
+    Job, JobDetails, JobStatus, PollForJobsInput, PollForThirdPartyJobsInput,
+    PutJobFailureResultInput, PutJobSuccessResultInput, ThirdPartyInput, ThirdPartyJob,
+    ThirdPartyJobDetails, ThirdPartySuccess,
 };
 
 /// The CodePipeline job-worker API, as the gateway calls it.
@@ -39,6 +41,32 @@ pub trait Upstream: Send + Sync + 'static {
     async fn put_job_failure_result(
         &self,
         input: PutJobFailureResultInput,
+    ) -> Result<(), UpstreamError>;
+
+    /// PollForThirdPartyJobs.
+    async fn poll_for_third_party_jobs(
+        &self,
+        input: PollForThirdPartyJobsInput,
+    ) -> Result<Vec<ThirdPartyJob>, UpstreamError>;
+    /// AcknowledgeThirdPartyJob.
+    async fn acknowledge_third_party_job(
+        &self,
+        input: ThirdPartyInput<AcknowledgeThirdParty>,
+    ) -> Result<JobStatus, UpstreamError>;
+    /// GetThirdPartyJobDetails.
+    async fn get_third_party_job_details(
+        &self,
+        input: ThirdPartyInput<()>,
+    ) -> Result<ThirdPartyJobDetails, UpstreamError>;
+    /// PutThirdPartyJobSuccessResult.
+    async fn put_third_party_job_success_result(
+        &self,
+        input: ThirdPartyInput<ThirdPartySuccess>,
+    ) -> Result<(), UpstreamError>;
+    /// PutThirdPartyJobFailureResult.
+    async fn put_third_party_job_failure_result(
+        &self,
+        input: ThirdPartyInput<FailureDetails>,
     ) -> Result<(), UpstreamError>;
 
     /// Hints that jobs were just created, by action type, so a job feed can poll at once

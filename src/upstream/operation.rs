@@ -18,17 +18,32 @@ pub enum Operation {
     PutJobSuccessResult,
     /// PutJobFailureResult.
     PutJobFailureResult,
+    /// PollForThirdPartyJobs.
+    PollForThirdPartyJobs,
+    /// AcknowledgeThirdPartyJob.
+    AcknowledgeThirdPartyJob,
+    /// GetThirdPartyJobDetails.
+    GetThirdPartyJobDetails,
+    /// PutThirdPartyJobSuccessResult.
+    PutThirdPartyJobSuccessResult,
+    /// PutThirdPartyJobFailureResult.
+    PutThirdPartyJobFailureResult,
 }
 
 impl Operation {
     /// Every operation, for iteration; per-operation state lives in an [`enum_map::EnumMap`],
     /// never at an index.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 10] = [
         Self::PollForJobs,
         Self::AcknowledgeJob,
         Self::GetJobDetails,
         Self::PutJobSuccessResult,
         Self::PutJobFailureResult,
+        Self::PollForThirdPartyJobs,
+        Self::AcknowledgeThirdPartyJob,
+        Self::GetThirdPartyJobDetails,
+        Self::PutThirdPartyJobSuccessResult,
+        Self::PutThirdPartyJobFailureResult,
     ];
 
     /// The AWS operation name, also the gRPC method name.
@@ -39,6 +54,11 @@ impl Operation {
             Self::GetJobDetails => "GetJobDetails",
             Self::PutJobSuccessResult => "PutJobSuccessResult",
             Self::PutJobFailureResult => "PutJobFailureResult",
+            Self::PollForThirdPartyJobs => "PollForThirdPartyJobs",
+            Self::AcknowledgeThirdPartyJob => "AcknowledgeThirdPartyJob",
+            Self::GetThirdPartyJobDetails => "GetThirdPartyJobDetails",
+            Self::PutThirdPartyJobSuccessResult => "PutThirdPartyJobSuccessResult",
+            Self::PutThirdPartyJobFailureResult => "PutThirdPartyJobFailureResult",
         }
     }
 
@@ -50,7 +70,7 @@ impl Operation {
     /// Whether repeating the call after a lost response can change the outcome the caller sees:
     /// it claims or completes a job, so the first attempt may already have done so.
     pub fn changes_job_state(self) -> bool {
-        !matches!(self, Self::GetJobDetails)
+        !matches!(self, Self::GetJobDetails | Self::GetThirdPartyJobDetails)
     }
 }
 

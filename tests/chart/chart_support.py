@@ -620,7 +620,7 @@ def localize(env: dict[str, str], mounts: dict[str, Path]) -> dict[str, str]:
         local[name] = value
     for name in (
         "CPGW_TOKEN_FILE", "CPGW_TLS_CERT", "CPGW_TLS_KEY", "CPGW_TLS_CLIENT_CA", "CPGW_REDIS_PASSWORD_FILE",
-        "CPGW_REDIS_TLS_CA",
+        "CPGW_REDIS_TLS_CA", "CPGW_CLIENT_TOKEN_FILE",
     ):  # fmt: skip
         if name in env:
             assert local[name] != env[name], f"{name}={env[name]} is not under any volume mount"

@@ -1,7 +1,7 @@
 """Fixtures for the chart checks: the Secrets the value sets name but the chart does not create
-(a token file, a cert-manager style TLS Secret, a client CA, a client certificate, a Redis URL,
-password and CA), made fresh for the session with the `cryptography` package, and the real
-redis-server the Redis value sets keep their rate limits in."""
+(a token file, a client-token file, a cert-manager style TLS Secret, a client CA, a client
+certificate, a Redis URL, password and CA), made fresh for the session with the `cryptography`
+package, and the real redis-server the Redis value sets keep their rate limits in."""
 
 from __future__ import annotations
 
@@ -18,6 +18,22 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 EXISTING_SECRET_TOKEN = "existing-secret-token"
 CLIENT_ID = "python-workers"
+
+# The third-party clients of the `partner-client-tokens` Secret (client_id -> client_token). The
+# first is the emulator's demo client, whose demo jobs it seeds with this token; the second has
+# no jobs.
+DEMO_PARTNER_CLIENT_ID = "5f0c7f5e-8d0b-4f51-a1d4-3c2f9e6b7a10"
+PARTNER_CLIENT_TOKENS = {
+    DEMO_PARTNER_CLIENT_ID: "demo-partner-client-token",
+    "0e1d2c3b-4a59-4687-9a8b-7c6d5e4f3a21": "another-partner-client-token",
+}
+
+
+def client_token_file(tokens: dict[str, str]) -> str:
+    """A client-token file (TOML) holding `tokens` (client_id -> client_token)."""
+    return "".join(
+        f'[[clients]]\nclient_id = "{client}"\nclient_token = "{token}"\n\n' for client, token in tokens.items()
+    )
 
 
 def _key() -> ec.EllipticCurvePrivateKey:
@@ -113,6 +129,8 @@ def external_secrets(pki: Pki, redis_server: RedisServer) -> dict[str, dict[str,
     )
     return {
         "gateway-tokens": {"clients.toml": token_file.encode()},
+        # `third-party.yaml`'s client tokens, under the key the value set names
+        "partner-client-tokens": {"clients.toml": client_token_file(PARTNER_CLIENT_TOKENS).encode()},
         # cert-manager's layout: tls.crt, tls.key and the issuing CA as ca.crt
         "gateway-tls": {"tls.crt": pki.server_cert, "tls.key": pki.server_key, "ca.crt": pki.ca_cert},
         "workers-ca": {"ca.pem": pki.ca_cert},

@@ -14,6 +14,10 @@ paths. Then:
   the mounted files reached a real redis-server);
 - token files the chart writes (or mounts) authenticate callers, on the real SDK path to the
   emulator's AWS wire-protocol front, and the emulator mode serves its demo jobs;
+- the client-token file mounted from thirdParty.clientTokens is loaded (its clients counted on
+  the metrics port), re-read when the Secret changes, and its tokens reach CodePipeline (the
+  emulator's front) in third-party calls that carry none: on any pod when the worker names the
+  client, only on the polling pod when it does not;
 - two pods of a Redis value set share a client's rate limit, under the key prefix the chart
   sets, and when Redis goes away they fail open (or closed, where the values say so);
 - on SIGTERM the gateway goes NOT_SERVING while still accepting connections, then exits within
@@ -32,12 +36,14 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import re
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import grpc
@@ -63,7 +69,14 @@ from chart_support import (
     start,
     start_serving,
 )
-from conftest import CLIENT_ID, EXISTING_SECRET_TOKEN, redis_secrets
+from conftest import (
+    CLIENT_ID,
+    DEMO_PARTNER_CLIENT_ID,
+    EXISTING_SECRET_TOKEN,
+    PARTNER_CLIENT_TOKENS,
+    client_token_file,
+    redis_secrets,
+)
 
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 chart_readme = importlib.import_module("chart-readme")
@@ -79,6 +92,18 @@ TOKENS = {
     "existing-secret": EXISTING_SECRET_TOKEN,
     "redis": "python-workers-token",
     "redis-existing-secret": EXISTING_SECRET_TOKEN,
+}
+# The third-party value set's worker token, and its service.
+PARTNER_WORKERS_TOKEN = "partner-workers-token"
+THIRD_PARTY_SERVICE = "codepipeline.jobworker.v1.ThirdPartyJobWorkerService"
+PARTNER_POLL = {
+    "actionTypeId": {
+        "category": "ACTION_CATEGORY_BUILD",
+        "owner": "ACTION_OWNER_THIRD_PARTY",
+        "provider": "DemoPartner",
+        "version": "1",
+    },
+    "maxBatchSize": 1,
 }
 # Value sets that keep their rate limits in Redis.
 REDIS_SETS = [name for name in VALUE_SETS if load_value_set(name).get("rateLimit", {}).get("backend") == "redis"]
@@ -305,6 +330,86 @@ def test_calls_while_redis_is_away(value_set, external_secrets, pki, tmp_path, s
     samples = gateway.wait_for_sample("gateway_rate_limit_backend_up", 0)
     assert samples["gateway_rate_limit_fallbacks_total"] >= 1, samples
     assert gateway.health() == "SERVING", "health does not depend on Redis"
+
+
+# Third-party client tokens held by the gateway.
+
+
+def kubelet_update(path: Path, text: str) -> None:
+    """Replaces a mounted Secret's file at once, as the kubelet's atomic swap does: the gateway
+    sees the old content or the new, never half of it."""
+    staged = path.with_name(f".{path.name}.new")
+    staged.write_text(text)
+    os.replace(staged, path)
+
+
+def test_client_token_file_is_loaded_from_the_secret_and_reloaded(external_secrets, pki, tmp_path, started) -> None:
+    """The Secret of thirdParty.clientTokens reaches the gateway as a file it loads at start (all
+    the clients of the checks' Secret in force), and a new version of the Secret is picked up
+    within the poll interval, without a restart; one that does not load leaves the last good one
+    in force."""
+    gateway = start_serving("third-party", external_secrets, pki, tmp_path, started)
+    path = Path(gateway.env["CPGW_CLIENT_TOKEN_FILE"])
+    assert path.is_relative_to(tmp_path) and path.name == "clients.toml", path
+    samples = gateway.wait_for_sample("gateway_client_token_file_healthy", 1)
+    assert samples["gateway_client_token_file_clients"] == len(PARTNER_CLIENT_TOKENS), samples
+    assert samples['gateway_client_token_file_reloads_total{result="success"}'] >= 1, samples
+
+    rotated = {**PARTNER_CLIENT_TOKENS, "9b8a7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d": "a-third-partner-token"}
+    kubelet_update(path, client_token_file(rotated))
+    samples = gateway.wait_for_sample("gateway_client_token_file_clients", len(rotated))
+    assert samples["gateway_client_token_file_healthy"] == 1, samples
+    kubelet_update(path, '[[clients]]\nclient_id = "not-a-uuid"\nclient_token = "t"\n')
+    samples = gateway.wait_for_sample("gateway_client_token_file_healthy", 0)
+    assert samples["gateway_client_token_file_clients"] == len(rotated), samples
+    assert samples['gateway_client_token_file_reloads_total{result="failure"}'] >= 1, samples
+    assert gateway.health() == "SERVING"
+    output = gateway.process.output()
+    assert not [token for token in rotated.values() if token in output], "the gateway logged a client token"
+
+
+def third_party(gateway: Gateway, method: str, body: dict, code: str = "OK") -> dict:
+    """`method` of the third-party service through `gateway` as the partner workers, with no
+    client token; the answer (JSON) when `code` is OK."""
+    answer = gateway.call(f"{THIRD_PARTY_SERVICE}/{method}", body, PARTNER_WORKERS_TOKEN)
+    said = answer.stdout + answer.stderr
+    if code == "OK":
+        assert answer.returncode == 0, f"{method} {body}: {said}"
+        return json.loads(answer.stdout or "{}")
+    assert answer.returncode != 0 and f"Code: {code}" in said, f"{method} {body}: {said}"
+    return {}
+
+
+def test_third_party_calls_get_the_client_token_the_gateway_holds(
+    external_secrets, pki, tmp_path, started, emulator_front
+) -> None:
+    """Two pods of the `third-party` value set against the emulator's AWS front, whose demo
+    third-party jobs need the demo client's token: the workers send none. Named by its
+    client_id, the client's token comes from the mounted file on either pod; unnamed, only the
+    pod whose poll returned the job knows the client (the other answers FAILED_PRECONDITION)."""
+    override = {"aws": {"endpointUrl": emulator_front}}
+    polling, other = [
+        start_serving("third-party", external_secrets, pki, tmp_path / name, started, override=override)
+        for name in ("pod-a", "pod-b")
+    ]
+    (job,) = third_party(polling, "PollForThirdPartyJobs", PARTNER_POLL)["jobs"]
+    assert job["clientId"] == DEMO_PARTNER_CLIENT_ID
+    named = {"jobId": job["jobId"], "clientId": job["clientId"]}
+    for pod in (polling, other):
+        details = third_party(pod, "GetThirdPartyJobDetails", named)["jobDetails"]
+        assert details["id"] == job["jobId"] and details["nonce"], details
+    third_party(polling, "GetThirdPartyJobDetails", {"jobId": job["jobId"]})
+    third_party(other, "GetThirdPartyJobDetails", {"jobId": job["jobId"]}, "FailedPrecondition")
+    third_party(other, "AcknowledgeThirdPartyJob", {**named, "nonce": details["nonce"]})
+    third_party(polling, "PutThirdPartyJobSuccessResult", named)
+
+    supplied = 'gateway_client_tokens_supplied_total{{client_from="{}"}}'
+    assert polling.metrics()[supplied.format("request")] == 2
+    assert polling.metrics()[supplied.format("poll")] == 1
+    assert other.metrics()[supplied.format("request")] == 2
+    assert other.metrics().get(supplied.format("poll"), 0) == 0
+    for pod in (polling, other):
+        assert PARTNER_CLIENT_TOKENS[DEMO_PARTNER_CLIENT_ID] not in pod.process.output()
 
 
 def test_client_certificate_authenticates_callers(external_secrets, pki, tmp_path, started, emulator_front) -> None:

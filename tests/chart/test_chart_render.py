@@ -478,6 +478,74 @@ def test_redis_from_existing_secrets() -> None:
     assert rule["to"] == [{"ipBlock": {"cidr": "10.20.0.0/16"}}]
 
 
+def test_client_tokens_from_an_existing_secret() -> None:
+    """thirdParty.clientTokens: the user's Secret mounted as a read-only directory (no subPath, so
+    the kubelet updates the file), its key named by CPGW_CLIENT_TOKEN_FILE, re-read at the token
+    file's interval. The chart renders no Secret of its own for it."""
+    rendered = render_value_set("third-party")
+    assert [s["metadata"]["name"] for s in rendered.all("Secret")] == [f"{FULLNAME}-tokens"]
+    env = rendered.container_env()
+    assert env["CPGW_CLIENT_TOKEN_FILE"] == "/etc/codepipeline-gateway/client-tokens/clients.toml"
+    assert env["CPGW_TOKEN_FILE"] == "/etc/codepipeline-gateway/auth/tokens.toml"
+    assert env["CPGW_TOKEN_FILE_POLL_INTERVAL"] == "1s"
+    volumes = {v["name"]: v["secret"] for v in rendered.pod_spec["volumes"]}
+    assert volumes["client-tokens"] == {
+        "secretName": "partner-client-tokens", "defaultMode": 0o440,
+        "items": [{"key": "clients.toml", "path": "clients.toml"}],
+    }  # fmt: skip
+    mounts = {m["name"]: m for m in rendered.container["volumeMounts"]}
+    assert set(mounts) == {"tokens", "client-tokens"}
+    assert mounts["client-tokens"] == {
+        "name": "client-tokens", "mountPath": "/etc/codepipeline-gateway/client-tokens", "readOnly": True,
+    }  # fmt: skip
+    assert "Third-party: client tokens held by the gateway, from Secret partner-client-tokens" in rendered.notes
+    # The token file from values lets the partner workers call the third-party RPCs.
+    (client,) = tomllib.loads(rendered.one("Secret")["stringData"]["tokens.toml"])["clients"]
+    assert "PollForThirdPartyJobs" in client["allowed_rpcs"]
+    # The default key.
+    default_key = render_value_set("third-party", {"thirdParty": {"clientTokens": {"key": "client-tokens.toml"}}})
+    assert default_key.container_env()["CPGW_CLIENT_TOKEN_FILE"] == (
+        "/etc/codepipeline-gateway/client-tokens/client-tokens.toml"
+    )
+    only_secret = render(
+        {"thirdParty": {"clientTokens": {"existingSecret": "p"}}, "auth": {"allowUnauthenticated": True}}
+    )
+    assert only_secret.container_env()["CPGW_CLIENT_TOKEN_FILE"].endswith("/client-tokens.toml")
+    assert [v["secret"]["items"] for v in only_secret.pod_spec["volumes"]] == [
+        [{"key": "client-tokens.toml", "path": "client-tokens.toml"}]
+    ]
+
+
+def test_client_token_file_interval_without_a_token_file() -> None:
+    """The poll interval covers the client-token file too, so it is set with mTLS alone."""
+    values = {
+        "tls": {"enabled": True, "secretName": "gateway-tls", "clientAuth": {"enabled": True}},
+        "auth": {"tokenFilePollInterval": "10s"},
+        "thirdParty": {"clientTokens": {"existingSecret": "partner-client-tokens"}},
+    }
+    env = render(values).container_env()
+    assert "CPGW_TOKEN_FILE" not in env
+    assert env["CPGW_TOKEN_FILE_POLL_INTERVAL"] == "10s"
+    assert "CPGW_CLIENT_TOKEN_FILE" in env
+    del values["thirdParty"]
+    assert "CPGW_TOKEN_FILE_POLL_INTERVAL" not in render(values).container_env()
+
+
+@pytest.mark.parametrize(
+    "value_set",
+    [name for name in VALUE_SETS if not load_value_set(name).get("thirdParty", {}).get("clientTokens")],
+)
+def test_no_client_tokens_unless_a_secret_is_named(value_set: str) -> None:
+    """Without thirdParty.clientTokens.existingSecret nothing is mounted for it and the gateway
+    holds no client tokens, whatever the key says."""
+    for override in ({}, {"thirdParty": {"clientTokens": {"key": "other.toml"}}}):
+        rendered = render_value_set(value_set, override)
+        assert "CPGW_CLIENT_TOKEN_FILE" not in rendered.container_env()
+        assert "client-tokens" not in [v["name"] for v in rendered.pod_spec.get("volumes", [])]
+        assert "client-tokens" not in [m["name"] for m in rendered.container.get("volumeMounts", [])]
+        assert "Third-party" not in rendered.notes
+
+
 def test_service_monitor() -> None:
     """ServiceMonitor is a Prometheus Operator CRD, so it is checked by hand here instead of
     against a schema."""
@@ -583,6 +651,6 @@ def test_pdb_percentages() -> None:
 def test_every_value_set_is_used_here() -> None:
     assert set(VALUE_SETS) == {
         "defaults", "existing-secret", "tokens", "tls", "mtls", "hpa-pdb", "networkpolicy", "servicemonitor",
-        "emulator", "dashboards", "redis", "redis-existing-secret",
+        "emulator", "dashboards", "redis", "redis-existing-secret", "third-party",
     }  # fmt: skip
     assert load_value_set("defaults") == {}

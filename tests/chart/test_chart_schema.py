@@ -11,6 +11,11 @@ import pytest
 from chart_support import CHART_DIR, VALUE_SETS, load_value_set, render
 
 SHA = "0b22cf80f9aa016c58e440344b02d8cc0661c8f71a4bafad540b5cfcf648e88e"
+PARTNER_CLIENT = "5f0c7f5e-8d0b-4f51-a1d4-3c2f9e6b7a10"
+THIRD_PARTY_RPCS = [
+    "PollForThirdPartyJobs", "AcknowledgeThirdPartyJob", "GetThirdPartyJobDetails", "PutThirdPartyJobSuccessResult",
+    "PutThirdPartyJobFailureResult",
+]  # fmt: skip
 
 REJECTED = {
     # wrong types
@@ -85,6 +90,31 @@ REJECTED = {
     "redis password key with a slash": ({"redis": {"passwordKey": "a/b"}}, "passwordKey"),
     "redis egress port out of range": ({"networkPolicy": {"egress": {"redis": {"port": 70000}}}}, "port"),
     "redis egress peers as a string": ({"networkPolicy": {"egress": {"redis": {"to": "redis"}}}}, "to"),
+    # third-party client tokens: a Secret's name and key, never the tokens
+    "client tokens as values": (
+        {"thirdParty": {"clientTokens": {"clients": [{"client_id": PARTNER_CLIENT, "client_token": "t"}]}}},
+        "clients",
+    ),
+    "a client token as a value": ({"thirdParty": {"clientTokens": {"clientToken": "t"}}}, "clientToken"),
+    "client-token file inline": ({"thirdParty": {"clientTokens": {"file": "[[clients]]"}}}, "file"),
+    "unknown third-party key": ({"thirdParty": {"clientTokenFile": "/tmp/t.toml"}}, "clientTokenFile"),
+    "third party as a boolean": ({"thirdParty": True}, "thirdParty"),
+    "client tokens as a string": ({"thirdParty": {"clientTokens": "partner-client-tokens"}}, "clientTokens"),
+    "client-token secret name in capitals": (
+        {"thirdParty": {"clientTokens": {"existingSecret": "Partner-Tokens"}}},
+        "existingSecret",
+    ),
+    "client-token secret name too long": (
+        {"thirdParty": {"clientTokens": {"existingSecret": "a" * 254}}},
+        "existingSecret",
+    ),
+    "client-token secret name as a number": ({"thirdParty": {"clientTokens": {"existingSecret": 7}}}, "existingSecret"),
+    "client-token key with a slash": ({"thirdParty": {"clientTokens": {"key": "tokens/client.toml"}}}, "key"),
+    "empty client-token key": ({"thirdParty": {"clientTokens": {"key": ""}}}, "key"),
+    "bad third-party rpc name": (
+        {"auth": {"clients": [{"id": "a", "tokenSha256": SHA, "allowedRpcs": ["PollForThirdPartyJob"]}]}},
+        "allowedRpcs",
+    ),
 }
 
 
@@ -94,6 +124,28 @@ def test_accepted_client_shapes(chart) -> None:
         {"id": "full", "tokenSha256": SHA, "allowedRpcs": ["codepipeline.jobworker.v1.JobWorkerService/PollForJobs"]},
         {"id": "admin", "tokenSha256": SHA.upper(), "allowedRpcs": ["CreateJob", "ListJobs"], "ratePerSecond": 1},
     ]}})  # fmt: skip
+
+
+def test_accepted_third_party_rpcs(chart) -> None:
+    """The third-party RPCs by name and by full name, in the enum the Rust tidy test holds to the
+    binary's methods."""
+    full = [f"codepipeline.jobworker.v1.ThirdPartyJobWorkerService/{name}" for name in THIRD_PARTY_RPCS]
+    chart.validate_schema({"auth": {"clients": [
+        {"id": "partner-workers", "tokenSha256": SHA, "allowedRpcs": THIRD_PARTY_RPCS},
+        {"id": "partner-workers-full", "tokenSha256": SHA.upper(), "allowedRpcs": full},
+    ]}})  # fmt: skip
+    schema = json.loads((CHART_DIR / "values.schema.json").read_text())
+    rpcs = schema["properties"]["auth"]["properties"]["clients"]["items"]["properties"]["allowedRpcs"]
+    assert set(THIRD_PARTY_RPCS) <= set(rpcs["items"]["anyOf"][0]["enum"])
+
+
+def test_accepted_client_token_settings(chart) -> None:
+    chart.validate_schema({"thirdParty": {"clientTokens": {"existingSecret": "partner-client-tokens"}}})
+    chart.validate_schema(
+        {"thirdParty": {"clientTokens": {"existingSecret": "team.partner-tokens", "key": "a_b-1.toml"}}}
+    )
+    chart.validate_schema({"thirdParty": {"clientTokens": {"existingSecret": ""}}})  # none: workers send their own
+    chart.validate_schema({"thirdParty": {}})
 
 
 def test_accepted_dashboard_settings(chart) -> None:

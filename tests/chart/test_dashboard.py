@@ -6,13 +6,14 @@ ConfigMap for the Grafana sidecar by `dashboards.enabled`).
 - The ConfigMap: off by default; the sidecar's label, the annotations and the namespace as set;
   the data the file itself.
 - Against a live gateway: the `dashboards` value set's container is started from the chart, a few
-  calls are made (accepted, refused by authentication, by permission, by both rate limits), and
-  /metrics is scraped. Every metric that any panel's PromQL (or a variable's query) names must be
-  on that page, with every label the query matches on or groups by, `rate()` must be over
-  counters and `histogram_quantile()` over histogram buckets. The queries are read with a small
-  PromQL reader (below), not a list kept by hand: a panel added for a new metric is checked as
-  soon as it is in the JSON. A metric that only appears once some call has been made needs that
-  call in `drive_calls`.
+  calls are made (accepted, refused by authentication, by permission, by both rate limits,
+  third-party ones the gateway supplies the client token for), and /metrics is scraped. Every
+  metric that any panel's PromQL (or a variable's query) names must be on that page, with every
+  label the query matches on or groups by, `rate()` must be over counters and
+  `histogram_quantile()` over histogram buckets. The queries are read with a small PromQL reader
+  (below), not a list kept by hand: a panel added for a new metric is checked as soon as it is in
+  the JSON. A metric that only appears once some call has been made needs that call in
+  `drive_calls`.
 - Every metric in the README's Observability table has a panel.
 """
 
@@ -57,7 +58,19 @@ FILTER = {"namespace": ("=~", "$namespace"), "job": ("=~", "$job"), "pod": ("=~"
 # The tokens of the `dashboards` value set (see its header comment).
 WORKERS_TOKEN = "workers-token"
 PACED_TOKEN = "paced-token"
+PARTNER_WORKERS_TOKEN = "partner-workers-token"
 JOB_WORKER = "codepipeline.jobworker.v1.JobWorkerService"
+THIRD_PARTY = "codepipeline.jobworker.v1.ThirdPartyJobWorkerService"
+# The emulator's demo third-party action type, whose jobs are for the demo client of conftest.py.
+DEMO_PARTNER_POLL = {
+    "actionTypeId": {
+        "category": "ACTION_CATEGORY_BUILD",
+        "owner": "ACTION_OWNER_THIRD_PARTY",
+        "provider": "DemoPartner",
+        "version": "1",
+    },
+    "maxBatchSize": 1,
+}
 
 
 # A PromQL reader: enough of the language to find the metrics, labels and functions a query
@@ -559,8 +572,10 @@ def code_of(result: subprocess.CompletedProcess[str]) -> str:
     return match.group(1)
 
 
-def call(gateway: Gateway, method: str, body: dict[str, Any], token: str | None, code: str) -> str:
-    result = gateway.call(f"{JOB_WORKER}/{method}", body, token)
+def call(
+    gateway: Gateway, method: str, body: dict[str, Any], token: str | None, code: str, service: str = JOB_WORKER
+) -> str:
+    result = gateway.call(f"{service}/{method}", body, token)
     assert code_of(result) == code, f"{method} with {token!r}: {result.stdout}{result.stderr}"
     return result.stdout
 
@@ -608,6 +623,15 @@ def drive_calls(gateway: Gateway) -> None:
     call(gateway, "PollForJobs", DEMO_POLL, "not-a-client-token", "Unauthenticated")  # invalid_token
     call(gateway, "GetJobDetails", {"jobId": job["id"]}, WORKERS_TOKEN, "PermissionDenied")  # forbidden
     open_job_stream(gateway, WORKERS_TOKEN)  # the job feed's series
+    # Third-party calls with no client token: the gateway supplies the demo client's, found from
+    # its own poll (client_from="poll"), then from the client_id the worker sends ("request").
+    (partner_job,) = json.loads(
+        call(gateway, "PollForThirdPartyJobs", DEMO_PARTNER_POLL, PARTNER_WORKERS_TOKEN, "OK", THIRD_PARTY)
+    )["jobs"]
+    unnamed = {"jobId": partner_job["jobId"]}
+    details = json.loads(call(gateway, "GetThirdPartyJobDetails", unnamed, PARTNER_WORKERS_TOKEN, "OK", THIRD_PARTY))
+    named = {**unnamed, "clientId": partner_job["clientId"], "nonce": details["jobDetails"]["nonce"]}
+    call(gateway, "AcknowledgeThirdPartyJob", named, PARTNER_WORKERS_TOKEN, "OK", THIRD_PARTY)
     # The upstream budget (one PollForJobs a second for everyone), then the paced client's own rate.
     assert any("operation:PollForJobs" in out for out in burst(gateway, WORKERS_TOKEN))
     for _ in range(5):
@@ -625,6 +649,7 @@ def scraped(external_secrets, pki, tmp_path_factory) -> Exposition:
     try:
         gateway = start_serving(VALUE_SET, external_secrets, pki, tmp_path_factory.mktemp("dashboards"), processes)
         assert "CPGW_TOKEN_FILE" in gateway.env, "the token-file metrics need a token file"
+        assert "CPGW_CLIENT_TOKEN_FILE" in gateway.env, "the client-token file metrics need a client-token file"
         drive_calls(gateway)
         with urllib.request.urlopen(f"http://127.0.0.1:{gateway.metrics_port}/metrics", timeout=10) as response:
             page = response.read().decode()
@@ -637,6 +662,7 @@ def scraped(external_secrets, pki, tmp_path_factory) -> Exposition:
     assert exposition.values("gateway_auth_rejected_total", "reason") >= {
         "missing_credentials", "invalid_token", "forbidden",
     }  # fmt: skip
+    assert exposition.values("gateway_client_tokens_supplied_total", "client_from") == {"poll", "request"}
     return exposition
 
 

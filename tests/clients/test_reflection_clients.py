@@ -12,7 +12,8 @@ import subprocess
 
 import pytest
 
-from support import TOOLS_BIN
+from conftest import GATEWAY_ARGS
+from support import GATEWAY_READY, REPO_ROOT, TOOLS_BIN
 
 GRPCURL = TOOLS_BIN / "grpcurl"
 BUF = TOOLS_BIN / "buf"
@@ -20,7 +21,14 @@ CLIENT_TIMEOUT_SECONDS = 30
 
 JOB_WORKER_SERVICE = "codepipeline.jobworker.v1.JobWorkerService"
 EMULATOR_ADMIN_SERVICE = "codepipeline.emulator.v1.EmulatorAdminService"
-JOB_WORKER_RPCS = {"PollForJobs", "AcknowledgeJob", "GetJobDetails", "PutJobSuccessResult", "PutJobFailureResult"}
+THIRD_PARTY_SERVICE = "codepipeline.jobworker.v1.ThirdPartyJobWorkerService"
+JOB_WORKER_RPCS = {
+    "PollForJobs", "AcknowledgeJob", "GetJobDetails", "PutJobSuccessResult", "PutJobFailureResult", "StreamJobs",
+}  # fmt: skip
+THIRD_PARTY_RPCS = {
+    "PollForThirdPartyJobs", "AcknowledgeThirdPartyJob", "GetThirdPartyJobDetails",
+    "PutThirdPartyJobSuccessResult", "PutThirdPartyJobFailureResult",
+}  # fmt: skip
 
 DEMO_POLL_REQUEST = {
     "actionTypeId": {
@@ -29,6 +37,10 @@ DEMO_POLL_REQUEST = {
         "provider": "DemoBuilder",
         "version": "1",
     },
+    "maxBatchSize": 1,
+}
+DEMO_THIRD_PARTY_POLL_REQUEST = {
+    "actionTypeId": DEMO_POLL_REQUEST["actionTypeId"] | {"owner": "ACTION_OWNER_THIRD_PARTY", "provider": "DemoPartner"},
     "maxBatchSize": 1,
 }
 
@@ -78,12 +90,16 @@ def _tools_installed() -> None:
 def test_grpcurl_lists_the_job_worker_service(gateway):
     services = succeeded(grpcurl(gateway.address, "list")).split()
     assert JOB_WORKER_SERVICE in services
+    assert THIRD_PARTY_SERVICE in services
     assert EMULATOR_ADMIN_SERVICE in services
 
 
-def test_grpcurl_describes_the_five_job_worker_rpcs(gateway):
-    description = succeeded(grpcurl(gateway.address, "describe", JOB_WORKER_SERVICE))
-    assert set(re.findall(r"\brpc (\w+)", description)) == JOB_WORKER_RPCS
+@pytest.mark.parametrize(
+    ("service", "rpcs"), [(JOB_WORKER_SERVICE, JOB_WORKER_RPCS), (THIRD_PARTY_SERVICE, THIRD_PARTY_RPCS)]
+)
+def test_grpcurl_describes_every_rpc_of_the_job_worker_services(gateway, service, rpcs):
+    description = succeeded(grpcurl(gateway.address, "describe", service))
+    assert set(re.findall(r"\brpc (\w+)", description)) == rpcs
 
 
 def test_grpcurl_polls_and_acknowledges_a_job_and_a_wrong_nonce_is_aborted(gateway):
@@ -104,10 +120,31 @@ def test_grpcurl_health_check_reports_serving(gateway):
     assert json.loads(health) == {"status": "SERVING"}
 
 
-def test_buf_curl_lists_the_five_job_worker_methods_through_reflection_v1(gateway):
-    methods = succeeded(buf_curl(f"http://{gateway.address}", "--list-methods")).split()
-    job_worker_methods = {method for method in methods if method.startswith(f"{JOB_WORKER_SERVICE}/")}
-    assert job_worker_methods == {f"{JOB_WORKER_SERVICE}/{rpc}" for rpc in JOB_WORKER_RPCS}
+def test_buf_curl_lists_every_job_worker_method_through_reflection_v1(gateway):
+    methods = set(succeeded(buf_curl(f"http://{gateway.address}", "--list-methods")).split())
+    for service, rpcs in [(JOB_WORKER_SERVICE, JOB_WORKER_RPCS), (THIRD_PARTY_SERVICE, THIRD_PARTY_RPCS)]:
+        listed = {method for method in methods if method.startswith(f"{service}/")}
+        assert listed == {f"{service}/{rpc}" for rpc in rpcs}
+
+
+def test_grpcurl_runs_a_third_party_job_with_the_token_held_by_the_gateway(launch):
+    """The README's grpcurl session: the worker never sends the client token."""
+    gateway = launch(*GATEWAY_ARGS, "--client-token-file", str(REPO_ROOT / "examples/client-tokens.toml"), ready=GATEWAY_READY)
+    call = lambda rpc, data: grpcurl(gateway.address, f"{THIRD_PARTY_SERVICE}/{rpc}", data=data)  # noqa: E731
+    job = only_job(succeeded(call("PollForThirdPartyJobs", DEMO_THIRD_PARTY_POLL_REQUEST)))
+    assert set(job) == {"clientId", "jobId"}
+    named = {"jobId": job["jobId"], "clientId": job["clientId"]}
+
+    details = json.loads(succeeded(call("GetThirdPartyJobDetails", named)))["jobDetails"]
+    assert details["id"] == job["jobId"] and details["nonce"]
+    acknowledged = json.loads(succeeded(call("AcknowledgeThirdPartyJob", named | {"nonce": details["nonce"]})))
+    assert acknowledged == {"status": "JOB_STATUS_IN_PROGRESS"}
+    succeeded(call("PutThirdPartyJobSuccessResult", named | {"executionDetails": {"summary": "done by grpcurl"}}))
+
+    again = call("PutThirdPartyJobSuccessResult", named)
+    assert again.returncode != 0 and "Code: FailedPrecondition" in again.stderr, again.stderr
+    stranger = call("GetThirdPartyJobDetails", {"jobId": job["jobId"], "clientId": "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"})
+    assert "Code: FailedPrecondition" in stranger.stderr and "client-token file has no token" in stranger.stderr
 
 
 def test_buf_curl_acknowledges_a_freshly_polled_job(gateway):

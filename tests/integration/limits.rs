@@ -6,8 +6,10 @@ use std::{sync::Arc, time::Duration};
 use async_trait::async_trait;
 use codepipeline_gateway::{
     domain::{
-        AcknowledgeJobInput, GetJobDetailsInput, Job, JobDetails, JobStatus, PollForJobsInput,
-        PutJobFailureResultInput, PutJobSuccessResultInput,
+        AcknowledgeJobInput, AcknowledgeThirdParty, FailureDetails, GetJobDetailsInput, Job,
+        JobDetails, JobStatus, PollForJobsInput, PollForThirdPartyJobsInput,
+        PutJobFailureResultInput, PutJobSuccessResultInput, ThirdPartyInput, ThirdPartyJob,
+        ThirdPartyJobDetails, ThirdPartySuccess,
     },
     limits::LimitClock,
     pb::jobworker as pb,
@@ -269,6 +271,36 @@ impl Upstream for PanickingUpstream {
         _: PutJobFailureResultInput,
     ) -> Result<(), UpstreamError> {
         panic!("failure bug")
+    }
+    async fn poll_for_third_party_jobs(
+        &self,
+        _: PollForThirdPartyJobsInput,
+    ) -> Result<Vec<ThirdPartyJob>, UpstreamError> {
+        panic!("third-party poll bug")
+    }
+    async fn acknowledge_third_party_job(
+        &self,
+        _: ThirdPartyInput<AcknowledgeThirdParty>,
+    ) -> Result<JobStatus, UpstreamError> {
+        panic!("third-party acknowledge bug")
+    }
+    async fn get_third_party_job_details(
+        &self,
+        _: ThirdPartyInput<()>,
+    ) -> Result<ThirdPartyJobDetails, UpstreamError> {
+        panic!("third-party details bug")
+    }
+    async fn put_third_party_job_success_result(
+        &self,
+        _: ThirdPartyInput<ThirdPartySuccess>,
+    ) -> Result<(), UpstreamError> {
+        panic!("third-party success bug")
+    }
+    async fn put_third_party_job_failure_result(
+        &self,
+        _: ThirdPartyInput<FailureDetails>,
+    ) -> Result<(), UpstreamError> {
+        panic!("third-party failure bug")
     }
 }
 

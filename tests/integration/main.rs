@@ -14,6 +14,7 @@ mod overload;
 mod process;
 mod properties;
 mod redis_limits;
+mod third_party;
 mod tidy;
 mod tls;
 mod upstream_errors;

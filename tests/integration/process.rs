@@ -30,26 +30,68 @@ impl Drop for Gateway {
     }
 }
 
+/// Runs the binary with `args` until it prints a line starting with `ready`: the child and the
+/// rest of that line.
+fn start_binary(args: &[&str], stderr: Stdio, ready: &str) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_codepipeline-gateway"))
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", crate::support::ACCESS_KEY_ID)
+        .env("AWS_SECRET_ACCESS_KEY", crate::support::SECRET_ACCESS_KEY)
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .expect("the binary starts");
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let rest = stdout
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| line.strip_prefix(ready).map(str::to_owned))
+        .expect("the binary says it is ready");
+    (child, rest)
+}
+
 impl Gateway {
     /// Starts `serve --upstream emulator` with `args` and waits for its address.
     fn start(args: &[&str], stderr: Stdio) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_codepipeline-gateway"))
-            .args(["serve", "--upstream", "emulator", "--listen", "127.0.0.1:0"])
-            .args(["--metrics-listen", "127.0.0.1:0", "--demo-jobs", "0"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("the binary starts");
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        let addr = stdout
-            .lines()
-            .map_while(Result::ok)
-            .find_map(|line| line.strip_prefix("grpc listening on ").map(str::to_owned))
-            .expect("the binary prints its address")
-            .parse()
-            .unwrap();
-        Self { child, addr }
+        let mut all = vec![
+            "serve",
+            "--upstream",
+            "emulator",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--demo-jobs",
+            "0",
+        ];
+        all.extend(args);
+        Self::started(start_binary(&all, stderr, "grpc listening on "))
+    }
+
+    /// Starts `serve --upstream aws` against the emulator front at `endpoint`, with `args`.
+    fn start_on_aws(endpoint: &str, args: &[&str], stderr: Stdio) -> Self {
+        let mut all = vec![
+            "serve",
+            "--upstream",
+            "aws",
+            "--aws-region",
+            crate::support::REGION,
+            "--aws-endpoint-url",
+            endpoint,
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ];
+        all.extend(args);
+        Self::started(start_binary(&all, stderr, "grpc listening on "))
+    }
+
+    fn started((child, addr): (Child, String)) -> Self {
+        Self {
+            child,
+            addr: addr.parse().unwrap(),
+        }
     }
 
     async fn channel(&self) -> Channel {
@@ -370,4 +412,195 @@ async fn serving_aws_without_authenticating_callers_is_refused_at_start_unless_a
         status, None,
         "a token file is authentication enough: {stderr}"
     );
+}
+
+/// Upstream of the gateway under a trace-level log test: the emulator in its process, or the
+/// real SDK talking HTTP to the emulator front in another.
+#[derive(Debug, Clone, Copy)]
+enum TraceUpstream {
+    InProcess,
+    RealSdk,
+}
+
+#[rstest::rstest]
+#[case::in_process(TraceUpstream::InProcess)]
+#[case::real_sdk(TraceUpstream::RealSdk)]
+#[tokio::test]
+async fn the_most_verbose_logs_of_third_party_calls_hold_no_client_token(
+    #[case] upstream: TraceUpstream,
+) {
+    use codepipeline_gateway::pb::jobworker::third_party_job_worker_service_client::ThirdPartyJobWorkerServiceClient;
+
+    const CLIENT: &str = "0e1d2c3b-4a59-4687-9a8b-7c6d5e4f3a21";
+    let held_token = "token-held-by-the-gateway-41c7e9";
+    let own_token = "token-sent-by-the-worker-9d02b3";
+    let wrong_token = "token-of-nobody-5a6e11";
+    let secret_value = "partner-config-secret-0c7d52";
+    let dir = tempfile::tempdir().unwrap();
+    let client_tokens = dir.path().join("client-tokens.toml");
+    std::fs::write(
+        &client_tokens,
+        format!("[[clients]]\nclient_id = \"{CLIENT}\"\nclient_token = \"{held_token}\"\n"),
+    )
+    .unwrap();
+    let gateway_log = dir.path().join("gateway.log");
+    let emulator_log = dir.path().join("emulator.log");
+    let verbose = [
+        "--log",
+        "trace",
+        "--log-format",
+        "json",
+        "--client-token-file",
+        client_tokens.to_str().unwrap(),
+    ];
+    let (mut gateway, admin, _emulator) = match upstream {
+        TraceUpstream::InProcess => {
+            let gateway = Gateway::start(
+                &verbose,
+                Stdio::from(std::fs::File::create(&gateway_log).unwrap()),
+            );
+            let admin = gateway.channel().await;
+            (gateway, admin, None)
+        }
+        TraceUpstream::RealSdk => {
+            let (child, endpoint) = start_binary(
+                &[
+                    "emulator",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--demo-jobs",
+                    "0",
+                    "--access-key-id",
+                    crate::support::ACCESS_KEY_ID,
+                    "--secret-access-key",
+                    crate::support::SECRET_ACCESS_KEY,
+                    "--region",
+                    crate::support::REGION,
+                    "--log",
+                    "trace",
+                ],
+                Stdio::from(std::fs::File::create(&emulator_log).unwrap()),
+                "emulator listening on ",
+            );
+            let emulator = Gateway {
+                child,
+                addr: endpoint.trim_start_matches("http://").parse().unwrap(),
+            };
+            let mut flags = verbose.to_vec();
+            flags.push("--allow-unauthenticated");
+            let gateway = Gateway::start_on_aws(
+                &endpoint,
+                &flags,
+                Stdio::from(std::fs::File::create(&gateway_log).unwrap()),
+            );
+            let admin = emulator.channel().await;
+            (gateway, admin, Some(emulator))
+        }
+    };
+    let mut admin = EmulatorAdminServiceClient::new(admin);
+    let mut jobs = Vec::new();
+    for token in [held_token, own_token] {
+        let created = admin
+            .create_job(CreateJobRequest {
+                action_type_id: Some(crate::support::demo_third_party_action_type()),
+                client_id: if token == held_token {
+                    CLIENT.to_owned()
+                } else {
+                    String::new()
+                },
+                client_token: token.to_owned(),
+                configuration: [("PartnerApiKey".to_owned(), secret_value.to_owned())].into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        jobs.push(created.job_id);
+    }
+    let mut client = ThirdPartyJobWorkerServiceClient::new(gateway.channel().await);
+    let polled = client
+        .poll_for_third_party_jobs(pb::PollForThirdPartyJobsRequest {
+            action_type_id: Some(crate::support::demo_third_party_action_type()),
+            max_batch_size: Some(2),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    assert_eq!(polled.len(), 2);
+    let mut secrets = vec![
+        held_token.to_owned(),
+        own_token.to_owned(),
+        wrong_token.to_owned(),
+        secret_value.to_owned(),
+    ];
+    // One job with the token the gateway holds, one with the worker's own.
+    for (job_id, client_token) in [(&jobs[0], ""), (&jobs[1], own_token)] {
+        let details = client
+            .get_third_party_job_details(pb::GetThirdPartyJobDetailsRequest {
+                job_id: job_id.clone(),
+                client_token: client_token.to_owned(),
+                client_id: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .job_details
+            .unwrap();
+        let credentials = details.data.unwrap().artifact_credentials.unwrap();
+        secrets.extend([
+            details.nonce.clone(),
+            credentials.secret_access_key,
+            credentials.session_token,
+        ]);
+        client
+            .acknowledge_third_party_job(pb::AcknowledgeThirdPartyJobRequest {
+                job_id: job_id.clone(),
+                nonce: details.nonce,
+                client_token: client_token.to_owned(),
+                client_id: String::new(),
+            })
+            .await
+            .unwrap();
+        client
+            .put_third_party_job_success_result(pb::PutThirdPartyJobSuccessResultRequest {
+                job_id: job_id.clone(),
+                client_token: client_token.to_owned(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let refused = client
+        .get_third_party_job_details(pb::GetThirdPartyJobDetailsRequest {
+            job_id: jobs[0].clone(),
+            client_token: wrong_token.to_owned(),
+            client_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+
+    gateway.terminate();
+    assert!(gateway.exit_status(Duration::from_secs(10)).await.success());
+    let logs = std::fs::read_to_string(&gateway_log).unwrap();
+    assert!(
+        logs.contains(r#""level":"TRACE""#),
+        "{upstream:?}: at the most verbose level"
+    );
+    assert!(
+        logs.contains("GetThirdPartyJobDetails"),
+        "{upstream:?}: the calls were logged"
+    );
+    for secret in &secrets {
+        assert!(
+            !logs.contains(secret.as_str()),
+            "{upstream:?}: a secret reached the gateway's log: {secret}\n{}",
+            logs.lines()
+                .filter(|line| line.contains(secret.as_str()))
+                .take(3)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
 }

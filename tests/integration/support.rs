@@ -19,7 +19,10 @@ use codepipeline_gateway::{
     observability::Metrics,
     pb::{
         emulator::{self as admin_pb, emulator_admin_service_client::EmulatorAdminServiceClient},
-        jobworker::{self as pb, job_worker_service_client::JobWorkerServiceClient},
+        jobworker::{
+            self as pb, job_worker_service_client::JobWorkerServiceClient,
+            third_party_job_worker_service_client::ThirdPartyJobWorkerServiceClient,
+        },
     },
     upstream::Upstream,
 };
@@ -184,6 +187,7 @@ impl Spawn {
         TestGateway {
             // Lazy: a TLS gateway's test makes clients of its own and never uses these.
             client: JobWorkerServiceClient::new(connect_lazy(app.grpc_addr())),
+            third_party: ThirdPartyJobWorkerServiceClient::new(connect_lazy(app.grpc_addr())),
             admin: EmulatorAdminServiceClient::new(connect_lazy(admin_addr)),
             emulator,
             metrics: app.metrics().clone(),
@@ -221,6 +225,7 @@ pub async fn connect(addr: std::net::SocketAddr) -> Channel {
 /// A gateway under test, with its emulator and clients.
 pub struct TestGateway {
     pub client: JobWorkerServiceClient<Channel>,
+    pub third_party: ThirdPartyJobWorkerServiceClient<Channel>,
     /// The emulator's admin service: on the gateway in process, on the front otherwise.
     pub admin: EmulatorAdminServiceClient<Channel>,
     pub emulator: Arc<Emulator>,
@@ -258,7 +263,48 @@ pub fn demo_action_type() -> pb::ActionTypeId {
     }
 }
 
+/// The demo third-party action type: Build / ThirdParty / DemoPartner / 1.
+pub fn demo_third_party_action_type() -> pb::ActionTypeId {
+    pb::ActionTypeId {
+        owner: pb::ActionOwner::ThirdParty.into(),
+        provider: "DemoPartner".to_owned(),
+        ..demo_action_type()
+    }
+}
+
+/// A third-party job as the emulator's admin service created it.
+pub struct PartnerJob {
+    pub job_id: String,
+    pub client_id: String,
+    pub client_token: String,
+}
+
 impl TestGateway {
+    /// Creates a demo third-party job for this client (a new one where empty).
+    pub async fn create_third_party_job(
+        &mut self,
+        client_id: &str,
+        client_token: &str,
+    ) -> PartnerJob {
+        let created = self
+            .admin
+            .create_job(admin_pb::CreateJobRequest {
+                action_type_id: Some(demo_third_party_action_type()),
+                configuration: [("ProjectName".to_owned(), "partner-app".to_owned())].into(),
+                client_id: client_id.to_owned(),
+                client_token: client_token.to_owned(),
+                ..Default::default()
+            })
+            .await
+            .expect("CreateJob")
+            .into_inner();
+        PartnerJob {
+            job_id: created.job_id,
+            client_id: created.client_id,
+            client_token: created.client_token,
+        }
+    }
+
     /// Creates a demo job with this configuration; returns its ID.
     pub async fn create_job(&mut self, configuration: &[(&str, &str)]) -> String {
         self.admin

@@ -72,6 +72,7 @@ Mount points of the Secrets and the files the gateway reads from them.
 {{- define "cpgw.clientCaDir" -}}/etc/codepipeline-gateway/client-ca{{- end }}
 {{- define "cpgw.redisPasswordDir" -}}/etc/codepipeline-gateway/redis-password{{- end }}
 {{- define "cpgw.redisCaDir" -}}/etc/codepipeline-gateway/redis-ca{{- end }}
+{{- define "cpgw.clientTokensDir" -}}/etc/codepipeline-gateway/client-tokens{{- end }}
 
 {{/*
 Whether the rate limits are kept in Redis (rateLimit.backend: redis).
@@ -119,7 +120,7 @@ Redis do not share their limits.
 Whether the gateway container mounts any volume.
 */}}
 {{- define "cpgw.hasVolumes" -}}
-{{- if or (include "cpgw.tokenFileEnabled" .) .Values.tls.enabled }}true{{- end }}
+{{- if or (include "cpgw.tokenFileEnabled" .) .Values.tls.enabled .Values.thirdParty.clientTokens.existingSecret }}true{{- end }}
 {{- if and (include "cpgw.redisEnabled" .) (or .Values.redis.passwordSecret .Values.redis.tlsCaSecret) }}true{{- end }}
 {{- end }}
 

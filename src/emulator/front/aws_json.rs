@@ -118,6 +118,17 @@ pub struct CurrentRevisionIn {
     revision_summary: Option<String>,
 }
 
+impl From<CurrentRevisionIn> for pb::CurrentRevision {
+    fn from(revision: CurrentRevisionIn) -> Self {
+        Self {
+            revision: revision.revision.unwrap_or_default(),
+            change_identifier: revision.change_identifier.unwrap_or_default(),
+            created: revision.created.map(epoch_seconds_to_timestamp),
+            revision_summary: revision.revision_summary,
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ExecutionDetailsIn {
@@ -150,14 +161,7 @@ impl From<PutJobSuccessResultIn> for pb::PutJobSuccessResultRequest {
     fn from(request: PutJobSuccessResultIn) -> Self {
         Self {
             job_id: request.job_id.unwrap_or_default(),
-            current_revision: request
-                .current_revision
-                .map(|revision| pb::CurrentRevision {
-                    revision: revision.revision.unwrap_or_default(),
-                    change_identifier: revision.change_identifier.unwrap_or_default(),
-                    created: revision.created.map(epoch_seconds_to_timestamp),
-                    revision_summary: revision.revision_summary,
-                }),
+            current_revision: request.current_revision.map(Into::into),
             continuation_token: request.continuation_token,
             execution_details: request.execution_details.map(Into::into),
             output_variables: request
@@ -197,15 +201,119 @@ impl From<PutJobFailureResultIn> for pb::PutJobFailureResultRequest {
     fn from(request: PutJobFailureResultIn) -> Self {
         Self {
             job_id: request.job_id.unwrap_or_default(),
-            failure_details: request.failure_details.map(|details| pb::FailureDetails {
-                r#type: enum_number(
-                    details.r#type.as_deref(),
-                    FailureType::from_aws,
-                    FailureType::to_pb,
-                ),
-                message: details.message.unwrap_or_default(),
-                external_execution_id: details.external_execution_id,
-            }),
+            failure_details: request.failure_details.map(Into::into),
+        }
+    }
+}
+
+impl From<FailureDetailsIn> for pb::FailureDetails {
+    fn from(details: FailureDetailsIn) -> Self {
+        Self {
+            r#type: enum_number(
+                details.r#type.as_deref(),
+                FailureType::from_aws,
+                FailureType::to_pb,
+            ),
+            message: details.message.unwrap_or_default(),
+            external_execution_id: details.external_execution_id,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PollForThirdPartyJobsIn {
+    action_type_id: Option<ActionTypeIdIn>,
+    max_batch_size: Option<i64>,
+}
+
+impl From<PollForThirdPartyJobsIn> for pb::PollForThirdPartyJobsRequest {
+    fn from(request: PollForThirdPartyJobsIn) -> Self {
+        Self {
+            action_type_id: request.action_type_id.map(Into::into),
+            max_batch_size: request.max_batch_size.map(saturate),
+        }
+    }
+}
+
+// The third-party requests: `clientToken` is required on the wire (the front checks it is
+// there); the gRPC edge's `client_id`, which lets the gateway supply the token, is not a
+// CodePipeline member.
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AcknowledgeThirdPartyJobIn {
+    job_id: Option<String>,
+    nonce: Option<String>,
+    client_token: Option<String>,
+}
+
+impl From<AcknowledgeThirdPartyJobIn> for pb::AcknowledgeThirdPartyJobRequest {
+    fn from(request: AcknowledgeThirdPartyJobIn) -> Self {
+        Self {
+            job_id: request.job_id.unwrap_or_default(),
+            nonce: request.nonce.unwrap_or_default(),
+            client_token: request.client_token.unwrap_or_default(),
+            client_id: String::new(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GetThirdPartyJobDetailsIn {
+    job_id: Option<String>,
+    client_token: Option<String>,
+}
+
+impl From<GetThirdPartyJobDetailsIn> for pb::GetThirdPartyJobDetailsRequest {
+    fn from(request: GetThirdPartyJobDetailsIn) -> Self {
+        Self {
+            job_id: request.job_id.unwrap_or_default(),
+            client_token: request.client_token.unwrap_or_default(),
+            client_id: String::new(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PutThirdPartyJobSuccessResultIn {
+    job_id: Option<String>,
+    client_token: Option<String>,
+    current_revision: Option<CurrentRevisionIn>,
+    continuation_token: Option<String>,
+    execution_details: Option<ExecutionDetailsIn>,
+}
+
+impl From<PutThirdPartyJobSuccessResultIn> for pb::PutThirdPartyJobSuccessResultRequest {
+    fn from(request: PutThirdPartyJobSuccessResultIn) -> Self {
+        Self {
+            job_id: request.job_id.unwrap_or_default(),
+            client_token: request.client_token.unwrap_or_default(),
+            client_id: String::new(),
+            current_revision: request.current_revision.map(Into::into),
+            continuation_token: request.continuation_token,
+            execution_details: request.execution_details.map(Into::into),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PutThirdPartyJobFailureResultIn {
+    job_id: Option<String>,
+    client_token: Option<String>,
+    failure_details: Option<FailureDetailsIn>,
+}
+
+impl From<PutThirdPartyJobFailureResultIn> for pb::PutThirdPartyJobFailureResultRequest {
+    fn from(request: PutThirdPartyJobFailureResultIn) -> Self {
+        Self {
+            job_id: request.job_id.unwrap_or_default(),
+            client_token: request.client_token.unwrap_or_default(),
+            client_id: String::new(),
+            failure_details: request.failure_details.map(Into::into),
         }
     }
 }
@@ -273,6 +381,56 @@ impl From<domain::JobDetails> for GetJobDetailsOut {
                 id: details.id,
                 data: details.data.into(),
                 account_id: details.account_id,
+            },
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PollForThirdPartyJobsOut {
+    pub jobs: Vec<ThirdPartyJobOut>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ThirdPartyJobOut {
+    client_id: String,
+    job_id: String,
+}
+
+impl From<domain::ThirdPartyJob> for ThirdPartyJobOut {
+    fn from(job: domain::ThirdPartyJob) -> Self {
+        Self {
+            client_id: job.client_id,
+            job_id: job.job_id,
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GetThirdPartyJobDetailsOut {
+    job_details: ThirdPartyJobDetailsOut,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ThirdPartyJobDetailsOut {
+    id: String,
+    data: JobDataOut,
+    /// Absent while the job has no nonce (not handed out, or finished).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    nonce: String,
+}
+
+impl From<domain::ThirdPartyJobDetails> for GetThirdPartyJobDetailsOut {
+    fn from(details: domain::ThirdPartyJobDetails) -> Self {
+        Self {
+            job_details: ThirdPartyJobDetailsOut {
+                id: details.id,
+                data: details.data.into(),
+                nonce: details.nonce,
             },
         }
     }

@@ -1,4 +1,5 @@
-//! The emulator's AWS wire-protocol front: the job-worker operations over awsJson1_1, as CodePipeline serves
+//! The emulator's AWS wire-protocol front: the job-worker operations (custom and third-party)
+//! over awsJson1_1, as CodePipeline serves
 //! them (`POST /` with `X-Amz-Target: CodePipeline_20150709.<Operation>`, SigV4-signed, errors as
 //! `{"__type": ..., "message": ...}` with `x-amzn-ErrorType` and `x-amzn-RequestId`). The AWS
 //! SDKs (Rust, boto3, ...) pointed at it behave as against AWS. The admin gRPC service shares the
@@ -26,7 +27,10 @@ use super::{
     sigv4::{self, SignedRequest},
 };
 use crate::{
-    domain::validate::InvalidRequest,
+    domain::{
+        ThirdPartyInput, ThirdPartyRequest,
+        validate::{self, InvalidRequest},
+    },
     pb::jobworker as pb,
     upstream::{AwsErrorCode, Operation, UpstreamError},
 };
@@ -304,6 +308,57 @@ async fn serve_call(
                 |input| emulator.fail(input).map(|()| aws_json::Empty {}),
             )
         }
+        Operation::PollForThirdPartyJobs => {
+            call::<aws_json::PollForThirdPartyJobsIn, pb::PollForThirdPartyJobsRequest, _, _>(
+                body,
+                |input| {
+                    let jobs = emulator.poll_third_party(&input)?;
+                    Ok(aws_json::PollForThirdPartyJobsOut {
+                        jobs: jobs.into_iter().map(Into::into).collect(),
+                    })
+                },
+            )
+        }
+        Operation::AcknowledgeThirdPartyJob => call_third_party::<
+            aws_json::AcknowledgeThirdPartyJobIn,
+            pb::AcknowledgeThirdPartyJobRequest,
+            _,
+            _,
+        >(body, |input| {
+            emulator
+                .acknowledge_third_party(&input)
+                .map(aws_json::AcknowledgeJobOut::from)
+        }),
+        Operation::GetThirdPartyJobDetails => call_third_party::<
+            aws_json::GetThirdPartyJobDetailsIn,
+            pb::GetThirdPartyJobDetailsRequest,
+            _,
+            _,
+        >(body, |input| {
+            emulator
+                .details_third_party(&input)
+                .map(aws_json::GetThirdPartyJobDetailsOut::from)
+        }),
+        Operation::PutThirdPartyJobSuccessResult => call_third_party::<
+            aws_json::PutThirdPartyJobSuccessResultIn,
+            pb::PutThirdPartyJobSuccessResultRequest,
+            _,
+            _,
+        >(body, |input| {
+            emulator
+                .succeed_third_party(input)
+                .map(|()| aws_json::Empty {})
+        }),
+        Operation::PutThirdPartyJobFailureResult => call_third_party::<
+            aws_json::PutThirdPartyJobFailureResultIn,
+            pb::PutThirdPartyJobFailureResultRequest,
+            _,
+            _,
+        >(body, |input| {
+            emulator
+                .fail_third_party(input)
+                .map(|()| aws_json::Empty {})
+        }),
     };
     Ok(match fault {
         Some(Fault::DropConnection) => Answer::Drop,
@@ -330,6 +385,22 @@ where
     Ok(serde_json::to_vec(&output).expect("responses serialize"))
 }
 
+/// Runs one third-party operation, whose request must carry its client token itself: the
+/// front is CodePipeline, which has no tokens to supply.
+fn call_third_party<Body, Proto, Call, Output>(
+    body: &[u8],
+    run: impl FnOnce(ThirdPartyInput<Call>) -> Result<Output, UpstreamError>,
+) -> Result<Vec<u8>, ApiError>
+where
+    Body: DeserializeOwned + Into<Proto>,
+    ThirdPartyRequest<Call>: TryFrom<Proto, Error = InvalidRequest>,
+    Output: Serialize,
+{
+    let request = decode::<Body, Proto, ThirdPartyRequest<Call>>(body)?;
+    let output = run(validate::with_own_client_token(request)?)?;
+    Ok(serde_json::to_vec(&output).expect("responses serialize"))
+}
+
 /// Decodes and validates a request body. Decoding into the protobuf request first lets the
 /// gRPC edge's validator check it, so both doors enforce the same constraints.
 fn decode<Body, Proto, Input>(body: &[u8]) -> Result<Input, ApiError>
@@ -351,8 +422,9 @@ where
 /// `Err` carries the AWS error code the front would answer with. For fuzzing and property tests.
 pub fn check_request(operation: Operation, body: &[u8]) -> Result<(), String> {
     use crate::domain::{
-        AcknowledgeJobInput, GetJobDetailsInput, PollForJobsInput, PutJobFailureResultInput,
-        PutJobSuccessResultInput,
+        AcknowledgeJobInput, AcknowledgeThirdParty, FailureDetails, GetJobDetailsInput,
+        PollForJobsInput, PollForThirdPartyJobsInput, PutJobFailureResultInput,
+        PutJobSuccessResultInput, ThirdPartySuccess,
     };
     let result = match operation {
         Operation::PollForJobs => {
@@ -381,8 +453,44 @@ pub fn check_request(operation: Operation, body: &[u8]) -> Result<(), String> {
             PutJobFailureResultInput,
         >(body)
         .map(drop),
+        Operation::PollForThirdPartyJobs => decode::<
+            aws_json::PollForThirdPartyJobsIn,
+            pb::PollForThirdPartyJobsRequest,
+            PollForThirdPartyJobsInput,
+        >(body)
+        .map(drop),
+        Operation::AcknowledgeThirdPartyJob => check_third_party::<
+            aws_json::AcknowledgeThirdPartyJobIn,
+            pb::AcknowledgeThirdPartyJobRequest,
+            AcknowledgeThirdParty,
+        >(body),
+        Operation::GetThirdPartyJobDetails => check_third_party::<
+            aws_json::GetThirdPartyJobDetailsIn,
+            pb::GetThirdPartyJobDetailsRequest,
+            (),
+        >(body),
+        Operation::PutThirdPartyJobSuccessResult => check_third_party::<
+            aws_json::PutThirdPartyJobSuccessResultIn,
+            pb::PutThirdPartyJobSuccessResultRequest,
+            ThirdPartySuccess,
+        >(body),
+        Operation::PutThirdPartyJobFailureResult => check_third_party::<
+            aws_json::PutThirdPartyJobFailureResultIn,
+            pb::PutThirdPartyJobFailureResultRequest,
+            FailureDetails,
+        >(body),
     };
     result.map_err(|error| error.code)
+}
+
+fn check_third_party<Body, Proto, Call>(body: &[u8]) -> Result<(), ApiError>
+where
+    Body: DeserializeOwned + Into<Proto>,
+    ThirdPartyRequest<Call>: TryFrom<Proto, Error = InvalidRequest>,
+{
+    let request = decode::<Body, Proto, ThirdPartyRequest<Call>>(body)?;
+    validate::with_own_client_token(request)?;
+    Ok(())
 }
 
 fn error_response(request_id: &str, status: StatusCode, code: &str, message: &str) -> Response {
@@ -402,6 +510,38 @@ fn error_response(request_id: &str, status: StatusCode, code: &str, message: &st
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_third_party_call_without_its_client_token_is_a_validation_error() {
+        let calls = [
+            (
+                Operation::AcknowledgeThirdPartyJob,
+                r#"{"jobId": "j-1", "nonce": "1"}"#,
+            ),
+            (Operation::GetThirdPartyJobDetails, r#"{"jobId": "j-1"}"#),
+            (
+                Operation::PutThirdPartyJobSuccessResult,
+                r#"{"jobId": "j-1"}"#,
+            ),
+            (
+                Operation::PutThirdPartyJobFailureResult,
+                r#"{"jobId": "j-1", "failureDetails": {"type": "JobFailed", "message": "x"}}"#,
+            ),
+        ];
+        for (operation, body) in calls {
+            assert_eq!(
+                check_request(operation, body.as_bytes()),
+                Err("ValidationException".to_owned()),
+                "{operation:?}"
+            );
+            let with_token = body.replacen('{', r#"{"clientToken": "t", "#, 1);
+            assert_eq!(
+                check_request(operation, with_token.as_bytes()),
+                Ok(()),
+                "{operation:?}"
+            );
+        }
+    }
 
     #[test]
     fn field_paths_are_worded_in_the_models_member_names() {

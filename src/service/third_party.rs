@@ -1,0 +1,139 @@
+//! The gRPC handlers of `codepipeline.jobworker.v1.ThirdPartyJobWorkerService`: the same three
+//! steps as the custom ones, with one more between validation and the upstream call: a request
+//! without a client token gets the one the gateway holds for its job's client
+//! ([`crate::auth::ClientTokens`]), or FAILED_PRECONDITION and no upstream call.
+
+use tonic::{Request, Response, Status};
+
+use super::{JobWorker, validated};
+use crate::{
+    api::Refusal,
+    domain::{
+        AcknowledgeThirdParty, FailureDetails, PollForThirdPartyJobsInput, ThirdPartyInput,
+        ThirdPartyRequest, ThirdPartySuccess, validate::InvalidRequest,
+    },
+    middleware::deadline::CallDeadline,
+    pb::jobworker::{
+        self as pb, third_party_job_worker_service_server::ThirdPartyJobWorkerServiceServer,
+    },
+    upstream::Operation,
+};
+
+impl JobWorker {
+    /// The tonic server for the third-party service.
+    pub fn into_third_party_server(self) -> ThirdPartyJobWorkerServiceServer<Self> {
+        ThirdPartyJobWorkerServiceServer::new(self)
+    }
+
+    /// Validates a third-party request and settles its client token.
+    fn with_client_token<P, T>(
+        &self,
+        request: Request<P>,
+    ) -> Result<(ThirdPartyInput<T>, Option<CallDeadline>), Status>
+    where
+        ThirdPartyRequest<T>: TryFrom<P, Error = InvalidRequest>,
+    {
+        let (request, deadline) = validated::<P, ThirdPartyRequest<T>>(request)?;
+        let job_id = request.job_id.to_string();
+        let input = self.client_tokens.complete(request).map_err(|missing| {
+            Status::from(Refusal::NoClientToken {
+                job_id,
+                reason: missing.to_string(),
+            })
+        })?;
+        Ok((input, deadline))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::third_party_job_worker_service_server::ThirdPartyJobWorkerService for JobWorker {
+    async fn poll_for_third_party_jobs(
+        &self,
+        request: Request<pb::PollForThirdPartyJobsRequest>,
+    ) -> Result<Response<pb::PollForThirdPartyJobsResponse>, Status> {
+        let (input, deadline) = validated::<_, PollForThirdPartyJobsInput>(request)?;
+        let action_type = input.action_type_id.to_string();
+        let jobs = self
+            .forward(
+                Operation::PollForThirdPartyJobs,
+                &action_type,
+                deadline,
+                self.upstream.poll_for_third_party_jobs(input),
+            )
+            .await?;
+        self.client_tokens.remember(&jobs);
+        Ok(Response::new(pb::PollForThirdPartyJobsResponse {
+            jobs: jobs.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn acknowledge_third_party_job(
+        &self,
+        request: Request<pb::AcknowledgeThirdPartyJobRequest>,
+    ) -> Result<Response<pb::AcknowledgeThirdPartyJobResponse>, Status> {
+        let (input, deadline) = self.with_client_token::<_, AcknowledgeThirdParty>(request)?;
+        let job_id = input.job_id.clone();
+        let status = self
+            .forward(
+                Operation::AcknowledgeThirdPartyJob,
+                job_id.as_str(),
+                deadline,
+                self.upstream.acknowledge_third_party_job(input),
+            )
+            .await?;
+        Ok(Response::new(pb::AcknowledgeThirdPartyJobResponse {
+            status: status.to_pb().into(),
+        }))
+    }
+
+    async fn get_third_party_job_details(
+        &self,
+        request: Request<pb::GetThirdPartyJobDetailsRequest>,
+    ) -> Result<Response<pb::GetThirdPartyJobDetailsResponse>, Status> {
+        let (input, deadline) = self.with_client_token::<_, ()>(request)?;
+        let job_id = input.job_id.clone();
+        let details = self
+            .forward(
+                Operation::GetThirdPartyJobDetails,
+                job_id.as_str(),
+                deadline,
+                self.upstream.get_third_party_job_details(input),
+            )
+            .await?;
+        Ok(Response::new(pb::GetThirdPartyJobDetailsResponse {
+            job_details: Some(details.into()),
+        }))
+    }
+
+    async fn put_third_party_job_success_result(
+        &self,
+        request: Request<pb::PutThirdPartyJobSuccessResultRequest>,
+    ) -> Result<Response<pb::PutThirdPartyJobSuccessResultResponse>, Status> {
+        let (input, deadline) = self.with_client_token::<_, ThirdPartySuccess>(request)?;
+        let job_id = input.job_id.clone();
+        self.forward(
+            Operation::PutThirdPartyJobSuccessResult,
+            job_id.as_str(),
+            deadline,
+            self.upstream.put_third_party_job_success_result(input),
+        )
+        .await?;
+        Ok(Response::new(pb::PutThirdPartyJobSuccessResultResponse {}))
+    }
+
+    async fn put_third_party_job_failure_result(
+        &self,
+        request: Request<pb::PutThirdPartyJobFailureResultRequest>,
+    ) -> Result<Response<pb::PutThirdPartyJobFailureResultResponse>, Status> {
+        let (input, deadline) = self.with_client_token::<_, FailureDetails>(request)?;
+        let job_id = input.job_id.clone();
+        self.forward(
+            Operation::PutThirdPartyJobFailureResult,
+            job_id.as_str(),
+            deadline,
+            self.upstream.put_third_party_job_failure_result(input),
+        )
+        .await?;
+        Ok(Response::new(pb::PutThirdPartyJobFailureResultResponse {}))
+    }
+}
