@@ -10,7 +10,9 @@
 //! - start-up: process start to health SERVING;
 //! - the job feed against polling workers: idle polls, pickup latency, polls per job, jobs per
 //!   second (`feed.rs`);
-//! - rate limits in Redis against in memory: throughput and added latency (`limits.rs`).
+//! - rate limits in Redis against in memory: throughput and added latency (`limits.rs`);
+//! - third-party calls with the client token the gateway holds against the worker's own
+//!   (`third_party.rs`).
 //!
 //! `bash scripts/bench.sh` builds in release mode and runs it; `--smoke` runs every part for
 //! seconds only, to keep the harness working (CI runs that, and asserts nothing on timings).
@@ -18,6 +20,7 @@
 mod feed;
 mod floor;
 mod limits;
+mod third_party;
 
 use std::{
     io::{BufRead, BufReader},
@@ -65,6 +68,7 @@ enum Part {
     Memory,
     Feed,
     RateLimits,
+    ClientTokens,
 }
 
 #[derive(Subcommand)]
@@ -870,6 +874,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if runs(Part::RateLimits) {
         limits::rate_limit_backends(&args, &sizes, &mut rows).await?;
+    }
+    if runs(Part::ClientTokens) {
+        third_party::client_tokens(&args, &sizes, &mut rows).await?;
     }
     print_table(&rows, args.smoke);
     Ok(())
