@@ -6,7 +6,10 @@ use std::{net::SocketAddr, num::NonZeroU32, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::{emulator::faults::FaultPlan, observability::logs::LogFormat};
+use crate::{
+    emulator::faults::FaultPlan,
+    observability::{logs::LogFormat, traces::TraceSettings},
+};
 
 /// A gRPC gateway for AWS CodePipeline custom-action job workers.
 #[derive(Debug, Parser)]
@@ -18,6 +21,9 @@ pub struct Cli {
     /// Logging.
     #[command(flatten)]
     pub log: LogArgs,
+    /// Tracing.
+    #[command(flatten)]
+    pub trace: TraceArgs,
 }
 
 /// The subcommands.
@@ -40,6 +46,38 @@ pub struct LogArgs {
     /// Log filter, in tracing's EnvFilter syntax (e.g. `info`, `codepipeline_gateway=debug`).
     #[arg(long, env = "CPGW_LOG", default_value = "info", global = true)]
     pub log: String,
+}
+
+/// OpenTelemetry tracing settings.
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// Export traces over OTLP/gRPC to this collector (e.g. `http://otel-collector:4317`); no
+    /// traces are made without it.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", global = true)]
+    pub otlp_endpoint: Option<String>,
+    /// The share of traces started by the gateway that are exported (0..=1); a caller's own
+    /// sampling decision (the `traceparent` flag) is always followed.
+    #[arg(long, env = "CPGW_TRACE_SAMPLING_RATIO", default_value_t = 1.0, value_parser = sampling_ratio, global = true)]
+    pub trace_sampling_ratio: f64,
+}
+
+impl TraceArgs {
+    /// Where traces go, if anywhere.
+    pub fn settings(&self) -> Option<TraceSettings> {
+        self.otlp_endpoint
+            .clone()
+            .map(|otlp_endpoint| TraceSettings {
+                otlp_endpoint,
+                sampling_ratio: self.trace_sampling_ratio,
+            })
+    }
+}
+
+fn sampling_ratio(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(ratio) if (0.0..=1.0).contains(&ratio) => Ok(ratio),
+        _ => Err("must be a number from 0 to 1".to_owned()),
+    }
 }
 
 /// Where rate limits are kept.

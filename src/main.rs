@@ -5,16 +5,20 @@ use clap::Parser;
 use codepipeline_gateway::{
     app::{App, EmulatorApp, Seams, ShutdownSignal},
     config::{Cli, Command},
-    observability::logs,
+    observability::{logs, traces},
 };
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    logs::init(&cli.log.log, cli.log.log_format)?;
+    logs::init(
+        &cli.log.log,
+        cli.log.log_format,
+        cli.trace.settings().as_ref(),
+    )?;
     // Before anything listens: a supervisor may send SIGTERM as soon as the address is printed.
     let signal = ShutdownSignal::install()?;
-    match cli.command {
+    let served = match cli.command {
         Command::Serve(args) => {
             App::build(*args, Seams::default())
                 .await?
@@ -22,5 +26,7 @@ async fn main() -> anyhow::Result<()> {
                 .await
         }
         Command::Emulator(args) => EmulatorApp::build(*args).await?.run_until(signal).await,
-    }
+    };
+    traces::shutdown();
+    served
 }

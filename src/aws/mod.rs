@@ -15,7 +15,14 @@ use aws_sdk_codepipeline::{
     operation::RequestId,
     types as sdk,
 };
-use aws_smithy_types::DateTime;
+use aws_smithy_runtime_api::{
+    box_error::BoxError,
+    client::{
+        interceptors::{Intercept, context::BeforeTransmitInterceptorContextRef},
+        runtime_components::RuntimeComponents,
+    },
+};
+use aws_smithy_types::{DateTime, config_bag::ConfigBag};
 
 use crate::{
     domain::{
@@ -26,6 +33,7 @@ use crate::{
         SessionCredentials, ThirdPartyInput, ThirdPartyJob, ThirdPartyJobDetails,
         ThirdPartySuccess,
     },
+    observability::traces,
     upstream::{AwsErrorCode, Upstream, UpstreamError},
 };
 
@@ -97,9 +105,13 @@ impl AwsUpstream {
         }
         let single_attempt = aws_sdk_codepipeline::config::Builder::from(&config)
             .retry_config(RetryConfig::standard().with_max_attempts(1))
+            .interceptor(CountAttempts)
+            .build();
+        let retrying = aws_sdk_codepipeline::config::Builder::from(&config)
+            .interceptor(CountAttempts)
             .build();
         Ok(Self {
-            client: Client::new(&config),
+            client: Client::from_conf(retrying),
             single_attempt: Client::from_conf(single_attempt),
             max_attempts: settings.max_attempts,
             operation_timeout: settings.operation_timeout,
@@ -432,10 +444,31 @@ fn sdk_failure_details(details: FailureDetails) -> Result<sdk::FailureDetails, U
         .map_err(unexpected)
 }
 
-/// Notes the AWS request id of a call in the call's span (the handler runs inside it).
+/// Notes the AWS request id of a call in its spans.
 fn record_request_id(request_id: Option<&str>) {
     if let Some(request_id) = request_id {
-        tracing::Span::current().record("aws_request_id", request_id);
+        traces::record_aws_request_id(request_id);
+    }
+}
+
+/// Counts each HTTP attempt of an operation in the upstream call's span: the SDK's retries and
+/// the gateway's own throttling retries alike.
+#[derive(Debug)]
+struct CountAttempts;
+
+impl Intercept for CountAttempts {
+    fn name(&self) -> &'static str {
+        "CountAttempts"
+    }
+
+    fn read_before_attempt(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        _config: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        traces::record_attempt();
+        Ok(())
     }
 }
 

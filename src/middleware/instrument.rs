@@ -26,7 +26,7 @@ use super::{
 };
 use crate::{
     api::{Method, RpcKind, methods::Resolved},
-    observability::{Metrics, metrics::code_name},
+    observability::{Metrics, metrics::code_name, traces},
 };
 
 /// Resolves, counts and traces every call.
@@ -95,6 +95,10 @@ impl CallRecord {
         }
         let latency_us = elapsed.as_micros() as u64;
         self.span.record("code", code_name(code));
+        self.span.record("rpc.grpc.status_code", code as i32);
+        if is_server_error(code) {
+            self.span.record("otel.status_code", "ERROR");
+        }
         self.span.record("latency_us", latency_us);
         // Upstream failures are logged with their cause where they are classified, and shed
         // calls are counted, not logged (that would flood the log exactly under overload): only
@@ -172,15 +176,23 @@ where
         }
         self.metrics.method(method).started.inc();
         self.metrics.in_flight.inc();
+        let (service, name) = method.map_or(("unknown", "unknown"), |m| (m.service(), m.name()));
+        // Named as the OpenTelemetry RPC conventions name a gRPC server span's attributes.
         let span = tracing::debug_span!(
             "grpc",
-            service = method.map_or("unknown", Method::service),
-            method = method.map_or("unknown", Method::name),
+            "otel.name" = request.uri().path().trim_start_matches('/'),
+            "otel.kind" = "server",
+            "otel.status_code" = Empty,
+            "rpc.system" = "grpc",
+            "rpc.service" = service,
+            "rpc.method" = name,
+            "rpc.grpc.status_code" = Empty,
             client_id = Empty,
             code = Empty,
             latency_us = Empty,
             aws_request_id = Empty,
         );
+        traces::adopt_remote_parent(&span, request.headers());
         let inner = span.in_scope(|| self.inner.call(request));
         InstrumentFuture {
             inner,
@@ -280,6 +292,20 @@ impl http_body::Body for InstrumentedBody {
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// The codes the RPC conventions count as a server span's error: the server failed, not the
+/// caller.
+fn is_server_error(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unknown
+            | Code::DeadlineExceeded
+            | Code::Unimplemented
+            | Code::Internal
+            | Code::Unavailable
+            | Code::DataLoss
+    )
 }
 
 fn grpc_status(headers: &HeaderMap) -> Option<Code> {

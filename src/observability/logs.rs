@@ -2,6 +2,8 @@
 //! logged: job data carries AWS credentials, nonces and secret configuration.
 
 use tracing::{Level, Metadata};
+
+use super::traces::{self, TraceSettings};
 use tracing_subscriber::{
     EnvFilter, Layer,
     filter::{FilterExt, filter_fn},
@@ -19,16 +21,19 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber: `filter` in tracing's EnvFilter syntax. Whatever it asks
-/// for, [`prints_bodies`] events stay out.
-pub fn init(filter: &str, format: LogFormat) -> anyhow::Result<()> {
+/// Installs the global subscriber: log lines by `filter` (tracing's EnvFilter syntax), and the
+/// OTLP span exporter when `traces` says where to. Whatever the filter asks for,
+/// [`prints_bodies`] events stay out.
+pub fn init(filter: &str, format: LogFormat, traces: Option<&TraceSettings>) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(filter)?.and(filter_fn(|metadata| !prints_bodies(metadata)));
     let lines = match format {
         LogFormat::Text => fmt::layer().with_writer(std::io::stderr).boxed(),
         LogFormat::Json => fmt::layer().json().with_writer(std::io::stderr).boxed(),
     };
+    let spans = traces.map(traces::layer).transpose()?;
     tracing_subscriber::registry()
         .with(lines.with_filter(filter))
+        .with(spans)
         .try_init()
         .map_err(|e| anyhow::anyhow!(e))
 }

@@ -24,7 +24,7 @@ use crate::{
     feed::Feeds,
     limits::{ClientLimits, UpstreamBudget},
     middleware::deadline::CallDeadline,
-    observability::Metrics,
+    observability::{Metrics, traces},
     pb::jobworker::{self as pb, job_worker_service_server::JobWorkerServiceServer},
     upstream::{Operation, Upstream, UpstreamError},
 };
@@ -72,12 +72,22 @@ impl JobWorker {
         // Charged here, after validation: a request refused at the edge spends nothing.
         self.budget.spend(operation).await?;
         let started = Instant::now();
-        let result = match deadline {
-            Some(deadline) => tokio::time::timeout_at(deadline.upstream_deadline().into(), call)
-                .await
-                .unwrap_or(Err(UpstreamError::Timeout { request_id: None })),
-            None => call.await,
+        let bounded = async {
+            match deadline {
+                Some(deadline) => {
+                    tokio::time::timeout_at(deadline.upstream_deadline().into(), call)
+                        .await
+                        .unwrap_or(Err(UpstreamError::Timeout { request_id: None }))
+                }
+                None => call.await,
+            }
         };
+        let result = traces::upstream_call(operation, bounded, |result| {
+            result
+                .as_ref()
+                .map_or_else(UpstreamError::outcome, |_| "success")
+        })
+        .await;
         let outcome = result.as_ref().map(drop).map_err(UpstreamError::outcome);
         self.metrics
             .upstream_call(operation, outcome, started.elapsed().as_secs_f64());
