@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The polyglot-worker suites (tests/workers): the example workers in Python, Go, Node and Java
-# sharing one job pool behind the gateway, each worker's retry / drop / token / TLS / SIGTERM
-# behaviour, grpcurl, buf curl and grpcio conformance with error details, and the proto contract
+# sharing one job pool behind the gateway, polling, streaming (StreamJobs) and both at once, each
+# worker's retry / drop / credit / reopen / token / TLS / SIGTERM behaviour in both modes, grpcurl,
+# buf curl and grpcio conformance with error details, and the proto contract
 # (buf lint, buf breaking against proto-released/). Installs what it needs first; runs the debug
 # binary (GATEWAY_BIN overrides it), so `cargo build` must have run.
 set -euo pipefail

@@ -1,5 +1,6 @@
-"""The example workers in Python, Go, Node and Java share one job pool behind one gateway, and the
-emulator's own records prove that every job was done exactly once, as it asked, by one worker."""
+"""The example workers in Python, Go, Node and Java share one job pool behind one gateway, polling
+or on the job feed (StreamJobs) or both at once, and the emulator's own records prove that every
+job was done exactly once, as it asked, by one worker."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import re
 from pathlib import Path
 
 import grpc
+import pytest
 
-from workers_support import LANGUAGES, WORKER_READY, BearerToken, Emulator, wait_until
+from workers_support import LANGUAGES, MODES, WORKER_READY, BearerToken, Emulator, alternating_modes, wait_until
 
 POOL_SIZE = 60
 ALL_DONE_TIMEOUT_SECONDS = 60
@@ -55,27 +57,18 @@ def execution_id_of(job) -> str:
     return job.failure_details.external_execution_id or job.execution_details.external_execution_id
 
 
-def test_workers_of_every_language_share_one_pool_and_do_each_job_exactly_once(pb, gateway, emulator, start_worker):
-    slots = {"python": 3, "go": 2, "node": 4, "java": 3}
-    assert set(slots) == set(LANGUAGES)
-    workers = {
-        language: start_worker(
-            language, f"{language}-worker", GATEWAY_ADDRESS=gateway.address, MAX_IN_FLIGHT=count, POLL_INTERVAL=0.2
-        )
-        for language, count in slots.items()
-    }
-    for worker in workers.values():
-        worker.wait_for(WORKER_READY)
-
-    pool = create_pool(emulator)
+def check_every_job_done_once_as_asked(pb, emulator, pool: dict[str, str], workers: dict[str, object]) -> dict:
+    """Waits for the pool (and its follow-ups) to be final, stops the workers, and checks that each
+    job ended as it asked, acknowledged once with one result, reported by the one worker named in
+    it; returns job id -> the key in `workers` of the worker that did it."""
     continuing = [job_id for job_id, outcome in pool.items() if outcome == "continue"]
     jobs = {
-        job.job_id: job for job in wait_until_all_final(emulator, pb, POOL_SIZE + len(continuing), workers.values())
+        job.job_id: job for job in wait_until_all_final(emulator, pb, len(pool) + len(continuing), workers.values())
     }
 
-    exit_codes = {language: worker.stop() for language, worker in workers.items()}
-    logs = "\n".join(f"--- {language} ---\n{worker.output()}" for language, worker in workers.items())
-    assert exit_codes == dict.fromkeys(slots, 0), logs
+    exit_codes = {key: worker.stop() for key, worker in workers.items()}
+    logs = "\n".join(f"--- {worker.name} ---\n{worker.output()}" for worker in workers.values())
+    assert exit_codes == dict.fromkeys(workers, 0), logs
 
     # Every job, follow-ups included: acknowledged once, one result accepted.
     for job in jobs.values():
@@ -106,41 +99,94 @@ def test_workers_of_every_language_share_one_pool_and_do_each_job_exactly_once(p
 
     # Each result names the one worker that reported it, and that worker says so too: no job
     # was reported by two workers.
-    names = {worker.name: language for language, worker in workers.items()}
+    keys = {worker.name: key for key, worker in workers.items()}
     done_by = {}
     for job in jobs.values():
         name, _, job_id = execution_id_of(job).partition(":")
-        assert name in names and job_id == job.job_id, execution_id_of(job)
-        done_by[job.job_id] = names[name]
+        assert name in keys and job_id == job.job_id, execution_id_of(job)
+        done_by[job.job_id] = keys[name]
     reports = collections.Counter(job_id for worker in workers.values() for job_id, _ in worker.reported())
     assert reports == collections.Counter(jobs.keys()), logs
-    for language, worker in workers.items():
-        assert {job_id for job_id, _ in worker.reported()} == {
-            job_id for job_id, by in done_by.items() if by == language
-        }
-
-    # Every language took part.
-    assert set(done_by.values()) == set(slots), collections.Counter(done_by.values())
+    for key, worker in workers.items():
+        assert {job_id for job_id, _ in worker.reported()} == {job_id for job_id, by in done_by.items() if by == key}
 
     # The emulator accepted exactly one result call per job: no worker tried to report a job
     # that another worker had.
     calls = emulator.call_counts()
     assert calls["PutJobSuccessResult"] + calls["PutJobFailureResult"] == len(jobs), calls
     assert calls["AcknowledgeJob"] >= len(jobs), calls
+    return done_by
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_workers_of_every_language_share_one_pool_and_do_each_job_exactly_once(
+    mode, pb, gateway, emulator, start_worker
+):
+    slots = {"python": 3, "go": 2, "node": 4, "java": 3}
+    assert set(slots) == set(LANGUAGES)
+    workers = {
+        language: start_worker(
+            language,
+            f"{language}-{mode}",
+            GATEWAY_MODE=mode,
+            GATEWAY_ADDRESS=gateway.address,
+            MAX_IN_FLIGHT=count,
+            POLL_INTERVAL=0.2,
+        )  # fmt: skip
+        for language, count in slots.items()
+    }
+    for worker in workers.values():
+        worker.wait_for(WORKER_READY)
+    assert all(f"{'polling' if mode == 'poll' else 'streaming'} for" in w.output() for w in workers.values())
+
+    done_by = check_every_job_done_once_as_asked(pb, emulator, create_pool(emulator), workers)
+
+    # Every language took part.
+    assert set(done_by.values()) == set(slots), collections.Counter(done_by.values())
+
+
+def test_polling_and_streaming_workers_share_one_pool(pb, gateway, emulator, start_worker):
+    """Each language polling and streaming at once, on one pool: a job goes to one worker either
+    way, and both modes take part."""
+    workers = {
+        (language, mode): start_worker(
+            language,
+            f"{language}-{mode}-mixed",
+            GATEWAY_MODE=mode,
+            GATEWAY_ADDRESS=gateway.address,
+            MAX_IN_FLIGHT=2,
+            POLL_INTERVAL=0.2,
+        )  # fmt: skip
+        for language in LANGUAGES
+        for mode in MODES
+    }
+    for worker in workers.values():
+        worker.wait_for(WORKER_READY)
+
+    done_by = check_every_job_done_once_as_asked(pb, emulator, create_pool(emulator, size=40), workers)
+
+    assert {mode for _, mode in done_by.values()} == set(MODES), collections.Counter(done_by.values())
+    assert {language for language, _ in done_by.values()} == set(LANGUAGES), collections.Counter(done_by.values())
 
 
 def test_workers_share_a_rate_limited_gateway_by_honouring_retry_info(pb, start_gateway, start_worker):
-    """A tight rate limit makes the gateway answer RESOURCE_EXHAUSTED often; the workers wait as
-    RetryInfo says and still finish every job."""
+    """A tight rate limit makes the gateway answer RESOURCE_EXHAUSTED often (to polls, to streams'
+    acknowledgements and openings, to the job's calls); the workers wait as RetryInfo says and
+    still finish every job. Half of them poll, half stream."""
     gateway = start_gateway("--rate-limit-per-second", "20", "--rate-limit-burst", "4")
     with grpc.insecure_channel(gateway.address) as channel:
         emulator = Emulator(pb, channel)
         job_ids = [emulator.create_job(Outcome="succeed") for _ in range(9)]
         workers = [
             start_worker(
-                language, f"{language}-limited", GATEWAY_ADDRESS=gateway.address, MAX_IN_FLIGHT=2, POLL_INTERVAL=0.1
-            )
-            for language in LANGUAGES
+                language,
+                f"{language}-{mode}-limited",
+                GATEWAY_MODE=mode,
+                GATEWAY_ADDRESS=gateway.address,
+                MAX_IN_FLIGHT=2,
+                POLL_INTERVAL=0.1,
+            )  # fmt: skip
+            for language, mode in alternating_modes(1).items()
         ]
         for worker in workers:  # (ready: its SIGTERM handler is in place)
             worker.wait_for(WORKER_READY)
@@ -154,15 +200,21 @@ def test_workers_share_a_rate_limited_gateway_by_honouring_retry_info(pb, start_
 
 def test_workers_ride_out_upstream_throttling_by_honouring_retry_info(pb, start_gateway, start_worker):
     """CodePipeline throttling 15% of the job-worker calls reaches the workers as UNAVAILABLE with
-    RetryInfo; they wait, retry, and every job still ends once, as it asked."""
+    RetryInfo (in stream mode, an acknowledgement's answer on the stream); they wait, retry, and
+    every job still ends once, as it asked. Half of them poll, half stream."""
     gateway = start_gateway("--faults", "*:throttling=0.15")
     with grpc.insecure_channel(gateway.address) as channel:
         emulator = Emulator(pb, channel)
         workers = [
             start_worker(
-                language, f"{language}-throttled", GATEWAY_ADDRESS=gateway.address, MAX_IN_FLIGHT=3, POLL_INTERVAL=0.2
-            )
-            for language in LANGUAGES
+                language,
+                f"{language}-{mode}-throttled",
+                GATEWAY_MODE=mode,
+                GATEWAY_ADDRESS=gateway.address,
+                MAX_IN_FLIGHT=3,
+                POLL_INTERVAL=0.2,
+            )  # fmt: skip
+            for language, mode in alternating_modes(0).items()
         ]
         for worker in workers:
             worker.wait_for(WORKER_READY)
@@ -199,9 +251,12 @@ def test_workers_send_their_bearer_token_to_a_gateway_that_requires_one(pb, tmp_
     write_token_file(tmp_path / "tokens.json", {f"{name}-client": token for name, token in tokens.items()})
     gateway = start_gateway("--token-file", str(tmp_path / "tokens.json"))
 
-    # Without a token each worker is told UNAUTHENTICATED and exits non-zero: a configuration error.
+    # Without a token each worker is told UNAUTHENTICATED (a poll, or the stream's opening) and
+    # exits non-zero: a configuration error.
     anonymous = [
-        start_worker(language, f"{language}-anonymous", GATEWAY_ADDRESS=gateway.address) for language in LANGUAGES
+        start_worker(language, f"{language}-{mode}-anonymous", GATEWAY_MODE=mode, GATEWAY_ADDRESS=gateway.address)
+        for language in LANGUAGES
+        for mode in MODES
     ]
     for worker in anonymous:
         assert worker.process.wait(timeout=20) != 0, worker.output()
@@ -223,6 +278,7 @@ def test_workers_send_their_bearer_token_to_a_gateway_that_requires_one(pb, tmp_
         ]
         for worker in workers:  # (ready: its SIGTERM handler is in place)
             worker.wait_for(WORKER_READY)
+            assert "streaming for" in worker.output(), "GATEWAY_MODE unset should mean stream"
         jobs = wait_until_all_final(emulator, pb, len(job_ids), workers)
     for worker in workers:
         assert worker.stop() == 0, worker.output()

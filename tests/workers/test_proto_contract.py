@@ -72,12 +72,21 @@ def edited_copy(tmp_path: Path, old: str, new: str) -> Path:
     return copy
 
 
+# AcknowledgeJobRequest.nonce and PollForJobsRequest.max_batch_size, told by the comment above each
+# from the third-party messages' fields of the same name and number.
+NONCE = "  // Required. The nonce that PollForJobs returned with the job; 1..50 characters.\n"
+MAX_BATCH_SIZE = "  // The most jobs to return; at least 1 when set. Unset leaves the choice to CodePipeline.\n"
+
 BREAKING_EDITS = {
-    "field renamed": ("  string nonce = 2;\n", "  string job_nonce = 2;\n", 'changed name from "nonce" to "job_nonce"'),
-    "field renumbered": ("  string nonce = 2;\n", "  string nonce = 3;\n", "deleted"),
+    "field renamed": (
+        NONCE + "  string nonce = 2;\n",
+        NONCE + "  string job_nonce = 2;\n",
+        'changed name from "nonce" to "job_nonce"',
+    ),
+    "field renumbered": (NONCE + "  string nonce = 2;\n", NONCE + "  string nonce = 3;\n", "deleted"),
     "field type changed": (
-        "  optional int32 max_batch_size = 2;",
-        "  optional int64 max_batch_size = 2;",
+        MAX_BATCH_SIZE + "  optional int32 max_batch_size = 2;",
+        MAX_BATCH_SIZE + "  optional int64 max_batch_size = 2;",
         'changed type from "int32" to "int64"',
     ),
     "rpc removed": (

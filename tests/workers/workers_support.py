@@ -32,11 +32,20 @@ EXAMPLES = REPO_ROOT / "examples/workers"
 GRPCURL = TOOLS_BIN / "grpcurl"
 BUF = TOOLS_BIN / "buf"
 
-WORKER_READY = re.compile(r"polling for \S+ with \d+ slots")
+# The line a worker prints once its signal handlers are in place: "polling for ..." (GATEWAY_MODE=poll)
+# or "streaming for ..." (GATEWAY_MODE=stream).
+WORKER_READY = re.compile(r"(?:polling|streaming) for \S+ with \d+ slots")
 REPORTED = re.compile(r"(\S+): reported ([0-9a-f-]{36}) (succeeded|failed|continued)")
 WORKER_STOP_TIMEOUT_SECONDS = 20
 
 LANGUAGES = ("python", "go", "node", "java")
+MODES = ("poll", "stream")  # GATEWAY_MODE
+
+
+def alternating_modes(offset: int) -> dict[str, str]:
+    """Language -> GATEWAY_MODE, alternating: tests that run one worker per language run half of
+    them in each mode, and with offsets 0 and 1 each language in both."""
+    return {language: MODES[(index + offset) % len(MODES)] for index, language in enumerate(LANGUAGES)}
 
 __all__ = ["GATEWAY_BIN", "GATEWAY_READY", "REPO_ROOT", "RunningBinary"]  # re-exported from tests/clients
 

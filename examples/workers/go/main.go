@@ -1,15 +1,17 @@
 // Command worker is a CodePipeline custom-action job worker that speaks gRPC to
 // codepipeline-gateway.
 //
-// It polls for jobs with as many free slots as it has, acknowledges each (dropping it when another
-// worker holds it), reads its details, does the work its configuration asks for, and reports the
-// result. Settings come from the environment; see README.md. SIGTERM stops polling, lets the jobs
-// in hand finish, and exits 0.
+// It gets jobs for as many free slots as it has, by polling (GATEWAY_MODE=poll) or from the
+// gateway's job feed (GATEWAY_MODE=stream, with credit = free slots); acknowledges each (dropping
+// it when another worker holds it), reads its details, does the work its configuration asks for,
+// and reports the result. Settings come from the environment; see README.md. SIGTERM stops taking
+// jobs, lets the jobs in hand finish, and exits 0.
 package main
 
 import (
 	"context"
 	"fmt"
+	"io"
 	"log"
 	"math/rand"
 	"os"
@@ -33,9 +35,11 @@ const (
 	jobRetryBudget = 2 * time.Minute // how long a job's call keeps retrying before the job is given up
 	firstBackoff   = 200 * time.Millisecond
 	maxBackoff     = 30 * time.Second
+	defaultMode    = "stream"
 )
 
-// fatal codes on a poll are configuration problems that waiting does not fix.
+// fatal codes on a poll, or on opening a job stream, are configuration problems that waiting does
+// not fix.
 var fatal = map[codes.Code]bool{
 	codes.Unauthenticated: true, codes.PermissionDenied: true, codes.InvalidArgument: true,
 	codes.NotFound: true, codes.Unimplemented: true,
@@ -57,6 +61,61 @@ type worker struct {
 	pollInterval time.Duration
 	actionType   *pb.ActionTypeId
 	client       pb.JobWorkerServiceClient
+
+	// Stream mode's bookkeeping.
+	mu     sync.Mutex
+	inHand int   // jobs from their delivery to their result
+	feed   *feed // the open job stream, if any
+}
+
+// feed is one StreamJobs stream: the credit it holds, the jobs delivered on it and not yet
+// acknowledged (both guarded by the worker's mu), and its sending side, which grpc-go lets one
+// goroutine use at a time.
+type feed struct {
+	stream         pb.JobWorkerService_StreamJobsClient
+	credit         int
+	unacknowledged map[string]*delivery
+
+	sendMu sync.Mutex
+	closed bool
+}
+
+// delivery is a delivered job waiting for its acknowledgement, with its retries' backoff.
+type delivery struct {
+	job      *pb.Job
+	backoff  time.Duration
+	giveUpAt time.Time
+}
+
+// send sends a message on the stream unless its sending side is closed; a failed send shows as
+// the stream's end in Recv.
+func (f *feed) send(request *pb.StreamJobsRequest) {
+	f.sendMu.Lock()
+	defer f.sendMu.Unlock()
+	if !f.closed {
+		_ = f.stream.Send(request)
+	}
+}
+
+// close closes the sending side: the gateway delivers no more and ends the stream.
+func (f *feed) close() {
+	f.sendMu.Lock()
+	defer f.sendMu.Unlock()
+	if !f.closed {
+		f.closed = true
+		_ = f.stream.CloseSend()
+	}
+}
+
+func (f *feed) isClosed() bool {
+	f.sendMu.Lock()
+	defer f.sendMu.Unlock()
+	return f.closed
+}
+
+func acknowledge(id string) *pb.StreamJobsRequest {
+	ack := &pb.StreamJobsAcknowledge{JobId: id}
+	return &pb.StreamJobsRequest{Request: &pb.StreamJobsRequest_Acknowledge{Acknowledge: ack}}
 }
 
 func env(key, fallback string) string {
@@ -88,6 +147,10 @@ func main() {
 	categoryValue, ok := pb.ActionCategory_value[category]
 	if !ok {
 		log.Fatalf("%s: unknown ACTION_CATEGORY %q", name, category)
+	}
+	mode := env("GATEWAY_MODE", defaultMode)
+	if mode != "poll" && mode != "stream" {
+		log.Fatalf("%s: GATEWAY_MODE must be poll or stream, not %q", name, mode)
 	}
 
 	transport := grpc.WithInsecure()
@@ -122,15 +185,19 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := w.run(ctx); err != nil {
+	run := w.poll
+	if mode == "stream" {
+		run = w.stream
+	}
+	if err := run(ctx); err != nil {
 		log.Printf("%s: %v", name, err)
 		conn.Close()
 		os.Exit(1)
 	}
 }
 
-// run polls until ctx is cancelled, then waits for the jobs in hand.
-func (w *worker) run(ctx context.Context) error {
+// poll polls until ctx is cancelled, then waits for the jobs in hand.
+func (w *worker) poll(ctx context.Context) error {
 	log.Printf("%s: polling for %s/%s/%s with %d slots",
 		w.name, w.actionType.Category, w.actionType.Provider, w.actionType.Version, w.slots)
 	busy := make(chan struct{}, w.slots) // one token per job in hand
@@ -185,12 +252,191 @@ func (w *worker) run(ctx context.Context) error {
 	return nil
 }
 
-// process runs one job: acknowledge, read details, work, report. Its calls are not cancelled by
-// SIGTERM, so that a job in hand is finished.
+// stream takes jobs from a StreamJobs stream with credit = free slots, reopened with backoff
+// whenever it ends, until ctx is cancelled; then it waits for the jobs in hand.
+func (w *worker) stream(ctx context.Context) error {
+	log.Printf("%s: streaming for %s/%s/%s with %d slots",
+		w.name, w.actionType.Category, w.actionType.Provider, w.actionType.Version, w.slots)
+	var inHand sync.WaitGroup
+	working := make(chan struct{}, w.slots) // one token per job being worked on
+	start := func(job *pb.Job) {
+		inHand.Add(1)
+		go func() {
+			defer inHand.Done()
+			defer w.finished()
+			working <- struct{}{} // after a reopen, jobs held from the last stream may fill the slots
+			defer func() { <-working }()
+			if err := w.complete(job); err != nil {
+				log.Printf("%s: job %s: gave up: %v", w.name, job.GetId(), err)
+			}
+		}()
+	}
+	defer func() {
+		w.mu.Lock()
+		log.Printf("%s: stopping; finishing %d job(s) in hand", w.name, w.inHand)
+		w.mu.Unlock()
+		inHand.Wait()
+		log.Printf("%s: stopped", w.name)
+	}()
+
+	backoff := firstBackoff
+	for ctx.Err() == nil {
+		openedAt := time.Now()
+		err := w.streamOnce(ctx, start)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if fatal[status.Code(err)] {
+			return fmt.Errorf("StreamJobs failed: %w", err)
+		}
+		if time.Since(openedAt) >= maxBackoff {
+			backoff = firstBackoff // a stream that ran a good while: start afresh
+		}
+		ended := status.Convert(err)
+		wait, ok := retryDelay(ended)
+		if !ok {
+			wait, backoff = backoffStep(backoff)
+		}
+		log.Printf("%s: StreamJobs ended: %s %s; reopening in %d ms",
+			w.name, grpcCodeName(ended.Code()), ended.Message(), wait.Milliseconds())
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+		}
+	}
+	return nil
+}
+
+// streamOnce opens a stream and serves it until it ends; cancelling ctx closes its sending side.
+// Jobs delivered on it and not acknowledged by its end are dropped.
+func (w *worker) streamOnce(ctx context.Context, start func(*pb.Job)) error {
+	streamCtx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stream, err := w.client.StreamJobs(streamCtx)
+	if err != nil {
+		return err
+	}
+	f := &feed{stream: stream, credit: w.slots, unacknowledged: map[string]*delivery{}}
+	f.send(&pb.StreamJobsRequest{Request: &pb.StreamJobsRequest_Subscription{Subscription: &pb.StreamJobsSubscription{
+		ActionTypeId: w.actionType, MaxOutstandingJobs: int32(w.slots),
+	}}})
+	w.mu.Lock()
+	w.feed = f
+	w.mu.Unlock()
+	ended := make(chan struct{})
+	go func() {
+		select {
+		case <-ctx.Done():
+			f.close()
+		case <-ended:
+		}
+	}()
+	defer func() {
+		close(ended)
+		f.close()
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		w.feed = nil
+		for id := range f.unacknowledged {
+			log.Printf("%s: job %s was not acknowledged before its stream ended; dropped", w.name, id)
+			w.inHand--
+		}
+	}()
+	for {
+		response, err := stream.Recv()
+		if err == io.EOF {
+			return nil
+		} else if err != nil {
+			return err
+		}
+		if job := response.GetJob(); job != nil {
+			w.delivered(f, job)
+		} else if answer := response.GetAcknowledged(); answer != nil {
+			w.acknowledged(f, answer, start)
+		}
+	}
+}
+
+// delivered takes a job delivered on the stream: it uses a slot and one credit, and is
+// acknowledged at once. One delivered again (its lease ended while its acknowledgement waited for
+// a retry) keeps its slot and its waiting acknowledgement, and gets its credit back.
+func (w *worker) delivered(f *feed, job *pb.Job) {
+	w.mu.Lock()
+	f.credit--
+	if _, again := f.unacknowledged[job.GetId()]; again {
+		w.grantFreeSlots()
+		w.mu.Unlock()
+		return
+	}
+	w.inHand++
+	f.unacknowledged[job.GetId()] = &delivery{job: job, backoff: firstBackoff, giveUpAt: time.Now().Add(jobRetryBudget)}
+	w.mu.Unlock()
+	f.send(acknowledge(job.GetId()))
+}
+
+// acknowledged handles the answer to an acknowledgement: the job is worked on, acknowledged
+// again after a wait, or dropped.
+func (w *worker) acknowledged(f *feed, answer *pb.StreamJobsAcknowledged, start func(*pb.Job)) {
+	id := answer.GetJobId()
+	w.mu.Lock()
+	d := f.unacknowledged[id]
+	delete(f.unacknowledged, id)
+	w.mu.Unlock()
+	if d == nil {
+		return
+	}
+	if answer.GetError() == nil {
+		start(d.job)
+		return
+	}
+	refusal := status.FromProto(answer.GetError())
+	code := refusal.Code()
+	if (code == codes.Unavailable || code == codes.ResourceExhausted) && !f.isClosed() {
+		wait, ok := retryDelay(refusal)
+		if !ok {
+			wait, d.backoff = backoffStep(d.backoff)
+		}
+		if time.Now().Add(wait).Before(d.giveUpAt) {
+			log.Printf("%s: AcknowledgeJob answered %s; retrying in %d ms", w.name, grpcCodeName(code), wait.Milliseconds())
+			w.mu.Lock()
+			f.unacknowledged[id] = d
+			w.mu.Unlock()
+			time.AfterFunc(wait, func() { f.send(acknowledge(id)) })
+			return
+		}
+	}
+	if code == codes.Aborted {
+		log.Printf("%s: job %s is held by another worker; dropped", w.name, id)
+	} else {
+		log.Printf("%s: job %s: gave up: %v", w.name, id, refusal.Err())
+	}
+	w.finished()
+}
+
+// finished frees the slot of a job done with (reported, or dropped).
+func (w *worker) finished() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.inHand--
+	w.grantFreeSlots()
+}
+
+// grantFreeSlots gives the stream credit for the free slots it holds none for; w.mu is held. Jobs
+// held from an earlier stream free slots that the stream's first credit already counted, so they
+// bring no credit.
+func (w *worker) grantFreeSlots() {
+	if f := w.feed; f != nil {
+		if more := w.slots - w.inHand - f.credit; more > 0 {
+			f.credit += more
+			f.send(&pb.StreamJobsRequest{Request: &pb.StreamJobsRequest_Credit{Credit: &pb.StreamJobsCredit{Jobs: int32(more)}}})
+		}
+	}
+}
+
+// process runs one polled job: acknowledge, then complete.
 func (w *worker) process(job *pb.Job) error {
-	ctx := context.Background()
 	id := job.GetId()
-	err := w.call(ctx, "AcknowledgeJob", false, func(ctx context.Context) error {
+	err := w.call(context.Background(), "AcknowledgeJob", false, func(ctx context.Context) error {
 		_, err := w.client.AcknowledgeJob(ctx, &pb.AcknowledgeJobRequest{JobId: id, Nonce: job.GetNonce()})
 		return err
 	})
@@ -200,8 +446,16 @@ func (w *worker) process(job *pb.Job) error {
 	} else if err != nil {
 		return err
 	}
+	return w.complete(job)
+}
+
+// complete runs an acknowledged job: read details, work, report. Its calls are not cancelled by
+// SIGTERM, so that a job in hand is finished.
+func (w *worker) complete(job *pb.Job) error {
+	ctx := context.Background()
+	id := job.GetId()
 	var details *pb.JobDetails
-	err = w.call(ctx, "GetJobDetails", false, func(ctx context.Context) error {
+	err := w.call(ctx, "GetJobDetails", false, func(ctx context.Context) error {
 		response, err := w.client.GetJobDetails(ctx, &pb.GetJobDetailsRequest{JobId: id})
 		details = response.GetJobDetails()
 		return err
@@ -286,12 +540,9 @@ func (w *worker) call(ctx context.Context, name string, untilCancelled bool, rpc
 		if err == nil || (code != codes.Unavailable && code != codes.ResourceExhausted) {
 			return err
 		}
-		wait, ok := retryDelay(err)
+		wait, ok := retryDelay(status.Convert(err))
 		if !ok {
-			wait = time.Duration(rand.Int63n(int64(backoff)))
-			if backoff *= 2; backoff > maxBackoff {
-				backoff = maxBackoff
-			}
+			wait, backoff = backoffStep(backoff)
 		}
 		if !untilCancelled && time.Now().Add(wait).After(giveUpAt) {
 			return err
@@ -305,9 +556,18 @@ func (w *worker) call(ctx context.Context, name string, untilCancelled bool, rpc
 	}
 }
 
+// backoffStep is a jittered wait of up to backoff, and the backoff after it: doubled, to at most
+// maxBackoff.
+func backoffStep(backoff time.Duration) (wait, next time.Duration) {
+	if next = 2 * backoff; next > maxBackoff {
+		next = maxBackoff
+	}
+	return time.Duration(rand.Int63n(int64(backoff))), next
+}
+
 // retryDelay is the wait a google.rpc.RetryInfo in the status details asks for, if any.
-func retryDelay(err error) (time.Duration, bool) {
-	for _, detail := range status.Convert(err).Details() {
+func retryDelay(s *status.Status) (time.Duration, bool) {
+	for _, detail := range s.Details() {
 		if info, ok := detail.(*errdetails.RetryInfo); ok {
 			delay := info.GetRetryDelay()
 			return time.Duration(delay.GetSeconds())*time.Second + time.Duration(delay.GetNanos()), true

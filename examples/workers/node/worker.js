@@ -1,9 +1,10 @@
 // A CodePipeline custom-action job worker that speaks gRPC to codepipeline-gateway.
 //
-// Polls for jobs with as many free slots as it has, acknowledges each (dropping it when another
-// worker holds it), reads its details, does the work its configuration asks for, and reports the
-// result. Settings come from the environment; see README.md. SIGTERM stops polling, lets the jobs
-// in hand finish, and exits 0.
+// Gets jobs for as many free slots as it has, by polling (GATEWAY_MODE=poll) or from the gateway's
+// job feed (GATEWAY_MODE=stream, with credit = free slots); acknowledges each (dropping it when
+// another worker holds it), reads its details, does the work its configuration asks for, and
+// reports the result. Settings come from the environment; see README.md. SIGTERM stops taking
+// jobs, lets the jobs in hand finish, and exits 0.
 'use strict';
 
 const fs = require('node:fs');
@@ -22,9 +23,11 @@ const CALL_TIMEOUT_MS = 20_000;
 const JOB_RETRY_MS = 120_000; // how long a job's call keeps retrying before the job is given up
 const FIRST_BACKOFF_MS = 200;
 const MAX_BACKOFF_MS = 30_000;
+const DEFAULT_MODE = 'stream';
 // Worth retrying after a pause: the gateway or CodePipeline is throttling or briefly unreachable.
 const RETRYABLE = new Set([grpc.status.UNAVAILABLE, grpc.status.RESOURCE_EXHAUSTED]);
-// A poll failing with these is a configuration problem that waiting does not fix.
+// A poll, or the opening of a job stream, failing with these is a configuration problem that
+// waiting does not fix.
 const FATAL = new Set([
   grpc.status.UNAUTHENTICATED, grpc.status.PERMISSION_DENIED, grpc.status.INVALID_ARGUMENT,
   grpc.status.NOT_FOUND, grpc.status.UNIMPLEMENTED,
@@ -34,6 +37,7 @@ const env = process.env;
 const name = env.WORKER_NAME || `node-${os.hostname()}-${process.pid}`;
 const slots = Number(env.MAX_IN_FLIGHT || 4);
 const pollIntervalMs = Number(env.POLL_INTERVAL || 5) * 1000;
+const mode = env.GATEWAY_MODE || DEFAULT_MODE;
 const category = (env.ACTION_CATEGORY || 'Build').toUpperCase();
 const actionTypeId = {
   category: category.startsWith('ACTION_CATEGORY_') ? category : `ACTION_CATEGORY_${category}`,
@@ -72,18 +76,26 @@ function unary(method, request) {
   });
 }
 
-// The wait (ms) a google.rpc.RetryInfo in the status details asks for, if there is one.
-function retryDelayMs(err) {
-  const [bin] = err.metadata?.get('grpc-status-details-bin') ?? [];
-  if (!bin) return undefined;
-  for (const detail of Status.decode(bin).details) {
-    if (detail.type_url === 'type.googleapis.com/google.rpc.RetryInfo') {
+// The wait (ms) a google.rpc.RetryInfo in the status details of a call's error or status asks
+// for, if there is one.
+function retryDelayMs({ metadata }) {
+  const [bin] = metadata?.get('grpc-status-details-bin') ?? [];
+  return bin ? retryDelayOf(Status.decode(bin).details) : undefined;
+}
+
+// The same, from a google.rpc.Status's details (decoded by protobufjs or by proto-loader).
+function retryDelayOf(details = []) {
+  for (const detail of details) {
+    if ((detail.type_url ?? detail.typeUrl) === 'type.googleapis.com/google.rpc.RetryInfo') {
       const { retryDelay = {} } = RetryInfo.toObject(RetryInfo.decode(detail.value), { longs: Number });
       return (retryDelay.seconds ?? 0) * 1000 + (retryDelay.nanos ?? 0) / 1e6;
     }
   }
   return undefined;
 }
+
+// A jittered wait of up to `backoff` ms, and the backoff after it: doubled, to at most MAX_BACKOFF_MS.
+const backoffStep = (backoff) => [Math.random() * backoff, Math.min(backoff * 2, MAX_BACKOFF_MS)];
 
 // Calls one RPC, waiting and retrying while the answer is UNAVAILABLE or RESOURCE_EXHAUSTED: as
 // long as RetryInfo says, else a jittered exponential backoff. A job's calls give up after
@@ -97,10 +109,7 @@ async function call(method, request, { untilStopped = false } = {}) {
     } catch (err) {
       if (!RETRYABLE.has(err.code)) throw err;
       let wait = retryDelayMs(err);
-      if (wait === undefined) {
-        wait = Math.random() * backoff;
-        backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
-      }
+      if (wait === undefined) [wait, backoff] = backoffStep(backoff);
       if (untilStopped ? stopping.signal.aborted : Date.now() + wait > giveUpAt) throw err;
       log(`${method} answered ${grpc.status[err.code]}; retrying in ${Math.round(wait)} ms`);
       await sleep(wait, undefined, untilStopped ? { signal: stopping.signal } : {}).catch(() => {});
@@ -108,6 +117,7 @@ async function call(method, request, { untilStopped = false } = {}) {
   }
 }
 
+// A polled job: AcknowledgeJob with its nonce, then the rest.
 async function processJob(job) {
   try {
     await call('AcknowledgeJob', { jobId: job.id, nonce: job.nonce });
@@ -118,6 +128,11 @@ async function processJob(job) {
     }
     throw err;
   }
+  await completeJob(job);
+}
+
+// An acknowledged job: its details, the work, the result.
+async function completeJob(job) {
   const { jobDetails } = await call('GetJobDetails', { jobId: job.id });
   const { data } = jobDetails;
   const configuration = data.actionConfiguration?.configuration ?? {};
@@ -156,9 +171,18 @@ async function processJob(job) {
   log(`reported ${job.id} ${result}`);
 }
 
-async function main() {
-  log(`polling for ${actionTypeId.category}/${actionTypeId.provider}/${actionTypeId.version} with ${slots} slots`);
-  const inHand = new Set();
+const inHand = new Set(); // the jobs being worked on (promises)
+
+// Starts work on a job; `then` runs when it is done.
+function start(work, job, then) {
+  const done = work(job)
+    .catch((err) => log(`job ${job.id}: gave up: ${err.message}`))
+    .finally(() => { inHand.delete(done); then(); });
+  inHand.add(done);
+}
+
+// PollForJobs for as many jobs as there are free slots, until the worker stops.
+async function poll() {
   let slotFreed = () => {};
   while (!stopping.signal.aborted) {
     if (inHand.size >= slots) {
@@ -177,16 +201,153 @@ async function main() {
       }
       log(`PollForJobs failed: ${grpc.status[err.code] ?? err.message}; polling again later`);
     }
-    for (const job of jobs) {
-      const work = processJob(job)
-        .catch((err) => log(`job ${job.id}: gave up: ${err.message}`))
-        .finally(() => { inHand.delete(work); slotFreed(); });
-      inHand.add(work);
-    }
+    for (const job of jobs) start(processJob, job, () => slotFreed());
     if (jobs.length === 0) {
       await sleep(pollIntervalMs * (0.5 + Math.random()), undefined, { signal: stopping.signal }).catch(() => {});
     }
   }
+  return 0;
+}
+
+// Stream mode: the open job stream (with the credit it holds and its jobs waiting for their
+// acknowledgement), and the jobs in hand from their delivery to their result.
+let feed = null;
+let held = 0;
+
+// Jobs are worked on in at most `slots` at once: after a reopen, jobs held from the last stream
+// may fill the slots for a while.
+let working = 0;
+const waitingForSlot = [];
+async function completeInSlot(job) {
+  if (working < slots) working += 1;
+  else await new Promise((resolve) => { waitingForSlot.push(resolve); }); // handed a slot
+  try {
+    await completeJob(job);
+  } finally {
+    const next = waitingForSlot.shift();
+    if (next) next();
+    else working -= 1;
+  }
+}
+
+// A job is done with (reported, or dropped): its slot is free.
+function finished() {
+  held -= 1;
+  grantFreeSlots();
+}
+
+// Gives the stream credit for the free slots it holds none for. Jobs held from an earlier stream
+// free slots that the stream's first credit already counted, so they bring no credit.
+function grantFreeSlots() {
+  const more = feed && slots - held - feed.credit;
+  if (more > 0) {
+    feed.credit += more;
+    feed.send({ credit: { jobs: more } });
+  }
+}
+
+// A job delivered on the stream: it uses a slot and one credit, and is acknowledged at once. One
+// delivered again (its lease ended while its acknowledgement waited for a retry) keeps its slot and
+// its waiting acknowledgement, and gets its credit back.
+function delivered(stream, job) {
+  stream.credit -= 1;
+  if (stream.unacknowledged.has(job.id)) {
+    grantFreeSlots();
+    return;
+  }
+  held += 1;
+  stream.unacknowledged.set(job.id, { job, backoff: FIRST_BACKOFF_MS, giveUpAt: Date.now() + JOB_RETRY_MS });
+  stream.send({ acknowledge: { jobId: job.id } });
+}
+
+// The answer to an acknowledgement: work the job, acknowledge again after a wait, or drop it.
+function acknowledged(stream, { jobId, error }) {
+  const pending = stream.unacknowledged.get(jobId);
+  if (!pending) return;
+  stream.unacknowledged.delete(jobId);
+  if (!error) {
+    start(completeInSlot, pending.job, finished);
+    return;
+  }
+  if (RETRYABLE.has(error.code) && !stream.closed) {
+    let wait = retryDelayOf(error.details);
+    if (wait === undefined) [wait, pending.backoff] = backoffStep(pending.backoff);
+    if (Date.now() + wait < pending.giveUpAt) {
+      log(`AcknowledgeJob answered ${grpc.status[error.code]}; retrying in ${Math.round(wait)} ms`);
+      stream.unacknowledged.set(jobId, pending);
+      setTimeout(() => stream.send({ acknowledge: { jobId } }), wait).unref(); // moot once the worker exits
+      return;
+    }
+  }
+  if (error.code === grpc.status.ABORTED) log(`job ${jobId} is held by another worker; dropped`);
+  else log(`job ${jobId}: gave up: ${grpc.status[error.code]} ${error.message}`);
+  finished();
+}
+
+// Opens a stream and serves it until it ends, with its status; stopping closes its sending side.
+// Jobs delivered on it and not acknowledged by its end are dropped.
+function streamOnce() {
+  const call = client.StreamJobs(metadata);
+  const stream = {
+    credit: slots,
+    unacknowledged: new Map(),
+    closed: false,
+    send(message) { if (!this.closed) call.write(message); },
+    close() { if (!this.closed) { this.closed = true; call.end(); } },
+  };
+  stream.send({ subscription: { actionTypeId, maxOutstandingJobs: slots } });
+  feed = stream;
+  const close = () => stream.close();
+  stopping.signal.addEventListener('abort', close);
+  if (stopping.signal.aborted) close();
+  call.on('data', (response) => {
+    if (response.job) delivered(stream, response.job);
+    else if (response.acknowledged) acknowledged(stream, response.acknowledged);
+  });
+  call.on('error', () => {}); // its status says how it ended
+  return new Promise((resolve) => {
+    call.on('status', (status) => {
+      stopping.signal.removeEventListener('abort', close);
+      feed = null;
+      stream.closed = true;
+      for (const jobId of stream.unacknowledged.keys()) {
+        log(`job ${jobId} was not acknowledged before its stream ended; dropped`);
+        held -= 1;
+      }
+      resolve(status);
+    });
+  });
+}
+
+// StreamJobs with credit = free slots, reopened with backoff whenever it ends, until the worker stops.
+async function stream() {
+  let backoff = FIRST_BACKOFF_MS;
+  while (!stopping.signal.aborted) {
+    const openedAt = Date.now();
+    const status = await streamOnce();
+    if (stopping.signal.aborted) break;
+    if (FATAL.has(status.code)) {
+      log(`StreamJobs failed: ${grpc.status[status.code]} ${status.details}`);
+      return 1;
+    }
+    if (Date.now() - openedAt >= MAX_BACKOFF_MS) backoff = FIRST_BACKOFF_MS; // it ran a good while
+    let wait = retryDelayMs(status);
+    if (wait === undefined) [wait, backoff] = backoffStep(backoff);
+    log(`StreamJobs ended: ${grpc.status[status.code]} ${status.details}; reopening in ${Math.round(wait)} ms`);
+    await sleep(wait, undefined, { signal: stopping.signal }).catch(() => {});
+  }
+  return 0;
+}
+
+async function main() {
+  if (mode !== 'poll' && mode !== 'stream') {
+    log(`GATEWAY_MODE must be poll or stream, not ${JSON.stringify(mode)}`);
+    return 1;
+  }
+  const { category: type, provider, version } = actionTypeId;
+  log(`${mode === 'poll' ? 'polling' : 'streaming'} for ${type}/${provider}/${version} with ${slots} slots`);
+  const code = await (mode === 'poll' ? poll() : stream());
+  if (code !== 0) return code;
   log(`stopping; finishing ${inHand.size} job(s) in hand`);
   await Promise.all(inHand);
   log('stopped');

@@ -1,15 +1,17 @@
 """A CodePipeline custom-action job worker that speaks gRPC to codepipeline-gateway.
 
-Polls for jobs with as many free slots as it has, acknowledges each (dropping it when another
-worker holds it), reads its details, does the work its configuration asks for, and reports the
-result. Settings come from the environment; see README.md. SIGTERM stops polling, lets the jobs
-in hand finish, and exits 0.
+Gets jobs for as many free slots as it has, by polling (GATEWAY_MODE=poll) or from the gateway's
+job feed (GATEWAY_MODE=stream, with credit = free slots); acknowledges each (dropping it when
+another worker holds it), reads its details, does the work its configuration asks for, and
+reports the result. Settings come from the environment; see README.md. SIGTERM stops taking
+jobs, lets the jobs in hand finish, and exits 0.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import queue
 import random
 import signal
 import socket
@@ -19,7 +21,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
-from google.rpc import error_details_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from codepipeline.jobworker.v1 import job_worker_pb2 as pb
@@ -27,7 +29,8 @@ from codepipeline.jobworker.v1 import job_worker_pb2_grpc as pb_grpc
 
 # Worth retrying after a pause: the gateway or CodePipeline is throttling or briefly unreachable.
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
-# A poll failing with these is a configuration problem that waiting does not fix.
+# A poll, or the opening of a job stream, failing with these is a configuration problem that
+# waiting does not fix.
 FATAL = {
     grpc.StatusCode.UNAUTHENTICATED,
     grpc.StatusCode.PERMISSION_DENIED,
@@ -39,16 +42,22 @@ CALL_TIMEOUT_SECONDS = 20
 JOB_RETRY_SECONDS = 120  # how long a job's call keeps retrying before the job is given up
 FIRST_BACKOFF_SECONDS = 0.2
 MAX_BACKOFF_SECONDS = 30.0
+MODES = ("poll", "stream")
+DEFAULT_MODE = "stream"
 
 log = logging.getLogger("worker")
 
 
-def retry_delay(err: grpc.RpcError) -> float | None:
+def retry_delay(err: grpc.RpcError | None) -> float | None:
     """The wait a google.rpc.RetryInfo in the status details asks for, if there is one."""
     try:
-        status = rpc_status.from_call(err)
+        return retry_delay_of(rpc_status.from_call(err)) if err else None
     except ValueError:
         return None
+
+
+def retry_delay_of(status: status_pb2.Status | None) -> float | None:
+    """The wait a google.rpc.RetryInfo among a status's details asks for, if there is one."""
     for detail in status.details if status else ():
         if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
             info = error_details_pb2.RetryInfo()
@@ -57,12 +66,44 @@ def retry_delay(err: grpc.RpcError) -> float | None:
     return None
 
 
+def backoff_step(backoff: float) -> tuple[float, float]:
+    """A jittered wait of up to `backoff`, and the backoff after it: doubled, to at most
+    MAX_BACKOFF_SECONDS."""
+    return random.uniform(0, backoff), min(backoff * 2, MAX_BACKOFF_SECONDS)
+
+
+class Feed:
+    """One StreamJobs stream: what the worker sends on it, the credit the stream holds, and the
+    jobs delivered on it that are not acknowledged yet."""
+
+    def __init__(self, subscription: pb.StreamJobsSubscription) -> None:
+        self.outgoing: queue.SimpleQueue = queue.SimpleQueue()  # put() is safe in a signal handler
+        self.outgoing.put(pb.StreamJobsRequest(subscription=subscription))
+        self.credit = subscription.max_outstanding_jobs
+        self.unacknowledged: dict[str, tuple[pb.Job, float, float]] = {}  # job id -> job, backoff, give up at
+        self.closed = False
+
+    def requests(self):
+        while (request := self.outgoing.get()) is not None:
+            yield request
+
+    def send(self, **request) -> None:
+        if not self.closed:
+            self.outgoing.put(pb.StreamJobsRequest(**request))
+
+    def close(self) -> None:
+        """Closes the sending side: the gateway delivers no more and ends the stream."""
+        self.closed = True
+        self.outgoing.put(None)
+
+
 class Worker:
     def __init__(self) -> None:
         env = os.environ
         self.name = env.get("WORKER_NAME") or f"python-{socket.gethostname()}-{os.getpid()}"
         self.slots = int(env.get("MAX_IN_FLIGHT", "4"))
         self.poll_interval = float(env.get("POLL_INTERVAL", "5"))
+        self.mode = env.get("GATEWAY_MODE") or DEFAULT_MODE
         category = env.get("ACTION_CATEGORY", "Build").upper()
         self.action_type = pb.ActionTypeId(
             category=pb.ActionCategory.Value(
@@ -83,8 +124,9 @@ class Worker:
             self.channel = grpc.insecure_channel(address)
         self.stub = pb_grpc.JobWorkerServiceStub(self.channel)
         self.stopping = threading.Event()
-        self.in_flight = 0
+        self.in_flight = 0  # jobs in hand, from their delivery to their result
         self.slot_freed = threading.Condition()
+        self.feed: Feed | None = None  # the open job stream, in stream mode
 
     def call(self, rpc: str, request, *, until_stopped: bool = False):
         """Calls a job-worker RPC, waiting and retrying while the answer is UNAVAILABLE or
@@ -100,8 +142,7 @@ class Worker:
                     raise
                 wait = retry_delay(err)
                 if wait is None:
-                    wait = random.uniform(0, backoff)
-                    backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+                    wait, backoff = backoff_step(backoff)
                 log.info("%s: %s answered %s; retrying in %d ms", self.name, rpc, err.code().name, wait * 1000)
                 if until_stopped:
                     if self.stopping.wait(wait):
@@ -111,51 +152,166 @@ class Worker:
                 else:
                     time.sleep(wait)
 
+    def stop(self) -> None:
+        """SIGTERM or SIGINT: take no more jobs (in stream mode, close the stream's sending side)."""
+        self.stopping.set()
+        if feed := self.feed:
+            feed.close()
+
     def run(self) -> int:
+        if self.mode not in MODES:
+            log.error("%s: GATEWAY_MODE must be poll or stream, not %r", self.name, self.mode)
+            return 1
         category = pb.ActionCategory.Name(self.action_type.category)
         log.info(
-            "%s: polling for %s/%s/%s with %d slots",
-            self.name, category, self.action_type.provider, self.action_type.version, self.slots,
+            "%s: %s for %s/%s/%s with %d slots",
+            self.name, "polling" if self.mode == "poll" else "streaming", category,
+            self.action_type.provider, self.action_type.version, self.slots,
         )  # fmt: skip
         with ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix="job") as pool:
-            while not self.stopping.is_set():
-                with self.slot_freed:
-                    if not self.slot_freed.wait_for(lambda: self.in_flight < self.slots, timeout=0.5):
-                        continue  # all slots busy: look at `stopping` again, then wait on
-                    free = self.slots - self.in_flight
-                try:
-                    request = pb.PollForJobsRequest(action_type_id=self.action_type, max_batch_size=free)
-                    jobs = self.call("PollForJobs", request, until_stopped=True).jobs
-                except grpc.RpcError as err:
-                    if self.stopping.is_set():
-                        break
-                    if err.code() in FATAL:
-                        log.error("%s: PollForJobs failed: %s %s", self.name, err.code().name, err.details())
-                        return 1
-                    log.warning("%s: PollForJobs failed: %s; polling again later", self.name, err.code().name)
-                    jobs = []
-                for job in jobs:
-                    with self.slot_freed:
-                        self.in_flight += 1
-                    pool.submit(self.run_job, job)
-                if not jobs:
-                    self.stopping.wait(self.poll_interval * random.uniform(0.5, 1.5))
+            code = self.stream(pool) if self.mode == "stream" else self.poll(pool)
             log.info("%s: stopping; finishing %d job(s) in hand", self.name, self.in_flight)
         self.channel.close()
         log.info("%s: stopped", self.name)
+        return code
+
+    def poll(self, pool: ThreadPoolExecutor) -> int:
+        """PollForJobs for as many jobs as there are free slots, until the worker stops."""
+        while not self.stopping.is_set():
+            with self.slot_freed:
+                if not self.slot_freed.wait_for(lambda: self.in_flight < self.slots, timeout=0.5):
+                    continue  # all slots busy: look at `stopping` again, then wait on
+                free = self.slots - self.in_flight
+            try:
+                request = pb.PollForJobsRequest(action_type_id=self.action_type, max_batch_size=free)
+                jobs = self.call("PollForJobs", request, until_stopped=True).jobs
+            except grpc.RpcError as err:
+                if self.stopping.is_set():
+                    break
+                if err.code() in FATAL:
+                    log.error("%s: PollForJobs failed: %s %s", self.name, err.code().name, err.details())
+                    return 1
+                log.warning("%s: PollForJobs failed: %s; polling again later", self.name, err.code().name)
+                jobs = []
+            for job in jobs:
+                with self.slot_freed:
+                    self.in_flight += 1
+                pool.submit(self.run_job, self.process, job)
+            if not jobs:
+                self.stopping.wait(self.poll_interval * random.uniform(0.5, 1.5))
         return 0
 
-    def run_job(self, job: pb.Job) -> None:
+    def stream(self, pool: ThreadPoolExecutor) -> int:
+        """StreamJobs with credit = free slots, reopened with backoff whenever it ends, until the
+        worker stops."""
+        backoff = FIRST_BACKOFF_SECONDS
+        subscription = pb.StreamJobsSubscription(action_type_id=self.action_type, max_outstanding_jobs=self.slots)
+        while not self.stopping.is_set():
+            feed = Feed(subscription)
+            opened_at = time.monotonic()
+            with self.slot_freed:
+                self.feed = feed
+            if self.stopping.is_set():  # SIGTERM came before the feed was in place
+                feed.close()
+            error = None
+            try:
+                for response in self.stub.StreamJobs(feed.requests(), metadata=self.metadata):
+                    if response.HasField("job"):
+                        self.delivered(feed, response.job)
+                    else:
+                        self.acknowledged(feed, response.acknowledged, pool)
+            except grpc.RpcError as err:
+                error = err
+            with self.slot_freed:
+                self.feed = None
+                feed.close()
+                for job, _ in feed.unacknowledged.values():
+                    log.info("%s: job %s was not acknowledged before its stream ended; dropped", self.name, job.id)
+                    self.in_flight -= 1
+                feed.unacknowledged.clear()
+            if self.stopping.is_set():
+                break
+            if error is not None and error.code() in FATAL:
+                log.error("%s: StreamJobs failed: %s %s", self.name, error.code().name, error.details())
+                return 1
+            if time.monotonic() - opened_at >= MAX_BACKOFF_SECONDS:
+                backoff = FIRST_BACKOFF_SECONDS  # a stream that ran a good while: start afresh
+            wait = retry_delay(error)
+            if wait is None:
+                wait, backoff = backoff_step(backoff)
+            ended = f"{error.code().name} {error.details()}" if error else "OK"
+            log.info("%s: StreamJobs ended: %s; reopening in %d ms", self.name, ended, wait * 1000)
+            self.stopping.wait(wait)
+        return 0
+
+    def delivered(self, feed: Feed, job: pb.Job) -> None:
+        """A job delivered on the stream takes a slot and one credit; acknowledge it at once. One
+        delivered again (its lease ended while its acknowledgement waited for a retry) keeps its
+        slot and its waiting acknowledgement, and gets its credit back."""
+        with self.slot_freed:
+            feed.credit -= 1
+            if job.id in feed.unacknowledged:
+                self.grant_free_slots()
+                return
+            self.in_flight += 1
+            feed.unacknowledged[job.id] = (job, FIRST_BACKOFF_SECONDS, time.monotonic() + JOB_RETRY_SECONDS)
+        feed.send(acknowledge=pb.StreamJobsAcknowledge(job_id=job.id))
+
+    def acknowledged(self, feed: Feed, answer: pb.StreamJobsAcknowledged, pool: ThreadPoolExecutor) -> None:
+        """The answer to an acknowledgement: work the job, acknowledge again later, or drop it."""
+        with self.slot_freed:
+            job, backoff, give_up_at = feed.unacknowledged.pop(answer.job_id, (None, 0, 0))
+        if job is None:
+            return
+        if not answer.HasField("error"):
+            pool.submit(self.run_job, self.complete, job)
+            return
+        code = code_pb2.Code.Name(answer.error.code)
+        if code in ("UNAVAILABLE", "RESOURCE_EXHAUSTED") and not feed.closed:
+            wait = retry_delay_of(answer.error)
+            if wait is None:
+                wait, backoff = backoff_step(backoff)
+            if time.monotonic() + wait < give_up_at:
+                log.info("%s: AcknowledgeJob answered %s; retrying in %d ms", self.name, code, wait * 1000)
+                with self.slot_freed:
+                    feed.unacknowledged[job.id] = (job, backoff, give_up_at)
+                again = {"acknowledge": pb.StreamJobsAcknowledge(job_id=job.id)}
+                retry = threading.Timer(wait, feed.send, kwargs=again)
+                retry.daemon = True  # a retry still waiting when the worker exits is moot
+                retry.start()
+                return
+        if code == "ABORTED":
+            log.info("%s: job %s is held by another worker; dropped", self.name, job.id)
+        else:
+            log.warning("%s: job %s: gave up: %s %s", self.name, job.id, code, answer.error.message)
+        self.finished()
+
+    def finished(self) -> None:
+        """A job is done with (reported, or dropped): its slot is free."""
+        with self.slot_freed:
+            self.in_flight -= 1
+            self.slot_freed.notify()
+            self.grant_free_slots()
+
+    def grant_free_slots(self) -> None:
+        """In stream mode, gives the stream credit for the free slots it holds none for. Jobs held
+        from an earlier stream free slots that its first credit already counted, so they bring none."""
+        with self.slot_freed:
+            feed = self.feed
+            if feed and not feed.closed and (more := self.slots - self.in_flight - feed.credit) > 0:
+                feed.credit += more
+                feed.send(credit=pb.StreamJobsCredit(jobs=more))
+
+    def run_job(self, work, job: pb.Job) -> None:
         try:
-            self.process(job)
+            work(job)
         except Exception:
             log.exception("%s: job %s: gave up", self.name, job.id)
         finally:
-            with self.slot_freed:
-                self.in_flight -= 1
-                self.slot_freed.notify()
+            self.finished()
 
     def process(self, job: pb.Job) -> None:
+        """A polled job: AcknowledgeJob with its nonce, then the rest."""
         try:
             self.call("AcknowledgeJob", pb.AcknowledgeJobRequest(job_id=job.id, nonce=job.nonce))
         except grpc.RpcError as err:
@@ -163,6 +319,10 @@ class Worker:
                 log.info("%s: job %s is held by another worker; dropped", self.name, job.id)
                 return
             raise
+        self.complete(job)
+
+    def complete(self, job: pb.Job) -> None:
+        """An acknowledged job: its details, the work, the result."""
         details = self.call("GetJobDetails", pb.GetJobDetailsRequest(job_id=job.id)).job_details
         data = details.data
         configuration = data.action_configuration.configuration
@@ -202,7 +362,7 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout)
     worker = Worker()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: worker.stopping.set())
+        signal.signal(signum, lambda *_: worker.stop())
     return worker.run()
 
 

@@ -1,11 +1,16 @@
 package com.example.codepipeline.worker;
 
+import codepipeline.jobworker.v1.JobWorker.StreamJobsRequest;
+import codepipeline.jobworker.v1.JobWorker.StreamJobsResponse;
 import codepipeline.jobworker.v1.JobWorkerServiceGrpc;
 import codepipeline.jobworker.v1.JobWorkerServiceGrpc.JobWorkerServiceBlockingStub;
+import codepipeline.jobworker.v1.JobWorkerServiceGrpc.JobWorkerServiceStub;
 import com.google.protobuf.Any;
 import com.google.protobuf.InvalidProtocolBufferException;
 import com.google.rpc.RetryInfo;
+import io.grpc.Channel;
 import io.grpc.ChannelCredentials;
+import io.grpc.ClientInterceptors;
 import io.grpc.Context;
 import io.grpc.Grpc;
 import io.grpc.InsecureChannelCredentials;
@@ -16,6 +21,7 @@ import io.grpc.StatusRuntimeException;
 import io.grpc.TlsChannelCredentials;
 import io.grpc.protobuf.StatusProto;
 import io.grpc.stub.MetadataUtils;
+import io.grpc.stub.StreamObserver;
 import java.io.IOException;
 import java.time.Duration;
 import java.time.Instant;
@@ -27,9 +33,9 @@ import java.util.concurrent.TimeUnit;
 import java.util.function.Function;
 
 /**
- * The channel to the gateway and its job-worker calls, each retried while the answer is
- * UNAVAILABLE or RESOURCE_EXHAUSTED: after the wait its google.rpc.RetryInfo asks for, else a
- * jittered exponential backoff.
+ * The channel to the gateway and its job-worker calls: the unary ones, each retried while the
+ * answer is UNAVAILABLE or RESOURCE_EXHAUSTED (after the wait its google.rpc.RetryInfo asks for,
+ * else a jittered exponential backoff), and the job stream.
  */
 final class Gateway implements AutoCloseable {
   static final Duration CALL_TIMEOUT = Duration.ofSeconds(20);
@@ -40,11 +46,20 @@ final class Gateway implements AutoCloseable {
   static final Duration MAX_BACKOFF = Duration.ofSeconds(30);
 
   /** Worth retrying after a pause: the gateway or CodePipeline is throttling or briefly unreachable. */
-  private static final Set<Status.Code> RETRYABLE =
-      EnumSet.of(Status.Code.UNAVAILABLE, Status.Code.RESOURCE_EXHAUSTED);
+  static final Set<Status.Code> RETRYABLE = EnumSet.of(Status.Code.UNAVAILABLE, Status.Code.RESOURCE_EXHAUSTED);
+
+  /** A poll, or the opening of a job stream, failing with these is a configuration problem. */
+  static final Set<Status.Code> FATAL =
+      EnumSet.of(
+          Status.Code.UNAUTHENTICATED,
+          Status.Code.PERMISSION_DENIED,
+          Status.Code.INVALID_ARGUMENT,
+          Status.Code.NOT_FOUND,
+          Status.Code.UNIMPLEMENTED);
 
   private final ManagedChannel channel;
   private final JobWorkerServiceBlockingStub stub;
+  private final JobWorkerServiceStub streams;
   private final Log log;
 
   Gateway(Settings settings, Log log) throws IOException {
@@ -53,14 +68,15 @@ final class Gateway implements AutoCloseable {
             ? TlsChannelCredentials.newBuilder().trustManager(settings.tlsCa().get().toFile()).build()
             : InsecureChannelCredentials.create();
     this.channel = Grpc.newChannelBuilder(settings.address(), credentials).build();
-    JobWorkerServiceBlockingStub stub = JobWorkerServiceGrpc.newBlockingStub(channel);
+    Channel calls = channel;
     if (settings.token().isPresent()) {
       Metadata headers = new Metadata();
       headers.put(
           Metadata.Key.of("authorization", Metadata.ASCII_STRING_MARSHALLER), "Bearer " + settings.token().get());
-      stub = stub.withInterceptors(MetadataUtils.newAttachHeadersInterceptor(headers));
+      calls = ClientInterceptors.intercept(channel, MetadataUtils.newAttachHeadersInterceptor(headers));
     }
-    this.stub = stub;
+    this.stub = JobWorkerServiceGrpc.newBlockingStub(calls);
+    this.streams = JobWorkerServiceGrpc.newStub(calls);
     this.log = log;
   }
 
@@ -78,6 +94,11 @@ final class Gateway implements AutoCloseable {
    */
   <T> T callUntilStopped(String rpc, Function<JobWorkerServiceBlockingStub, T> call, Stopping stopping) {
     return call(rpc, call, stopping, Instant.MAX);
+  }
+
+  /** Opens a job stream whose answers go to `responses`; returns its sending side. No deadline. */
+  StreamObserver<StreamJobsRequest> streamJobs(StreamObserver<StreamJobsResponse> responses) {
+    return streams.streamJobs(responses);
   }
 
   /** `stopping` is null for a job's calls, which the worker's stopping does not cut short. */
@@ -102,11 +123,8 @@ final class Gateway implements AutoCloseable {
       }
       Duration wait = retryDelay(error).orElse(null);
       if (wait == null) {
-        wait = Duration.ofNanos(ThreadLocalRandom.current().nextLong(backoff.toNanos()));
-        backoff = backoff.multipliedBy(2);
-        if (backoff.compareTo(MAX_BACKOFF) > 0) {
-          backoff = MAX_BACKOFF;
-        }
+        wait = jittered(backoff);
+        backoff = doubled(backoff);
       }
       if (Instant.now().plus(wait).isAfter(giveUpAt) || (stopping != null && stopping.isSet())) {
         throw error;
@@ -129,9 +147,24 @@ final class Gateway implements AutoCloseable {
     }
   }
 
+  /** A jittered wait of up to `backoff`. */
+  static Duration jittered(Duration backoff) {
+    return Duration.ofNanos(ThreadLocalRandom.current().nextLong(backoff.toNanos()));
+  }
+
+  /** The backoff after `backoff`: doubled, to at most MAX_BACKOFF. */
+  static Duration doubled(Duration backoff) {
+    Duration next = backoff.multipliedBy(2);
+    return next.compareTo(MAX_BACKOFF) > 0 ? MAX_BACKOFF : next;
+  }
+
   /** The wait a google.rpc.RetryInfo in the status details (grpc-status-details-bin) asks for. */
   static Optional<Duration> retryDelay(StatusRuntimeException error) {
-    com.google.rpc.Status status = StatusProto.fromThrowable(error);
+    return retryDelay(StatusProto.fromThrowable(error));
+  }
+
+  /** The wait a google.rpc.RetryInfo among a status's details asks for. */
+  static Optional<Duration> retryDelay(com.google.rpc.Status status) {
     if (status == null) {
       return Optional.empty();
     }

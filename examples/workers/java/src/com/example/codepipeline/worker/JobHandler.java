@@ -28,10 +28,15 @@ final class JobHandler {
     this.workerName = workerName;
   }
 
-  /** Works the job; logs instead of throwing, so that a failed job never stops the worker. */
-  void handle(Job job) {
+  /**
+   * Works the job, acknowledging it first unless its stream did; logs instead of throwing, so that a
+   * failed job never stops the worker.
+   */
+  void handle(Job job, boolean acknowledged) {
     try {
-      process(job);
+      if (acknowledged || acknowledge(job)) {
+        complete(job);
+      }
     } catch (StatusRuntimeException e) {
       log.info("job %s: gave up: %s", job.getId(), e.getStatus());
     } catch (InterruptedException e) {
@@ -39,12 +44,6 @@ final class JobHandler {
       log.info("job %s: gave up: interrupted", job.getId());
     } catch (RuntimeException e) {
       log.info("job %s: gave up: %s", job.getId(), e);
-    }
-  }
-
-  private void process(Job job) throws InterruptedException {
-    if (acknowledge(job)) {
-      complete(job);
     }
   }
 

@@ -5,22 +5,11 @@ import codepipeline.jobworker.v1.JobWorker.PollForJobsRequest;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
 import java.time.Duration;
-import java.util.EnumSet;
 import java.util.List;
-import java.util.Set;
 import java.util.concurrent.ThreadLocalRandom;
 
 /** Gets jobs with PollForJobs, asking for as many as there are free slots. */
 final class PollingMode implements Worker.Mode {
-  /** A poll failing with these is a configuration problem that waiting does not fix. */
-  static final Set<Status.Code> FATAL =
-      EnumSet.of(
-          Status.Code.UNAUTHENTICATED,
-          Status.Code.PERMISSION_DENIED,
-          Status.Code.INVALID_ARGUMENT,
-          Status.Code.NOT_FOUND,
-          Status.Code.UNIMPLEMENTED);
-
   private final Settings settings;
   private final Gateway gateway;
   private final JobPool pool;
@@ -59,7 +48,7 @@ final class PollingMode implements Worker.Mode {
           break;
         }
         Status status = e.getStatus();
-        if (FATAL.contains(status.getCode())) {
+        if (Gateway.FATAL.contains(status.getCode())) {
           log.info("PollForJobs failed: %s %s", status.getCode(), status.getDescription());
           return false;
         }

@@ -20,7 +20,14 @@ record Settings(
     Optional<Path> tlsCa,
     ActionTypeId actionType,
     int slots,
-    Duration pollInterval) {
+    Duration pollInterval,
+    GatewayMode mode) {
+
+  /** How the worker gets its jobs: GATEWAY_MODE. */
+  enum GatewayMode {
+    POLL,
+    STREAM
+  }
 
   /** A setting that cannot work: the worker exits 1. */
   static final class ConfigException extends Exception {
@@ -46,7 +53,8 @@ record Settings(
               .setVersion(get(env, "ACTION_VERSION").orElse("1"))
               .build(),
           slots(get(env, "MAX_IN_FLIGHT").orElse("4")),
-          pollInterval(get(env, "POLL_INTERVAL").orElse("5")));
+          pollInterval(get(env, "POLL_INTERVAL").orElse("5")),
+          mode(get(env, "GATEWAY_MODE").orElse("stream")));
     } catch (ConfigException e) {
       throw new ConfigException(name + ": " + e.getMessage());
     }
@@ -98,6 +106,14 @@ record Settings(
       // reported below
     }
     throw new ConfigException("POLL_INTERVAL must be a number of seconds");
+  }
+
+  private static GatewayMode mode(String value) throws ConfigException {
+    return switch (value) {
+      case "poll" -> GatewayMode.POLL;
+      case "stream" -> GatewayMode.STREAM;
+      default -> throw new ConfigException("GATEWAY_MODE must be poll or stream, not \"" + value + "\"");
+    };
   }
 
   private static String hostname() {

@@ -7,15 +7,16 @@ import sun.misc.Signal;
 /**
  * A CodePipeline custom-action job worker that speaks gRPC to codepipeline-gateway.
  *
- * <p>Polls for jobs with as many free slots as it has, acknowledges each (dropping it when another
- * worker holds it), reads its details, does the work its configuration asks for, and reports the
- * result. Settings come from the environment; see README.md. SIGTERM stops polling, lets the jobs
- * in hand finish, and exits 0.
+ * <p>Gets jobs for as many free slots as it has, by polling (GATEWAY_MODE=poll) or from the
+ * gateway's job feed (GATEWAY_MODE=stream, with credit = free slots); acknowledges each (dropping
+ * it when another worker holds it), reads its details, does the work its configuration asks for,
+ * and reports the result. Settings come from the environment; see README.md. SIGTERM stops taking
+ * jobs, lets the jobs in hand finish, and exits 0.
  */
 public final class Worker {
   /**
-   * How the worker gets its jobs. Only polling (PollForJobs) so far; another mode plugs in here and
-   * shares the gateway, the job pool and the job handler.
+   * How the worker gets its jobs: polling (PollForJobs) or a job stream (StreamJobs). Both share the
+   * gateway, the job pool and the job handler.
    */
   interface Mode {
     /** The line that says the worker is ready (its signal handlers are in place). */
@@ -66,7 +67,10 @@ public final class Worker {
     }
     try (gateway) {
       JobPool pool = new JobPool(settings.slots(), new JobHandler(gateway, log, settings.name()));
-      Mode mode = new PollingMode(settings, gateway, pool, log); // the one mode so far
+      Mode mode =
+          settings.mode() == Settings.GatewayMode.STREAM
+              ? new StreamingMode(settings, gateway, pool, log)
+              : new PollingMode(settings, gateway, pool, log);
       log.info("%s", mode.describe());
       boolean configured = mode.run(stopping);
       log.info("stopping; finishing %d job(s) in hand", pool.inHand());
