@@ -80,6 +80,15 @@ fn sampling_ratio(text: &str) -> Result<f64, String> {
     }
 }
 
+/// CodePipeline's wire protocols.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AwsProtocol {
+    /// awsJson1_1: JSON bodies, `X-Amz-Target`.
+    Json,
+    /// Smithy RPC v2 CBOR: CBOR bodies, `/service/.../operation/...` paths.
+    Cbor,
+}
+
 /// Where rate limits are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum RateLimitBackend {
@@ -344,6 +353,9 @@ pub struct AwsArgs {
     /// AWS_ENDPOINT_URL_CODEPIPELINE are honoured too).
     #[arg(long, env = "CPGW_AWS_ENDPOINT_URL")]
     pub aws_endpoint_url: Option<String>,
+    /// The wire protocol of calls to CodePipeline, which serves both.
+    #[arg(long, env = "CPGW_AWS_PROTOCOL", value_enum, default_value_t = AwsProtocol::Json)]
+    pub aws_protocol: AwsProtocol,
     /// Time allowed to open a connection to CodePipeline.
     #[arg(long, env = "CPGW_AWS_CONNECT_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
     pub aws_connect_timeout: Duration,
@@ -404,6 +416,11 @@ pub struct EmulatorArgs {
         hide_env_values = true
     )]
     pub secret_access_key: String,
+    /// The session token requests must carry (`X-Amz-Security-Token`), as with temporary
+    /// credentials; without it, a request carrying one is refused, as AWS refuses a token it did
+    /// not issue.
+    #[arg(long, env = "CPGW_EMULATOR_SESSION_TOKEN", hide_env_values = true)]
+    pub session_token: Option<String>,
     /// The region requests must be signed for.
     #[arg(long, env = "CPGW_EMULATOR_REGION", default_value = "us-east-1")]
     pub region: String,

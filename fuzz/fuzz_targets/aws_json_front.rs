@@ -3,7 +3,10 @@
 
 #![no_main]
 
-use codepipeline_gateway::{emulator::front::check_request, upstream::Operation};
+use codepipeline_gateway::{
+    emulator::front::{Protocol, check_request},
+    upstream::Operation,
+};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -11,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let operation = Operation::ALL[usize::from(*selector) % Operation::ALL.len()];
-    if let Err(code) = check_request(operation, body) {
+    if let Err(code) = check_request(Protocol::AwsJson, operation, body) {
         assert!(
             code == "ValidationException" || code == "SerializationException",
             "unexpected code {code}"

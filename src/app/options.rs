@@ -8,8 +8,10 @@ use anyhow::{Context, bail};
 
 use super::{connections::ConnectionLimits, tls::TlsFiles};
 use crate::{
-    aws::SdkSettings,
-    config::{AwsArgs, EmulatorArgs, EngineArgs, RateLimitBackend, ServeArgs, UpstreamKind},
+    aws::{SdkSettings, WireProtocol},
+    config::{
+        AwsArgs, AwsProtocol, EmulatorArgs, EngineArgs, RateLimitBackend, ServeArgs, UpstreamKind,
+    },
     emulator::{
         EmulatorConfig,
         front::{FrontConfig, StaticCredentials},
@@ -234,6 +236,7 @@ impl EmulatorOptions {
                 credentials: StaticCredentials {
                     access_key_id: args.access_key_id.clone(),
                     secret_access_key: args.secret_access_key.clone(),
+                    session_token: args.session_token.clone(),
                 },
                 region: args.region.clone(),
             },
@@ -245,6 +248,10 @@ fn sdk_settings(args: &AwsArgs) -> SdkSettings {
     SdkSettings {
         region: args.aws_region.clone(),
         endpoint_url: args.aws_endpoint_url.clone(),
+        protocol: match args.aws_protocol {
+            AwsProtocol::Json => WireProtocol::AwsJson,
+            AwsProtocol::Cbor => WireProtocol::RpcV2Cbor,
+        },
         connect_timeout: args.aws_connect_timeout,
         operation_timeout: args.aws_operation_timeout,
         attempt_timeout: args.aws_attempt_timeout,

@@ -44,6 +44,8 @@ pub struct SdkSettings {
     pub region: Option<String>,
     /// A CodePipeline endpoint to use instead of AWS's.
     pub endpoint_url: Option<String>,
+    /// The wire protocol.
+    pub protocol: WireProtocol,
     /// How long to wait for a TCP/TLS connection.
     pub connect_timeout: Duration,
     /// The budget of one operation, retries included.
@@ -52,6 +54,15 @@ pub struct SdkSettings {
     pub attempt_timeout: Duration,
     /// Attempts per operation, the first included.
     pub max_attempts: u32,
+}
+
+/// CodePipeline's wire protocols: the SDK speaks either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireProtocol {
+    /// awsJson1_1.
+    AwsJson,
+    /// Smithy RPC v2 CBOR.
+    RpcV2Cbor,
 }
 
 /// The `aws` upstream: one SDK client, shared by every call.
@@ -103,13 +114,22 @@ impl AwsUpstream {
                 "no AWS region: give --aws-region, or set AWS_REGION or a profile's region"
             );
         }
-        let single_attempt = aws_sdk_codepipeline::config::Builder::from(&config)
+        // Set on the CodePipeline config only: the SDK config would hand the protocol to every
+        // client made from it.
+        let client_config = || {
+            let builder =
+                aws_sdk_codepipeline::config::Builder::from(&config).interceptor(CountAttempts);
+            match settings.protocol {
+                WireProtocol::AwsJson => builder,
+                WireProtocol::RpcV2Cbor => {
+                    builder.protocol(aws_smithy_cbor::protocol::RpcV2CborProtocol::new())
+                }
+            }
+        };
+        let single_attempt = client_config()
             .retry_config(RetryConfig::standard().with_max_attempts(1))
-            .interceptor(CountAttempts)
             .build();
-        let retrying = aws_sdk_codepipeline::config::Builder::from(&config)
-            .interceptor(CountAttempts)
-            .build();
+        let retrying = client_config().build();
         Ok(Self {
             client: Client::from_conf(retrying),
             single_attempt: Client::from_conf(single_attempt),

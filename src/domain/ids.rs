@@ -2,17 +2,15 @@
 
 use std::fmt;
 
+use super::constraint::{Constraint, UUID_PATTERN};
+
 /// A custom-action job's ID: a lowercase UUID, `[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}`.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct JobId(String);
 
 impl JobId {
-    /// What a job ID must look like, for error messages.
-    pub const FORMAT: &'static str =
-        "must match [0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}";
-
     /// Checks the model's pattern.
-    pub fn parse(value: &str) -> Result<Self, &'static str> {
+    pub fn parse(value: &str) -> Result<Self, Constraint> {
         let bytes = value.as_bytes();
         let well_formed = bytes.len() == 36
             && bytes.iter().enumerate().all(|(i, b)| match i {
@@ -22,7 +20,7 @@ impl JobId {
         if well_formed {
             Ok(Self(value.to_owned()))
         } else {
-            Err(Self::FORMAT)
+            Err(Constraint::Pattern(UUID_PATTERN))
         }
     }
 
@@ -56,11 +54,8 @@ pub struct Nonce(String);
 
 impl Nonce {
     /// Checks the model's length constraint.
-    pub fn parse(value: &str) -> Result<Self, &'static str> {
-        match value.chars().count() {
-            1..=50 => Ok(Self(value.to_owned())),
-            _ => Err("must be 1 to 50 characters long"),
-        }
+    pub fn parse(value: &str) -> Result<Self, Constraint> {
+        length(value, 1, 50).map(|()| Self(value.to_owned()))
     }
 
     /// The nonce as text.
@@ -81,11 +76,8 @@ pub struct ThirdPartyJobId(String);
 
 impl ThirdPartyJobId {
     /// Checks the model's length constraint.
-    pub fn parse(value: &str) -> Result<Self, &'static str> {
-        match value.chars().count() {
-            1..=512 => Ok(Self(value.to_owned())),
-            _ => Err("must be 1 to 512 characters long"),
-        }
+    pub fn parse(value: &str) -> Result<Self, Constraint> {
+        length(value, 1, 512).map(|()| Self(value.to_owned()))
     }
 
     /// The ID as text.
@@ -112,11 +104,8 @@ impl fmt::Debug for ThirdPartyJobId {
 pub struct ClientId(String);
 
 impl ClientId {
-    /// What a client ID must look like, for error messages.
-    pub const FORMAT: &'static str = JobId::FORMAT;
-
     /// Checks the model's pattern (a lowercase UUID).
-    pub fn parse(value: &str) -> Result<Self, &'static str> {
+    pub fn parse(value: &str) -> Result<Self, Constraint> {
         JobId::parse(value).map(|id| Self(id.0))
     }
 
@@ -150,11 +139,8 @@ pub struct ClientToken(String);
 
 impl ClientToken {
     /// Checks the model's length constraint.
-    pub fn parse(value: &str) -> Result<Self, &'static str> {
-        match value.chars().count() {
-            1..=256 => Ok(Self(value.to_owned())),
-            _ => Err("must be 1 to 256 characters long"),
-        }
+    pub fn parse(value: &str) -> Result<Self, Constraint> {
+        length(value, 1, 256).map(|()| Self(value.to_owned()))
     }
 
     /// The token itself, for the call that needs it.
@@ -166,6 +152,14 @@ impl ClientToken {
 impl fmt::Debug for ClientToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ClientToken(<redacted>)")
+    }
+}
+
+fn length(value: &str, min: usize, max: usize) -> Result<(), Constraint> {
+    if (min..=max).contains(&value.chars().count()) {
+        Ok(())
+    } else {
+        Err(Constraint::Length { min, max })
     }
 }
 

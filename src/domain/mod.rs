@@ -7,6 +7,7 @@
 //! adapters can read them; the identifiers inside ([`JobId`], [`Nonce`]) can only be made by
 //! parsing. Responses are plain data: they come from CodePipeline, which the gateway trusts.
 
+pub mod constraint;
 mod enums;
 mod ids;
 mod pb_convert;

@@ -7,16 +7,46 @@ use std::{
     time::SystemTime,
 };
 
+pub use super::constraint::{Constraint, Shown};
 use super::*;
 use crate::pb::jobworker as pb;
 
-/// One broken constraint: the field (proto path) and what it must be.
+/// One broken constraint: the field (proto path), what it must be, and the value that broke it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldViolation {
     /// The field's path in the request, e.g. `failure_details.message`.
     pub field: String,
-    /// The constraint it breaks, e.g. `must be 1 to 5000 characters long`.
+    /// The constraint in the gateway's words, e.g. `must be 1 to 5000 characters long`.
     pub description: String,
+    /// The constraint, for wording it as AWS does.
+    pub constraint: Constraint,
+    /// The value that broke it (secrets never shown).
+    pub value: Shown,
+}
+
+impl FieldViolation {
+    /// `value` of `field` breaks `constraint`.
+    pub fn new(field: impl Into<String>, constraint: Constraint, value: Shown) -> Self {
+        Self {
+            field: field.into(),
+            description: constraint.to_string(),
+            constraint,
+            value,
+        }
+    }
+
+    /// `field` breaks a rule that both doors word the same way.
+    pub fn rule(field: impl Into<String>, rule: impl Into<String>, value: Shown) -> Self {
+        let rule = rule.into();
+        Self::new(
+            field,
+            Constraint::Rule {
+                grpc: rule.clone(),
+                aws: rule,
+            },
+            value,
+        )
+    }
 }
 
 /// A request that broke one or more constraints.
@@ -48,9 +78,11 @@ struct Text {
     allowed: Option<CharClass>,
 }
 
-/// A set of allowed characters: its regex-style name for messages, and its test.
+/// A set of allowed characters: its regex-style name for messages, the model's pattern, and
+/// its test.
 struct CharClass {
     name: &'static str,
+    pattern: &'static str,
     contains: fn(char) -> bool,
 }
 
@@ -75,6 +107,7 @@ fn is_output_variable_key_char(c: char) -> bool {
 const PROVIDER: Text = Text {
     allowed: Some(CharClass {
         name: "[0-9A-Za-z_-]",
+        pattern: "[0-9A-Za-z_-]+",
         contains: is_word_or_dash,
     }),
     ..text(1, 35)
@@ -82,6 +115,7 @@ const PROVIDER: Text = Text {
 const VERSION: Text = Text {
     allowed: Some(CharClass {
         name: "[0-9A-Za-z_-]",
+        pattern: "[0-9A-Za-z_-]+",
         contains: is_word_or_dash,
     }),
     ..text(1, 9)
@@ -90,6 +124,7 @@ const QUERY_KEY: Text = text(1, 50);
 const QUERY_VALUE: Text = Text {
     allowed: Some(CharClass {
         name: "[a-zA-Z0-9_-]",
+        pattern: "[a-zA-Z0-9_-]+",
         contains: is_word_or_dash,
     }),
     ..text(1, 50)
@@ -104,17 +139,24 @@ const FAILURE_MESSAGE: Text = text(1, 5000);
 const OUTPUT_VARIABLE_KEY: Text = Text {
     allowed: Some(CharClass {
         name: "[A-Za-z0-9@_-]",
+        pattern: "[A-Za-z0-9@\\-_]+",
         contains: is_output_variable_key_char,
     }),
     ..text(1, usize::MAX)
 };
 
 impl Checker {
-    fn violation(&mut self, field: impl Into<String>, description: impl Into<String>) {
-        self.violations.push(FieldViolation {
-            field: field.into(),
-            description: description.into(),
-        });
+    fn violation(&mut self, field: impl Into<String>, constraint: Constraint, value: Shown) {
+        self.violations
+            .push(FieldViolation::new(field, constraint, value));
+    }
+
+    fn rule(&mut self, field: impl Into<String>, grpc: impl Into<String>, aws: impl Into<String>) {
+        let constraint = Constraint::Rule {
+            grpc: grpc.into(),
+            aws: aws.into(),
+        };
+        self.violation(field, constraint, Shown::Null);
     }
 
     /// Builds the checked value, from parts that are `None` only where a violation was recorded.
@@ -130,15 +172,19 @@ impl Checker {
     fn text(&mut self, field: &str, value: &str, rule: &Text) -> String {
         let len = value.chars().count();
         if len < rule.min || len > rule.max {
-            let description = match (rule.min, rule.max) {
-                (1, usize::MAX) => "must not be empty".to_owned(),
-                (min, max) => format!("must be {min} to {max} characters long"),
+            let length = Constraint::Length {
+                min: rule.min,
+                max: rule.max,
             };
-            self.violation(field, description);
+            self.violation(field, length, Shown::text(value));
         } else if let Some(class) = &rule.allowed
             && !value.chars().all(class.contains)
         {
-            self.violation(field, format!("must only contain {}", class.name));
+            let chars = Constraint::Chars {
+                class: class.name,
+                pattern: class.pattern,
+            };
+            self.violation(field, chars, Shown::text(value));
         }
         value.to_owned()
     }
@@ -149,13 +195,13 @@ impl Checker {
 
     fn job_id(&mut self, value: &str) -> Option<JobId> {
         JobId::parse(value)
-            .map_err(|description| self.violation("job_id", description))
+            .map_err(|broken| self.violation("job_id", broken, shown(value)))
             .ok()
     }
 
     fn nonce(&mut self, value: &str) -> Option<Nonce> {
         Nonce::parse(value)
-            .map_err(|description| self.violation("nonce", description))
+            .map_err(|broken| self.violation("nonce", broken, shown(value)))
             .ok()
     }
 
@@ -166,14 +212,20 @@ impl Checker {
         field: &str,
         raw: i32,
         convert: impl Fn(P) -> Option<D>,
-        names: &[&str],
+        one_of: impl FnOnce() -> Constraint,
     ) -> Option<D>
     where
         P: TryFrom<i32>,
     {
         let converted = P::try_from(raw).ok().and_then(convert);
         if converted.is_none() {
-            self.violation(field, format!("must be one of {}", names.join(", ")));
+            // Zero is proto3's unset; any other number is a value unknown to this build.
+            let value = if raw == 0 {
+                Shown::Null
+            } else {
+                Shown::Value(raw.to_string())
+            };
+            self.violation(field, one_of(), value);
         }
         converted
     }
@@ -182,7 +234,12 @@ impl Checker {
         size.and_then(|size| {
             let valid = u32::try_from(size).ok().filter(|size| *size >= 1);
             if valid.is_none() {
-                self.violation("max_batch_size", "must be at least 1");
+                let at_least_one = Constraint::Range { min: 1, max: None };
+                self.violation(
+                    "max_batch_size",
+                    at_least_one,
+                    Shown::Value(size.to_string()),
+                );
             }
             valid
         })
@@ -190,7 +247,7 @@ impl Checker {
 
     fn third_party_job_id(&mut self, value: &str) -> Option<ThirdPartyJobId> {
         ThirdPartyJobId::parse(value)
-            .map_err(|description| self.violation("job_id", description))
+            .map_err(|broken| self.violation("job_id", broken, shown(value)))
             .ok()
     }
 
@@ -200,7 +257,7 @@ impl Checker {
         let client_id = (!client_id.is_empty())
             .then(|| {
                 ClientId::parse(client_id)
-                    .map_err(|description| self.violation("client_id", description))
+                    .map_err(|broken| self.violation("client_id", broken, shown(client_id)))
                     .ok()
             })
             .flatten();
@@ -209,20 +266,25 @@ impl Checker {
         }
         ClientToken::parse(client_token)
             .map(ClientCredential::Token)
-            .map_err(|description| self.violation("client_token", description))
+            .map_err(|broken| {
+                let secret = Shown::Secret {
+                    len: client_token.chars().count(),
+                };
+                self.violation("client_token", broken, secret);
+            })
             .ok()
     }
 
     fn failure_details(&mut self, details: Option<&pb::FailureDetails>) -> Option<FailureDetails> {
         let Some(details) = details else {
-            self.violation("failure_details", "is required");
+            self.violation("failure_details", Constraint::Required, Shown::Null);
             return None;
         };
         let kind = self.required_enum(
             "failure_details.type",
             details.r#type,
             FailureType::from_pb,
-            &pb_names::<pb::FailureType>(FailureType::ALL.iter().map(|t| t.to_pb())),
+            || one_of(FailureType::ALL, FailureType::to_pb, FailureType::as_str),
         );
         let message = self.text(
             "failure_details.message",
@@ -247,9 +309,10 @@ impl Checker {
         if let Some(action_type_id) = &action_type_id
             && action_type_id.owner != ActionOwner::Custom
         {
-            self.violation(
+            self.rule(
                 "action_type_id.owner",
                 "must be ACTION_OWNER_CUSTOM: PollForJobs serves custom actions only",
+                "must be Custom: PollForJobs serves custom actions only",
             );
         }
         action_type_id
@@ -257,7 +320,11 @@ impl Checker {
 
     fn query_param(&mut self, query_param: HashMap<String, String>) -> Option<QueryParam> {
         if query_param.len() > 1 {
-            self.violation("query_param", "must have at most one entry");
+            self.rule(
+                "query_param",
+                "must have at most one entry",
+                "must have at most one entry",
+            );
         }
         query_param
             .into_iter()
@@ -274,20 +341,26 @@ impl Checker {
         value: Option<&pb::ActionTypeId>,
     ) -> Option<ActionTypeId> {
         let Some(value) = value else {
-            self.violation(field, "is required");
+            self.violation(field, Constraint::Required, Shown::Null);
             return None;
         };
         let category = self.required_enum(
             &format!("{field}.category"),
             value.category,
             ActionCategory::from_pb,
-            &pb_names::<pb::ActionCategory>(ActionCategory::ALL.iter().map(|c| c.to_pb())),
+            || {
+                one_of(
+                    ActionCategory::ALL,
+                    ActionCategory::to_pb,
+                    ActionCategory::as_str,
+                )
+            },
         );
         let owner = self.required_enum(
             &format!("{field}.owner"),
             value.owner,
             ActionOwner::from_pb,
-            &pb_names::<pb::ActionOwner>(ActionOwner::ALL.iter().map(|o| o.to_pb())),
+            || one_of(ActionOwner::ALL, ActionOwner::to_pb, ActionOwner::as_str),
         );
         let provider = self.text(&format!("{field}.provider"), &value.provider, &PROVIDER);
         let version = self.text(&format!("{field}.version"), &value.version, &VERSION);
@@ -326,7 +399,15 @@ impl Checker {
             SECONDS.contains(&value.seconds) && (0..1_000_000_000).contains(&value.nanos);
         let converted = in_range.then(|| SystemTime::try_from(value).ok()).flatten();
         if converted.is_none() {
-            self.violation(field, "must be a valid timestamp");
+            let rule = "must be a valid timestamp (years 1 to 9999)";
+            self.violation(
+                field,
+                Constraint::Rule {
+                    grpc: rule.to_owned(),
+                    aws: rule.to_owned(),
+                },
+                Shown::Value(value.seconds.to_string()),
+            );
         }
         converted
     }
@@ -335,7 +416,12 @@ impl Checker {
         let percent_complete = value.percent_complete.and_then(|percent| {
             let valid = u8::try_from(percent).ok().filter(|p| *p <= 100);
             if valid.is_none() {
-                self.violation("execution_details.percent_complete", "must be 0 to 100");
+                let percentage = Constraint::Range {
+                    min: 0,
+                    max: Some(100),
+                };
+                let value = Shown::Value(percent.to_string());
+                self.violation("execution_details.percent_complete", percentage, value);
             }
             valid
         });
@@ -355,8 +441,21 @@ impl Checker {
     }
 }
 
-fn pb_names<E: PbEnumName>(values: impl Iterator<Item = E>) -> Vec<&'static str> {
-    values.map(E::name).collect()
+/// The values of a domain enum, by their proto and AWS names.
+fn one_of<D: Copy, P: PbEnumName>(
+    all: &[D],
+    to_pb: fn(D) -> P,
+    aws: fn(D) -> &'static str,
+) -> Constraint {
+    Constraint::OneOf {
+        proto: all.iter().map(|value| to_pb(*value).name()).collect(),
+        aws: all.iter().map(|value| aws(*value)).collect(),
+    }
+}
+
+/// A value as a violation shows it.
+fn shown(value: &str) -> Shown {
+    Shown::text(value)
 }
 
 /// The proto name of a generated enum value, for error messages.
@@ -410,7 +509,8 @@ impl TryFrom<pb::StreamJobsSubscription> for SubscribeInput {
         if max_outstanding_jobs.is_none() {
             check.violation(
                 "max_outstanding_jobs",
-                format!("must be 1 to {MAX_OUTSTANDING_JOBS}"),
+                outstanding_jobs(),
+                Shown::Value(subscription.max_outstanding_jobs.to_string()),
             );
         }
         check.finish(|| {
@@ -432,10 +532,18 @@ pub fn credit(credit: &pb::StreamJobsCredit) -> Result<u32, InvalidRequest> {
     if jobs.is_none() {
         check.violation(
             "credit.jobs",
-            format!("must be 1 to {MAX_OUTSTANDING_JOBS}"),
+            outstanding_jobs(),
+            Shown::Value(credit.jobs.to_string()),
         );
     }
     check.finish(|| jobs)
+}
+
+fn outstanding_jobs() -> Constraint {
+    Constraint::Range {
+        min: 1,
+        max: Some(i64::from(MAX_OUTSTANDING_JOBS)),
+    }
 }
 
 impl TryFrom<pb::AcknowledgeJobRequest> for AcknowledgeJobInput {
@@ -484,9 +592,10 @@ impl TryFrom<pb::PutJobSuccessResultRequest> for PutJobSuccessResultInput {
             .as_ref()
             .map(|details| check.execution_details(details));
         if continuation_token.is_some() && !request.output_variables.is_empty() {
-            check.violation(
+            check.rule(
                 "output_variables",
                 "must be empty when continuation_token is set",
+                "must be empty when continuationToken is set",
             );
         }
         let output_variables: BTreeMap<String, String> = request
@@ -535,9 +644,10 @@ impl TryFrom<pb::PollForThirdPartyJobsRequest> for PollForThirdPartyJobsInput {
         if let Some(action_type_id) = &action_type_id
             && action_type_id.owner != ActionOwner::ThirdParty
         {
-            check.violation(
+            check.rule(
                 "action_type_id.owner",
                 "must be ACTION_OWNER_THIRD_PARTY: PollForThirdPartyJobs serves partner actions only",
+                "must be ThirdParty: PollForThirdPartyJobs serves partner actions only",
             );
         }
         let max_batch_size = check.max_batch_size(request.max_batch_size);
@@ -648,10 +758,11 @@ pub fn with_own_client_token<T>(
             Ok(request.with_token(token))
         }
         ClientCredential::Client(_) | ClientCredential::Unnamed => Err(InvalidRequest {
-            violations: vec![FieldViolation {
-                field: "client_token".to_owned(),
-                description: "must not be null".to_owned(),
-            }],
+            violations: vec![FieldViolation::new(
+                "client_token",
+                Constraint::Required,
+                Shown::Null,
+            )],
         }),
     }
 }

@@ -14,7 +14,7 @@ use crate::{
     domain::{
         ActionConfiguration, ActionOwner, ActionTypeId, ClientId, ClientToken, EncryptionKey,
         validate,
-        validate::{FieldViolation, InvalidRequest},
+        validate::{FieldViolation, InvalidRequest, Shown},
     },
     pb::{
         emulator::{self as pb, emulator_admin_service_server::EmulatorAdminService},
@@ -158,10 +158,7 @@ impl EmulatorAdminService for AdminService {
     ) -> Result<Response<pb::SetFaultsResponse>, Status> {
         let plan = FaultPlan::parse(&request.into_inner().plan).map_err(|problem| {
             status::invalid_request(InvalidRequest {
-                violations: vec![FieldViolation {
-                    field: "plan".to_owned(),
-                    description: problem,
-                }],
+                violations: vec![FieldViolation::rule("plan", problem, Shown::Null)],
             })
         })?;
         self.emulator.set_faults(plan);
@@ -177,16 +174,14 @@ fn partner_client(
     client_token: &str,
 ) -> Result<Option<PartnerClient>, InvalidRequest> {
     let mut violations = Vec::new();
-    let mut violation = |field: &str, description: &str| {
-        violations.push(FieldViolation {
-            field: field.to_owned(),
-            description: description.to_owned(),
-        });
-    };
     if action_type.owner != ActionOwner::ThirdParty {
         for (field, value) in [("client_id", client_id), ("client_token", client_token)] {
             if !value.is_empty() {
-                violation(field, "is only for a third-party action type");
+                violations.push(FieldViolation::rule(
+                    field,
+                    "is only for a third-party action type",
+                    Shown::Null,
+                ));
             }
         }
         return if violations.is_empty() {
@@ -199,13 +194,20 @@ fn partner_client(
     let id = match client_id {
         "" => Some(random.id),
         given => ClientId::parse(given)
-            .map_err(|description| violation("client_id", description))
+            .map_err(|broken| {
+                violations.push(FieldViolation::new("client_id", broken, Shown::text(given)));
+            })
             .ok(),
     };
     let token = match client_token {
         "" => Some(random.token),
         given => ClientToken::parse(given)
-            .map_err(|description| violation("client_token", description))
+            .map_err(|broken| {
+                let secret = Shown::Secret {
+                    len: given.chars().count(),
+                };
+                violations.push(FieldViolation::new("client_token", broken, secret));
+            })
             .ok(),
     };
     match (id, token) {

@@ -19,6 +19,8 @@ pub struct StaticCredentials {
     pub access_key_id: String,
     /// The secret access key.
     pub secret_access_key: String,
+    /// The session token of temporary credentials, which requests must then carry.
+    pub session_token: Option<String>,
 }
 
 impl std::fmt::Debug for StaticCredentials {
@@ -26,6 +28,10 @@ impl std::fmt::Debug for StaticCredentials {
         f.debug_struct("StaticCredentials")
             .field("access_key_id", &self.access_key_id)
             .field("secret_access_key", &"<redacted>")
+            .field(
+                "session_token",
+                &self.session_token.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -145,7 +151,17 @@ pub fn verify(
                 "Authorization header requires 'Credential', 'Signature' and 'SignedHeaders' parameters, and the AWS4-HMAC-SHA256 algorithm",
             )
         })?;
-    if auth.access_key_id != credentials.access_key_id {
+    let presented_token = request
+        .headers
+        .get("x-amz-security-token")
+        .map(|token| token.as_bytes());
+    let token_ok = match (credentials.session_token.as_deref(), presented_token) {
+        (None, None) => true,
+        (Some(issued), Some(presented)) => bool::from(issued.as_bytes().ct_eq(presented)),
+        // A token we did not issue, or none where the credentials are temporary.
+        _ => false,
+    };
+    if auth.access_key_id != credentials.access_key_id || !token_ok {
         return Err(reject(
             "UnrecognizedClientException",
             "The security token included in the request is invalid.",
@@ -258,6 +274,7 @@ mod tests {
 
     fn credentials() -> StaticCredentials {
         StaticCredentials {
+            session_token: None,
             access_key_id: "AKIDEXAMPLE".to_owned(),
             secret_access_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".to_owned(),
         }
@@ -265,13 +282,28 @@ mod tests {
 
     /// Signs a request the way the SDK does, with the SDK's own signer, then checks it here.
     fn sdk_signed(secret: &str, body: &'static [u8]) -> (HeaderMap, SystemTime) {
+        sdk_signed_with_token(secret, None, body)
+    }
+
+    fn sdk_signed_with_token(
+        secret: &str,
+        session_token: Option<&str>,
+        body: &'static [u8],
+    ) -> (HeaderMap, SystemTime) {
         use aws_credential_types::Credentials;
         use aws_sigv4::{
             http_request::{SignableBody, SignableRequest, SigningSettings, sign},
             sign::v4,
         };
         let now = SystemTime::now();
-        let identity = Credentials::new("AKIDEXAMPLE", secret, None, None, "test").into();
+        let identity = Credentials::new(
+            "AKIDEXAMPLE",
+            secret,
+            session_token.map(str::to_owned),
+            None,
+            "test",
+        )
+        .into();
         let params = v4::SigningParams::builder()
             .identity(&identity)
             .region("us-east-1")
@@ -323,6 +355,30 @@ mod tests {
             verify(&request(&headers, body), &credentials(), "us-east-1", now),
             Ok(())
         );
+    }
+
+    #[test]
+    fn a_session_token_must_be_the_one_issued_and_present_when_one_was() {
+        let secret = credentials().secret_access_key;
+        let body = b"{}";
+        let temporary = StaticCredentials {
+            session_token: Some("issued-session-token".to_owned()),
+            ..credentials()
+        };
+        let (headers, now) = sdk_signed_with_token(&secret, Some("issued-session-token"), body);
+        assert_eq!(
+            verify(&request(&headers, body), &temporary, "us-east-1", now),
+            Ok(())
+        );
+        for (credentials, token) in [
+            (credentials(), Some("a-token-nobody-issued")),
+            (temporary.clone(), Some("another-token")),
+            (temporary, None),
+        ] {
+            let (headers, now) = sdk_signed_with_token(&secret, token, body);
+            let err = verify(&request(&headers, body), &credentials, "us-east-1", now).unwrap_err();
+            assert_eq!(err.code, "UnrecognizedClientException", "{token:?}");
+        }
     }
 
     #[test]

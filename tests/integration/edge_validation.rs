@@ -330,6 +330,7 @@ fn cases() -> Vec<(&'static str, Call, &'static str)> {
 #[rstest]
 #[case::in_process(Backend::InProcess)]
 #[case::real_sdk(Backend::RealSdk)]
+#[case::real_sdk_cbor(Backend::RealSdkCbor)]
 #[tokio::test]
 async fn every_broken_constraint_is_invalid_argument_naming_the_field_with_no_upstream_call(
     #[case] backend: Backend,

@@ -139,6 +139,7 @@ fn acknowledgements(gw: &TestGateway) -> u64 {
 #[rstest]
 #[case::in_process(Backend::InProcess)]
 #[case::real_sdk(Backend::RealSdk)]
+#[case::real_sdk_cbor(Backend::RealSdkCbor)]
 #[tokio::test]
 async fn a_job_is_delivered_on_the_stream_taken_with_an_acknowledgement_and_finished(
     #[case] backend: Backend,
@@ -267,6 +268,7 @@ async fn no_subscriber_holds_more_unacknowledged_jobs_than_its_credit() {
 #[rstest]
 #[case::in_process(Backend::InProcess)]
 #[case::real_sdk(Backend::RealSdk)]
+#[case::real_sdk_cbor(Backend::RealSdkCbor)]
 #[tokio::test]
 async fn jobs_a_subscriber_leaves_with_go_to_another_at_once_with_the_same_nonce(
     #[case] backend: Backend,

@@ -11,6 +11,7 @@ use crate::support::{Backend, gateway, spawn};
 #[rstest]
 #[case::in_process(Backend::InProcess)]
 #[case::real_sdk(Backend::RealSdk)]
+#[case::real_sdk_cbor(Backend::RealSdkCbor)]
 #[tokio::test]
 async fn a_job_goes_from_poll_to_acknowledge_to_success(#[case] backend: Backend) {
     let mut gw = spawn(backend).await;
@@ -121,6 +122,7 @@ async fn a_job_goes_from_poll_to_acknowledge_to_success(#[case] backend: Backend
 #[rstest]
 #[case::in_process(Backend::InProcess)]
 #[case::real_sdk(Backend::RealSdk)]
+#[case::real_sdk_cbor(Backend::RealSdkCbor)]
 #[tokio::test]
 async fn a_continuation_token_creates_a_follow_up_job_that_carries_it(#[case] backend: Backend) {
     let mut gw = spawn(backend).await;
@@ -164,6 +166,7 @@ async fn a_continuation_token_creates_a_follow_up_job_that_carries_it(#[case] ba
 #[rstest]
 #[case::in_process(Backend::InProcess)]
 #[case::real_sdk(Backend::RealSdk)]
+#[case::real_sdk_cbor(Backend::RealSdkCbor)]
 #[tokio::test]
 async fn a_failure_result_fails_the_job_with_its_details(#[case] backend: Backend) {
     let mut gw = spawn(backend).await;
@@ -190,6 +193,7 @@ async fn a_failure_result_fails_the_job_with_its_details(#[case] backend: Backen
 #[rstest]
 #[case::in_process(Backend::InProcess)]
 #[case::real_sdk(Backend::RealSdk)]
+#[case::real_sdk_cbor(Backend::RealSdkCbor)]
 #[tokio::test]
 async fn an_unacknowledged_job_is_handed_out_again_with_a_new_nonce(#[case] backend: Backend) {
     let mut gw = gateway(backend)
@@ -222,6 +226,7 @@ async fn an_unacknowledged_job_is_handed_out_again_with_a_new_nonce(#[case] back
 #[rstest]
 #[case::in_process(Backend::InProcess)]
 #[case::real_sdk(Backend::RealSdk)]
+#[case::real_sdk_cbor(Backend::RealSdkCbor)]
 #[tokio::test]
 async fn a_query_param_hands_out_only_matching_jobs(#[case] backend: Backend) {
     let mut gw = spawn(backend).await;
@@ -271,6 +276,7 @@ async fn a_job_not_finished_in_time_is_timed_out() {
 #[rstest]
 #[case::in_process(Backend::InProcess)]
 #[case::real_sdk(Backend::RealSdk)]
+#[case::real_sdk_cbor(Backend::RealSdkCbor)]
 #[tokio::test]
 async fn batch_size_bounds_a_poll_and_each_job_gets_its_own_nonce(#[case] backend: Backend) {
     let mut gw = spawn(backend).await;

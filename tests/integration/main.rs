@@ -5,6 +5,7 @@ mod support;
 
 mod auth;
 mod edge_validation;
+mod emulator_front;
 mod faults;
 mod feed;
 mod hardening;

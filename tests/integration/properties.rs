@@ -8,7 +8,7 @@ use codepipeline_gateway::{
         AcknowledgeJobInput, FailureType, JobId, PollForJobsInput, PutJobFailureResultInput,
         PutJobSuccessResultInput,
     },
-    emulator::front::check_request,
+    emulator::front::{Protocol, check_request},
     pb::jobworker as pb,
     upstream::Operation,
 };
@@ -109,8 +109,9 @@ proptest! {
     }
 
     #[test]
-    fn the_aws_json_front_answers_any_body_with_an_aws_code(op in 0usize..5, body in proptest::collection::vec(any::<u8>(), 0..200)) {
-        if let Err(code) = check_request(Operation::ALL[op], &body) {
+    fn the_front_answers_any_body_in_either_protocol_with_an_aws_code(op in 0usize..Operation::ALL.len(), cbor in any::<bool>(), body in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let protocol = if cbor { Protocol::RpcV2Cbor } else { Protocol::AwsJson };
+        if let Err(code) = check_request(protocol, Operation::ALL[op], &body) {
             prop_assert!(code == "ValidationException" || code == "SerializationException", "{}", code);
         }
     }
@@ -119,7 +120,7 @@ proptest! {
     fn the_aws_json_front_validates_what_parses(job_id in prop_oneof![uuid(), "\\PC{0,40}"], nonce in "[a-z0-9]{0,60}") {
         let body = serde_json::json!({ "jobId": job_id, "nonce": nonce }).to_string();
         let expected = is_lowercase_uuid(&job_id) && (1..=50).contains(&nonce.len());
-        let result = check_request(Operation::AcknowledgeJob, body.as_bytes());
+        let result = check_request(Protocol::AwsJson, Operation::AcknowledgeJob, body.as_bytes());
         prop_assert_eq!(result.is_ok(), expected);
         if !expected {
             prop_assert_eq!(result.unwrap_err(), "ValidationException");

@@ -3,7 +3,8 @@
 //! - `Backend::InProcess`: `serve --upstream emulator`, the engine in the gateway's process;
 //! - `Backend::RealSdk`: the emulator's AWS wire-protocol front (`emulator`), and a gateway with
 //!   the `aws` upstream pointed at it: gateway -> aws-sdk-codepipeline (signing, retries) -> HTTP
-//!   -> emulator.
+//!   (awsJson1_1) -> emulator;
+//! - `Backend::RealSdkCbor`: the same, speaking Smithy RPC v2 CBOR (`--aws-protocol cbor`).
 //!
 //! A test that holds for both backends runs once per backend (rstest cases), so its name says
 //! which one broke.
@@ -37,8 +38,17 @@ pub const REGION: &str = "us-east-1";
 pub enum Backend {
     /// The emulator in the gateway's process.
     InProcess,
-    /// The real AWS SDK talking HTTP to the emulator's front.
+    /// The real AWS SDK talking HTTP to the emulator's front, in awsJson1_1.
     RealSdk,
+    /// The same in Smithy RPC v2 CBOR.
+    RealSdkCbor,
+}
+
+impl Backend {
+    /// Whether calls go through the real SDK (either protocol).
+    pub fn is_real_sdk(self) -> bool {
+        self != Self::InProcess
+    }
 }
 
 /// A gateway to spawn: its backend, flags and seams.
@@ -111,7 +121,7 @@ impl Spawn {
             engine,
             mut seams,
         } = self;
-        if backend == Backend::RealSdk && seams.aws_credentials.is_none() {
+        if backend.is_real_sdk() && seams.aws_credentials.is_none() {
             seams.aws_credentials = Some(signing_with(SECRET_ACCESS_KEY));
         }
         let given = |flag: &str| flags.iter().any(|given| given == flag);
@@ -128,7 +138,10 @@ impl Spawn {
                 serve.extend(engine_flags);
                 None
             }
-            Backend::RealSdk => {
+            Backend::RealSdk | Backend::RealSdkCbor => {
+                if backend == Backend::RealSdkCbor {
+                    serve.extend(["--aws-protocol", "cbor"].map(String::from));
+                }
                 let mut front_flags: Vec<String> = [
                     "--listen",
                     "127.0.0.1:0",
@@ -241,6 +254,11 @@ impl TestGateway {
 
     pub fn metrics_addr(&self) -> std::net::SocketAddr {
         self.app.metrics_addr()
+    }
+
+    /// The emulator front's address, on the real SDK path.
+    pub fn front_addr(&self) -> Option<std::net::SocketAddr> {
+        self.front.as_ref().map(EmulatorApp::addr)
     }
 
     pub async fn stop(self) {

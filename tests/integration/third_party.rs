@@ -176,6 +176,7 @@ fn assert_aws_error(status: &tonic::Status, code: Code, reason: &str, context: &
 #[rstest]
 #[case::in_process(Backend::InProcess)]
 #[case::real_sdk(Backend::RealSdk)]
+#[case::real_sdk_cbor(Backend::RealSdkCbor)]
 #[tokio::test]
 async fn a_third_party_job_runs_its_lifecycle_from_poll_to_continuation_to_failure(
     #[case] backend: Backend,
@@ -276,6 +277,7 @@ async fn a_third_party_job_runs_its_lifecycle_from_poll_to_continuation_to_failu
 #[rstest]
 #[case::in_process(Backend::InProcess)]
 #[case::real_sdk(Backend::RealSdk)]
+#[case::real_sdk_cbor(Backend::RealSdkCbor)]
 #[tokio::test]
 async fn every_modelled_third_party_error_arrives_with_its_code_and_never_a_token(
     #[case] backend: Backend,
@@ -557,6 +559,7 @@ enum ThirdPartyCall {
 #[rstest]
 #[case::in_process(Backend::InProcess)]
 #[case::real_sdk(Backend::RealSdk)]
+#[case::real_sdk_cbor(Backend::RealSdkCbor)]
 #[tokio::test]
 async fn every_broken_third_party_constraint_is_invalid_argument_with_no_upstream_call(
     #[case] backend: Backend,
@@ -644,6 +647,7 @@ fn assert_no_client_token(status: &tonic::Status, context: &str) {
 #[rstest]
 #[case::in_process(Backend::InProcess)]
 #[case::real_sdk(Backend::RealSdk)]
+#[case::real_sdk_cbor(Backend::RealSdkCbor)]
 #[tokio::test]
 async fn the_gateway_supplies_the_client_token_by_named_client_or_by_its_own_poll(
     #[case] backend: Backend,
@@ -707,6 +711,7 @@ async fn the_gateway_supplies_the_client_token_by_named_client_or_by_its_own_pol
 #[rstest]
 #[case::in_process(Backend::InProcess)]
 #[case::real_sdk(Backend::RealSdk)]
+#[case::real_sdk_cbor(Backend::RealSdkCbor)]
 #[tokio::test]
 async fn a_missing_client_token_is_a_failed_precondition_and_no_upstream_call(
     #[case] backend: Backend,
@@ -839,6 +844,7 @@ async fn wait_for(mut done: impl FnMut() -> bool) -> bool {
 #[rstest]
 #[case::in_process(Backend::InProcess)]
 #[case::real_sdk(Backend::RealSdk)]
+#[case::real_sdk_cbor(Backend::RealSdkCbor)]
 #[tokio::test]
 async fn third_party_calls_are_counted_per_operation(#[case] backend: Backend) {
     let mut gw = spawn(backend).await;

@@ -30,6 +30,7 @@ fn assert_aws_error(
 #[rstest]
 #[case::in_process(Backend::InProcess)]
 #[case::real_sdk(Backend::RealSdk)]
+#[case::real_sdk_cbor(Backend::RealSdkCbor)]
 #[tokio::test]
 async fn acknowledging_with_a_stale_nonce_is_aborted(#[case] backend: Backend) {
     let mut gw = spawn(backend).await;
@@ -37,7 +38,7 @@ async fn acknowledging_with_a_stale_nonce_is_aborted(#[case] backend: Backend) {
     gw.poll(1).await;
     let status = gw.acknowledge(&id, "12345").await.unwrap_err();
     let info = assert_aws_error(&status, Code::Aborted, "InvalidNonceException", backend);
-    if backend == Backend::RealSdk {
+    if backend.is_real_sdk() {
         assert!(
             !info.metadata["aws_request_id"].is_empty(),
             "the AWS request id travels in ErrorInfo metadata"
@@ -49,6 +50,7 @@ async fn acknowledging_with_a_stale_nonce_is_aborted(#[case] backend: Backend) {
 #[rstest]
 #[case::in_process(Backend::InProcess)]
 #[case::real_sdk(Backend::RealSdk)]
+#[case::real_sdk_cbor(Backend::RealSdkCbor)]
 #[tokio::test]
 async fn calls_about_an_unknown_job_are_not_found(#[case] backend: Backend) {
     let mut gw = spawn(backend).await;
@@ -95,6 +97,7 @@ async fn calls_about_an_unknown_job_are_not_found(#[case] backend: Backend) {
 #[rstest]
 #[case::in_process(Backend::InProcess)]
 #[case::real_sdk(Backend::RealSdk)]
+#[case::real_sdk_cbor(Backend::RealSdkCbor)]
 #[tokio::test]
 async fn a_result_for_a_job_that_is_not_in_progress_is_a_failed_precondition(
     #[case] backend: Backend,
@@ -144,6 +147,7 @@ async fn a_result_for_a_job_that_is_not_in_progress_is_a_failed_precondition(
 #[rstest]
 #[case::in_process(Backend::InProcess)]
 #[case::real_sdk(Backend::RealSdk)]
+#[case::real_sdk_cbor(Backend::RealSdkCbor)]
 #[tokio::test]
 async fn polling_an_unregistered_action_type_is_not_found(#[case] backend: Backend) {
     let mut gw = spawn(backend).await;
@@ -170,6 +174,7 @@ async fn polling_an_unregistered_action_type_is_not_found(#[case] backend: Backe
 #[rstest]
 #[case::in_process(Backend::InProcess)]
 #[case::real_sdk(Backend::RealSdk)]
+#[case::real_sdk_cbor(Backend::RealSdkCbor)]
 #[tokio::test]
 async fn output_variables_over_the_size_limit_are_a_failed_precondition(#[case] backend: Backend) {
     let mut gw = spawn(backend).await;
@@ -216,6 +221,65 @@ async fn a_gateway_whose_own_aws_identity_is_rejected_answers_internal_not_unaut
         "a wrongly signed call never reaches the engine"
     );
     gw.stop().await;
+}
+
+/// Temporary credentials: the emulator's key with a session token.
+fn with_session_token(token: Option<&str>) -> SharedCredentialsProvider {
+    SharedCredentialsProvider::new(aws_credential_types::Credentials::new(
+        crate::support::ACCESS_KEY_ID,
+        crate::support::SECRET_ACCESS_KEY,
+        token.map(str::to_owned),
+        None,
+        "test",
+    ))
+}
+
+#[rstest]
+#[case::real_sdk(Backend::RealSdk)]
+#[case::real_sdk_cbor(Backend::RealSdkCbor)]
+#[tokio::test]
+async fn a_session_token_the_front_did_not_issue_is_an_unrecognized_client(
+    #[case] backend: Backend,
+) {
+    // The front issued no token: one the gateway sends is not AWS's.
+    let mut bogus = gateway(backend)
+        .aws_credentials(with_session_token(Some("a-token-nobody-issued")))
+        .spawn()
+        .await;
+    let status = bogus.acknowledge(UNKNOWN_JOB, "1").await.unwrap_err();
+    assert_aws_error(
+        &status,
+        Code::Internal,
+        "UnrecognizedClientException",
+        backend,
+    );
+    bogus.stop().await;
+
+    // The front's credentials are temporary: the token must come, and be the one issued.
+    for (token, accepted) in [
+        (Some("issued-token"), true),
+        (Some("other"), false),
+        (None, false),
+    ] {
+        let mut gw = gateway(backend)
+            .engine(&["--session-token", "issued-token"])
+            .aws_credentials(with_session_token(token))
+            .spawn()
+            .await;
+        let status = gw.acknowledge(UNKNOWN_JOB, "1").await.unwrap_err();
+        let reason = if accepted {
+            "JobNotFoundException"
+        } else {
+            "UnrecognizedClientException"
+        };
+        let code = if accepted {
+            Code::NotFound
+        } else {
+            Code::Internal
+        };
+        assert_aws_error(&status, code, reason, backend);
+        gw.stop().await;
+    }
 }
 
 /// A credential chain that finds nothing, like a pod with no IRSA role and no environment.

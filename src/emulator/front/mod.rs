@@ -1,23 +1,24 @@
 //! The emulator's AWS wire-protocol front: the job-worker operations (custom and third-party)
-//! over awsJson1_1, as CodePipeline serves
-//! them (`POST /` with `X-Amz-Target: CodePipeline_20150709.<Operation>`, SigV4-signed, errors as
-//! `{"__type": ..., "message": ...}` with `x-amzn-ErrorType` and `x-amzn-RequestId`). The AWS
-//! SDKs (Rust, boto3, ...) pointed at it behave as against AWS. The admin gRPC service shares the
-//! port, so one address is all a test needs.
+//! as CodePipeline serves them, in both its protocols ([`protocol`]): awsJson1_1 (`POST /` with
+//! `X-Amz-Target`) and Smithy RPC v2 CBOR (`POST /service/CodePipeline_20150709/operation/<Op>`).
+//! Every request is SigV4-checked the same way, and every answer (errors included) carries
+//! `x-amzn-RequestId`. The AWS SDKs (Rust, boto3, JavaScript, ...) pointed at it behave as against
+//! AWS. The admin gRPC service shares the port, so one address is all a test needs.
 
 use std::{sync::Arc, time::SystemTime};
 
 use axum::{
     Router,
     body::Bytes,
-    extract::State,
+    extract::{Path, State},
     http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header},
     response::{IntoResponse, Response},
     routing::post,
 };
-use serde::{Serialize, de::DeserializeOwned};
+use serde::de::DeserializeOwned;
 
-mod aws_json;
+mod protocol;
+mod shapes;
 
 pub use super::sigv4::StaticCredentials;
 use super::{
@@ -34,10 +35,7 @@ use crate::{
     pb::jobworker as pb,
     upstream::{AwsErrorCode, Operation, UpstreamError},
 };
-
-/// The `X-Amz-Target` prefix of CodePipeline's operations.
-const TARGET_PREFIX: &str = "CodePipeline_20150709.";
-const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
+pub use protocol::Protocol;
 
 /// What the front accepts: the static credentials and the region requests must be signed for.
 #[derive(Debug, Clone)]
@@ -53,25 +51,44 @@ struct Front {
     config: FrontConfig,
 }
 
-/// The router serving awsJson1_1 on `POST /` and the admin gRPC service beside it.
+/// The router serving both protocols and the admin gRPC service beside them.
 pub fn router(emulator: Arc<Emulator>, config: FrontConfig) -> Router {
     let admin = AdminService::new(emulator.clone()).into_server();
-    let aws_json_api = Router::new()
+    let aws_api = Router::new()
         .route("/", post(aws_json))
+        .route(
+            "/service/{service}/operation/{operation}",
+            post(rpc_v2_cbor),
+        )
         .with_state(Arc::new(Front { emulator, config }));
     tonic::service::Routes::new(admin)
         .into_axum_router()
-        .merge(aws_json_api)
+        .merge(aws_api)
+        .method_not_allowed_fallback(unknown_path)
         .fallback(unknown_path)
 }
 
-async fn unknown_path() -> Response {
-    error_response(
-        &request_id(),
-        StatusCode::NOT_FOUND,
-        "UnknownOperationException",
-        "Only POST / is served",
-    )
+/// Anything but the two protocols' POSTs: an AWS error, in the protocol the path suggests.
+async fn unknown_path(method: Method, uri: Uri) -> Response {
+    let protocol = Protocol::of_path(uri.path());
+    let (status, message) = if method == Method::POST {
+        (
+            StatusCode::NOT_FOUND,
+            format!("No operation is served at {}", uri.path()),
+        )
+    } else {
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{method} is not served: operations are called with POST"),
+        )
+    };
+    let mut response = protocol.error(&request_id(), status, "UnknownOperationException", &message);
+    if method != Method::POST {
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+    }
+    response
 }
 
 fn request_id() -> String {
@@ -96,7 +113,7 @@ impl ApiError {
 }
 
 impl From<InvalidRequest> for ApiError {
-    /// Words the violations as AWS does, with the model's camelCase member paths.
+    /// Words the violations as AWS does: AWS's member paths and values, AWS's clauses.
     fn from(invalid: InvalidRequest) -> Self {
         let count = invalid.violations.len();
         let details: Vec<String> = invalid
@@ -104,9 +121,10 @@ impl From<InvalidRequest> for ApiError {
             .iter()
             .map(|v| {
                 format!(
-                    "Value at '{}' failed to satisfy constraint: Member {}",
+                    "Value {} at '{}' failed to satisfy constraint: Member {}",
+                    v.value.aws_quoted(),
                     camel_case_path(&v.field),
-                    v.description
+                    v.constraint.aws_clause(&v.value)
                 )
             })
             .collect();
@@ -168,38 +186,77 @@ pub struct DropConnection;
 /// How a call is answered: normally, or as an injected fault that strikes after the call took
 /// effect.
 enum Answer {
-    Json(Vec<u8>),
+    Body(Option<Vec<u8>>),
     Drop,
     Truncated(Vec<u8>),
     Malformed,
 }
 
+/// `POST /`: awsJson1_1, the operation named by `X-Amz-Target`.
 async fn aws_json(
     State(front): State<Arc<Front>>,
-    method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let operation = headers
+        .get("x-amz-target")
+        .and_then(|target| target.to_str().ok())
+        .and_then(|target| target.strip_prefix(protocol::SERVICE))
+        .and_then(|target| target.strip_prefix('.'))
+        .and_then(Operation::from_name);
+    answer(&front, Protocol::AwsJson, operation, &uri, &headers, &body).await
+}
+
+/// `POST /service/{service}/operation/{operation}`: Smithy RPC v2 CBOR.
+async fn rpc_v2_cbor(
+    State(front): State<Arc<Front>>,
+    Path((service, operation)): Path<(String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let operation = Protocol::is_codepipeline(&service)
+        .then(|| Operation::from_name(&operation))
+        .flatten();
+    answer(
+        &front,
+        Protocol::RpcV2Cbor,
+        operation,
+        &uri,
+        &headers,
+        &body,
+    )
+    .await
+}
+
+async fn answer(
+    front: &Front,
+    protocol: Protocol,
+    operation: Option<Operation>,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
     let request_id = request_id();
-    let answer = match serve_call(&front, &method, &uri, &headers, &body).await {
+    let answer = match serve_call(front, protocol, operation, uri, headers, body).await {
         Ok(answer) => answer,
         Err(error) => {
-            return error_response(&request_id, error.status, &error.code, &error.message);
+            return protocol.error(&request_id, error.status, &error.code, &error.message);
         }
     };
-    let json = match answer {
-        Answer::Json(json) => json,
+    match answer {
+        Answer::Body(body) => protocol.answer(&request_id, body),
         Answer::Drop => {
             let mut response = StatusCode::INTERNAL_SERVER_ERROR.into_response();
             response.extensions_mut().insert(DropConnection);
-            return response;
+            response
         }
-        Answer::Truncated(json) => {
+        Answer::Truncated(body) => {
             // Promise the whole body, send half of it, then fail the stream: the connection is
             // cut mid-answer.
-            let length = json.len();
-            let half = Bytes::from(json).slice(..length / 2);
+            let length = body.len();
+            let half = Bytes::from(body).slice(..length / 2);
             let chunks = futures_util::stream::iter([
                 Ok(half),
                 Err(std::io::Error::other("injected truncation")),
@@ -208,27 +265,16 @@ async fn aws_json(
             response
                 .headers_mut()
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-            return response;
+            response
         }
-        Answer::Malformed => br#"{"jobs": [{"id": "#.to_vec(),
-    };
-    (
-        StatusCode::OK,
-        [
-            (header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE)),
-            (
-                header::HeaderName::from_static("x-amzn-requestid"),
-                HeaderValue::from_str(&request_id).expect("a UUID is a valid header value"),
-            ),
-        ],
-        json,
-    )
-        .into_response()
+        Answer::Malformed => protocol.answer(&request_id, Some(protocol.malformed())),
+    }
 }
 
 async fn serve_call(
     front: &Front,
-    method: &Method,
+    protocol: Protocol,
+    operation: Option<Operation>,
     uri: &Uri,
     headers: &HeaderMap,
     body: &[u8],
@@ -247,7 +293,7 @@ async fn serve_call(
         _ => headers,
     };
     let signed = SignedRequest {
-        method: method.as_str(),
+        method: "POST",
         path: uri.path(),
         query: uri.query().unwrap_or(""),
         headers,
@@ -260,167 +306,179 @@ async fn serve_call(
         SystemTime::now(),
     )
     .map_err(|rejection| ApiError::bad_request(rejection.code, rejection.message))?;
-
-    let operation = headers
-        .get("x-amz-target")
-        .and_then(|target| target.to_str().ok())
-        .and_then(|target| target.strip_prefix(TARGET_PREFIX))
-        .and_then(Operation::from_name)
-        .ok_or_else(|| ApiError::bad_request("UnknownOperationException", ""))?;
+    if !protocol.headers_conform(headers) {
+        return Err(ApiError::bad_request(
+            "SerializationException",
+            "An rpc-v2-cbor request carries `smithy-protocol: rpc-v2-cbor` and no X-Amz-Target",
+        ));
+    }
+    let operation = operation
+        .ok_or_else(|| ApiError::bad_request("UnknownOperationException", "No such operation"))?;
 
     let emulator = &front.emulator;
     let fault = emulator.enter(operation).await;
     if let Some(fault) = fault.filter(|fault| !fault.after_effect()) {
         return Err(fault.as_upstream_error().into());
     }
+    let call = Call { protocol, body };
     let result = match operation {
         Operation::PollForJobs => {
-            call::<aws_json::PollForJobsIn, pb::PollForJobsRequest, _, _>(body, |input| {
+            call.run::<shapes::PollForJobsIn, pb::PollForJobsRequest, _, _>(|input| {
                 let jobs = emulator.poll(&input)?;
-                Ok(aws_json::PollForJobsOut {
+                Ok(shapes::PollForJobsOut {
                     jobs: jobs.into_iter().map(Into::into).collect(),
                 })
             })
         }
         Operation::AcknowledgeJob => {
-            call::<aws_json::AcknowledgeJobIn, pb::AcknowledgeJobRequest, _, _>(body, |input| {
+            call.run::<shapes::AcknowledgeJobIn, pb::AcknowledgeJobRequest, _, _>(|input| {
                 emulator
                     .acknowledge(&input)
-                    .map(aws_json::AcknowledgeJobOut::from)
+                    .map(shapes::AcknowledgeJobOut::from)
             })
         }
         Operation::GetJobDetails => {
-            call::<aws_json::GetJobDetailsIn, pb::GetJobDetailsRequest, _, _>(body, |input| {
-                emulator
-                    .details(&input)
-                    .map(aws_json::GetJobDetailsOut::from)
+            call.run::<shapes::GetJobDetailsIn, pb::GetJobDetailsRequest, _, _>(|input| {
+                emulator.details(&input).map(shapes::GetJobDetailsOut::from)
             })
         }
-        Operation::PutJobSuccessResult => {
-            call::<aws_json::PutJobSuccessResultIn, pb::PutJobSuccessResultRequest, _, _>(
-                body,
-                |input| emulator.succeed(input).map(|()| aws_json::Empty {}),
-            )
-        }
-        Operation::PutJobFailureResult => {
-            call::<aws_json::PutJobFailureResultIn, pb::PutJobFailureResultRequest, _, _>(
-                body,
-                |input| emulator.fail(input).map(|()| aws_json::Empty {}),
-            )
-        }
-        Operation::PollForThirdPartyJobs => {
-            call::<aws_json::PollForThirdPartyJobsIn, pb::PollForThirdPartyJobsRequest, _, _>(
-                body,
-                |input| {
-                    let jobs = emulator.poll_third_party(&input)?;
-                    Ok(aws_json::PollForThirdPartyJobsOut {
-                        jobs: jobs.into_iter().map(Into::into).collect(),
-                    })
-                },
-            )
-        }
-        Operation::AcknowledgeThirdPartyJob => call_third_party::<
-            aws_json::AcknowledgeThirdPartyJobIn,
+        Operation::PutJobSuccessResult => call
+            .run::<shapes::PutJobSuccessResultIn, pb::PutJobSuccessResultRequest, _, _>(
+                |input| emulator.succeed(input).map(|()| shapes::Empty {}),
+            ),
+        Operation::PutJobFailureResult => call
+            .run::<shapes::PutJobFailureResultIn, pb::PutJobFailureResultRequest, _, _>(
+                |input| emulator.fail(input).map(|()| shapes::Empty {}),
+            ),
+        Operation::PollForThirdPartyJobs => call.run::<
+            shapes::PollForThirdPartyJobsIn,
+            pb::PollForThirdPartyJobsRequest,
+            _,
+            _,
+        >(|input| {
+            let jobs = emulator.poll_third_party(&input)?;
+            Ok(shapes::PollForThirdPartyJobsOut {
+                jobs: jobs.into_iter().map(Into::into).collect(),
+            })
+        }),
+        Operation::AcknowledgeThirdPartyJob => call.run_third_party::<
+            shapes::AcknowledgeThirdPartyJobIn,
             pb::AcknowledgeThirdPartyJobRequest,
             _,
             _,
-        >(body, |input| {
+        >(|input| {
             emulator
                 .acknowledge_third_party(&input)
-                .map(aws_json::AcknowledgeJobOut::from)
+                .map(shapes::AcknowledgeJobOut::from)
         }),
-        Operation::GetThirdPartyJobDetails => call_third_party::<
-            aws_json::GetThirdPartyJobDetailsIn,
+        Operation::GetThirdPartyJobDetails => call.run_third_party::<
+            shapes::GetThirdPartyJobDetailsIn,
             pb::GetThirdPartyJobDetailsRequest,
             _,
             _,
-        >(body, |input| {
+        >(|input| {
             emulator
                 .details_third_party(&input)
-                .map(aws_json::GetThirdPartyJobDetailsOut::from)
+                .map(shapes::GetThirdPartyJobDetailsOut::from)
         }),
-        Operation::PutThirdPartyJobSuccessResult => call_third_party::<
-            aws_json::PutThirdPartyJobSuccessResultIn,
+        Operation::PutThirdPartyJobSuccessResult => call.run_third_party::<
+            shapes::PutThirdPartyJobSuccessResultIn,
             pb::PutThirdPartyJobSuccessResultRequest,
             _,
             _,
-        >(body, |input| {
+        >(|input| {
             emulator
                 .succeed_third_party(input)
-                .map(|()| aws_json::Empty {})
+                .map(|()| shapes::Empty {})
         }),
-        Operation::PutThirdPartyJobFailureResult => call_third_party::<
-            aws_json::PutThirdPartyJobFailureResultIn,
+        Operation::PutThirdPartyJobFailureResult => call.run_third_party::<
+            shapes::PutThirdPartyJobFailureResultIn,
             pb::PutThirdPartyJobFailureResultRequest,
             _,
             _,
-        >(body, |input| {
+        >(|input| {
             emulator
                 .fail_third_party(input)
-                .map(|()| aws_json::Empty {})
+                .map(|()| shapes::Empty {})
         }),
     };
     Ok(match fault {
         Some(Fault::DropConnection) => Answer::Drop,
         Some(Fault::TruncatedResponse) => {
-            Answer::Truncated(result.unwrap_or_else(|_| b"{}".to_vec()))
+            Answer::Truncated(result.ok().flatten().unwrap_or_else(|| b"{}".to_vec()))
         }
         Some(Fault::MalformedJson) => Answer::Malformed,
-        _ => Answer::Json(result?),
+        _ => Answer::Body(result?),
     })
 }
 
-/// Runs one operation: JSON body -> protobuf request -> validated input -> engine -> JSON.
-fn call<Body, Proto, Input, Output>(
-    body: &[u8],
-    run: impl FnOnce(Input) -> Result<Output, UpstreamError>,
-) -> Result<Vec<u8>, ApiError>
-where
-    Body: DeserializeOwned + Into<Proto>,
-    Input: TryFrom<Proto, Error = InvalidRequest>,
-    Output: Serialize,
-{
-    let input = decode::<Body, Proto, Input>(body)?;
-    let output = run(input)?;
-    Ok(serde_json::to_vec(&output).expect("responses serialize"))
+/// One call's request, in its protocol.
+struct Call<'a> {
+    protocol: Protocol,
+    body: &'a [u8],
 }
 
-/// Runs one third-party operation, whose request must carry its client token itself: the
-/// front is CodePipeline, which has no tokens to supply.
-fn call_third_party<Body, Proto, Call, Output>(
-    body: &[u8],
-    run: impl FnOnce(ThirdPartyInput<Call>) -> Result<Output, UpstreamError>,
-) -> Result<Vec<u8>, ApiError>
-where
-    Body: DeserializeOwned + Into<Proto>,
-    ThirdPartyRequest<Call>: TryFrom<Proto, Error = InvalidRequest>,
-    Output: Serialize,
-{
-    let request = decode::<Body, Proto, ThirdPartyRequest<Call>>(body)?;
-    let output = run(validate::with_own_client_token(request)?)?;
-    Ok(serde_json::to_vec(&output).expect("responses serialize"))
+impl Call<'_> {
+    /// Runs one operation: body -> protobuf request -> validated input -> engine -> body.
+    fn run<Body, Proto, Input, Out>(
+        &self,
+        run: impl FnOnce(Input) -> Result<Out, UpstreamError>,
+    ) -> Result<Option<Vec<u8>>, ApiError>
+    where
+        Body: DeserializeOwned + Into<Proto> + shapes::EnumNames,
+        Input: TryFrom<Proto, Error = InvalidRequest>,
+        Out: shapes::Output,
+    {
+        let input = decode::<Body, Proto, Input>(self.protocol, self.body)?;
+        Ok(self.protocol.encode(&run(input)?))
+    }
+
+    /// Runs one third-party operation, whose request must carry its client token itself: the
+    /// front is CodePipeline, which has no tokens to supply.
+    fn run_third_party<Body, Proto, T, Out>(
+        &self,
+        run: impl FnOnce(ThirdPartyInput<T>) -> Result<Out, UpstreamError>,
+    ) -> Result<Option<Vec<u8>>, ApiError>
+    where
+        Body: DeserializeOwned + Into<Proto> + shapes::EnumNames,
+        ThirdPartyRequest<T>: TryFrom<Proto, Error = InvalidRequest>,
+        Out: shapes::Output,
+    {
+        let request = decode::<Body, Proto, ThirdPartyRequest<T>>(self.protocol, self.body)?;
+        let input = validate::with_own_client_token(request)?;
+        Ok(self.protocol.encode(&run(input)?))
+    }
 }
 
 /// Decodes and validates a request body. Decoding into the protobuf request first lets the
 /// gRPC edge's validator check it, so both doors enforce the same constraints.
-fn decode<Body, Proto, Input>(body: &[u8]) -> Result<Input, ApiError>
+fn decode<Body, Proto, Input>(protocol: Protocol, body: &[u8]) -> Result<Input, ApiError>
 where
-    Body: DeserializeOwned + Into<Proto>,
+    Body: DeserializeOwned + Into<Proto> + shapes::EnumNames,
     Input: TryFrom<Proto, Error = InvalidRequest>,
 {
-    let body: &[u8] = if body.is_empty() { b"{}" } else { body };
-    let request: Body = serde_json::from_slice(body).map_err(|_| {
-        ApiError::bad_request(
-            "SerializationException",
-            "The request body is not valid JSON for this operation",
-        )
+    let request: Body = protocol.decode(body).map_err(|protocol::Undecodable| {
+        ApiError::bad_request("SerializationException", protocol.undecodable_message())
     })?;
-    Ok(Input::try_from(request.into())?)
+    let unknown_names = request.unknown_enum_names();
+    Input::try_from(request.into()).map_err(|mut invalid| {
+        // An unknown name reached the validator as "unset": say what it was.
+        for named in unknown_names {
+            if let Some(violation) = invalid
+                .violations
+                .iter_mut()
+                .find(|v| v.field == named.field)
+            {
+                *violation = named;
+            }
+        }
+        ApiError::from(invalid)
+    })
 }
 
-/// Decodes and validates an awsJson1_1 request body as the front does, without running it:
-/// `Err` carries the AWS error code the front would answer with. For fuzzing and property tests.
-pub fn check_request(operation: Operation, body: &[u8]) -> Result<(), String> {
+/// Decodes and validates a request body as the front does, without running it: `Err` carries
+/// the AWS error code the front would answer with. For fuzzing and property tests.
+pub fn check_request(protocol: Protocol, operation: Operation, body: &[u8]) -> Result<(), String> {
     use crate::domain::{
         AcknowledgeJobInput, AcknowledgeThirdParty, FailureDetails, GetJobDetailsInput,
         PollForJobsInput, PollForThirdPartyJobsInput, PutJobFailureResultInput,
@@ -428,83 +486,73 @@ pub fn check_request(operation: Operation, body: &[u8]) -> Result<(), String> {
     };
     let result = match operation {
         Operation::PollForJobs => {
-            decode::<aws_json::PollForJobsIn, pb::PollForJobsRequest, PollForJobsInput>(body)
-                .map(drop)
+            decode::<shapes::PollForJobsIn, pb::PollForJobsRequest, PollForJobsInput>(
+                protocol, body,
+            )
+            .map(drop)
         }
         Operation::AcknowledgeJob => {
-            decode::<aws_json::AcknowledgeJobIn, pb::AcknowledgeJobRequest, AcknowledgeJobInput>(
-                body,
+            decode::<shapes::AcknowledgeJobIn, pb::AcknowledgeJobRequest, AcknowledgeJobInput>(
+                protocol, body,
             )
             .map(drop)
         }
         Operation::GetJobDetails => {
-            decode::<aws_json::GetJobDetailsIn, pb::GetJobDetailsRequest, GetJobDetailsInput>(body)
-                .map(drop)
+            decode::<shapes::GetJobDetailsIn, pb::GetJobDetailsRequest, GetJobDetailsInput>(
+                protocol, body,
+            )
+            .map(drop)
         }
         Operation::PutJobSuccessResult => decode::<
-            aws_json::PutJobSuccessResultIn,
+            shapes::PutJobSuccessResultIn,
             pb::PutJobSuccessResultRequest,
             PutJobSuccessResultInput,
-        >(body)
+        >(protocol, body)
         .map(drop),
         Operation::PutJobFailureResult => decode::<
-            aws_json::PutJobFailureResultIn,
+            shapes::PutJobFailureResultIn,
             pb::PutJobFailureResultRequest,
             PutJobFailureResultInput,
-        >(body)
+        >(protocol, body)
         .map(drop),
         Operation::PollForThirdPartyJobs => decode::<
-            aws_json::PollForThirdPartyJobsIn,
+            shapes::PollForThirdPartyJobsIn,
             pb::PollForThirdPartyJobsRequest,
             PollForThirdPartyJobsInput,
-        >(body)
+        >(protocol, body)
         .map(drop),
         Operation::AcknowledgeThirdPartyJob => check_third_party::<
-            aws_json::AcknowledgeThirdPartyJobIn,
+            shapes::AcknowledgeThirdPartyJobIn,
             pb::AcknowledgeThirdPartyJobRequest,
             AcknowledgeThirdParty,
-        >(body),
+        >(protocol, body),
         Operation::GetThirdPartyJobDetails => check_third_party::<
-            aws_json::GetThirdPartyJobDetailsIn,
+            shapes::GetThirdPartyJobDetailsIn,
             pb::GetThirdPartyJobDetailsRequest,
             (),
-        >(body),
+        >(protocol, body),
         Operation::PutThirdPartyJobSuccessResult => check_third_party::<
-            aws_json::PutThirdPartyJobSuccessResultIn,
+            shapes::PutThirdPartyJobSuccessResultIn,
             pb::PutThirdPartyJobSuccessResultRequest,
             ThirdPartySuccess,
-        >(body),
+        >(protocol, body),
         Operation::PutThirdPartyJobFailureResult => check_third_party::<
-            aws_json::PutThirdPartyJobFailureResultIn,
+            shapes::PutThirdPartyJobFailureResultIn,
             pb::PutThirdPartyJobFailureResultRequest,
             FailureDetails,
-        >(body),
+        >(protocol, body),
     };
     result.map_err(|error| error.code)
 }
 
-fn check_third_party<Body, Proto, Call>(body: &[u8]) -> Result<(), ApiError>
+fn check_third_party<Body, Proto, T>(protocol: Protocol, body: &[u8]) -> Result<(), ApiError>
 where
-    Body: DeserializeOwned + Into<Proto>,
-    ThirdPartyRequest<Call>: TryFrom<Proto, Error = InvalidRequest>,
+    Body: DeserializeOwned + Into<Proto> + shapes::EnumNames,
+    ThirdPartyRequest<T>: TryFrom<Proto, Error = InvalidRequest>,
 {
-    let request = decode::<Body, Proto, ThirdPartyRequest<Call>>(body)?;
+    let request = decode::<Body, Proto, ThirdPartyRequest<T>>(protocol, body)?;
     validate::with_own_client_token(request)?;
     Ok(())
-}
-
-fn error_response(request_id: &str, status: StatusCode, code: &str, message: &str) -> Response {
-    let body = serde_json::json!({ "__type": code, "message": message }).to_string();
-    let mut response = (status, body).into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
-    if let Ok(value) = HeaderValue::from_str(code) {
-        headers.insert("x-amzn-errortype", value);
-    }
-    if let Ok(value) = HeaderValue::from_str(request_id) {
-        headers.insert("x-amzn-requestid", value);
-    }
-    response
 }
 
 #[cfg(test)]
@@ -530,17 +578,77 @@ mod tests {
         ];
         for (operation, body) in calls {
             assert_eq!(
-                check_request(operation, body.as_bytes()),
+                check_request(Protocol::AwsJson, operation, body.as_bytes()),
                 Err("ValidationException".to_owned()),
                 "{operation:?}"
             );
             let with_token = body.replacen('{', r#"{"clientToken": "t", "#, 1);
             assert_eq!(
-                check_request(operation, with_token.as_bytes()),
+                check_request(Protocol::AwsJson, operation, with_token.as_bytes()),
                 Ok(()),
                 "{operation:?}"
             );
         }
+    }
+
+    /// The message the front answers a body with, in awsJson1_1.
+    fn validation_message<Body, Proto, Input>(body: &str) -> String
+    where
+        Body: DeserializeOwned + Into<Proto> + shapes::EnumNames,
+        Input: TryFrom<Proto, Error = InvalidRequest>,
+    {
+        match decode::<Body, Proto, Input>(Protocol::AwsJson, body.as_bytes()) {
+            Ok(_) => panic!("{body} is valid"),
+            Err(error) => {
+                assert_eq!(error.code, "ValidationException");
+                error.message
+            }
+        }
+    }
+
+    #[test]
+    fn validation_errors_are_worded_as_aws_words_them() {
+        use crate::domain::{AcknowledgeJobInput, PollForJobsInput, PutJobFailureResultInput};
+        assert_eq!(
+            validation_message::<
+                shapes::AcknowledgeJobIn,
+                pb::AcknowledgeJobRequest,
+                AcknowledgeJobInput,
+            >(r#"{"jobId": "not-a-job", "nonce": ""}"#),
+            "2 validation errors detected: \
+             Value 'not-a-job' at 'jobId' failed to satisfy constraint: Member must satisfy regular expression pattern: [0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}; \
+             Value '' at 'nonce' failed to satisfy constraint: Member must have length greater than or equal to 1"
+        );
+        assert_eq!(
+            validation_message::<shapes::PollForJobsIn, pb::PollForJobsRequest, PollForJobsInput>(
+                r#"{"actionTypeId": {"category": "Build", "owner": "Partner", "provider": "x.y", "version": "1"}, "maxBatchSize": 0}"#
+            ),
+            "3 validation errors detected: \
+             Value 'Partner' at 'actionTypeId.owner' failed to satisfy constraint: Member must satisfy enum value set: [AWS, ThirdParty, Custom]; \
+             Value 'x.y' at 'actionTypeId.provider' failed to satisfy constraint: Member must satisfy regular expression pattern: [0-9A-Za-z_-]+; \
+             Value '0' at 'maxBatchSize' failed to satisfy constraint: Member must have value greater than or equal to 1"
+        );
+        assert_eq!(
+            validation_message::<
+                shapes::PutJobFailureResultIn,
+                pb::PutJobFailureResultRequest,
+                PutJobFailureResultInput,
+            >(
+                r#"{"jobId": "f4f4ff82-2d11-4a2b-9c3d-0123456789ab", "failureDetails": {"type": "Oops", "message": "m"}}"#
+            ),
+            "1 validation error detected: \
+             Value 'Oops' at 'failureDetails.type' failed to satisfy constraint: Member must satisfy enum value set: \
+             [JobFailed, ConfigurationError, PermissionError, RevisionOutOfSync, RevisionUnavailable, SystemUnavailable]"
+        );
+        let missing = validation_message::<
+            shapes::PutJobFailureResultIn,
+            pb::PutJobFailureResultRequest,
+            PutJobFailureResultInput,
+        >(r#"{"jobId": "f4f4ff82-2d11-4a2b-9c3d-0123456789ab"}"#);
+        assert_eq!(
+            missing,
+            "1 validation error detected: Value null at 'failureDetails' failed to satisfy constraint: Member must not be null"
+        );
     }
 
     #[test]

@@ -1,18 +1,133 @@
-//! The awsJson1_1 bodies of the job-worker operations: requests as CodePipeline accepts them
-//! (turned into the protobuf requests, so one validator serves both the gRPC edge and this
-//! front) and responses as CodePipeline sends them.
+//! The bodies of the job-worker operations, in the service model's member names: requests as
+//! CodePipeline accepts them (turned into the protobuf requests, so one validator serves both
+//! the gRPC edge and this front) and responses as CodePipeline sends them. serde maps them to
+//! either wire protocol, JSON (awsJson1_1) or CBOR (rpcv2Cbor), which share the model's shapes.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    domain::{self, ActionCategory, ActionOwner, FailureType, JobStatus},
+    domain::{
+        self, ActionCategory, ActionOwner, FailureType, JobStatus,
+        validate::{Constraint, FieldViolation, Shown},
+    },
     pb::jobworker as pb,
 };
 
+/// A request body whose AWS enum names the protobuf request cannot carry when they are unknown
+/// (they become 0, "unset"): it names them, so the error can quote them as AWS does.
+pub trait EnumNames {
+    /// The unknown enum names of the body, as violations on their proto paths.
+    fn unknown_enum_names(&self) -> Vec<FieldViolation> {
+        Vec::new()
+    }
+}
+
+/// A violation for `name` at `field` if it is not one of `D`'s AWS names.
+fn unknown_name<D: Copy>(
+    field: &str,
+    name: Option<&str>,
+    all: &[D],
+    from_aws: fn(&str) -> Option<D>,
+    aws: fn(D) -> &'static str,
+) -> Option<FieldViolation> {
+    let name = name?;
+    from_aws(name).is_none().then(|| {
+        FieldViolation::new(
+            field,
+            Constraint::OneOf {
+                proto: Vec::new(),
+                aws: all.iter().map(|value| aws(*value)).collect(),
+            },
+            Shown::text(name),
+        )
+    })
+}
+
+impl ActionTypeIdIn {
+    fn unknown_enum_names(&self) -> Vec<FieldViolation> {
+        [
+            unknown_name(
+                "action_type_id.category",
+                self.category.as_deref(),
+                ActionCategory::ALL,
+                ActionCategory::from_aws,
+                ActionCategory::as_str,
+            ),
+            unknown_name(
+                "action_type_id.owner",
+                self.owner.as_deref(),
+                ActionOwner::ALL,
+                ActionOwner::from_aws,
+                ActionOwner::as_str,
+            ),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
+impl FailureDetailsIn {
+    fn unknown_enum_names(&self) -> Vec<FieldViolation> {
+        unknown_name(
+            "failure_details.type",
+            self.r#type.as_deref(),
+            FailureType::ALL,
+            FailureType::from_aws,
+            FailureType::as_str,
+        )
+        .into_iter()
+        .collect()
+    }
+}
+
+impl EnumNames for PollForJobsIn {
+    fn unknown_enum_names(&self) -> Vec<FieldViolation> {
+        self.action_type_id
+            .as_ref()
+            .map(ActionTypeIdIn::unknown_enum_names)
+            .unwrap_or_default()
+    }
+}
+
+impl EnumNames for PollForThirdPartyJobsIn {
+    fn unknown_enum_names(&self) -> Vec<FieldViolation> {
+        self.action_type_id
+            .as_ref()
+            .map(ActionTypeIdIn::unknown_enum_names)
+            .unwrap_or_default()
+    }
+}
+
+impl EnumNames for PutJobFailureResultIn {
+    fn unknown_enum_names(&self) -> Vec<FieldViolation> {
+        self.failure_details
+            .as_ref()
+            .map(FailureDetailsIn::unknown_enum_names)
+            .unwrap_or_default()
+    }
+}
+
+impl EnumNames for PutThirdPartyJobFailureResultIn {
+    fn unknown_enum_names(&self) -> Vec<FieldViolation> {
+        self.failure_details
+            .as_ref()
+            .map(FailureDetailsIn::unknown_enum_names)
+            .unwrap_or_default()
+    }
+}
+
+impl EnumNames for AcknowledgeJobIn {}
+impl EnumNames for GetJobDetailsIn {}
+impl EnumNames for PutJobSuccessResultIn {}
+impl EnumNames for AcknowledgeThirdPartyJobIn {}
+impl EnumNames for GetThirdPartyJobDetailsIn {}
+impl EnumNames for PutThirdPartyJobSuccessResultIn {}
+
 /// Maps an AWS enum name to its protobuf number; unknown names become 0 (`*_UNSPECIFIED`),
-/// which validation rejects with the list of valid values.
+/// which validation rejects ([`EnumNames`] keeps the name for the message).
 fn enum_number<D: Copy, P: Into<i32>>(
     name: Option<&str>,
     from_aws: fn(&str) -> Option<D>,
@@ -436,9 +551,25 @@ impl From<domain::ThirdPartyJobDetails> for GetThirdPartyJobDetailsOut {
     }
 }
 
-/// The empty body of the Put*Result operations.
+/// The output of the Put*Result operations: none (`Unit`). awsJson1_1 answers `{}`, rpcv2Cbor
+/// no body at all.
 #[derive(Serialize)]
 pub struct Empty {}
+
+/// An operation's output shape.
+pub trait Output: Serialize {
+    /// Whether the operation has no output (`Unit`).
+    const UNIT: bool = false;
+}
+
+impl Output for Empty {
+    const UNIT: bool = true;
+}
+impl Output for PollForJobsOut {}
+impl Output for AcknowledgeJobOut {}
+impl Output for GetJobDetailsOut {}
+impl Output for PollForThirdPartyJobsOut {}
+impl Output for GetThirdPartyJobDetailsOut {}
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
