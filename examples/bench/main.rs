@@ -12,7 +12,8 @@
 //!   second (`feed.rs`);
 //! - rate limits in Redis against in memory: throughput and added latency (`limits.rs`);
 //! - third-party calls with the client token the gateway holds against the worker's own
-//!   (`third_party.rs`).
+//!   (`third_party.rs`);
+//! - the gateway's upstream calls in Smithy RPC v2 CBOR against awsJson1_1 (`protocols.rs`).
 //!
 //! `bash scripts/bench.sh` builds in release mode and runs it; `--smoke` runs every part for
 //! seconds only, to keep the harness working (CI runs that, and asserts nothing on timings).
@@ -20,6 +21,7 @@
 mod feed;
 mod floor;
 mod limits;
+mod protocols;
 mod third_party;
 
 use std::{
@@ -69,6 +71,7 @@ enum Part {
     Feed,
     RateLimits,
     ClientTokens,
+    WireProtocols,
 }
 
 #[derive(Subcommand)]
@@ -877,6 +880,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if runs(Part::ClientTokens) {
         third_party::client_tokens(&args, &sizes, &mut rows).await?;
+    }
+    if runs(Part::WireProtocols) {
+        protocols::wire_protocols(&args, &sizes, &mut rows).await?;
     }
     print_table(&rows, args.smoke);
     Ok(())
