@@ -328,7 +328,7 @@ pub struct FeedArgs {
     #[arg(long, env = "CPGW_FEED_MAX_IDLE_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub feed_max_idle_interval: Duration,
     /// How long a delivered job waits for its acknowledgement on the stream before it is
-    /// delivered to another subscriber (with the same nonce).
+    /// delivered again (with the same nonce), to another subscriber when one has credit.
     #[arg(long, env = "CPGW_FEED_ACK_DEADLINE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub feed_ack_deadline: Duration,
     /// How long after its poll a job nobody took is dropped: keep it below CodePipeline's

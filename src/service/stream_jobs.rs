@@ -2,12 +2,20 @@
 //! sends delivered jobs (never more than the stream's credit) and the worker sends credit and
 //! acknowledgements, each answered on the stream. The stream ends when the worker closes it,
 //! breaks its protocol (a precise status, no upstream call), the feed fails for good (an unknown
-//! action type), or the gateway drains (UNAVAILABLE with RetryInfo).
+//! action type), or the gateway drains (UNAVAILABLE with RetryInfo). Acknowledgements already on
+//! their way upstream are always answered before the stream's final status.
 
-use std::{pin::Pin, sync::Arc};
+use std::{
+    collections::{HashMap, VecDeque},
+    pin::Pin,
+    sync::{Arc, Mutex},
+};
 
 use futures_util::Stream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::{
+    sync::{OwnedSemaphorePermit, Semaphore, mpsc},
+    task::JoinSet,
+};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
 use tonic_types::StatusExt;
@@ -107,6 +115,8 @@ pub(super) async fn open(
         worker: worker.clone(),
         caller,
         outbound,
+        acknowledgements: JoinSet::new(),
+        accepted: Arc::default(),
     };
     let subscription = worker.feeds.subscribe(input);
     tokio::spawn(session.run(subscription, inbound, places));
@@ -118,11 +128,39 @@ struct Session {
     worker: JobWorker,
     caller: Caller,
     outbound: mpsc::Sender<Result<pb::StreamJobsResponse, Status>>,
+    /// Acknowledgements on their way upstream.
+    acknowledgements: JoinSet<()>,
+    /// The jobs this stream acknowledged, so a repeated acknowledgement is answered again.
+    accepted: Arc<Mutex<RecentlyAccepted>>,
+}
+
+/// The most acknowledged jobs a stream remembers for repeated acknowledgements: far more than
+/// its credit lets it hold at once.
+const REMEMBERED_ACKNOWLEDGEMENTS: usize = 1024;
+
+/// The answers of a stream's last accepted acknowledgements.
+#[derive(Default)]
+struct RecentlyAccepted {
+    status: HashMap<String, JobStatus>,
+    order: VecDeque<String>,
+}
+
+impl RecentlyAccepted {
+    fn remember(&mut self, job_id: &str, status: JobStatus) {
+        if self.status.insert(job_id.to_owned(), status).is_none() {
+            self.order.push_back(job_id.to_owned());
+        }
+        while self.order.len() > REMEMBERED_ACKNOWLEDGEMENTS {
+            if let Some(oldest) = self.order.pop_front() {
+                self.status.remove(&oldest);
+            }
+        }
+    }
 }
 
 impl Session {
     async fn run(
-        self,
+        mut self,
         mut subscription: Subscription,
         mut inbound: Streaming<pb::StreamJobsRequest>,
         _places: StreamPlaces,
@@ -131,6 +169,7 @@ impl Session {
             tokio::select! {
                 biased;
                 () = self.worker.draining.cancelled() => break Some(Refusal::Draining.into()),
+                Some(_) = self.acknowledgements.join_next(), if !self.acknowledgements.is_empty() => {}
                 event = subscription.next() => match event {
                     Some(FeedEvent::Job(job)) => {
                         let delivered = pb::StreamJobsResponse {
@@ -156,6 +195,9 @@ impl Session {
         };
         // Leaving the feed at once hands the untaken jobs to other subscribers.
         drop(subscription);
+        // An acknowledgement sent upstream may have taken effect: its answer comes first (each
+        // is bounded by its deadline, and a draining process by its shutdown timeout).
+        while self.acknowledgements.join_next().await.is_some() {}
         if let Some(status) = ended {
             let _ = self.outbound.send(Err(status)).await;
         }
@@ -163,7 +205,7 @@ impl Session {
 
     /// One message from the worker; `Err` ends the stream with that status.
     fn handle(
-        &self,
+        &mut self,
         subscription: &Subscription,
         message: pb::StreamJobsRequest,
     ) -> Result<(), Status> {
@@ -192,7 +234,7 @@ impl Session {
     /// Takes a delivered job and sends its acknowledgement upstream in a task of its own, so a
     /// slow upstream does not hold the stream's other messages.
     fn acknowledge(
-        &self,
+        &mut self,
         subscription: &Subscription,
         acknowledge: pb::StreamJobsAcknowledge,
     ) -> Result<(), Status> {
@@ -209,18 +251,41 @@ impl Session {
                 let worker = self.worker.clone();
                 let caller = self.caller.clone();
                 let outbound = self.outbound.clone();
-                tokio::spawn(async move {
-                    let (outcome, answer) = send_upstream(&worker, &caller, job_id, nonce).await;
+                let accepted = self.accepted.clone();
+                self.acknowledgements.spawn(async move {
+                    let job = job_id.to_string();
+                    let (outcome, answer, status) =
+                        send_upstream(&worker, &caller, job_id, nonce).await;
+                    if let Some(status) = status {
+                        accepted
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remember(&job, status);
+                    }
                     acknowledger.acknowledged(outcome);
                     let _ = outbound.send(Ok(answer)).await;
                 });
                 return Ok(());
             }
             Err(TakeRefusal::NotDelivered) => {
-                return Err(Refusal::Stream(StreamViolation::NotDelivered {
-                    job_id: job_id.to_string(),
-                })
-                .into());
+                let again = self
+                    .accepted
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .status
+                    .get(job_id.as_str())
+                    .copied();
+                let Some(status) = again else {
+                    return Err(Refusal::Stream(StreamViolation::NotDelivered {
+                        job_id: job_id.to_string(),
+                    })
+                    .into());
+                };
+                // Acknowledged on this stream already: the same answer, no upstream call.
+                let _ = self
+                    .outbound
+                    .try_send(Ok(accepted(job_id.as_str(), status)));
+                return Ok(());
             }
             Err(TakeRefusal::LeaseEnded) => Refusal::LeaseEnded {
                 job_id: job_id.to_string(),
@@ -237,16 +302,17 @@ impl Session {
 }
 
 /// AcknowledgeJob upstream for a job taken on a stream, within the client's rate and the
-/// upstream budget: how it ended for the feed, and the answer for the stream.
+/// upstream budget: how it ended for the feed, the answer for the stream, and the job's status
+/// when it was accepted.
 async fn send_upstream(
     worker: &JobWorker,
     caller: &Caller,
     job_id: JobId,
     nonce: String,
-) -> (AckOutcome, pb::StreamJobsResponse) {
+) -> (AckOutcome, pb::StreamJobsResponse, Option<JobStatus>) {
     let job = job_id.to_string();
     if let Err(limited) = worker.client_limits.check(&caller.id, caller.rate).await {
-        return (AckOutcome::NotSent, refused(&job, &limited));
+        return (AckOutcome::NotSent, refused(&job, &limited), None);
     }
     let Ok(nonce) = crate::domain::Nonce::parse(&nonce) else {
         // The nonce came from CodePipeline; one the model does not allow cannot be sent.
@@ -254,7 +320,7 @@ async fn send_upstream(
             job_id: job.clone(),
         }
         .into();
-        return (AckOutcome::Refused, refused(&job, &status));
+        return (AckOutcome::Refused, refused(&job, &status), None);
     };
     let deadline = CallDeadline(std::time::Instant::now() + worker.default_deadline);
     let input = AcknowledgeJobInput { job_id, nonce };
@@ -267,8 +333,8 @@ async fn send_upstream(
         )
         .await;
     match result {
-        Ok(status) => (AckOutcome::Accepted, accepted(&job, status)),
-        Err(failure) => (outcome_of(&failure), refused(&job, &failure)),
+        Ok(status) => (AckOutcome::Accepted, accepted(&job, status), Some(status)),
+        Err(failure) => (outcome_of(&failure), refused(&job, &failure), None),
     }
 }
 

@@ -778,6 +778,74 @@ async fn streams_end_unavailable_with_retry_info_when_the_gateway_drains() {
 }
 
 #[tokio::test]
+async fn an_acknowledgement_in_flight_when_the_gateway_drains_is_answered_before_the_stream_ends() {
+    let mut gw = gateway(Backend::InProcess)
+        .engine(&["--faults", "AcknowledgeJob:latency=700ms"])
+        .spawn()
+        .await;
+    let client = client(&gw).await;
+    let mut stream = subscribe(&client, 1).await;
+    let id = gw.create_job(&[]).await;
+    stream
+        .job_within(Duration::from_secs(5))
+        .await
+        .expect("delivered");
+    stream.acknowledge(&id).await;
+    // The acknowledgement is upstream (the emulator holds it 700 ms) when the drain begins.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let emulator = gw.emulator.clone();
+    let stopping = tokio::spawn(gw.stop());
+    let answer = stream.acknowledged().await;
+    assert_eq!(answer.status(), pb::JobStatus::InProgress, "{answer:?}");
+    let status = stream.ended().await;
+    assert_eq!(status.get_details_error_info().unwrap().reason, "DRAINING");
+    let job = emulator
+        .job(&codepipeline_gateway::domain::JobId::parse(&id).unwrap())
+        .unwrap();
+    assert_eq!(
+        job.status,
+        codepipeline_gateway::domain::JobStatus::InProgress
+    );
+    tokio::time::timeout(Duration::from_secs(10), stopping)
+        .await
+        .expect("the gateway stops once the acknowledgement is answered")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_repeated_acknowledgement_is_answered_again_without_an_upstream_call() {
+    let mut gw = spawn(Backend::InProcess).await;
+    let client = client(&gw).await;
+    let mut stream = subscribe(&client, 2).await;
+    let id = gw.create_job(&[]).await;
+    stream
+        .job_within(Duration::from_secs(5))
+        .await
+        .expect("delivered");
+    stream.acknowledge(&id).await;
+    assert_eq!(
+        stream.acknowledged().await.status(),
+        pb::JobStatus::InProgress
+    );
+    stream.acknowledge(&id).await;
+    let again = stream.acknowledged().await;
+    assert_eq!(
+        (again.job_id.as_str(), again.status()),
+        (id.as_str(), pb::JobStatus::InProgress)
+    );
+    assert!(again.error.is_none());
+    assert_eq!(acknowledgements(&gw), 1, "the repeat reached no upstream");
+    // The stream goes on: the next job still comes.
+    let next = gw.create_job(&[]).await;
+    let job = stream
+        .job_within(Duration::from_secs(5))
+        .await
+        .expect("the stream is still open");
+    assert_eq!(job.id, next);
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn a_client_gets_no_more_job_streams_than_its_limit() {
     let gw = gateway(Backend::InProcess)
         .flags(&["--max-job-streams-per-client", "2"])
