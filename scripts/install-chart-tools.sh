@@ -17,6 +17,8 @@ CHART_PINS=(
   kubernetes-validate==1.37.0
   cryptography==50.0.2
   PyYAML==6.0.4
+  # The tracing drift checks' OTLP receiver (the TraceService of the OTLP protos).
+  opentelemetry-proto==1.45.2
 )
 
 VENV="$PWD/.tools/venv"
@@ -28,6 +30,7 @@ bash scripts/install-test-tools.sh
 tools_work() {
   "$VENV/bin/python" - <<'PY' 2>/dev/null
 import helm_python, kubernetes_validate, cryptography, yaml  # noqa: F401
+import opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc  # noqa: F401
 helm_python.helm_sdk_version()
 PY
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The Helm chart checks (tests/chart): installs the chart tools into .tools/venv (Helm v4 through
-# helm-python-sdk, kubernetes-validate, cryptography), then runs pytest on tests/chart:
+# helm-python-sdk, kubernetes-validate, cryptography) and opentelemetry-proto, then runs pytest on
+# tests/chart:
 #   - helm lint --strict, with the defaults and every value set in tests/chart/values/
 #   - render every value set and validate each object against the Kubernetes API schemas
 #   - values.schema.json rejects wrong types, unknown keys and bad enum values
@@ -10,7 +11,10 @@
 #     the Redis value sets run against a real redis-server (Debian's, started by the checks on free
 #     ports) and must report the shared rate limits up, shared by two pods; the third-party value
 #     set must load its client-token Secret, reload it when it changes, and supply its tokens to
-#     third-party calls against the emulator's AWS front
+#     third-party calls against the emulator's AWS front; the tracing value set must export its
+#     calls to an OTLP/gRPC receiver the checks start (the TraceService of opentelemetry-proto):
+#     server and client spans with the service name and resource attributes the chart set, the
+#     sampling ratio holding and a caller's sampled flag followed
 #   - the Dockerfile agrees with the chart (entrypoint, ports, user)
 #   - the Grafana dashboard (dashboards/ in the chart, shipped by dashboards.enabled): its layout
 #     and variables, and, against a gateway started from the chart and called a few times, every

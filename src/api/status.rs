@@ -266,6 +266,9 @@ pub enum Refusal {
     },
     /// The gateway is shutting down: reconnect (to another replica).
     Draining,
+    /// A stream's connection reached its maximum age, and the connection is about to close:
+    /// open the stream again (the client makes a new connection).
+    ConnectionAged,
     /// The shared rate limits cannot be reached and the gateway fails closed.
     LimitsUnavailable,
     /// A request message is over the size limit.
@@ -544,6 +547,15 @@ impl From<Refusal> for Status {
                 (
                     Code::Unavailable,
                     "the gateway is shutting down; open the stream again (on another replica)"
+                        .to_owned(),
+                )
+            }
+            Refusal::ConnectionAged => {
+                details.set_error_info("CONNECTION_AGED", GATEWAY_DOMAIN, HashMap::new());
+                details.set_retry_info(Some(Duration::ZERO));
+                (
+                    Code::Unavailable,
+                    "the connection reached its maximum age and closes; open the stream again"
                         .to_owned(),
                 )
             }

@@ -108,6 +108,7 @@ async fn accept(
         return Connection {
             stream,
             remote_addr: Some(remote_addr),
+            accepted,
             calls: Arc::new(ConnectionCalls::new(accepted)),
             limits,
             timer: Box::pin(tokio::time::sleep_until(accepted.into())),
@@ -163,6 +164,7 @@ impl Drop for Slot {
 pub struct Connection {
     stream: TcpStream,
     remote_addr: Option<SocketAddr>,
+    accepted: Instant,
     calls: Arc<ConnectionCalls>,
     limits: ConnectionLimits,
     timer: Pin<Box<Sleep>>,
@@ -216,6 +218,7 @@ impl Connected for Connection {
     fn connect_info(&self) -> ConnectionInfo {
         ConnectionInfo {
             remote_addr: self.remote_addr,
+            accepted: self.accepted,
             calls: self.calls.clone(),
         }
     }

@@ -188,6 +188,7 @@ pub(super) async fn start_gateway(
         )),
         draining: draining.clone(),
         default_deadline: options.default_deadline,
+        max_connection_age: options.max_connection_age.0,
     };
     let third_party_job_worker = job_worker
         .clone()

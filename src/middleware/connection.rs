@@ -19,6 +19,8 @@ use tonic::transport::server::TlsConnectInfo;
 pub struct ConnectionInfo {
     /// The peer's address.
     pub remote_addr: Option<SocketAddr>,
+    /// When the connection was accepted (its maximum age counts from then).
+    pub accepted: Instant,
     /// The connection's calls.
     pub calls: Arc<ConnectionCalls>,
 }
@@ -26,7 +28,11 @@ pub struct ConnectionInfo {
 impl ConnectionInfo {
     /// The connection a request came on, plaintext or TLS.
     pub fn of<B>(request: &Request<B>) -> Option<&Self> {
-        let extensions = request.extensions();
+        Self::in_extensions(request.extensions())
+    }
+
+    /// The connection of a request with these extensions (a tonic request's, say).
+    pub fn in_extensions(extensions: &http::Extensions) -> Option<&Self> {
         extensions.get::<Self>().or_else(|| {
             extensions
                 .get::<TlsConnectInfo<Self>>()

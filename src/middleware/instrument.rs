@@ -93,7 +93,8 @@ impl CallRecord {
         if let Some(connection) = &self.connection {
             connection.ended(self.deadline);
         }
-        let latency_us = elapsed.as_micros() as u64;
+        // i64: the tracing bridge to OpenTelemetry exports unsigned integers as strings.
+        let latency_us = i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX);
         self.span.record("code", code_name(code));
         self.span.record("rpc.grpc.status_code", code as i32);
         if is_server_error(code) {

@@ -185,6 +185,7 @@ pub fn record_aws_request_id(request_id: &str) {
 pub fn record_attempt() {
     let _ = UPSTREAM_CALL.try_with(|spans| {
         let attempts = spans.attempts.fetch_add(1, Ordering::Relaxed) + 1;
-        spans.upstream.record("attempts", attempts);
+        // i64: the tracing bridge to OpenTelemetry exports unsigned integers as strings.
+        spans.upstream.record("attempts", i64::from(attempts));
     });
 }

@@ -51,6 +51,9 @@ pub struct JobWorker {
     /// How long a new stream may take to send its subscription, and how long an
     /// acknowledgement sent on a stream may take upstream.
     pub default_deadline: Duration,
+    /// How long a connection lives: a stream on it ends cleanly (UNAVAILABLE, reopen) when it
+    /// is reached, rather than being cut when the connection closes.
+    pub max_connection_age: Duration,
 }
 
 impl JobWorker {

@@ -9,6 +9,7 @@ use std::{
     collections::{HashMap, VecDeque},
     pin::Pin,
     sync::{Arc, Mutex},
+    time::Instant,
 };
 
 use futures_util::Stream;
@@ -27,7 +28,7 @@ use crate::{
     domain::{AcknowledgeJobInput, JobId, JobStatus, SubscribeInput, validate},
     feed::{AckOutcome, CreditRefusal, FeedEvent, Subscription, TakeRefusal},
     limits::{ClientConcurrency, concurrency::InFlight},
-    middleware::deadline::CallDeadline,
+    middleware::{connection::ConnectionInfo, deadline::CallDeadline},
     pb::jobworker::{
         self as pb, stream_jobs_request::Request as Inbound,
         stream_jobs_response::Response as Outbound,
@@ -100,6 +101,8 @@ pub(super) async fn open(
         .get::<Caller>()
         .cloned()
         .unwrap_or_else(Caller::anonymous);
+    let connection_ages_at = ConnectionInfo::in_extensions(request.extensions())
+        .map(|connection| connection.accepted + worker.max_connection_age);
     let mut inbound = request.into_inner();
     let subscription = tokio::time::timeout(worker.default_deadline, inbound.message())
         .await
@@ -119,7 +122,7 @@ pub(super) async fn open(
         accepted: Arc::default(),
     };
     let subscription = worker.feeds.subscribe(input);
-    tokio::spawn(session.run(subscription, inbound, places));
+    tokio::spawn(session.run(subscription, inbound, places, connection_ages_at));
     Ok(Response::new(Box::pin(ReceiverStream::new(responses))))
 }
 
@@ -164,11 +167,23 @@ impl Session {
         mut subscription: Subscription,
         mut inbound: Streaming<pb::StreamJobsRequest>,
         _places: StreamPlaces,
+        connection_ages_at: Option<Instant>,
     ) {
+        // When its connection is about to close, the stream ends with a status of its own
+        // first: cut with the connection, the worker would learn nothing, and the answers of
+        // its acknowledgements would be lost.
+        let connection_aged = async {
+            match connection_ages_at {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(connection_aged);
         let ended = loop {
             tokio::select! {
                 biased;
                 () = self.worker.draining.cancelled() => break Some(Refusal::Draining.into()),
+                () = &mut connection_aged => break Some(Refusal::ConnectionAged.into()),
                 Some(_) = self.acknowledgements.join_next(), if !self.acknowledgements.is_empty() => {}
                 event = subscription.next() => match event {
                     Some(FeedEvent::Job(job)) => {

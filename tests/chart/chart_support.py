@@ -1,7 +1,8 @@
 """What the chart checks share: the chart, rendering it with Helm v4 (helm-python-sdk), the value
 sets in values/, running the real gateway binary the way a rendered container would (`start`,
-`start_serving`: see test_chart_drift.py for what that means and what is changed), and a real
-Redis for the value sets that keep their rate limits there (`RedisServer`, Debian's redis-server).
+`start_serving`: see test_chart_drift.py for what that means and what is changed), a real
+Redis for the value sets that keep their rate limits there (`RedisServer`, Debian's redis-server),
+and an OTLP/gRPC receiver for the value sets that export traces (`OtlpReceiver`).
 
 The binary is `target/debug/codepipeline-gateway` unless `GATEWAY_BIN` names another one.
 """
@@ -22,6 +23,8 @@ import tempfile
 import threading
 import time
 import tomllib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,9 @@ import grpc
 import helm_python as helm
 import pytest
 import yaml
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.common.v1 import common_pb2
+from opentelemetry.proto.trace.v1 import trace_pb2
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART_DIR = REPO_ROOT / "helm" / "codepipeline-gateway"
@@ -149,13 +155,18 @@ class Rendered:
         data.update({k: v.encode() for k, v in (secret.get("stringData") or {}).items()})
         return data
 
-    def container_env(self, external: dict[str, dict[str, bytes]] | None = None) -> dict[str, str]:
+    def container_env(
+        self, external: dict[str, dict[str, bytes]] | None = None, pod: PodIdentity | None = None
+    ) -> dict[str, str]:
         """The gateway container's environment as the kubelet builds it: envFrom sources in
         order, then env entries (later ones win). An entry's `secretKeyRef` is resolved from the
         Secrets the chart renders, else from `external` (the Secrets a cluster would hold). With
         no `external`, a reference to a Secret the chart does not render is kept as the text
         `secretKeyRef:<name>/<key>` (the render checks look at names); with it, every reference
-        must resolve, as the kubelet would refuse to start the container otherwise."""
+        must resolve, as the kubelet would refuse to start the container otherwise. A
+        `fieldRef` (the downward API) is resolved from `pod` (by default `POD`), and `$(NAME)` in
+        a `value` is expanded from the variables defined before it, as the kubelet does."""
+        pod = pod or POD
         env: dict[str, str] = {}
         for source in self.container.get("envFrom", []):
             if "configMapRef" in source:
@@ -169,7 +180,12 @@ class Rendered:
                 raise AssertionError(f"unsupported envFrom source {source}")
         for entry in self.container.get("env", []):
             if "value" in entry:
-                env[entry["name"]] = entry["value"]
+                env[entry["name"]] = kubelet_expand(entry["value"], env)
+                continue
+            field = entry.get("valueFrom", {}).get("fieldRef")
+            if field is not None:
+                assert set(entry) == {"name", "valueFrom"}, f"the drift check cannot resolve env entry {entry}"
+                env[entry["name"]] = pod.field(field["fieldPath"])
                 continue
             reference = entry.get("valueFrom", {}).get("secretKeyRef")
             assert reference is not None and set(entry) == {"name", "valueFrom"}, (
@@ -186,6 +202,44 @@ class Rendered:
             assert key in data, f"env {entry['name']}: Secret {name!r} has no key {key!r}"
             env[entry["name"]] = data[key].decode()
         return env
+
+
+@dataclass(frozen=True)
+class PodIdentity:
+    """What the downward API tells a container about its pod: the fields the chart reads."""
+
+    name: str
+    namespace: str = NAMESPACE
+    node_name: str = "ip-10-0-12-34.eu-west-1.compute.internal"
+
+    def field(self, path: str) -> str:
+        fields = {"metadata.name": self.name, "metadata.namespace": self.namespace, "spec.nodeName": self.node_name}
+        assert path in fields, f"the checks do not know the downward API field {path!r}"
+        return fields[path]
+
+
+# The pod a rendered container runs in, unless a check names another.
+POD = PodIdentity(f"{FULLNAME}-5d8f7c9b6-x2x4q")
+
+
+def kubelet_expand(text: str, defined: dict[str, str]) -> str:
+    """`$(NAME)` in an env value replaced with the variable NAME defined before it, as the
+    kubelet does: `$$` is a literal `$`, and a reference to an undefined variable stays as it is."""
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        if text.startswith("$$", i):
+            out.append("$")
+            i += 2
+            continue
+        if text.startswith("$(", i) and (end := text.find(")", i + 2)) != -1:
+            name = text[i + 2 : end]
+            out.append(defined.get(name, text[i : end + 1]))
+            i = end + 1
+            continue
+        out.append(text[i])
+        i += 1
+    return "".join(out)
 
 
 def render(values: dict[str, Any] | None = None, **options: Any) -> Rendered:
@@ -372,6 +426,7 @@ class Gateway:
     files: Path
     tls: Pki | None
     client_cert: bool
+    pod: PodIdentity = POD
 
     @property
     def client_cert_required(self) -> bool:
@@ -425,19 +480,24 @@ class Gateway:
             stdin=subprocess.DEVNULL,
         )
 
-    def call_args(self, method: str, body: dict[str, Any], token: str | None = None) -> list[str]:
+    def call_args(
+        self, method: str, body: dict[str, Any], token: str | None = None, metadata: dict[str, str] | None = None
+    ) -> list[str]:
         """grpcurl's arguments for calling `method` (`service/Method`) of the job-worker API with
-        `body`, described by the proto file rather than by reflection (which may itself need
-        credentials)."""
+        `body` and `metadata` (e.g. a `traceparent`), described by the proto file rather than by
+        reflection (which may itself need credentials)."""
         header = ["-H", f"authorization: Bearer {token}"] if token else []
+        header += [arg for name, value in (metadata or {}).items() for arg in ("-H", f"{name}: {value}")]
         # The include paths of build.rs: the project's protos, and the Google ones they import.
         imports = [arg for path in PROTO_INCLUDES for arg in ("-import-path", str(REPO_ROOT / path))]
         return [
             *imports, "-proto", JOB_WORKER_PROTO, *header, "-d", json.dumps(body), self.target, method,
         ]  # fmt: skip
 
-    def call(self, method: str, body: dict[str, Any], token: str | None = None) -> subprocess.CompletedProcess[str]:
-        return self.grpcurl(*self.call_args(method, body, token))
+    def call(
+        self, method: str, body: dict[str, Any], token: str | None = None, metadata: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return self.grpcurl(*self.call_args(method, body, token, metadata))
 
     def poll(self, token: str | None, *, with_client_cert: bool | None = None) -> subprocess.CompletedProcess[str]:
         """PollForJobs for the demo action type."""
@@ -565,6 +625,110 @@ class RedisError(Exception):
     """An error reply of Redis."""
 
 
+# An OpenTelemetry collector for the value sets with `tracing.otlpEndpoint`.
+
+
+@dataclass(frozen=True)
+class ExportedSpan:
+    """One span as a collector receives it, with the resource of the batch it came in."""
+
+    name: str
+    kind: str  # server, client, internal, ...
+    trace_id: str  # hex
+    span_id: str
+    parent_span_id: str  # empty for a root span
+    status: str  # unset, ok, error
+    attributes: dict[str, Any]
+    resource: dict[str, Any]
+
+
+def _any_value(value: common_pb2.AnyValue) -> Any:
+    kind = value.WhichOneof("value")
+    if kind == "array_value":
+        return [_any_value(v) for v in value.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: _any_value(kv.value) for kv in value.kvlist_value.values}
+    return getattr(value, kind) if kind else None
+
+
+def _attributes(pairs) -> dict[str, Any]:
+    return {pair.key: _any_value(pair.value) for pair in pairs}
+
+
+class OtlpReceiver:
+    """An OTLP/gRPC trace receiver on a free port of 127.0.0.1, as a collector's `otlp` receiver:
+    the TraceService of opentelemetry-proto (PyPI's generated code of the OTLP protos), keeping
+    every export request it is sent."""
+
+    def __init__(self) -> None:
+        self.requests: list[trace_service_pb2.ExportTraceServiceRequest] = []
+        self._arrived = threading.Condition()
+        self.server = grpc.server(ThreadPoolExecutor(max_workers=4))
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(self), self.server)
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    def address_in(self, url: str) -> str:
+        """`url` with this receiver's address as its host and port (its scheme kept)."""
+        return urlunsplit(urlsplit(url)._replace(netloc=f"127.0.0.1:{self.port}"))
+
+    def received(self, request: trace_service_pb2.ExportTraceServiceRequest) -> None:
+        with self._arrived:
+            self.requests.append(request)
+            self._arrived.notify_all()
+
+    def spans(self) -> list[ExportedSpan]:
+        with self._arrived:
+            requests = list(self.requests)
+        return [
+            ExportedSpan(
+                name=span.name,
+                kind=trace_pb2.Span.SpanKind.Name(span.kind).removeprefix("SPAN_KIND_").lower(),
+                trace_id=span.trace_id.hex(),
+                span_id=span.span_id.hex(),
+                parent_span_id=span.parent_span_id.hex(),
+                status=trace_pb2.Status.StatusCode.Name(span.status.code).removeprefix("STATUS_CODE_").lower(),
+                attributes=_attributes(span.attributes),
+                resource=_attributes(resource_spans.resource.attributes),
+            )
+            for request in requests
+            for resource_spans in request.resource_spans
+            for scope_spans in resource_spans.scope_spans
+            for span in scope_spans.spans
+        ]
+
+    def exported_bytes(self) -> bytes:
+        """Everything received, serialized: to look for what must never be exported."""
+        with self._arrived:
+            return b"".join(request.SerializeToString() for request in self.requests)
+
+    def wait_for_span(self, matches: Callable[[ExportedSpan], bool], timeout: float = 20) -> ExportedSpan:
+        """The first span received that `matches`, waiting for it (the gateway exports in batches,
+        every 5 s by default)."""
+        deadline = time.monotonic() + timeout
+        with self._arrived:
+            while True:
+                found = [span for span in self.spans() if matches(span)]
+                if found:
+                    return found[0]
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    pytest.fail(f"no matching span in {timeout} s; received: {self.spans()}")
+                self._arrived.wait(remaining)
+
+    def stop(self) -> None:
+        self.server.stop(grace=None)
+
+
+class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
+    def __init__(self, receiver: OtlpReceiver) -> None:
+        self.receiver = receiver
+
+    def Export(self, request, context):  # noqa: N802 (the RPC's name)
+        self.receiver.received(request)
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
 def base_environment(home: Path) -> dict[str, str]:
     """What the pod has besides the chart's variables: PATH, an empty HOME, and the AWS identity
     IRSA / Pod Identity would inject (here the emulator's static key). Instance metadata is
@@ -635,12 +799,18 @@ def start(
     started: list,
     override: dict[str, Any] | None = None,
     redis: RedisServer | None = None,
+    otlp: OtlpReceiver | None = None,
+    pod: PodIdentity = POD,
+    environment: dict[str, str] | None = None,
 ) -> tuple[Gateway, str | None]:
-    """Renders `value_set` and starts its gateway container as a process. Returns the gateway and
-    the address it reported listening on (None if it exited instead). A value set with
-    `rateLimit.backend: redis` needs `redis`: a `redis.url` in it is rendered with that server's
-    address in place of its host and port (credentials and database kept); a URL from
-    `redis.existingSecret` is whatever `external_secrets` holds."""
+    """Renders `value_set` and starts its gateway container as a process, in `pod`. Returns the
+    gateway and the address it reported listening on (None if it exited instead). A value set
+    with `rateLimit.backend: redis` needs `redis`: a `redis.url` in it is rendered with that
+    server's address in place of its host and port (credentials and database kept); a URL from
+    `redis.existingSecret` is whatever `external_secrets` holds. A value set with
+    `tracing.otlpEndpoint` needs `otlp`, whose address its endpoint is rendered with (so no
+    span leaves the machine). `environment` replaces rendered variables after all that (for a
+    check of what the chart's schema keeps out)."""
     ports = {"server": {"grpcPort": free_port(), "metricsPort": free_port()}}
     override = merge(ports, override or {})
     values = merge(load_value_set(value_set), override)
@@ -650,11 +820,16 @@ def start(
         redis_values = values.get("redis", {})
         if redis_values.get("url") and not redis_values.get("existingSecret"):
             override = merge(override, {"redis": {"url": redis.address_in(redis_values["url"])}})
+    if endpoint := values.get("tracing", {}).get("otlpEndpoint"):
+        if otlp is None:
+            pytest.fail(f"value set {value_set!r} exports traces: pass start(otlp=...)")
+        override = merge(override, {"tracing": {"otlpEndpoint": otlp.address_in(endpoint)}})
     rendered = render_value_set(value_set, override)
     container = rendered.container
     assert container["command"] == [BINARY_IN_IMAGE]
     mounts = mount_secrets(rendered, external_secrets, tmp_path / "root")
-    env = localize(rendered.container_env(external_secrets), mounts)
+    env = localize(rendered.container_env(external_secrets, pod), mounts)
+    env.update(environment or {})
 
     probe = container["readinessProbe"]
     probe_port = probe["grpc"]["port"] if "grpc" in probe else rendered.container_port(probe["tcpSocket"]["port"])
@@ -685,6 +860,7 @@ def start(
         files=tmp_path,
         tls=pki if "CPGW_TLS_CERT" in env else None,
         client_cert="CPGW_TLS_CLIENT_CA" in env,
+        pod=pod,
     )
     return gateway, process.wait_ready()
 

@@ -1,7 +1,8 @@
 """Fixtures for the chart checks: the Secrets the value sets name but the chart does not create
 (a token file, a client-token file, a cert-manager style TLS Secret, a client CA, a client
 certificate, a Redis URL, password and CA), made fresh for the session with the `cryptography`
-package, and the real redis-server the Redis value sets keep their rate limits in."""
+package, the real redis-server the Redis value sets keep their rate limits in, and the OTLP
+receiver the tracing value set exports its spans to."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import ipaddress
 from collections.abc import Iterator
 
 import pytest
-from chart_support import SERVICE_HOST, Pki, RedisServer, sha256_hex
+from chart_support import SERVICE_HOST, OtlpReceiver, Pki, RedisServer, sha256_hex
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -105,6 +106,14 @@ def redis_server(pki: Pki, tmp_path_factory) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path_factory.mktemp("redis"), pki)
     yield server
     server.stop()
+
+
+@pytest.fixture
+def otlp_receiver() -> Iterator[OtlpReceiver]:
+    """A collector of the test's own, so the spans it holds are the test's gateways'."""
+    receiver = OtlpReceiver()
+    yield receiver
+    receiver.stop()
 
 
 def redis_secrets(server: RedisServer, pki: Pki) -> dict[str, dict[str, bytes]]:

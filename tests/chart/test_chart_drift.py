@@ -20,6 +20,11 @@ paths. Then:
   client, only on the polling pod when it does not;
 - two pods of a Redis value set share a client's rate limit, under the key prefix the chart
   sets, and when Redis goes away they fail open (or closed, where the values say so);
+- the tracing value set exports its calls to an OTLP/gRPC receiver (opentelemetry-proto's
+  TraceService): a call is a server span with the CodePipeline call a client span under it, the
+  resource is the service name and attributes the chart set (the pod's and node's names expanded
+  by the rules of the kubelet), the sampling ratio holds while a caller's sampled flag is
+  followed, and an https:// endpoint, which the schema refuses, is one the binary refuses too;
 - on SIGTERM the gateway goes NOT_SERVING while still accepting connections, then exits within
   the rendered terminationGracePeriodSeconds.
 
@@ -27,9 +32,10 @@ The only changes made to the rendered container: its listeners bind 127.0.0.1 on
 (rendered with server.grpcPort / server.metricsPort set to them, so probes, containerPorts and
 CPGW_LISTEN still come from the chart), mount paths point into the temporary directory, a
 `redis.url` is rendered with the address of the checks' redis-server in place of its host and port
-(a URL from an existing Secret is the one the checks put there), and the AWS identity that IRSA or
-Pod Identity would inject is the emulator's static key (instance metadata is disabled so nothing
-leaves the machine).
+(a URL from an existing Secret is the one the checks put there), a `tracing.otlpEndpoint` is
+rendered with the address of the checks' OTLP receiver, the downward API's pod and node names are
+the checks' own, and the AWS identity that IRSA or Pod Identity would inject is the emulator's
+static key (instance metadata is disabled so nothing leaves the machine).
 """
 
 from __future__ import annotations
@@ -52,11 +58,14 @@ import yaml
 from chart_support import (
     CHART_DIR,
     GATEWAY_BIN,
+    NAMESPACE,
     POLL_METHOD,
     DEMO_POLL,
     REPO_ROOT,
     VALUE_SETS,
     Gateway,
+    OtlpReceiver,
+    PodIdentity,
     Process,
     RedisServer,
     base_environment,
@@ -92,6 +101,7 @@ TOKENS = {
     "existing-secret": EXISTING_SECRET_TOKEN,
     "redis": "python-workers-token",
     "redis-existing-secret": EXISTING_SECRET_TOKEN,
+    "tracing": "python-workers-token",
 }
 # The third-party value set's worker token, and its service.
 PARTNER_WORKERS_TOKEN = "partner-workers-token"
@@ -128,8 +138,11 @@ def emulator_front(started, tmp_path) -> str:
 @pytest.mark.parametrize("value_set", VALUE_SETS)
 def test_every_variable_is_one_the_binary_reads(value_set: str) -> None:
     known = serve_env_names()
+    # The OpenTelemetry SDK's own, which --help does not list (the tracing checks below see them
+    # on the exported spans), and the downward-API variable the kubelet expands into one of them.
+    sdk = {"OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES", "OTEL_RESOURCE_ATTRIBUTES_POD_NAME"}
     env = render_value_set(value_set).container_env()
-    unknown = sorted(name for name in env if name.startswith("CPGW_") and name not in known)
+    unknown = sorted(name for name in env if name.startswith(("CPGW_", "OTEL_")) and name not in known | sdk)
     assert unknown == [], f"`codepipeline-gateway serve --help` lists no {unknown}"
 
 
@@ -154,6 +167,7 @@ def test_chart_defaults_match_the_binary() -> None:
     assert defaults["--job-timeout"] == emulator["jobTimeout"]
     assert defaults["--latency"] == emulator["latency"]
     assert defaults["--rate-limit-backend"] == values["rateLimit"]["backend"]
+    assert defaults["--trace-sampling-ratio"] == str(values["tracing"]["samplingRatio"])
     # The chart's own choice: a key prefix per release (the binary's, then namespace/fullname), so
     # releases sharing one Redis keep their limits apart.
     prefix = render_value_set("redis").container_env()["CPGW_REDIS_KEY_PREFIX"]
@@ -190,9 +204,11 @@ def test_metrics_port_default_matches_the_binary() -> None:
 
 @pytest.mark.parametrize("value_set", SERVING_SETS)
 def test_rendered_container_serves_health_on_the_probed_port(
-    value_set, external_secrets, pki, tmp_path, started, redis_server
+    value_set, external_secrets, pki, tmp_path, started, redis_server, otlp_receiver
 ) -> None:
-    gateway = start_serving(value_set, external_secrets, pki, tmp_path, started, redis=redis_server)
+    gateway = start_serving(
+        value_set, external_secrets, pki, tmp_path, started, redis=redis_server, otlp=otlp_receiver
+    )
     assert gateway.health() == "SERVING"
     backend = gateway.env["CPGW_RATE_LIMIT_BACKEND"]
     assert backend == load_value_set(value_set).get("rateLimit", {}).get("backend", "memory")
@@ -222,11 +238,11 @@ def test_defaults_refuse_to_start_without_authentication(external_secrets, pki, 
 
 @pytest.mark.parametrize("value_set", sorted(TOKENS))
 def test_token_file_authenticates_callers(
-    value_set, external_secrets, pki, tmp_path, started, emulator_front, redis_server
+    value_set, external_secrets, pki, tmp_path, started, emulator_front, redis_server, otlp_receiver
 ) -> None:
     gateway = start_serving(
         value_set, external_secrets, pki, tmp_path, started,
-        override={"aws": {"endpointUrl": emulator_front}}, redis=redis_server,
+        override={"aws": {"endpointUrl": emulator_front}}, redis=redis_server, otlp=otlp_receiver,
     )  # fmt: skip
     assert gateway.env["CPGW_AWS_ENDPOINT_URL"] == emulator_front
     if value_set in REDIS_SETS:
@@ -330,6 +346,127 @@ def test_calls_while_redis_is_away(value_set, external_secrets, pki, tmp_path, s
     samples = gateway.wait_for_sample("gateway_rate_limit_backend_up", 0)
     assert samples["gateway_rate_limit_fallbacks_total"] >= 1, samples
     assert gateway.health() == "SERVING", "health does not depend on Redis"
+
+
+# Traces exported to an OpenTelemetry collector.
+
+TRACING_TOKEN = TOKENS["tracing"]
+JOB_WORKER_SERVICE = "codepipeline.jobworker.v1.JobWorkerService"
+
+
+def is_poll_server_span(span) -> bool:
+    return span.kind == "server" and span.name == POLL_METHOD
+
+
+def test_calls_are_traced_with_the_resource_the_chart_sets(
+    external_secrets, pki, tmp_path, started, emulator_front, otlp_receiver
+) -> None:
+    """The `tracing` value set against an OTLP receiver: a PollForJobs through the gateway (on the
+    real SDK path to the emulator's AWS front) is exported as a server span, the CodePipeline call
+    a client span under it, and the resource is what the chart set: the service name
+    (OTEL_SERVICE_NAME) and the attributes of OTEL_RESOURCE_ATTRIBUTES, with the pod's and
+    node's names expanded into them. Nothing of the job, nor the caller's token, is exported."""
+    pod = PodIdentity("gw-codepipeline-gateway-6f7b9c8d5-q8r2k", node_name="ip-10-0-3-21.eu-west-1.compute.internal")
+    gateway = start_serving(
+        "tracing", external_secrets, pki, tmp_path, started,
+        override={"aws": {"endpointUrl": emulator_front}}, otlp=otlp_receiver, pod=pod,
+    )  # fmt: skip
+    assert gateway.env["OTEL_EXPORTER_OTLP_ENDPOINT"] == f"http://127.0.0.1:{otlp_receiver.port}"
+    answer = gateway.poll(TRACING_TOKEN)
+    assert answer.returncode == 0, answer.stderr
+    (job,) = json.loads(answer.stdout)["jobs"]
+
+    server = otlp_receiver.wait_for_span(is_poll_server_span)
+    assert server.parent_span_id == "", "no traceparent was sent: the gateway starts the trace"
+    assert server.attributes["rpc.system"] == "grpc"
+    assert server.attributes["rpc.service"] == JOB_WORKER_SERVICE
+    assert server.attributes["rpc.method"] == "PollForJobs"
+    assert server.attributes["rpc.grpc.status_code"] == 0
+    assert server.attributes["client_id"] == "python-workers"
+    assert server.status == "unset", "an OK call is no error"
+    tracing = load_value_set("tracing")["tracing"]
+    assert server.resource["service.name"] == tracing["serviceName"]
+    chart_set = {
+        "k8s.namespace.name": NAMESPACE,
+        "k8s.pod.name": pod.name,
+        "k8s.node.name": pod.node_name,
+        "deployment.environment.name": tracing["resourceAttributes"]["deployment.environment.name"],
+        "service.namespace": tracing["resourceAttributes"]["service.namespace"],
+    }
+    assert chart_set.items() <= server.resource.items(), server.resource
+
+    client = otlp_receiver.wait_for_span(lambda span: span.kind == "client" and span.trace_id == server.trace_id)
+    assert client.parent_span_id == server.span_id
+    assert client.attributes["rpc.system"] == "aws-api" and client.attributes["rpc.service"] == "CodePipeline"
+    assert client.attributes["rpc.method"] == "PollForJobs" and client.attributes["outcome"] == "success"
+    assert client.attributes["aws_request_id"] and int(client.attributes["attempts"]) == 1, client.attributes
+    assert client.resource == server.resource
+
+    exported = otlp_receiver.exported_bytes()
+    credentials = job["data"]["artifactCredentials"]
+    for secret in (TRACING_TOKEN, job["nonce"], credentials["secretAccessKey"], credentials["sessionToken"]):
+        assert secret.encode() not in exported, f"{secret!r} was exported"
+
+
+def test_the_gateway_s_own_service_name_without_one_in_values(
+    external_secrets, pki, tmp_path, started, emulator_front, otlp_receiver
+) -> None:
+    """With `tracing.serviceName` empty the chart sets no OTEL_SERVICE_NAME and the spans carry
+    the gateway's own name, which the values' comment promises."""
+    override = {"aws": {"endpointUrl": emulator_front}, "tracing": {"serviceName": ""}}
+    gateway = start_serving("tracing", external_secrets, pki, tmp_path, started, override=override, otlp=otlp_receiver)
+    assert "OTEL_SERVICE_NAME" not in gateway.env
+    answer = gateway.poll(TRACING_TOKEN)
+    assert answer.returncode == 0, answer.stderr
+    server = otlp_receiver.wait_for_span(is_poll_server_span)
+    assert server.resource["service.name"] == "codepipeline-gateway"
+    assert server.resource["k8s.pod.name"] == gateway.pod.name
+
+
+def test_the_sampling_ratio_holds_and_a_caller_s_sampled_flag_is_followed(
+    external_secrets, pki, tmp_path, started, emulator_front, otlp_receiver
+) -> None:
+    """`tracing.samplingRatio: 0`: calls that start their trace at the gateway, or whose caller
+    did not sample theirs, are not exported; a caller's sampled trace is, continued under the
+    caller's span."""
+    override = {"aws": {"endpointUrl": emulator_front}, "tracing": {"samplingRatio": 0}}
+    gateway = start_serving("tracing", external_secrets, pki, tmp_path, started, override=override, otlp=otlp_receiver)
+    assert gateway.env["CPGW_TRACE_SAMPLING_RATIO"] == "0"
+    caller_trace, caller_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    for metadata in (
+        {},
+        {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"},
+        {"traceparent": f"00-{caller_trace}-{caller_span}-01"},
+    ):
+        answer = gateway.call(POLL_METHOD, DEMO_POLL, TRACING_TOKEN, metadata)
+        assert answer.returncode == 0, answer.stderr
+    server = otlp_receiver.wait_for_span(is_poll_server_span)
+    assert (server.trace_id, server.parent_span_id) == (caller_trace, caller_span)
+    # Spans are exported in the order they end: the first two calls' would have come first.
+    assert {span.trace_id for span in otlp_receiver.spans()} == {caller_trace}, otlp_receiver.spans()
+
+
+def test_the_gateway_serves_while_the_collector_is_away(
+    external_secrets, pki, tmp_path, started, emulator_front
+) -> None:
+    """A pod may start before its collector does: the exporter connects when it has spans to
+    send, so the gateway serves, and its calls answer, with nobody on the endpoint."""
+    away = OtlpReceiver()
+    away.stop()
+    override = {"aws": {"endpointUrl": emulator_front}}
+    gateway = start_serving("tracing", external_secrets, pki, tmp_path, started, override=override, otlp=away)
+    assert gateway.health() == "SERVING"
+    answer = gateway.poll(TRACING_TOKEN)
+    assert answer.returncode == 0, answer.stderr
+    assert gateway.health() == "SERVING"
+
+
+def test_an_https_collector_is_taken_by_the_binary(external_secrets, pki, tmp_path, started, otlp_receiver) -> None:
+    """Why values.schema.json takes https:// endpoints: the gateway's OTLP exporter speaks TLS
+    (it serves with one, whether or not the collector answers the handshake)."""
+    https = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"https://127.0.0.1:{otlp_receiver.port}"}
+    gateway, address = start("tracing", external_secrets, pki, tmp_path, started, otlp=otlp_receiver, environment=https)
+    assert address is not None, gateway.process.output()
 
 
 # Third-party client tokens held by the gateway.

@@ -17,14 +17,17 @@ from chart_support import (
     FULLNAME,
     KUBERNETES_VERSION,
     NAMESPACE,
+    POD,
     RELEASE,
     SERVICE_HOST,
     VALUE_SETS,
+    PodIdentity,
     Rendered,
     chart_metadata,
     duration_seconds,
     listen_port,
     load_value_set,
+    merge,
     render,
     render_value_set,
     sha256_hex,
@@ -117,7 +120,9 @@ def test_the_container_runs_the_gateway(rendered: Rendered) -> None:
     env = rendered.container_env()
     upstream = load_value_set_upstream(rendered)
     assert env["CPGW_UPSTREAM"] == upstream
-    assert all(name.startswith("CPGW_") for name in rendered.one("ConfigMap", FULLNAME)["data"])
+    # The gateway's variables, and the OpenTelemetry SDK's the chart sets there.
+    otel = {"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME"}
+    assert all(name.startswith("CPGW_") or name in otel for name in rendered.one("ConfigMap", FULLNAME)["data"])
 
 
 def env_of(rendered: Rendered) -> dict[str, str]:
@@ -426,13 +431,13 @@ def test_redis_url_from_values() -> None:
     moved = render_value_set("redis", {"redis": {"url": "redis://:other@redis-new.redis.svc:6379/0"}})
     assert checksum(moved) != checksum(rendered)
     # The egress rule to the Redis pods.
-    (rule,) = [r for r in rendered.one("NetworkPolicy")["spec"]["egress"] if redis_port(r) == 6379]
+    (rule,) = [r for r in rendered.one("NetworkPolicy")["spec"]["egress"] if only_tcp_port(r) == 6379]
     assert rule["to"] == load_value_set("redis")["networkPolicy"]["egress"]["redis"]["to"]
     prefix = f"codepipeline-gateway:{NAMESPACE}/{FULLNAME}:"
     assert f"Limits:   in Redis, shared by every pod (key prefix {prefix};" in rendered.notes
 
 
-def redis_port(rule: dict) -> int | None:
+def only_tcp_port(rule: dict) -> int | None:
     """The port of a NetworkPolicy egress rule with one TCP port, else None."""
     ports = rule.get("ports", [])
     return ports[0]["port"] if len(ports) == 1 and ports[0]["protocol"] == "TCP" else None
@@ -469,12 +474,12 @@ def test_redis_from_existing_secrets() -> None:
     policy = render_value_set(
         "redis-existing-secret", {"networkPolicy": {"enabled": True, "egress": {"enabled": True}}}
     ).one("NetworkPolicy")
-    (rule,) = [r for r in policy["spec"]["egress"] if redis_port(r) == 6379]
+    (rule,) = [r for r in policy["spec"]["egress"] if only_tcp_port(r) == 6379]
     assert "to" not in rule
     custom = render_value_set("redis-existing-secret", {"networkPolicy": {"enabled": True, "egress": {
         "enabled": True, "redis": {"port": 6380, "to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}]},
     }}}).one("NetworkPolicy")  # fmt: skip
-    (rule,) = [r for r in custom["spec"]["egress"] if redis_port(r) == 6380]
+    (rule,) = [r for r in custom["spec"]["egress"] if only_tcp_port(r) == 6380]
     assert rule["to"] == [{"ipBlock": {"cidr": "10.20.0.0/16"}}]
 
 
@@ -546,6 +551,103 @@ def test_no_client_tokens_unless_a_secret_is_named(value_set: str) -> None:
         assert "Third-party" not in rendered.notes
 
 
+def resource_attributes(text: str) -> dict[str, str]:
+    """OTEL_RESOURCE_ATTRIBUTES read as the gateway's SDK reads it: `k=v` pairs split at commas."""
+    pairs = [pair.split("=", 1) for pair in text.split(",")]
+    assert all(len(pair) == 2 for pair in pairs), text
+    attributes = {key.strip(): value.strip() for key, value in pairs}
+    assert len(attributes) == len(pairs), f"a key is set twice: {text}"
+    return attributes
+
+
+def test_tracing() -> None:
+    """tracing.*: the endpoint, ratio and service name in the ConfigMap, the resource attributes
+    in the container's env (the kubelet expands the pod's name into them, and extraEnv's node
+    name), and egress to the collector's pods."""
+    rendered = render_value_set("tracing")
+    values = load_value_set("tracing")
+    data = rendered.one("ConfigMap", FULLNAME)["data"]
+    assert data["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector.observability.svc.cluster.local:4317"
+    assert data["CPGW_TRACE_SAMPLING_RATIO"] == "1"
+    assert data["OTEL_SERVICE_NAME"] == "ci-job-gateway"
+    assert "OTEL_RESOURCE_ATTRIBUTES" not in data, "the kubelet expands $(NAME) in env values only"
+    entries = rendered.container["env"]
+    assert [e["name"] for e in entries] == ["NODE_NAME", "OTEL_RESOURCE_ATTRIBUTES_POD_NAME", "OTEL_RESOURCE_ATTRIBUTES"]
+    assert entries[1] == {
+        "name": "OTEL_RESOURCE_ATTRIBUTES_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+    }  # fmt: skip
+    assert entries[2]["value"] == (
+        "k8s.namespace.name=ci,k8s.pod.name=$(OTEL_RESOURCE_ATTRIBUTES_POD_NAME),"
+        "deployment.environment.name=staging,k8s.node.name=$(NODE_NAME),service.namespace=ci-platform"
+    )
+    env = rendered.container_env(pod=PodIdentity("gw-codepipeline-gateway-6f7b9c8d5-q8r2k", node_name="node-7"))
+    assert resource_attributes(env["OTEL_RESOURCE_ATTRIBUTES"]) == {
+        "k8s.namespace.name": NAMESPACE,
+        "k8s.pod.name": "gw-codepipeline-gateway-6f7b9c8d5-q8r2k",
+        "k8s.node.name": "node-7",
+        "deployment.environment.name": "staging",
+        "service.namespace": "ci-platform",
+    }
+    (rule,) = [r for r in rendered.one("NetworkPolicy")["spec"]["egress"] if only_tcp_port(r) == 4317]
+    assert rule["to"] == values["networkPolicy"]["egress"]["otlp"]["to"]
+    assert (
+        "Traces:   OTLP/gRPC to http://otel-collector.observability.svc.cluster.local:4317, service ci-job-gateway,"
+        " sampling ratio 1 (a caller's sampled traces are always kept)"
+    ) in rendered.notes
+
+
+@pytest.mark.parametrize(("ratio", "rendered"), [(0, "0"), (0.25, "0.25"), (1, "1"), (1.0, "1"), (0.001, "0.001")])
+def test_tracing_sampling_ratio(ratio: float, rendered: str) -> None:
+    """The ratio as a number the gateway parses (`f64`): no trailing `.0`, no quotes lost."""
+    values = {"tracing": {"otlpEndpoint": "http://otel-collector:4317", "samplingRatio": ratio}}
+    assert render_value_set("tokens", values).container_env()["CPGW_TRACE_SAMPLING_RATIO"] == rendered
+
+
+def test_tracing_defaults_and_overrides() -> None:
+    """With only an endpoint: the gateway's own service name (no OTEL_SERVICE_NAME), ratio 1, the
+    two k8s attributes. Attributes set in values replace the chart's; egress goes to any
+    destination on the port set."""
+    endpoint = {"tracing": {"otlpEndpoint": "http://10.0.0.7:4317"}}
+    rendered = render_value_set("tokens", merge(endpoint, {"networkPolicy": {"enabled": True, "egress": {"enabled": True}}}))
+    env = rendered.container_env()
+    assert "OTEL_SERVICE_NAME" not in env and env["CPGW_TRACE_SAMPLING_RATIO"] == "1"
+    assert resource_attributes(env["OTEL_RESOURCE_ATTRIBUTES"]) == {
+        "k8s.namespace.name": NAMESPACE, "k8s.pod.name": POD.name,
+    }  # fmt: skip
+    (rule,) = [r for r in rendered.one("NetworkPolicy")["spec"]["egress"] if only_tcp_port(r) == 4317]
+    assert "to" not in rule
+    assert "Traces:   OTLP/gRPC to http://10.0.0.7:4317, service codepipeline-gateway," in rendered.notes
+    own = render_value_set("tokens", merge(endpoint, {
+        "tracing": {"resourceAttributes": {"k8s.pod.name": "fixed", "k8s.namespace.name": "elsewhere", "team": "ci"}},
+        "networkPolicy": {"enabled": True, "egress": {"enabled": True, "otlp": {"port": 14317}}},
+    }))  # fmt: skip
+    assert resource_attributes(own.container_env()["OTEL_RESOURCE_ATTRIBUTES"]) == {
+        "k8s.pod.name": "fixed", "k8s.namespace.name": "elsewhere", "team": "ci",
+    }  # fmt: skip
+    ports = [p["port"] for rule in own.one("NetworkPolicy")["spec"]["egress"] for p in rule.get("ports", [])]
+    assert 14317 in ports and 4317 not in ports
+    # extraEnv comes first, so values can name its variables; the chart's own come after it.
+    names = [e["name"] for e in render_value_set("networkpolicy", endpoint).container["env"]]
+    assert names == ["HTTPS_PROXY", "NO_PROXY", "OTEL_RESOURCE_ATTRIBUTES_POD_NAME", "OTEL_RESOURCE_ATTRIBUTES"]
+
+
+@pytest.mark.parametrize("value_set", [name for name in VALUE_SETS if not load_value_set(name).get("tracing")])
+def test_no_tracing_unless_an_endpoint_is_set(value_set: str) -> None:
+    """Without tracing.otlpEndpoint no OTEL_* variable, no downward-API entry and no egress to a
+    collector, whatever the other tracing values say."""
+    settings = {"tracing": {"samplingRatio": 0.5, "serviceName": "gw", "resourceAttributes": {"team": "ci"}}}
+    egress = {"networkPolicy": {"enabled": True, "egress": {"enabled": True}}}
+    for override in ({}, settings, merge(settings, egress)):
+        rendered = render_value_set(value_set, override)
+        env = rendered.container_env()
+        assert not [name for name in env if name.startswith("OTEL_") or "TRACE" in name], env
+        assert not [e for e in rendered.container.get("env", []) if "fieldRef" in e.get("valueFrom", {})]
+        for policy in rendered.all("NetworkPolicy"):
+            ports = [p["port"] for rule in policy["spec"].get("egress", []) for p in rule.get("ports", [])]
+            assert 4317 not in ports, ports
+        assert "Traces:   off (set tracing.otlpEndpoint to export them)" in rendered.notes
+
+
 def test_service_monitor() -> None:
     """ServiceMonitor is a Prometheus Operator CRD, so it is checked by hand here instead of
     against a schema."""
@@ -597,6 +699,7 @@ def test_config_changes_roll_the_pods() -> None:
     base = checksum({})
     assert checksum({"log": {"level": "debug"}}) != base
     assert checksum({"aws": {"region": "eu-west-1"}}) != base
+    assert checksum({"tracing": {"otlpEndpoint": "http://otel-collector:4317"}}) != base
     assert checksum({"replicaCount": 5}) == base
 
 
@@ -651,6 +754,6 @@ def test_pdb_percentages() -> None:
 def test_every_value_set_is_used_here() -> None:
     assert set(VALUE_SETS) == {
         "defaults", "existing-secret", "tokens", "tls", "mtls", "hpa-pdb", "networkpolicy", "servicemonitor",
-        "emulator", "dashboards", "redis", "redis-existing-secret", "third-party",
+        "emulator", "dashboards", "redis", "redis-existing-secret", "third-party", "tracing",
     }  # fmt: skip
     assert load_value_set("defaults") == {}

@@ -115,6 +115,53 @@ REJECTED = {
         {"auth": {"clients": [{"id": "a", "tokenSha256": SHA, "allowedRpcs": ["PollForThirdPartyJob"]}]}},
         "allowedRpcs",
     ),
+    # tracing
+    "otlp endpoint without its scheme": ({"tracing": {"otlpEndpoint": "otel-collector:4317"}}, "otlpEndpoint"),
+    # The gateway's exporter has no TLS: it refuses to start (test_chart_drift.py checks it does).
+    "otlp endpoint over grpc://": ({"tracing": {"otlpEndpoint": "grpc://otel-collector:4317"}}, "otlpEndpoint"),
+    "otlp endpoint of another scheme": ({"tracing": {"otlpEndpoint": "grpc://otel-collector:4317"}}, "otlpEndpoint"),
+    # Without a port the exporter would dial 80, not OTLP's 4317.
+    "otlp endpoint without a port": ({"tracing": {"otlpEndpoint": "http://otel-collector"}}, "otlpEndpoint"),
+    "otlp/http endpoint with its path": (
+        {"tracing": {"otlpEndpoint": "http://otel-collector:4318/v1/traces"}},
+        "otlpEndpoint",
+    ),
+    "otlp endpoint with a space": ({"tracing": {"otlpEndpoint": "http://otel collector:4317"}}, "otlpEndpoint"),
+    "otlp endpoint as a boolean": ({"tracing": {"otlpEndpoint": True}}, "otlpEndpoint"),
+    "sampling ratio above 1": ({"tracing": {"samplingRatio": 1.5}}, "samplingRatio"),
+    "negative sampling ratio": ({"tracing": {"samplingRatio": -0.1}}, "samplingRatio"),
+    "sampling ratio as a string": ({"tracing": {"samplingRatio": "0.5"}}, "samplingRatio"),
+    "sampling ratio as a percentage": ({"tracing": {"samplingRatio": "50%"}}, "samplingRatio"),
+    "sampling ratio as a boolean": ({"tracing": {"samplingRatio": True}}, "samplingRatio"),
+    "service name as a number": ({"tracing": {"serviceName": 7}}, "serviceName"),
+    "resource attributes as a string": (
+        {"tracing": {"resourceAttributes": "deployment.environment.name=prod"}},
+        "resourceAttributes",
+    ),
+    "resource attributes as a list": ({"tracing": {"resourceAttributes": [{"team": "ci"}]}}, "resourceAttributes"),
+    "resource attribute as a number": ({"tracing": {"resourceAttributes": {"service.version": 1.2}}}, "service.version"),
+    "resource attribute as a boolean": ({"tracing": {"resourceAttributes": {"canary": True}}}, "canary"),
+    "resource attribute with a comma": ({"tracing": {"resourceAttributes": {"team": "ci,cd"}}}, "team"),
+    "resource attribute key with =": ({"tracing": {"resourceAttributes": {"a=b": "c"}}}, "propertyName 'a=b'"),
+    "resource attribute key with a comma": ({"tracing": {"resourceAttributes": {"a,b": "c"}}}, "propertyName 'a,b'"),
+    # The gateway sets its own service.name over it: tracing.serviceName is the way.
+    "service name as a resource attribute": (
+        {"tracing": {"resourceAttributes": {"service.name": "gw"}}},
+        "propertyName 'service.name'",
+    ),
+    "unknown tracing key": ({"tracing": {"enabled": True}}, "enabled"),
+    "tracing as a string": ({"tracing": "http://otel-collector:4317"}, "tracing"),
+    "otlp egress port out of range": ({"networkPolicy": {"egress": {"otlp": {"port": 0}}}}, "port"),
+    "otlp egress peers as a string": ({"networkPolicy": {"egress": {"otlp": {"to": "otel-collector"}}}}, "to"),
+    "unknown otlp egress key": ({"networkPolicy": {"egress": {"otlp": {"cidr": "10.0.0.0/8"}}}}, "cidr"),
+    "otlp endpoint through extraEnv": (
+        {"extraEnv": [{"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": "http://otel-collector:4317"}]},
+        "extraEnv",
+    ),
+    "resource attributes through extraEnv": (
+        {"extraEnv": [{"name": "OTEL_RESOURCE_ATTRIBUTES", "value": "team=ci"}]},
+        "extraEnv",
+    ),
 }
 
 
@@ -154,6 +201,25 @@ def test_accepted_dashboard_settings(chart) -> None:
         "annotations": {"k8s-sidecar-target-directory": "CI"},
     }})  # fmt: skip
     chart.validate_schema({"dashboards": {"labelValue": ""}})  # a sidecar matching any value
+
+
+def test_accepted_tracing_settings(chart) -> None:
+    for endpoint in (
+        "", "http://otel-collector.observability:4317", "http://otel-collector.observability.svc.cluster.local:4317/",
+        "http://10.0.0.7:4317", "http://[fd00:ec2::7]:4317", "http://localhost:4317",
+    ):  # fmt: skip
+        chart.validate_schema({"tracing": {"otlpEndpoint": endpoint}})
+    for ratio in (0, 0.01, 0.5, 1, 1.0):
+        chart.validate_schema({"tracing": {"samplingRatio": ratio}})
+    chart.validate_schema({"tracing": {"serviceName": "ci-job-gateway", "resourceAttributes": {
+        "deployment.environment.name": "production", "k8s.cluster.name": "eks-eu-west-1",
+        "k8s.node.name": "$(NODE_NAME)", "cloud.region": "eu-west-1", "note": "a=b", "empty": "",
+    }}})  # fmt: skip
+    chart.validate_schema({"networkPolicy": {"egress": {"otlp": {
+        "port": 4317, "to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}],
+    }}}})  # fmt: skip
+    # Other OpenTelemetry settings through extraEnv, e.g. the batch exporter's interval.
+    chart.validate_schema({"extraEnv": [{"name": "OTEL_BSP_SCHEDULE_DELAY", "value": "1000"}]})
 
 
 def test_accepted_redis_settings(chart) -> None:
@@ -218,9 +284,10 @@ def test_schema_closes_every_object_of_the_chart() -> None:
         "autoscaling.behavior", "global", "extraEnv[]",
         # maps of strings (additionalProperties: string)
         "serviceAccount.annotations", "service.annotations", "podAnnotations", "podLabels",
-        "nodeSelector", "serviceMonitor.labels", "dashboards.annotations",
+        "nodeSelector", "serviceMonitor.labels", "dashboards.annotations", "tracing.resourceAttributes",
         # lists of Kubernetes objects
         "tolerations[]", "networkPolicy.grpcFrom[]", "networkPolicy.metricsFrom[]",
-        "networkPolicy.egress.redis.to[]", "networkPolicy.egress.extra[]", "serviceMonitor.relabelings[]",
+        "networkPolicy.egress.redis.to[]", "networkPolicy.egress.otlp.to[]", "networkPolicy.egress.extra[]",
+        "serviceMonitor.relabelings[]",
         "serviceMonitor.metricRelabelings[]",
     }, sorted(open_objects)  # fmt: skip

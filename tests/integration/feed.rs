@@ -813,6 +813,33 @@ async fn an_acknowledgement_in_flight_when_the_gateway_drains_is_answered_before
 }
 
 #[tokio::test]
+async fn a_stream_ends_with_a_status_when_its_connection_reaches_its_maximum_age() {
+    let gw = gateway(Backend::InProcess)
+        .flags(&[
+            "--max-connection-age",
+            "1s",
+            "--max-connection-age-grace",
+            "10s",
+        ])
+        .spawn()
+        .await;
+    let client = client(&gw).await;
+    let mut stream = subscribe(&client, 1).await;
+    let status = stream.ended().await;
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(
+        status.get_details_error_info().unwrap().reason,
+        "CONNECTION_AGED",
+        "a status of its own, not a cut connection: {status:?}"
+    );
+    assert!(status.get_details_retry_info().is_some());
+    // On a new connection, the stream opens again.
+    let fresh = JobWorkerServiceClient::new(crate::support::connect(gw.addr()).await);
+    let _again = subscribe(&fresh, 1).await;
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn a_repeated_acknowledgement_is_answered_again_without_an_upstream_call() {
     let mut gw = spawn(Backend::InProcess).await;
     let client = client(&gw).await;

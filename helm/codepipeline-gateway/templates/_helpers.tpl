@@ -117,6 +117,34 @@ Redis do not share their limits.
 {{- end }}
 
 {{/*
+Whether the gateway exports traces (tracing.otlpEndpoint).
+*/}}
+{{- define "cpgw.tracingEnabled" -}}
+{{- if .Values.tracing.otlpEndpoint }}true{{- end }}
+{{- end }}
+
+{{/*
+OTEL_RESOURCE_ATTRIBUTES (`k=v,k=v`): k8s.namespace.name and k8s.pod.name, unless
+tracing.resourceAttributes sets them, then tracing.resourceAttributes in key order. The pod's
+name is `$(OTEL_RESOURCE_ATTRIBUTES_POD_NAME)`, which the kubelet expands from the downward-API
+variable the Deployment sets just before.
+*/}}
+{{- define "cpgw.otelResourceAttributes" -}}
+{{- $own := .Values.tracing.resourceAttributes | default dict }}
+{{- $k8s := dict "k8s.namespace.name" .Release.Namespace "k8s.pod.name" "$(OTEL_RESOURCE_ATTRIBUTES_POD_NAME)" }}
+{{- $attributes := list }}
+{{- range $key, $value := $k8s }}
+{{- if not (hasKey $own $key) }}
+{{- $attributes = append $attributes (printf "%s=%s" $key $value) }}
+{{- end }}
+{{- end }}
+{{- range $key, $value := $own }}
+{{- $attributes = append $attributes (printf "%s=%s" $key $value) }}
+{{- end }}
+{{- join "," $attributes }}
+{{- end }}
+
+{{/*
 Whether the gateway container mounts any volume.
 */}}
 {{- define "cpgw.hasVolumes" -}}
