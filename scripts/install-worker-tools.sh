@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Installs what the example workers (examples/workers/) and their tests (tests/workers/) need:
+# Installs what the example workers (examples/workers/) and their tests (tests/workers/,
+# tests/traces/) need:
 #   Debian packages  Go 1.19, grpc-go, golang/protobuf 1.5, genproto (errdetails), protoc with
 #                    protoc-gen-go and protoc-gen-go-grpc: for the Go worker only (GOPATH mode,
 #                    offline). The Rust build never needs protoc.
 #                    A JDK, grpc-java 1.41 with Netty (and netty-tcnative, for TLS), protobuf-java,
 #                    the google.rpc protos for Java and the grpc-java protoc plugin: for the Java
 #                    worker (javac against the jars in /usr/share/java, offline).
-#   .tools/venv      grpcio-status and googleapis-common-protos (google.rpc details), on top of
-#                    what scripts/install-test-tools.sh installs (run first: grpcio, grpcio-tools,
+#   .tools/venv      grpcio-status and googleapis-common-protos (google.rpc details); the
+#                    OpenTelemetry SDK, OTLP/gRPC exporter and grpc instrumentation the Python
+#                    worker imports when OTEL_EXPORTER_OTLP_ENDPOINT is set, and opentelemetry-proto
+#                    for the OTLP receiver of tests/traces; on top of what
+#                    scripts/install-test-tools.sh installs (run first: grpcio, grpcio-tools,
 #                    pytest, grpcurl, buf)
 #   .tools/node      @grpc/grpc-js, @grpc/proto-loader, protobufjs and google-proto-files
 # Idempotent: a stamp records the pins, and a second run with working tools does nothing.
@@ -41,6 +45,11 @@ APT_PACKAGES=(
 PYTHON_PINS=(
   grpcio-status==1.85.3
   googleapis-common-protos==1.76.0
+  opentelemetry-api==1.45.2
+  opentelemetry-sdk==1.45.2
+  opentelemetry-exporter-otlp-proto-grpc==1.45.2
+  opentelemetry-proto==1.45.2
+  opentelemetry-instrumentation-grpc==0.66b2
 )
 NODE_PINS=(
   @grpc/grpc-js@1.14.7
@@ -64,6 +73,7 @@ tools_work() {
     command -v java >/dev/null && command -v javac >/dev/null && command -v jar >/dev/null &&
     bash examples/workers/java/build.sh --check 2>/dev/null &&
     "$VENV/bin/python" -c 'import grpc_status, google.rpc.error_details_pb2' 2>/dev/null &&
+    "$VENV/bin/python" -c 'import opentelemetry.sdk.trace, opentelemetry.exporter.otlp.proto.grpc.trace_exporter, opentelemetry.instrumentation.grpc, opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc' 2>/dev/null &&
     (cd "$NODE_PREFIX" && node -e 'for (const m of ["@grpc/grpc-js", "@grpc/proto-loader", "protobufjs", "google-proto-files"]) require.resolve(m)') 2>/dev/null
 }
 
@@ -84,7 +94,7 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-echo "installing Python gRPC status packages into .tools/venv"
+echo "installing Python gRPC status and OpenTelemetry packages into .tools/venv"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${PYTHON_PINS[@]}"
 
 echo "installing Node gRPC packages into .tools/node"

@@ -79,6 +79,12 @@ class Emulator:
             provider="DemoBuilder",
             version="1",
         )
+        self.demo_third_party_action_type = pb.jobworker.ActionTypeId(
+            category=pb.jobworker.ACTION_CATEGORY_BUILD,
+            owner=pb.jobworker.ACTION_OWNER_THIRD_PARTY,
+            provider="DemoPartner",
+            version="1",
+        )
 
     def _call(self, rpc: str, request):
         deadline = time.monotonic() + 30
@@ -93,6 +99,17 @@ class Emulator:
     def create_job(self, **configuration: str) -> str:
         request = self.pb.admin.CreateJobRequest(action_type_id=self.demo_action_type, configuration=configuration)
         return self._call("CreateJob", request).job_id
+
+    def create_third_party_job(self, client_id: str = "", client_token: str = "", **configuration: str):
+        """A job of the demo third-party action type for `client_id` with `client_token` (new ones
+        when empty); returns the CreateJobResponse: job_id, client_id, client_token."""
+        request = self.pb.admin.CreateJobRequest(
+            action_type_id=self.demo_third_party_action_type,
+            configuration=configuration,
+            client_id=client_id,
+            client_token=client_token,
+        )
+        return self._call("CreateJob", request)
 
     def job(self, job_id: str):
         return self._call("GetJob", self.pb.admin.GetJobRequest(job_id=job_id)).job

@@ -1,14 +1,18 @@
-"""A CodePipeline custom-action job worker that speaks gRPC to codepipeline-gateway.
+"""A CodePipeline job worker that speaks gRPC to codepipeline-gateway: for a custom action, or
+(ACTION_OWNER=ThirdParty) for a third-party (partner) action.
 
 Gets jobs for as many free slots as it has, by polling (GATEWAY_MODE=poll) or from the gateway's
-job feed (GATEWAY_MODE=stream, with credit = free slots); acknowledges each (dropping it when
-another worker holds it), reads its details, does the work its configuration asks for, and
-reports the result. Settings come from the environment; see README.md. SIGTERM stops taking
-jobs, lets the jobs in hand finish, and exits 0.
+job feed (GATEWAY_MODE=stream, with credit = free slots; custom actions only); acknowledges each
+(dropping it when another worker holds it), reads its details, does the work its configuration
+asks for, and reports the result. With OTEL_EXPORTER_OTLP_ENDPOINT set it exports OpenTelemetry
+traces (a span per poll, per job and per call); without it, OpenTelemetry is never imported.
+Settings come from the environment; see README.md. SIGTERM stops taking jobs, lets the jobs in
+hand finish, and exits 0.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -44,6 +48,8 @@ FIRST_BACKOFF_SECONDS = 0.2
 MAX_BACKOFF_SECONDS = 30.0
 MODES = ("poll", "stream")
 DEFAULT_MODE = "stream"
+# ACTION_OWNER, normalised (case, `_`, `-` and an `ACTION_OWNER_` prefix ignored) -> owner.
+OWNERS = {"CUSTOM": pb.ACTION_OWNER_CUSTOM, "THIRDPARTY": pb.ACTION_OWNER_THIRD_PARTY}
 
 log = logging.getLogger("worker")
 
@@ -66,10 +72,101 @@ def retry_delay_of(status: status_pb2.Status | None) -> float | None:
     return None
 
 
+def error_reason(err: grpc.RpcError) -> str:
+    """The reason of a google.rpc.ErrorInfo in a failed call's status details, or ""."""
+    try:
+        status = rpc_status.from_call(err)
+    except ValueError:
+        return ""
+    for detail in status.details if status else ():
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info.reason
+    return ""
+
+
 def backoff_step(backoff: float) -> tuple[float, float]:
     """A jittered wait of up to `backoff`, and the backoff after it: doubled, to at most
     MAX_BACKOFF_SECONDS."""
     return random.uniform(0, backoff), min(backoff * 2, MAX_BACKOFF_SECONDS)
+
+
+class NoSpan:
+    """The span of a worker that does not trace: attributes go nowhere."""
+
+    def set_attribute(self, key: str, value: object) -> None:
+        pass
+
+
+class NoTracing:
+    """Tracing off (no OTEL_EXPORTER_OTLP_ENDPOINT): nothing is imported, made or sent."""
+
+    def instrument(self, channel: grpc.Channel) -> grpc.Channel:
+        return channel
+
+    def span(self, name: str, parent: object = None, **attributes: object):
+        return contextlib.nullcontext(NoSpan())
+
+    def current_context(self) -> object:
+        return None
+
+    def shutdown(self) -> None:
+        pass
+
+
+class Tracing:
+    """OpenTelemetry traces, exported over OTLP/gRPC to OTEL_EXPORTER_OTLP_ENDPOINT: a span per
+    poll (its jobs' spans are its children, so a job's trace starts at the poll that found it),
+    per job (in stream mode, a trace of its own), and a client span per call, made by
+    opentelemetry-instrumentation-grpc on this worker's channel only, which sends the call's W3C
+    traceparent to the gateway. The SDK reads the other OTEL_* settings (sampler, batch delays,
+    resource attributes, exporter headers). Attributes are ids and names, never job data."""
+
+    def __init__(self, worker_name: str) -> None:
+        # Imported here, not at the top: a worker that does not trace needs none of these.
+        from opentelemetry import context
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        from opentelemetry.instrumentation.grpc import client_interceptor
+        from opentelemetry.instrumentation.grpc.grpcext import intercept_channel
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        resource = Resource.create(
+            {
+                "service.name": os.environ.get("OTEL_SERVICE_NAME") or "codepipeline-worker-python",
+                "service.instance.id": worker_name,
+            }
+        )
+        self.provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+        self.provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        self.tracer = self.provider.get_tracer("codepipeline-worker")
+        self._context = context
+        self._interceptor = client_interceptor(tracer_provider=self.provider)
+        self._intercept_channel = intercept_channel
+
+    def instrument(self, channel: grpc.Channel) -> grpc.Channel:
+        """The channel with a client span around each call, its context sent as traceparent.
+        Only this channel: the exporter's own calls make no spans."""
+        return self._intercept_channel(channel, self._interceptor)
+
+    def span(self, name: str, parent: object = None, **attributes: object):
+        """A span, current in this thread while it lasts; a child of `parent` (a context from
+        current_context()), else of the current span, else a new trace."""
+        return self.tracer.start_as_current_span(name, context=parent, attributes=attributes)
+
+    def current_context(self) -> object:
+        """The current span's context, for spans started in another thread to be its children."""
+        return self._context.get_current()
+
+    def shutdown(self) -> None:
+        """Exports the spans not sent yet."""
+        self.provider.shutdown()
+
+
+def start_tracing(worker_name: str) -> NoTracing | Tracing:
+    return Tracing(worker_name) if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") else NoTracing()
 
 
 class Feed:
@@ -103,13 +200,20 @@ class Worker:
         self.name = env.get("WORKER_NAME") or f"python-{socket.gethostname()}-{os.getpid()}"
         self.slots = int(env.get("MAX_IN_FLIGHT", "4"))
         self.poll_interval = float(env.get("POLL_INTERVAL", "5"))
-        self.mode = env.get("GATEWAY_MODE") or DEFAULT_MODE
+        self.owner = env.get("ACTION_OWNER") or "Custom"
+        owner = OWNERS.get(self.owner.upper().removeprefix("ACTION_OWNER_").replace("_", "").replace("-", ""))
+        self.third_party = owner == pb.ACTION_OWNER_THIRD_PARTY
+        # A third-party action has no job feed: it is polled.
+        self.mode = env.get("GATEWAY_MODE") or ("poll" if self.third_party else DEFAULT_MODE)
+        # Third-party calls carry this client token; empty, the gateway supplies the token it holds
+        # for the job's client. Secret: never logged.
+        self.client_token = env.get("CLIENT_TOKEN", "")
         category = env.get("ACTION_CATEGORY", "Build").upper()
         self.action_type = pb.ActionTypeId(
             category=pb.ActionCategory.Value(
                 category if category.startswith("ACTION_CATEGORY_") else f"ACTION_CATEGORY_{category}"
             ),
-            owner=pb.ACTION_OWNER_CUSTOM,
+            owner=owner or pb.ACTION_OWNER_UNSPECIFIED,
             provider=env.get("ACTION_PROVIDER", "DemoBuilder"),
             version=env.get("ACTION_VERSION", "1"),
         )
@@ -122,7 +226,9 @@ class Worker:
             self.channel = grpc.secure_channel(address, credentials)
         else:
             self.channel = grpc.insecure_channel(address)
-        self.stub = pb_grpc.JobWorkerServiceStub(self.channel)
+        self.tracing = start_tracing(self.name)
+        service = pb_grpc.ThirdPartyJobWorkerServiceStub if self.third_party else pb_grpc.JobWorkerServiceStub
+        self.stub = service(self.tracing.instrument(self.channel))
         self.stopping = threading.Event()
         self.in_flight = 0  # jobs in hand, from their delivery to their result
         self.slot_freed = threading.Condition()
@@ -159,10 +265,20 @@ class Worker:
             feed.close()
 
     def run(self) -> int:
+        if self.action_type.owner == pb.ACTION_OWNER_UNSPECIFIED:
+            log.error("%s: ACTION_OWNER must be Custom or ThirdParty, not %r", self.name, self.owner)
+            return 1
         if self.mode not in MODES:
             log.error("%s: GATEWAY_MODE must be poll or stream, not %r", self.name, self.mode)
             return 1
+        if self.third_party and self.mode != "poll":
+            log.error("%s: third-party actions have no job feed: GATEWAY_MODE must be poll", self.name)
+            return 1
         category = pb.ActionCategory.Name(self.action_type.category)
+        if self.third_party:
+            category += "/ThirdParty"
+            tokens = "its own (CLIENT_TOKEN)" if self.client_token else "those the gateway holds"
+            log.info("%s: third-party jobs; client tokens: %s", self.name, tokens)
         log.info(
             "%s: %s for %s/%s/%s with %d slots",
             self.name, "polling" if self.mode == "poll" else "streaming", category,
@@ -176,27 +292,45 @@ class Worker:
         return code
 
     def poll(self, pool: ThreadPoolExecutor) -> int:
-        """PollForJobs for as many jobs as there are free slots, until the worker stops."""
+        """PollForJobs (PollForThirdPartyJobs) for as many jobs as there are free slots, until the
+        worker stops."""
+        if self.third_party:
+            rpc, request_type = "PollForThirdPartyJobs", pb.PollForThirdPartyJobsRequest
+            process = self.process_third_party
+        else:
+            rpc, request_type, process = "PollForJobs", pb.PollForJobsRequest, self.process
+        action_type = "/".join(
+            (
+                pb.ActionCategory.Name(self.action_type.category).removeprefix("ACTION_CATEGORY_").title(),
+                "ThirdParty" if self.third_party else "Custom",
+                self.action_type.provider,
+                self.action_type.version,
+            )
+        )
         while not self.stopping.is_set():
             with self.slot_freed:
                 if not self.slot_freed.wait_for(lambda: self.in_flight < self.slots, timeout=0.5):
                     continue  # all slots busy: look at `stopping` again, then wait on
                 free = self.slots - self.in_flight
+            parent = None
             try:
-                request = pb.PollForJobsRequest(action_type_id=self.action_type, max_batch_size=free)
-                jobs = self.call("PollForJobs", request, until_stopped=True).jobs
+                with self.tracing.span("poll", **{"codepipeline.action_type": action_type}) as span:
+                    request = request_type(action_type_id=self.action_type, max_batch_size=free)
+                    jobs = self.call(rpc, request, until_stopped=True).jobs
+                    span.set_attribute("codepipeline.jobs", len(jobs))
+                    parent = self.tracing.current_context()  # the jobs' spans are the poll's children
             except grpc.RpcError as err:
                 if self.stopping.is_set():
                     break
                 if err.code() in FATAL:
-                    log.error("%s: PollForJobs failed: %s %s", self.name, err.code().name, err.details())
+                    log.error("%s: %s failed: %s %s", self.name, rpc, err.code().name, err.details())
                     return 1
-                log.warning("%s: PollForJobs failed: %s; polling again later", self.name, err.code().name)
+                log.warning("%s: %s failed: %s; polling again later", self.name, rpc, err.code().name)
                 jobs = []
             for job in jobs:
                 with self.slot_freed:
                     self.in_flight += 1
-                pool.submit(self.run_job, self.process, job)
+                pool.submit(self.run_job, process, job, parent)
             if not jobs:
                 self.stopping.wait(self.poll_interval * random.uniform(0.5, 1.5))
         return 0
@@ -302,32 +436,87 @@ class Worker:
                 feed.credit += more
                 feed.send(credit=pb.StreamJobsCredit(jobs=more))
 
-    def run_job(self, work, job: pb.Job) -> None:
+    def run_job(self, work, job: pb.Job | pb.ThirdPartyJob, parent: object = None) -> None:
+        """Works one job in its span (a child of `parent`, the poll's, if any)."""
+        job_id = job.job_id if isinstance(job, pb.ThirdPartyJob) else job.id
         try:
-            work(job)
+            with self.tracing.span("job", parent, **{"codepipeline.job_id": job_id}) as span:
+                span.set_attribute("codepipeline.job.result", work(job))
         except Exception:
-            log.exception("%s: job %s: gave up", self.name, job.id)
+            log.exception("%s: job %s: gave up", self.name, job_id)
         finally:
             self.finished()
 
-    def process(self, job: pb.Job) -> None:
+    def process(self, job: pb.Job) -> str:
         """A polled job: AcknowledgeJob with its nonce, then the rest."""
         try:
             self.call("AcknowledgeJob", pb.AcknowledgeJobRequest(job_id=job.id, nonce=job.nonce))
         except grpc.RpcError as err:
             if err.code() == grpc.StatusCode.ABORTED:
                 log.info("%s: job %s is held by another worker; dropped", self.name, job.id)
-                return
+                return "dropped"
             raise
-        self.complete(job)
+        return self.complete(job)
 
-    def complete(self, job: pb.Job) -> None:
+    def complete(self, job: pb.Job) -> str:
         """An acknowledged job: its details, the work, the result."""
         details = self.call("GetJobDetails", pb.GetJobDetailsRequest(job_id=job.id)).job_details
-        data = details.data
+        return self.work(
+            job.id,
+            details.data,
+            put_success=lambda **result: self.call(
+                "PutJobSuccessResult", pb.PutJobSuccessResultRequest(job_id=job.id, **result)
+            ),
+            put_failure=lambda **result: self.call(
+                "PutJobFailureResult", pb.PutJobFailureResultRequest(job_id=job.id, **result)
+            ),
+        )
+
+    def process_third_party(self, job: pb.ThirdPartyJob) -> str:
+        """A polled third-party job: its details (and nonce), AcknowledgeThirdPartyJob with the
+        nonce, the work, the result. Every call names the job's client and carries CLIENT_TOKEN;
+        left empty, the gateway supplies the token it holds for that client."""
+        client = {"client_id": job.client_id, "client_token": self.client_token}
+        try:
+            request = pb.GetThirdPartyJobDetailsRequest(job_id=job.job_id, **client)
+            details = self.call("GetThirdPartyJobDetails", request).job_details
+            request = pb.AcknowledgeThirdPartyJobRequest(job_id=job.job_id, nonce=details.nonce, **client)
+            self.call("AcknowledgeThirdPartyJob", request)
+        except grpc.RpcError as err:
+            if err.code() == grpc.StatusCode.ABORTED:
+                log.info("%s: job %s is held by another worker; dropped", self.name, job.job_id)
+                return "dropped"
+            if err.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.PERMISSION_DENIED):
+                # FAILED_PRECONDITION CLIENT_TOKEN_UNAVAILABLE: neither this worker nor the gateway
+                # has the client's token; PERMISSION_DENIED: the token sent was refused. Nothing
+                # can be said about the job, not even its failure: CodePipeline hands it out again
+                # later, to this worker or another, and other clients' jobs go on meanwhile.
+                log.error(
+                    "%s: job %s: %s %s: %s; dropped (the client token of client %s: set CLIENT_TOKEN, "
+                    "or give the gateway a --client-token-file that holds it)",
+                    self.name, job.job_id, err.code().name, error_reason(err), err.details(), job.client_id,
+                )  # fmt: skip
+                return "dropped"
+            raise
+        return self.work(
+            job.job_id,
+            details.data,
+            put_success=lambda **result: self.call(
+                "PutThirdPartyJobSuccessResult",
+                pb.PutThirdPartyJobSuccessResultRequest(job_id=job.job_id, **client, **result),
+            ),
+            put_failure=lambda **result: self.call(
+                "PutThirdPartyJobFailureResult",
+                pb.PutThirdPartyJobFailureResultRequest(job_id=job.job_id, **client, **result),
+            ),
+        )
+
+    def work(self, job_id: str, data: pb.JobData, put_success, put_failure) -> str:
+        """The "work" a job's configuration asks for, then its result, sent with `put_success` or
+        `put_failure` (each takes the result's fields); returns what was reported."""
         configuration = data.action_configuration.configuration
         outcome = configuration.get("Outcome", "succeed")
-        execution_id = f"{self.name}:{job.id}"
+        execution_id = f"{self.name}:{job_id}"
 
         # The "work": a pause as long as the job asks for.
         time.sleep(int(configuration.get("WorkMillis", "0")) / 1000)
@@ -337,14 +526,11 @@ class Worker:
             details = pb.ExecutionDetails(
                 summary="first half done", external_execution_id=execution_id, percent_complete=50
             )
-            request = pb.PutJobSuccessResultRequest(
-                job_id=job.id, continuation_token="continued", execution_details=details
-            )
-            self.call("PutJobSuccessResult", request)
+            put_success(continuation_token="continued", execution_details=details)
             result = "continued"
         elif outcome in ("succeed", "continue"):
             details = pb.ExecutionDetails(summary="done", external_execution_id=execution_id, percent_complete=100)
-            self.call("PutJobSuccessResult", pb.PutJobSuccessResultRequest(job_id=job.id, execution_details=details))
+            put_success(execution_details=details)
             result = "succeeded"
         else:
             failure = pb.FailureDetails(
@@ -353,9 +539,10 @@ class Worker:
             if outcome != "fail":
                 failure.type = pb.FAILURE_TYPE_CONFIGURATION_ERROR
                 failure.message = f"Outcome={outcome} is not one of succeed, fail, continue"
-            self.call("PutJobFailureResult", pb.PutJobFailureResultRequest(job_id=job.id, failure_details=failure))
+            put_failure(failure_details=failure)
             result = "failed"
-        log.info("%s: reported %s %s", self.name, job.id, result)
+        log.info("%s: reported %s %s", self.name, job_id, result)
+        return result
 
 
 def main() -> int:
@@ -363,7 +550,10 @@ def main() -> int:
     worker = Worker()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: worker.stop())
-    return worker.run()
+    try:
+        return worker.run()
+    finally:
+        worker.tracing.shutdown()
 
 
 if __name__ == "__main__":
