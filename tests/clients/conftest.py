@@ -16,18 +16,25 @@ from support import (
     EMULATOR_REGION,
     EMULATOR_SECRET_ACCESS_KEY,
     GATEWAY_READY,
+    PROTOCOL_IDS,
+    PROTOCOLS,
     RunningBinary,
     codepipeline_client,
 )
 
-EMULATOR_ARGS = (
-    "emulator",
-    "--listen", "127.0.0.1:0",
-    "--demo-jobs", "3",
-    "--access-key-id", EMULATOR_ACCESS_KEY_ID,
-    "--secret-access-key", EMULATOR_SECRET_ACCESS_KEY,
-    "--region", EMULATOR_REGION,
-)  # fmt: skip
+
+def emulator_args(*, demo_jobs: int = 3) -> tuple[str, ...]:
+    return (
+        "emulator",
+        "--listen", "127.0.0.1:0",
+        "--demo-jobs", str(demo_jobs),
+        "--access-key-id", EMULATOR_ACCESS_KEY_ID,
+        "--secret-access-key", EMULATOR_SECRET_ACCESS_KEY,
+        "--region", EMULATOR_REGION,
+    )  # fmt: skip
+
+
+EMULATOR_ARGS = emulator_args()
 
 GATEWAY_ARGS = (
     "serve",
@@ -67,7 +74,14 @@ def gateway(launch) -> RunningBinary:
     return launch(*GATEWAY_ARGS, ready=GATEWAY_READY)
 
 
+@pytest.fixture(params=PROTOCOLS, ids=PROTOCOL_IDS.get)
+def protocol(request) -> str:
+    """The wire protocol of the clients a test makes: every test asking for it (or for
+    `codepipeline`) runs once in awsJson1_1 and once in Smithy RPC v2 CBOR."""
+    return request.param
+
+
 @pytest.fixture
-def codepipeline(emulator):
-    """A boto3 CodePipeline client signed with the emulator's credentials."""
-    return codepipeline_client(emulator.address)
+def codepipeline(emulator, protocol):
+    """A boto3 CodePipeline client signed with the emulator's credentials, speaking `protocol`."""
+    return codepipeline_client(emulator.address, protocol=protocol)

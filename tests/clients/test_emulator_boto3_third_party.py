@@ -1,9 +1,11 @@
 """boto3 against the emulator's AWS front for the third-party half of the job API: the five
 operations, their shapes and every modelled error, through the client a Python partner worker
-uses. The emulator starts with three demo third-party jobs for the demo client."""
+uses, in both wire protocols (the `protocol` fixture). The emulator starts with three demo
+third-party jobs for the demo client."""
 
 from __future__ import annotations
 
+import datetime
 import uuid
 
 import pytest
@@ -11,7 +13,13 @@ import pytest
 from support import DEMO_ACTION_TYPE, DEMO_CLIENT_ID, DEMO_CLIENT_TOKEN, DEMO_THIRD_PARTY_ACTION_TYPE
 from test_emulator_boto3 import FAILURE_DETAILS, EXECUTION_DETAILS, JOB_ID, raises_aws_error, without_metadata
 
-REVISION = {"revision": "partner-rev-1", "changeIdentifier": "change-1", "revisionSummary": "built"}
+# `created` is a timestamp: epoch seconds in JSON, a tag-1 CBOR item in rpcv2Cbor.
+REVISION = {
+    "revision": "partner-rev-1",
+    "changeIdentifier": "change-1",
+    "created": datetime.datetime(2026, 1, 2, 3, 4, 5, 678_000, tzinfo=datetime.timezone.utc),
+    "revisionSummary": "built",
+}
 
 
 def poll_one(codepipeline) -> dict:
@@ -124,8 +132,14 @@ def test_members_over_their_length_are_validation_errors(codepipeline, operation
     token = "t" * 257 if member == "clientToken" else DEMO_CLIENT_TOKEN
     with raises_aws_error("ValidationException") as caught:
         operation(codepipeline, job_id, token)
-    assert member in caught.value.response["Error"]["Message"]
-    assert "t" * 257 not in caught.value.response["Error"]["Message"], "the token is never quoted"
+    message = caught.value.response["Error"]["Message"]
+    shape = codepipeline.meta.service_model.shape_for("ThirdPartyJobId" if member == "jobId" else "ClientToken")
+    assert message.startswith("1 validation error detected: Value "), message
+    assert (
+        f" at '{member}' failed to satisfy constraint: "
+        f"Member must have length less than or equal to {shape.metadata['max']}"
+    ) in message
+    assert "t" * 257 not in message, "the token is never quoted"
 
 
 def test_the_details_of_a_custom_job_are_invalid_job(codepipeline):
