@@ -27,6 +27,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .compile_well_known_types(false)
         // The job feed's acknowledgements carry a google.rpc.Status: tonic-types' own type.
         .extern_path(".google.rpc.Status", "::tonic_types::Status")
+        // Artifact bytes pass through as `Bytes`, never copied into a `Vec`.
+        .bytes(".codepipeline.jobworker.v1.DownloadInputArtifactResponse.chunk")
+        .bytes(".codepipeline.jobworker.v1.UploadOutputArtifactRequest.chunk")
         .compile_fds(protox::compile(SERVED, INCLUDES)?)?;
     println!("cargo:rerun-if-changed=proto");
     println!("cargo:rerun-if-changed=proto-deps");

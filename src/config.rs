@@ -73,6 +73,32 @@ impl TraceArgs {
     }
 }
 
+/// A size like `8MiB`, `5242880` or `16 MiB`, at least S3's smallest part (5 MiB).
+fn byte_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: usize = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a size like 8MiB"))?;
+    let unit = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        other => return Err(format!("unknown unit {other:?}: use B, KiB, MiB or GiB")),
+    };
+    let size = number
+        .checked_mul(unit)
+        .ok_or_else(|| format!("{text:?} is too large"))?;
+    if size < 5 << 20 {
+        return Err("at least 5MiB: S3 refuses smaller parts".to_owned());
+    }
+    Ok(size)
+}
+
 fn sampling_ratio(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(ratio) if (0.0..=1.0).contains(&ratio) => Ok(ratio),
@@ -156,6 +182,10 @@ pub struct ServeArgs {
     /// Address of the HTTP listener serving Prometheus metrics at /metrics.
     #[arg(long, env = "CPGW_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
     pub metrics_listen: SocketAddr,
+    /// With `--upstream emulator`: address of the emulator's S3-compatible artifact store (port
+    /// 0 picks a free port; `App::emulator_s3_addr` tells which).
+    #[arg(long, env = "CPGW_EMULATOR_S3_LISTEN", default_value = "127.0.0.1:0")]
+    pub emulator_s3_listen: SocketAddr,
     /// After SIGTERM, how long health reports NOT_SERVING while calls are still taken, so load
     /// balancers stop sending new ones before the listener closes.
     #[arg(long, env = "CPGW_LAME_DUCK", default_value = "0s", value_parser = humantime::parse_duration)]
@@ -356,6 +386,14 @@ pub struct AwsArgs {
     /// The wire protocol of calls to CodePipeline, which serves both.
     #[arg(long, env = "CPGW_AWS_PROTOCOL", value_enum, default_value_t = AwsProtocol::Json)]
     pub aws_protocol: AwsProtocol,
+    /// S3 endpoint URL for artifacts, instead of AWS's (path-style requests then); with
+    /// `--upstream emulator`, the emulator's own artifact store.
+    #[arg(long, env = "CPGW_S3_ENDPOINT_URL")]
+    pub s3_endpoint_url: Option<String>,
+    /// What an artifact transfer holds in memory: the size of its ranged GETs and upload parts
+    /// (at least 5 MiB, S3's smallest part).
+    #[arg(long, env = "CPGW_ARTIFACT_PART_SIZE", default_value = "8MiB", value_parser = byte_size)]
+    pub artifact_part_size: usize,
     /// Time allowed to open a connection to CodePipeline.
     #[arg(long, env = "CPGW_AWS_CONNECT_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
     pub aws_connect_timeout: Duration,
@@ -386,9 +424,15 @@ pub struct EngineArgs {
     #[arg(long, env = "CPGW_EMULATOR_LATENCY", default_value = "0s", value_parser = humantime::parse_duration)]
     pub latency: Duration,
     /// Faults to inject into job-worker calls, e.g. `*:throttling=0.1;AcknowledgeJob:drop=0.05`
-    /// (faults: latency, http500, http503, throttling, drop, truncate, malformed).
+    /// (faults: latency, http500, http503, throttling, drop, truncate, malformed); the artifact
+    /// store's operations (GetObject, PutObject, UploadPart, ...) may be named too, e.g.
+    /// `UploadPart:http503=0.5` (`*` covers only CodePipeline's).
     #[arg(long, env = "CPGW_EMULATOR_FAULTS", default_value = "", value_parser = FaultPlan::parse)]
     pub faults: FaultPlan,
+    /// How long the artifact credentials handed out with a job (poll, details) work in the
+    /// emulator's artifact store; then ExpiredToken.
+    #[arg(long, env = "CPGW_EMULATOR_ARTIFACT_CREDENTIALS_TTL", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub artifact_credentials_ttl: Duration,
     /// Demo jobs queued at start for the demo action type Build/Custom/DemoBuilder/1.
     #[arg(long, env = "CPGW_EMULATOR_DEMO_JOBS", default_value_t = 3)]
     pub demo_jobs: usize,
@@ -400,6 +444,11 @@ pub struct EmulatorArgs {
     /// Address of the HTTP listener (port 0 picks a free port).
     #[arg(long, env = "CPGW_EMULATOR_LISTEN", default_value = "127.0.0.1:4599")]
     pub listen: SocketAddr,
+    /// Address of the S3-compatible artifact store's HTTP listener (path-style requests, signed
+    /// with a job's artifact credentials; port 0 picks a free port). Default: 127.0.0.1:4598, or
+    /// a free port when `--listen` asks for one.
+    #[arg(long, env = "CPGW_EMULATOR_S3_LISTEN")]
+    pub s3_listen: Option<SocketAddr>,
     /// The access key ID requests must be signed with.
     #[arg(
         long,
@@ -427,6 +476,17 @@ pub struct EmulatorArgs {
     /// The job engine.
     #[command(flatten)]
     pub engine: EngineArgs,
+}
+
+impl EmulatorArgs {
+    /// Where the artifact store listens: as given; else on a free port when the front takes
+    /// one (so emulators started side by side never collide); else 127.0.0.1:4598.
+    pub fn s3_listen(&self) -> SocketAddr {
+        self.s3_listen.unwrap_or_else(|| {
+            let port = if self.listen.port() == 0 { 0 } else { 4598 };
+            SocketAddr::from(([127, 0, 0, 1], port))
+        })
+    }
 }
 
 impl Cli {

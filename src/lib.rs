@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod app;
+pub mod artifacts;
 pub mod auth;
 pub mod aws;
 pub mod config;

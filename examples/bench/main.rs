@@ -13,11 +13,14 @@
 //! - rate limits in Redis against in memory: throughput and added latency (`limits.rs`);
 //! - third-party calls with the client token the gateway holds against the worker's own
 //!   (`third_party.rs`);
-//! - the gateway's upstream calls in Smithy RPC v2 CBOR against awsJson1_1 (`protocols.rs`).
+//! - the gateway's upstream calls in Smithy RPC v2 CBOR against awsJson1_1 (`protocols.rs`);
+//! - artifacts through the gateway against `aws-sdk-s3` to the same store directly, and the
+//!   gateway's RSS while 1 GiB streams (`artifacts.rs`).
 //!
 //! `bash scripts/bench.sh` builds in release mode and runs it; `--smoke` runs every part for
 //! seconds only, to keep the harness working (CI runs that, and asserts nothing on timings).
 
+mod artifacts;
 mod feed;
 mod floor;
 mod limits;
@@ -72,6 +75,7 @@ enum Part {
     RateLimits,
     ClientTokens,
     WireProtocols,
+    Artifacts,
 }
 
 #[derive(Subcommand)]
@@ -102,6 +106,8 @@ struct Sizes {
     feed_idle: Duration,
     feed_pickup_jobs: usize,
     feed_backlog_jobs: usize,
+    artifact_bytes: usize,
+    artifact_rss_bytes: usize,
 }
 
 impl Sizes {
@@ -120,6 +126,8 @@ impl Sizes {
                 feed_idle: Duration::from_secs(2),
                 feed_pickup_jobs: 3,
                 feed_backlog_jobs: 20,
+                artifact_bytes: 16 << 20,
+                artifact_rss_bytes: 32 << 20,
             }
         } else {
             Self {
@@ -135,6 +143,8 @@ impl Sizes {
                 feed_idle: Duration::from_secs(20),
                 feed_pickup_jobs: 40,
                 feed_backlog_jobs: 400,
+                artifact_bytes: 256 << 20,
+                artifact_rss_bytes: 1 << 30,
             }
         }
     }
@@ -182,15 +192,19 @@ impl Proc {
     }
 
     fn rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        let kib: f64 = status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0.0);
-        kib / 1024.0
+        rss_of(self.child.id())
     }
+}
+
+/// A process's resident memory, MiB.
+fn rss_of(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
 }
 
 fn with_token<T>(message: T) -> Request<T> {
@@ -352,6 +366,8 @@ fn emulator_front(binary: &Path) -> anyhow::Result<Proc> {
         &[
             "emulator",
             "--listen",
+            "127.0.0.1:0",
+            "--s3-listen",
             "127.0.0.1:0",
             "--demo-jobs",
             "1",
@@ -883,6 +899,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if runs(Part::WireProtocols) {
         protocols::wire_protocols(&args, &sizes, &mut rows).await?;
+    }
+    if runs(Part::Artifacts) {
+        artifacts::artifacts(&args, &sizes, &mut rows).await?;
     }
     print_table(&rows, args.smoke);
     Ok(())

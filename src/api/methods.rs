@@ -31,6 +31,10 @@ pub enum Method {
     PutThirdPartyJobSuccessResult,
     /// `ThirdPartyJobWorkerService/PutThirdPartyJobFailureResult`.
     PutThirdPartyJobFailureResult,
+    /// `ArtifactService/DownloadInputArtifact`.
+    DownloadInputArtifact,
+    /// `ArtifactService/UploadOutputArtifact`.
+    UploadOutputArtifact,
     /// `EmulatorAdminService/RegisterActionType`.
     RegisterActionType,
     /// `EmulatorAdminService/CreateJob`.
@@ -43,6 +47,10 @@ pub enum Method {
     GetCallCounts,
     /// `EmulatorAdminService/SetFaults`.
     SetFaults,
+    /// `EmulatorAdminService/AttachInputArtifact`.
+    AttachInputArtifact,
+    /// `EmulatorAdminService/ReadOutputArtifact`.
+    ReadOutputArtifact,
     /// `grpc.health.v1.Health/Check`.
     HealthCheck,
     /// `grpc.health.v1.Health/Watch`.
@@ -83,7 +91,8 @@ impl RpcKind {
 /// The parts of the served API, which auth and the limits treat differently.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Api {
-    /// The job-worker services (custom and third-party): always authenticated, rate-limited.
+    /// The job-worker services (custom, third-party, artifacts): always authenticated,
+    /// rate-limited.
     JobWorker,
     /// The emulator's admin service: always authenticated, never rate-limited.
     EmulatorAdmin,
@@ -96,6 +105,7 @@ pub enum Api {
 const JOB_WORKER: &str = pb::jobworker::job_worker_service_server::SERVICE_NAME;
 const THIRD_PARTY_JOB_WORKER: &str =
     pb::jobworker::third_party_job_worker_service_server::SERVICE_NAME;
+const ARTIFACT: &str = pb::jobworker::artifact_service_server::SERVICE_NAME;
 const EMULATOR_ADMIN: &str = pb::emulator::emulator_admin_service_server::SERVICE_NAME;
 const HEALTH: &str = tonic_health::pb::health_server::SERVICE_NAME;
 const REFLECTION_V1: &str = tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME;
@@ -104,7 +114,7 @@ const REFLECTION_V1ALPHA: &str =
 
 impl Method {
     /// Every method, for iteration; per-method state lives in an [`enum_map::EnumMap`].
-    pub const ALL: [Self; 22] = [
+    pub const ALL: [Self; 26] = [
         Self::PollForJobs,
         Self::AcknowledgeJob,
         Self::GetJobDetails,
@@ -116,12 +126,16 @@ impl Method {
         Self::GetThirdPartyJobDetails,
         Self::PutThirdPartyJobSuccessResult,
         Self::PutThirdPartyJobFailureResult,
+        Self::DownloadInputArtifact,
+        Self::UploadOutputArtifact,
         Self::RegisterActionType,
         Self::CreateJob,
         Self::GetJob,
         Self::ListJobs,
         Self::GetCallCounts,
         Self::SetFaults,
+        Self::AttachInputArtifact,
+        Self::ReadOutputArtifact,
         Self::HealthCheck,
         Self::HealthWatch,
         Self::HealthList,
@@ -142,13 +156,17 @@ impl Method {
             | Self::AcknowledgeThirdPartyJob
             | Self::GetThirdPartyJobDetails
             | Self::PutThirdPartyJobSuccessResult
-            | Self::PutThirdPartyJobFailureResult => Api::JobWorker,
+            | Self::PutThirdPartyJobFailureResult
+            | Self::DownloadInputArtifact
+            | Self::UploadOutputArtifact => Api::JobWorker,
             Self::RegisterActionType
             | Self::CreateJob
             | Self::GetJob
             | Self::ListJobs
             | Self::GetCallCounts
-            | Self::SetFaults => Api::EmulatorAdmin,
+            | Self::SetFaults
+            | Self::AttachInputArtifact
+            | Self::ReadOutputArtifact => Api::EmulatorAdmin,
             Self::HealthCheck | Self::HealthWatch | Self::HealthList => Api::Health,
             Self::ReflectionV1 | Self::ReflectionV1Alpha => Api::Reflection,
         }
@@ -165,6 +183,7 @@ impl Method {
                 | Self::PutThirdPartyJobSuccessResult
                 | Self::PutThirdPartyJobFailureResult,
             ) => THIRD_PARTY_JOB_WORKER,
+            (Api::JobWorker, Self::DownloadInputArtifact | Self::UploadOutputArtifact) => ARTIFACT,
             (Api::JobWorker, _) => JOB_WORKER,
             (Api::EmulatorAdmin, _) => EMULATOR_ADMIN,
             (Api::Health, _) => HEALTH,
@@ -187,12 +206,16 @@ impl Method {
             Self::GetThirdPartyJobDetails => "GetThirdPartyJobDetails",
             Self::PutThirdPartyJobSuccessResult => "PutThirdPartyJobSuccessResult",
             Self::PutThirdPartyJobFailureResult => "PutThirdPartyJobFailureResult",
+            Self::DownloadInputArtifact => "DownloadInputArtifact",
+            Self::UploadOutputArtifact => "UploadOutputArtifact",
             Self::RegisterActionType => "RegisterActionType",
             Self::CreateJob => "CreateJob",
             Self::GetJob => "GetJob",
             Self::ListJobs => "ListJobs",
             Self::GetCallCounts => "GetCallCounts",
             Self::SetFaults => "SetFaults",
+            Self::AttachInputArtifact => "AttachInputArtifact",
+            Self::ReadOutputArtifact => "ReadOutputArtifact",
             Self::HealthCheck => "Check",
             Self::HealthWatch => "Watch",
             Self::HealthList => "List",
@@ -203,7 +226,10 @@ impl Method {
     /// How its messages flow.
     pub const fn kind(self) -> RpcKind {
         match self {
-            Self::HealthWatch => RpcKind::ServerStream,
+            Self::HealthWatch | Self::DownloadInputArtifact | Self::ReadOutputArtifact => {
+                RpcKind::ServerStream
+            }
+            Self::UploadOutputArtifact | Self::AttachInputArtifact => RpcKind::ClientStream,
             Self::StreamJobs | Self::ReflectionV1 | Self::ReflectionV1Alpha => RpcKind::BidiStream,
             _ => RpcKind::Unary,
         }

@@ -21,6 +21,7 @@
 //! | a call unanswered at its deadline (its body never arrived, say) | DEADLINE_EXCEEDED |
 //! | a request message over the size limit | RESOURCE_EXHAUSTED |
 //! | a third-party call with no client token, none held for its client | FAILED_PRECONDITION |
+//! | the artifact store's answers | see [`artifact_status`] |
 //! | a panic while handling a call | INTERNAL, generic message |
 //! | anything else | INTERNAL, generic message |
 
@@ -51,6 +52,124 @@ pub fn invalid_request(invalid: InvalidRequest) -> Status {
         details.add_bad_request_violation(&violation.field, &violation.description);
     }
     Status::with_error_details(Code::InvalidArgument, invalid.to_string(), details)
+}
+
+/// The ErrorInfo domain of errors the artifact store (S3) reported.
+pub const S3_DOMAIN: &str = "s3.amazonaws.com";
+
+/// The status for a failed artifact transfer of `job_id`'s artifact `name`.
+///
+/// | S3 answer | code |
+/// |---|---|
+/// | NoSuchKey / NoSuchBucket / NotFound | NOT_FOUND |
+/// | AccessDenied / InvalidAccessKeyId / InvalidToken / ExpiredToken / SignatureDoesNotMatch | FAILED_PRECONDITION: the job's credentials do not reach it (the job is no longer in progress) |
+/// | SlowDown / InternalError / ServiceUnavailable / 5xx, unreachable | UNAVAILABLE, RetryInfo |
+/// | BadDigest / InvalidDigest, bytes not the object's | DATA_LOSS |
+/// | anything else | INTERNAL |
+pub fn artifact_status(error: crate::artifacts::ArtifactError, job_id: &str, name: &str) -> Status {
+    use crate::artifacts::ArtifactError;
+    let mut details = ErrorDetails::new();
+    let (code, message) = match error {
+        ArtifactError::Store {
+            code: s3_code,
+            message,
+            http_status,
+            request_id,
+        } => {
+            let mut metadata = HashMap::from([("http_status".to_owned(), http_status.to_string())]);
+            if let Some(request_id) = request_id {
+                metadata.insert("s3_request_id".to_owned(), request_id);
+            }
+            details.set_error_info(&s3_code, S3_DOMAIN, metadata);
+            details.set_resource_info("codepipeline.artifact", name, job_id, "");
+            let message = bounded(&message);
+            match s3_code.as_str() {
+                "NoSuchKey" | "NoSuchBucket" | "NotFound" => (
+                    Code::NotFound,
+                    format!(
+                        "artifact {name} of job {job_id} is not in the artifact store: {message}"
+                    ),
+                ),
+                "AccessDenied"
+                | "InvalidAccessKeyId"
+                | "InvalidToken"
+                | "ExpiredToken"
+                | "SignatureDoesNotMatch"
+                | "AllAccessDisabled" => (
+                    Code::FailedPrecondition,
+                    format!(
+                        "the artifact store refused job {job_id}'s credentials ({s3_code}): \
+                         the job is no longer in progress, or the artifact is not the job's"
+                    ),
+                ),
+                "SlowDown" | "InternalError" | "ServiceUnavailable" | "RequestTimeout" => {
+                    details.set_retry_info(Some(UPSTREAM_RETRY_AFTER));
+                    (
+                        Code::Unavailable,
+                        format!("the artifact store is unavailable ({s3_code}); retry"),
+                    )
+                }
+                _ if http_status >= 500 => {
+                    details.set_retry_info(Some(UPSTREAM_RETRY_AFTER));
+                    (
+                        Code::Unavailable,
+                        format!("the artifact store is unavailable ({s3_code}); retry"),
+                    )
+                }
+                "BadDigest" | "InvalidDigest" | "XAmzContentSHA256Mismatch" => (
+                    Code::DataLoss,
+                    format!("the artifact store received other bytes than were sent ({s3_code})"),
+                ),
+                _ => {
+                    tracing::warn!(s3_code, http_status, %message, "artifact store refused a request");
+                    (
+                        Code::Internal,
+                        format!("the artifact store refused the transfer ({s3_code})"),
+                    )
+                }
+            }
+        }
+        ArtifactError::Unavailable(source) => {
+            tracing::warn!(error = %cause_chain(&*source), "artifact store unreachable");
+            details.set_error_info("S3_UNAVAILABLE", GATEWAY_DOMAIN, HashMap::new());
+            details.set_retry_info(Some(UPSTREAM_RETRY_AFTER));
+            (
+                Code::Unavailable,
+                "the artifact store could not be reached or answered unreadably; retry".to_owned(),
+            )
+        }
+        ArtifactError::Corrupt { what } => {
+            details.set_error_info("ARTIFACT_CORRUPT", GATEWAY_DOMAIN, HashMap::new());
+            (
+                Code::DataLoss,
+                format!("the bytes of artifact {name} do not match the object's {what}"),
+            )
+        }
+        ArtifactError::SizeMismatch { declared, sent } => {
+            details.add_bad_request_violation(
+                "header.size_bytes",
+                format!("{declared} bytes were declared and {sent} sent"),
+            );
+            (
+                Code::InvalidArgument,
+                format!(
+                    "{sent} bytes were sent where the header declared {declared}; nothing was stored"
+                ),
+            )
+        }
+        ArtifactError::TooLarge { part_size } => {
+            details.add_quota_failure_violation(
+                format!("artifact:{name}"),
+                format!("at most 10,000 parts of {part_size} bytes"),
+            );
+            (
+                Code::ResourceExhausted,
+                format!("artifact {name} is larger than 10,000 parts of {part_size} bytes"),
+            )
+        }
+        ArtifactError::Refresh(status) => return status,
+    };
+    Status::with_error_details(code, message, details)
 }
 
 /// The status for an upstream failure outside a job-worker call (the emulator admin service).
@@ -282,6 +401,25 @@ pub enum Refusal {
         job_id: String,
         /// Why none was found, and what the worker can do.
         reason: String,
+    },
+    /// The job's data names no such artifact.
+    NoSuchArtifact {
+        /// The job.
+        job_id: String,
+        /// The artifact asked for.
+        name: String,
+        /// `input` or `output`.
+        direction: &'static str,
+    },
+    /// The job's data carries no artifact credentials, or no S3 location for the artifact.
+    NoArtifactAccess {
+        /// The job.
+        job_id: String,
+    },
+    /// An artifact stream broke its protocol: no header first, a second header, an empty message.
+    ArtifactStream {
+        /// What was wrong.
+        problem: &'static str,
     },
     /// Handling the call panicked.
     Panicked,
@@ -583,6 +721,39 @@ impl From<Refusal> for Status {
                     reason.clone(),
                 );
                 (Code::FailedPrecondition, reason)
+            }
+            Refusal::NoSuchArtifact {
+                job_id,
+                name,
+                direction,
+            } => {
+                details.set_error_info("NO_SUCH_ARTIFACT", GATEWAY_DOMAIN, HashMap::new());
+                details.set_resource_info(
+                    "codepipeline.artifact",
+                    &name,
+                    &job_id,
+                    format!("not an {direction} artifact of the job"),
+                );
+                (
+                    Code::NotFound,
+                    format!("job {job_id} has no {direction} artifact named {name}"),
+                )
+            }
+            Refusal::NoArtifactAccess { job_id } => {
+                details.set_error_info("NO_ARTIFACT_ACCESS", GATEWAY_DOMAIN, HashMap::new());
+                (
+                    Code::FailedPrecondition,
+                    format!(
+                        "CodePipeline gave no artifact credentials or S3 location for job {job_id}"
+                    ),
+                )
+            }
+            Refusal::ArtifactStream { problem } => {
+                details.add_bad_request_violation("request", problem);
+                (
+                    Code::InvalidArgument,
+                    format!("invalid artifact stream: {problem}"),
+                )
             }
             Refusal::Panicked => (Code::Internal, "unexpected error".to_owned()),
         };

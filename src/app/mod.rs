@@ -28,10 +28,11 @@ pub use servers::{Server, ShutdownSignal};
 pub use tls::TlsFiles;
 
 use crate::{
+    artifacts::Artifacts,
     auth::{ClientTokens, TokenStore, watched_file::WatchedFile},
     aws::AwsUpstream,
     config::{EmulatorArgs, ServeArgs},
-    emulator::Emulator,
+    emulator::{Emulator, store::StoreConfig},
     limits::LimitClock,
     observability::Metrics,
     upstream::Upstream,
@@ -48,12 +49,18 @@ pub struct Seams {
     pub limit_clock: Option<LimitClock>,
 }
 
+/// The region of the in-process emulator (`serve --upstream emulator`): what its artifact store
+/// checks signatures for.
+const EMULATOR_REGION: &str = "us-east-1";
+
 /// The gateway of `codepipeline-gateway serve`, listening.
 pub struct App {
     grpc: Server,
     metrics_server: Server,
     metrics: Arc<Metrics>,
     emulator: Option<Arc<Emulator>>,
+    /// The emulator's artifact store, with `--upstream emulator`.
+    s3_store: Option<Server>,
     options: GatewayOptions,
 }
 
@@ -81,16 +88,29 @@ impl App {
                 anyhow::Ok(client_tokens)
             })
             .transpose()?;
-        let (configured, emulator): (Option<Arc<dyn Upstream>>, _) = match &options.upstream {
-            UpstreamChoice::Aws(settings) if seams.upstream.is_none() => {
-                let upstream = AwsUpstream::load(settings, seams.aws_credentials).await?;
-                (Some(Arc::new(upstream)), None)
+        let (configured, emulator, sdk_config): (Option<Arc<dyn Upstream>>, _, _) = match &options
+            .upstream
+        {
+            UpstreamChoice::Aws(settings) => {
+                let sdk_config = AwsUpstream::sdk_config(settings, seams.aws_credentials).await?;
+                let upstream = seams.upstream.is_none().then(|| {
+                    Arc::new(AwsUpstream::new(&sdk_config, settings)) as Arc<dyn Upstream>
+                });
+                (upstream, None, sdk_config)
             }
-            UpstreamChoice::Aws(_) => (None, None),
             UpstreamChoice::Emulator { config, demo_jobs } => {
                 let emulator = Arc::new(Emulator::new(config.clone()));
                 emulator.seed_demo(*demo_jobs);
-                (Some(emulator.clone()), Some(emulator))
+                // The artifact store's S3 client signs for the emulator's region.
+                let sdk_config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                    .region(aws_config::Region::new(EMULATOR_REGION))
+                    .load()
+                    .await;
+                (
+                    Some(emulator.clone() as Arc<dyn Upstream>),
+                    Some(emulator),
+                    sdk_config,
+                )
             }
         };
         let upstream = seams
@@ -99,12 +119,31 @@ impl App {
             .expect("an upstream is configured or given");
         let metrics_listener = bind(args.metrics_listen, "metrics").await?;
         let metrics_server = servers::start_metrics_server(metrics_listener, metrics.clone())?;
+        let s3_store = match &emulator {
+            Some(emulator) => {
+                let listener =
+                    bind(args.emulator_s3_listen, "the emulator's artifact store").await?;
+                let config = StoreConfig {
+                    region: EMULATOR_REGION.to_owned(),
+                };
+                Some(servers::start_s3_store(listener, emulator.clone(), config)?)
+            }
+            None => None,
+        };
+        let mut artifact_settings = options.artifacts.clone();
+        if let Some(store) = &s3_store
+            && artifact_settings.endpoint_url.is_none()
+        {
+            artifact_settings.endpoint_url = Some(format!("http://{}", store.local_addr()));
+        }
+        let artifacts = Arc::new(Artifacts::new(&sdk_config, &artifact_settings));
         let grpc_listener = bind(args.listen, "gRPC").await?;
         let shared = stack::Shared {
             upstream,
             admin: emulator.clone(),
             tokens,
             client_tokens: Arc::new(ClientTokens::new(client_token_file, metrics.clone())),
+            artifacts,
             metrics: metrics.clone(),
             clock: seams.limit_clock.unwrap_or_default(),
         };
@@ -114,8 +153,15 @@ impl App {
             metrics_server,
             metrics,
             emulator,
+            s3_store,
             options,
         })
+    }
+
+    /// The address of the emulator's S3-compatible artifact store, with `--upstream emulator`:
+    /// the S3 endpoint (path-style) of the jobs' artifacts.
+    pub fn emulator_s3_addr(&self) -> Option<SocketAddr> {
+        self.s3_store.as_ref().map(Server::local_addr)
     }
 
     /// The gRPC address.
@@ -142,6 +188,9 @@ impl App {
     /// the shutdown timeout.
     pub async fn run_until(self, signal: ShutdownSignal) -> anyhow::Result<()> {
         servers::announce("metrics listening on", self.metrics_addr());
+        if let Some(addr) = self.emulator_s3_addr() {
+            servers::announce("s3 store listening on", format!("http://{addr}"));
+        }
         servers::announce("grpc listening on", self.grpc_addr());
         tracing::info!(
             addr = %self.grpc_addr(),
@@ -152,23 +201,33 @@ impl App {
         // The lame-duck period runs inside the server's shutdown, before the drain deadline.
         let drain = self.options.lame_duck + self.options.shutdown_timeout;
         let result = self.grpc.serve_until_signal(signal, drain).await;
+        // The store outlives the gRPC drain: calls finishing then may still move artifacts.
+        if let Some(store) = self.s3_store {
+            store.shutdown_within(Duration::from_secs(1)).await?;
+        }
         self.metrics_server
             .shutdown_within(Duration::from_secs(1))
             .await?;
         result
     }
 
-    /// Stops taking calls, lets in-flight calls finish, and stops the metrics server.
+    /// Stops taking calls, lets in-flight calls finish, and stops the artifact store and the
+    /// metrics server.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let result = self.grpc.shutdown().await;
+        if let Some(store) = self.s3_store {
+            store.shutdown().await?;
+        }
         self.metrics_server.shutdown().await?;
         result
     }
 }
 
-/// The emulator of `codepipeline-gateway emulator`: its AWS wire-protocol front, listening.
+/// The emulator of `codepipeline-gateway emulator`: its AWS wire-protocol front and its
+/// S3-compatible artifact store, listening.
 pub struct EmulatorApp {
     front: Server,
+    s3_store: Server,
     emulator: Arc<Emulator>,
 }
 
@@ -179,13 +238,24 @@ impl EmulatorApp {
         let emulator = Arc::new(Emulator::new(options.config));
         emulator.seed_demo(options.demo_jobs);
         let listener = bind(args.listen, "the emulator").await?;
+        let s3_listener = bind(args.s3_listen(), "the emulator's artifact store").await?;
         let front = servers::start_emulator_front(listener, emulator.clone(), options.front)?;
-        Ok(Self { front, emulator })
+        let s3_store = servers::start_s3_store(s3_listener, emulator.clone(), options.store)?;
+        Ok(Self {
+            front,
+            s3_store,
+            emulator,
+        })
     }
 
     /// The front's address.
     pub fn addr(&self) -> SocketAddr {
         self.front.local_addr()
+    }
+
+    /// The artifact store's address: the S3 endpoint (path-style) of the jobs' artifacts.
+    pub fn s3_addr(&self) -> SocketAddr {
+        self.s3_store.local_addr()
     }
 
     /// The emulator behind the front.
@@ -196,16 +266,25 @@ impl EmulatorApp {
     /// Says where it listens and serves until `signal`.
     pub async fn run_until(self, signal: ShutdownSignal) -> anyhow::Result<()> {
         let addr = self.addr();
+        let s3_addr = self.s3_addr();
+        servers::announce("s3 store listening on", format!("http://{s3_addr}"));
         servers::announce("emulator listening on", format!("http://{addr}"));
-        tracing::info!(%addr, "emulator serving");
-        self.front
+        tracing::info!(%addr, %s3_addr, "emulator serving");
+        let result = self
+            .front
             .serve_until_signal(signal, Duration::from_secs(5))
-            .await
+            .await;
+        self.s3_store
+            .shutdown_within(Duration::from_secs(5))
+            .await?;
+        result
     }
 
-    /// Stops the front.
+    /// Stops the front and the artifact store.
     pub async fn shutdown(self) -> anyhow::Result<()> {
-        self.front.shutdown().await
+        let result = self.front.shutdown().await;
+        self.s3_store.shutdown().await?;
+        result
     }
 }
 

@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 
 use super::{connections::ConnectionLimits, tls::TlsFiles};
 use crate::{
+    artifacts::ArtifactSettings,
     aws::{SdkSettings, WireProtocol},
     config::{
         AwsArgs, AwsProtocol, EmulatorArgs, EngineArgs, RateLimitBackend, ServeArgs, UpstreamKind,
@@ -15,6 +16,7 @@ use crate::{
     emulator::{
         EmulatorConfig,
         front::{FrontConfig, StaticCredentials},
+        store::StoreConfig,
     },
     feed::FeedConfig,
     limits::{Rate, SharedRatesConfig},
@@ -49,6 +51,8 @@ pub enum UpstreamChoice {
 pub struct GatewayOptions {
     /// Where calls go.
     pub upstream: UpstreamChoice,
+    /// Where artifacts are, and how they move.
+    pub artifacts: ArtifactSettings,
     /// The token file, if any.
     pub token_file: Option<WatchedFilePath>,
     /// The client-token file, if any.
@@ -118,6 +122,10 @@ impl GatewayOptions {
                     config: emulator_config(&args.engine),
                     demo_jobs: args.engine.demo_jobs,
                 },
+            },
+            artifacts: ArtifactSettings {
+                part_size: args.aws.artifact_part_size,
+                endpoint_url: args.aws.s3_endpoint_url.clone(),
             },
             token_file: auth.token_file.clone().map(|path| WatchedFilePath {
                 path,
@@ -224,6 +232,8 @@ pub struct EmulatorOptions {
     pub demo_jobs: usize,
     /// The credentials and region requests must be signed with.
     pub front: FrontConfig,
+    /// The artifact store: the region its requests must be signed for (the front's).
+    pub store: StoreConfig,
 }
 
 impl EmulatorOptions {
@@ -238,6 +248,9 @@ impl EmulatorOptions {
                     secret_access_key: args.secret_access_key.clone(),
                     session_token: args.session_token.clone(),
                 },
+                region: args.region.clone(),
+            },
+            store: StoreConfig {
                 region: args.region.clone(),
             },
         }
@@ -266,5 +279,6 @@ fn emulator_config(args: &EngineArgs) -> EmulatorConfig {
         job_timeout: args.job_timeout,
         latency: args.latency,
         faults: args.faults.clone(),
+        artifact_credentials_ttl: args.artifact_credentials_ttl,
     }
 }

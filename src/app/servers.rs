@@ -1,5 +1,6 @@
 //! The servers the app runs and how they stop: the [`Server`] handle of each, the shutdown
-//! signal, the metrics HTTP server, and the emulator front's accept loop.
+//! signal, the metrics HTTP server, and the accept loop of the emulator's HTTP servers (its
+//! AWS front and its S3 artifact store).
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -9,7 +10,9 @@ use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use crate::{
     emulator::{
         Emulator,
+        faults::DropConnection,
         front::{self, FrontConfig},
+        store::{Store, StoreConfig},
     },
     observability::Metrics,
 };
@@ -107,37 +110,60 @@ pub(super) fn start_metrics_server(
     serve_axum(listener, router, local_addr)
 }
 
-/// Starts the emulator's awsJson1_1 HTTP front (with the admin service on the same port). Its
-/// connections are served by hyper directly, so an injected `drop` fault can close one without
-/// an answer, as a failing network would.
+/// Starts the emulator's AWS wire-protocol front (with the admin service on the same port).
 pub(super) fn start_emulator_front(
     listener: TcpListener,
     emulator: Arc<Emulator>,
     config: FrontConfig,
 ) -> anyhow::Result<Server> {
+    use tower::ServiceExt;
+    let router = front::router(emulator, config);
+    serve_dropping(listener, move |request| {
+        let router = router.clone();
+        async move {
+            router
+                .oneshot(request)
+                .await
+                .unwrap_or_else(|never| match never {})
+        }
+    })
+}
+
+/// Starts the emulator's S3-compatible artifact store, on a listener of its own.
+pub(super) fn start_s3_store(
+    listener: TcpListener,
+    emulator: Arc<Emulator>,
+    config: StoreConfig,
+) -> anyhow::Result<Server> {
+    let store = Store::new(emulator, config);
+    serve_dropping(listener, move |request| {
+        let store = store.clone();
+        async move { store.handle(request).await }
+    })
+}
+
+/// Serves HTTP/1.1 and HTTP/2 connections with `handle`. Its connections are served by hyper
+/// directly, so an injected `drop` fault (a response marked [`DropConnection`]) can close one
+/// without an answer, as a failing network would.
+fn serve_dropping<H, F>(listener: TcpListener, handle: H) -> anyhow::Result<Server>
+where
+    H: Fn(axum::http::Request<hyper::body::Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = axum::http::Response<axum::body::Body>> + Send + 'static,
+{
     use hyper_util::{
         rt::{TokioExecutor, TokioIo},
         server::{conn::auto, graceful::GracefulShutdown},
     };
-    use tower::ServiceExt;
 
     let local_addr = listener.local_addr()?;
-    let router = front::router(emulator, config);
     let service =
         hyper::service::service_fn(move |request: axum::http::Request<hyper::body::Incoming>| {
-            let router = router.clone();
+            let answer = handle(request);
             async move {
-                let response = router
-                    .oneshot(request)
-                    .await
-                    .unwrap_or_else(|never| match never {});
-                if response
-                    .extensions()
-                    .get::<front::DropConnection>()
-                    .is_some()
-                {
+                let response = answer.await;
+                if response.extensions().get::<DropConnection>().is_some() {
                     // An error instead of a response makes hyper close the connection unanswered.
-                    return Err(front::DropConnection);
+                    return Err(DropConnection);
                 }
                 Ok(response)
             }

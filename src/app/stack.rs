@@ -16,6 +16,7 @@ use tower_http::{
 
 use super::{GatewayOptions, Server, connections};
 use crate::{
+    artifacts::Artifacts,
     auth::{Authenticator, ClientTokens, TokenStore},
     emulator::{Emulator, admin::AdminService},
     feed::Feeds,
@@ -32,6 +33,7 @@ use crate::{
     pb::{
         self,
         jobworker::{
+            artifact_service_server::ArtifactServiceServer,
             job_worker_service_server::JobWorkerServiceServer,
             third_party_job_worker_service_server::ThirdPartyJobWorkerServiceServer,
         },
@@ -50,6 +52,8 @@ pub(super) struct Shared {
     pub tokens: Option<Arc<TokenStore>>,
     /// The client tokens the gateway holds for third-party workers.
     pub client_tokens: Arc<ClientTokens>,
+    /// The artifact store.
+    pub artifacts: Arc<Artifacts>,
     /// The registry every layer records into.
     pub metrics: Arc<Metrics>,
     /// The limiters' clock.
@@ -67,6 +71,7 @@ pub(super) async fn start_gateway(
         admin,
         tokens,
         client_tokens,
+        artifacts,
         metrics,
         clock,
     } = shared;
@@ -77,6 +82,9 @@ pub(super) async fn start_gateway(
         .await;
     health
         .set_serving::<ThirdPartyJobWorkerServiceServer<JobWorker>>()
+        .await;
+    health
+        .set_serving::<ArtifactServiceServer<JobWorker>>()
         .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -179,6 +187,7 @@ pub(super) async fn start_gateway(
         ),
         upstream,
         client_tokens,
+        artifacts,
         budget: upstream_budget,
         metrics: metrics.clone(),
         client_limits: client_limits.clone(),
@@ -194,6 +203,10 @@ pub(super) async fn start_gateway(
         .clone()
         .into_third_party_server()
         .max_decoding_message_size(options.max_message_size);
+    let artifact_service = job_worker
+        .clone()
+        .into_artifact_server()
+        .max_decoding_message_size(options.max_message_size);
     let job_worker = job_worker
         .into_server()
         .max_decoding_message_size(options.max_message_size);
@@ -208,6 +221,7 @@ pub(super) async fn start_gateway(
         .add_service(reflection_v1alpha)
         .add_service(job_worker)
         .add_service(third_party_job_worker)
+        .add_service(artifact_service)
         .add_optional_service(admin);
 
     let (shutdown, shutdown_requested) = oneshot::channel::<()>();
@@ -225,6 +239,9 @@ pub(super) async fn start_gateway(
             .await;
         health
             .set_not_serving::<ThirdPartyJobWorkerServiceServer<JobWorker>>()
+            .await;
+        health
+            .set_not_serving::<ArtifactServiceServer<JobWorker>>()
             .await;
         tokio::time::sleep(lame_duck).await;
         tracing::info!("listener closing; draining in-flight calls, ending job streams");

@@ -85,12 +85,13 @@ pub struct AwsUpstream {
 }
 
 impl AwsUpstream {
-    /// Loads the SDK configuration from the environment and the settings. `credentials`
-    /// replaces the default credential chain (tests use static credentials).
-    pub async fn load(
+    /// Loads the SDK configuration from the environment and the settings: region, endpoint,
+    /// timeouts, retries, credentials. `credentials` replaces the default credential chain
+    /// (tests use static credentials).
+    pub async fn sdk_config(
         settings: &SdkSettings,
         credentials: Option<SharedCredentialsProvider>,
-    ) -> anyhow::Result<Self> {
+    ) -> anyhow::Result<aws_config::SdkConfig> {
         let timeouts = TimeoutConfig::builder()
             .connect_timeout(settings.connect_timeout)
             .operation_timeout(settings.operation_timeout)
@@ -102,9 +103,6 @@ impl AwsUpstream {
         if let Some(region) = &settings.region {
             loader = loader.region(Region::new(region.clone()));
         }
-        if let Some(endpoint) = &settings.endpoint_url {
-            loader = loader.endpoint_url(endpoint);
-        }
         if let Some(credentials) = credentials {
             loader = loader.credentials_provider(credentials);
         }
@@ -114,11 +112,19 @@ impl AwsUpstream {
                 "no AWS region: give --aws-region, or set AWS_REGION or a profile's region"
             );
         }
+        Ok(config)
+    }
+
+    /// The upstream over `config` (see [`Self::sdk_config`]).
+    pub fn new(config: &aws_config::SdkConfig, settings: &SdkSettings) -> Self {
         // Set on the CodePipeline config only: the SDK config would hand the protocol to every
-        // client made from it.
+        // client made from it, the artifact store's S3 client included.
         let client_config = || {
-            let builder =
-                aws_sdk_codepipeline::config::Builder::from(&config).interceptor(CountAttempts);
+            let mut builder =
+                aws_sdk_codepipeline::config::Builder::from(config).interceptor(CountAttempts);
+            if let Some(endpoint) = &settings.endpoint_url {
+                builder = builder.endpoint_url(endpoint);
+            }
             match settings.protocol {
                 WireProtocol::AwsJson => builder,
                 WireProtocol::RpcV2Cbor => {
@@ -130,12 +136,12 @@ impl AwsUpstream {
             .retry_config(RetryConfig::standard().with_max_attempts(1))
             .build();
         let retrying = client_config().build();
-        Ok(Self {
+        Self {
             client: Client::from_conf(retrying),
             single_attempt: Client::from_conf(single_attempt),
             max_attempts: settings.max_attempts,
             operation_timeout: settings.operation_timeout,
-        })
+        }
     }
 
     /// Runs a state-changing call with one SDK attempt per try, trying again only after

@@ -174,6 +174,47 @@ impl fmt::Debug for ThirdPartyJobDetails {
     }
 }
 
+/// The job an artifact call is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArtifactJob {
+    /// A custom job.
+    Custom(JobId),
+    /// A third-party job, with its client token or where to find it.
+    ThirdParty(ThirdPartyRequest<()>),
+}
+
+impl ArtifactJob {
+    /// The job's ID as text, for messages and resource names.
+    pub fn id(&self) -> &str {
+        match self {
+            Self::Custom(id) => id.as_str(),
+            Self::ThirdParty(request) => request.job_id.as_str(),
+        }
+    }
+}
+
+/// A validated DownloadInputArtifact request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DownloadInputArtifactInput {
+    /// The job.
+    pub job: ArtifactJob,
+    /// The input artifact's name.
+    pub artifact_name: String,
+}
+
+/// A validated UploadOutputArtifact header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadOutputArtifactInput {
+    /// The job.
+    pub job: ArtifactJob,
+    /// The output artifact's name.
+    pub artifact_name: String,
+    /// The object's content type.
+    pub content_type: String,
+    /// The object's size, when the worker declared it.
+    pub size_bytes: Option<u64>,
+}
+
 /// A validated AcknowledgeJob request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AcknowledgeJobInput {

@@ -136,6 +136,15 @@ const REVISION_SUMMARY: Text = text(1, 2048);
 const EXECUTION_SUMMARY: Text = text(1, 2048);
 const EXECUTION_ID: Text = text(1, 1500);
 const FAILURE_MESSAGE: Text = text(1, 5000);
+const ARTIFACT_NAME: Text = Text {
+    allowed: Some(CharClass {
+        name: "[a-zA-Z0-9_-]",
+        pattern: "[a-zA-Z0-9_\\-]+",
+        contains: is_word_or_dash,
+    }),
+    ..text(1, 100)
+};
+const CONTENT_TYPE: Text = text(1, 256);
 const OUTPUT_VARIABLE_KEY: Text = Text {
     allowed: Some(CharClass {
         name: "[A-Za-z0-9@_-]",
@@ -151,12 +160,18 @@ impl Checker {
             .push(FieldViolation::new(field, constraint, value));
     }
 
-    fn rule(&mut self, field: impl Into<String>, grpc: impl Into<String>, aws: impl Into<String>) {
+    fn rule(
+        &mut self,
+        field: impl Into<String>,
+        value: Shown,
+        grpc: impl Into<String>,
+        aws: impl Into<String>,
+    ) {
         let constraint = Constraint::Rule {
             grpc: grpc.into(),
             aws: aws.into(),
         };
-        self.violation(field, constraint, Shown::Null);
+        self.violation(field, constraint, value);
     }
 
     /// Builds the checked value, from parts that are `None` only where a violation was recorded.
@@ -311,6 +326,7 @@ impl Checker {
         {
             self.rule(
                 "action_type_id.owner",
+                Shown::text(action_type_id.owner.as_str()),
                 "must be ACTION_OWNER_CUSTOM: PollForJobs serves custom actions only",
                 "must be Custom: PollForJobs serves custom actions only",
             );
@@ -322,6 +338,7 @@ impl Checker {
         if query_param.len() > 1 {
             self.rule(
                 "query_param",
+                Shown::Value(format!("{} entries", query_param.len())),
                 "must have at most one entry",
                 "must have at most one entry",
             );
@@ -594,6 +611,7 @@ impl TryFrom<pb::PutJobSuccessResultRequest> for PutJobSuccessResultInput {
         if continuation_token.is_some() && !request.output_variables.is_empty() {
             check.rule(
                 "output_variables",
+                Shown::Value(format!("{} variables", request.output_variables.len())),
                 "must be empty when continuation_token is set",
                 "must be empty when continuationToken is set",
             );
@@ -646,6 +664,7 @@ impl TryFrom<pb::PollForThirdPartyJobsRequest> for PollForThirdPartyJobsInput {
         {
             check.rule(
                 "action_type_id.owner",
+                Shown::text(action_type_id.owner.as_str()),
                 "must be ACTION_OWNER_THIRD_PARTY: PollForThirdPartyJobs serves partner actions only",
                 "must be ThirdParty: PollForThirdPartyJobs serves partner actions only",
             );
@@ -742,6 +761,93 @@ impl TryFrom<pb::PutThirdPartyJobFailureResultRequest> for ThirdPartyRequest<Fai
                 job_id: job_id?,
                 credential: credential?,
                 call: failure_details?,
+            })
+        })
+    }
+}
+
+impl Checker {
+    /// The job of an artifact call, its fields under `field`.
+    fn artifact_job(&mut self, field: &str, job: Option<&pb::ArtifactJob>) -> Option<ArtifactJob> {
+        use pb::artifact_job::Job;
+        match job.and_then(|job| job.job.as_ref()) {
+            None => {
+                self.violation(field, Constraint::Required, Shown::Null);
+                None
+            }
+            Some(Job::JobId(id)) => JobId::parse(id)
+                .map(ArtifactJob::Custom)
+                .map_err(|broken| self.violation(format!("{field}.job_id"), broken, shown(id)))
+                .ok(),
+            Some(Job::ThirdParty(third_party)) => {
+                let mut nested = Checker::default();
+                let job_id = nested.third_party_job_id(&third_party.job_id);
+                let credential =
+                    nested.credential(&third_party.client_token, &third_party.client_id);
+                for mut violation in nested.violations {
+                    violation.field = format!("{field}.third_party.{}", violation.field);
+                    self.violations.push(violation);
+                }
+                Some(ArtifactJob::ThirdParty(ThirdPartyRequest {
+                    job_id: job_id?,
+                    credential: credential?,
+                    call: (),
+                }))
+            }
+        }
+    }
+}
+
+impl TryFrom<pb::DownloadInputArtifactRequest> for DownloadInputArtifactInput {
+    type Error = InvalidRequest;
+
+    fn try_from(request: pb::DownloadInputArtifactRequest) -> Result<Self, InvalidRequest> {
+        let mut check = Checker::default();
+        let job = check.artifact_job("job", request.job.as_ref());
+        let artifact_name = check.text("artifact_name", &request.artifact_name, &ARTIFACT_NAME);
+        check.finish(|| {
+            Some(Self {
+                job: job?,
+                artifact_name,
+            })
+        })
+    }
+}
+
+impl TryFrom<pb::UploadOutputArtifactHeader> for UploadOutputArtifactInput {
+    type Error = InvalidRequest;
+
+    fn try_from(header: pb::UploadOutputArtifactHeader) -> Result<Self, InvalidRequest> {
+        let mut check = Checker::default();
+        let job = check.artifact_job("header.job", header.job.as_ref());
+        let artifact_name = check.text(
+            "header.artifact_name",
+            &header.artifact_name,
+            &ARTIFACT_NAME,
+        );
+        let content_type = if header.content_type.is_empty() {
+            "application/zip".to_owned()
+        } else {
+            check.text("header.content_type", &header.content_type, &CONTENT_TYPE)
+        };
+        let size_bytes = header.size_bytes.and_then(|size| {
+            let valid = u64::try_from(size).ok();
+            if valid.is_none() {
+                let at_least_zero = Constraint::Range { min: 0, max: None };
+                check.violation(
+                    "header.size_bytes",
+                    at_least_zero,
+                    Shown::Value(size.to_string()),
+                );
+            }
+            valid
+        });
+        check.finish(|| {
+            Some(Self {
+                job: job?,
+                artifact_name,
+                content_type,
+                size_bytes,
             })
         })
     }

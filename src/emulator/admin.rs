@@ -1,13 +1,18 @@
 //! The emulator's admin gRPC service (`codepipeline.emulator.v1.EmulatorAdminService`): register
-//! action types, create jobs, and read what workers did. Served only in emulator mode.
+//! action types, create jobs, read what workers did, and put or read the objects of the jobs'
+//! artifacts in the artifact store (streamed, so tests can use objects of hundreds of MiB).
+//! Served only in emulator mode.
 
-use std::sync::Arc;
+use std::{pin::Pin, sync::Arc};
 
-use tonic::{Request, Response, Status};
+use bytes::Bytes;
+use futures_util::Stream;
+use tonic::{Request, Response, Status, Streaming};
 
 use super::{
-    Emulator, JobResult, JobSnapshot, JobSpec, PartnerClient, demo_pipeline_context,
+    ArtifactSide, Emulator, JobResult, JobSnapshot, JobSpec, PartnerClient, demo_pipeline_context,
     faults::FaultPlan,
+    store::{self, Content, Object},
 };
 use crate::{
     api::status,
@@ -16,6 +21,7 @@ use crate::{
         validate,
         validate::{FieldViolation, InvalidRequest, Shown},
     },
+    domain::{JobId, S3Location},
     pb::{
         emulator::{self as pb, emulator_admin_service_server::EmulatorAdminService},
         jobworker as jw,
@@ -43,8 +49,17 @@ impl AdminService {
     }
 }
 
+/// The size of the chunks ReadOutputArtifact streams.
+const READ_CHUNK: usize = 1024 * 1024;
+
+/// ReadOutputArtifact's answer stream.
+type OutputStream =
+    Pin<Box<dyn Stream<Item = Result<pb::ReadOutputArtifactResponse, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl EmulatorAdminService for AdminService {
+    type ReadOutputArtifactStream = OutputStream;
+
     async fn register_action_type(
         &self,
         request: Request<pb::RegisterActionTypeRequest>,
@@ -143,11 +158,17 @@ impl EmulatorAdminService for AdminService {
         &self,
         _request: Request<pb::GetCallCountsRequest>,
     ) -> Result<Response<pb::GetCallCountsResponse>, Status> {
+        let store_calls = self.emulator.store_call_counts();
         let calls = self
             .emulator
             .call_counts()
             .into_iter()
             .map(|(op, count)| (op.as_str().to_owned(), count))
+            .chain(
+                store_calls
+                    .into_iter()
+                    .map(|(op, count)| (op.as_str().to_owned(), count)),
+            )
             .collect();
         Ok(Response::new(pb::GetCallCountsResponse { calls }))
     }
@@ -163,6 +184,178 @@ impl EmulatorAdminService for AdminService {
         })?;
         self.emulator.set_faults(plan);
         Ok(Response::new(pb::SetFaultsResponse {}))
+    }
+
+    async fn attach_input_artifact(
+        &self,
+        request: Request<Streaming<pb::AttachInputArtifactRequest>>,
+    ) -> Result<Response<pb::AttachInputArtifactResponse>, Status> {
+        use pb::attach_input_artifact_request::Request as Message;
+        let mut stream = request.into_inner();
+        let header = match stream.message().await? {
+            Some(pb::AttachInputArtifactRequest {
+                request: Some(Message::Header(header)),
+            }) => header,
+            _ => {
+                return Err(status::invalid_request(InvalidRequest {
+                    violations: vec![FieldViolation::rule(
+                        "header",
+                        "the first message must be the header",
+                        Shown::Null,
+                    )],
+                }));
+            }
+        };
+        let (job_id, location) =
+            self.artifact(&header.job_id, ArtifactSide::Input, &header.artifact_name)?;
+        let mut content = Content::default();
+        while let Some(message) = stream.message().await? {
+            match message.request {
+                Some(Message::Chunk(chunk)) => content.push(Bytes::from(chunk)),
+                Some(Message::Header(_)) | None => {
+                    return Err(status::invalid_request(InvalidRequest {
+                        violations: vec![FieldViolation::rule(
+                            "chunk",
+                            "only the first message is a header; the others are chunks",
+                            Shown::Null,
+                        )],
+                    }));
+                }
+            }
+        }
+        let content_type = match header.content_type.as_str() {
+            "" => "application/zip",
+            given => given,
+        };
+        let object = self
+            .emulator
+            .objects()
+            .put(&location, object_of(content, content_type));
+        tracing::debug!(job_id = %job_id, size = object.content.len(), "input artifact attached");
+        Ok(Response::new(pb::AttachInputArtifactResponse {
+            location: Some(jw::S3ArtifactLocation {
+                bucket_name: location.bucket_name,
+                object_key: location.object_key,
+            }),
+            size_bytes: object.content.len() as i64,
+            etag: object.etag.clone(),
+            sha256: object.checksums.sha256.clone().unwrap_or_default(),
+        }))
+    }
+
+    async fn read_output_artifact(
+        &self,
+        request: Request<pb::ReadOutputArtifactRequest>,
+    ) -> Result<Response<Self::ReadOutputArtifactStream>, Status> {
+        use pb::read_output_artifact_response::Response as Message;
+        let request = request.into_inner();
+        let (job_id, location) = self.artifact(
+            &request.job_id,
+            ArtifactSide::Output,
+            &request.artifact_name,
+        )?;
+        let object = self.emulator.objects().get(&location).ok_or_else(|| {
+            status::upstream_status(UpstreamError::service(
+                AwsErrorCode::InvalidJobState,
+                format!(
+                    "Nothing was written at output artifact {} of job {job_id}",
+                    request.artifact_name
+                ),
+            ))
+        })?;
+        let metadata = pb::OutputArtifactMetadata {
+            location: Some(jw::S3ArtifactLocation {
+                bucket_name: location.bucket_name,
+                object_key: location.object_key,
+            }),
+            size_bytes: object.content.len() as i64,
+            content_type: object.content_type.clone().unwrap_or_default(),
+            server_side_encryption: object.encryption.algorithm.clone().unwrap_or_default(),
+            kms_key_id: object.encryption.kms_key_id.clone().unwrap_or_default(),
+            etag: object.etag.clone(),
+            sha256: object.checksums.sha256.clone().unwrap_or_default(),
+            parts: object.parts,
+        };
+        // Slices share the object's memory; each is copied into its message only when sent.
+        let slices: Vec<Bytes> = object
+            .content
+            .chunks()
+            .iter()
+            .flat_map(|chunk| {
+                (0..chunk.len())
+                    .step_by(READ_CHUNK)
+                    .map(|at| chunk.slice(at..(at + READ_CHUNK).min(chunk.len())))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let chunks = slices.into_iter().map(|chunk| {
+            Ok(pb::ReadOutputArtifactResponse {
+                response: Some(Message::Chunk(chunk.to_vec())),
+            })
+        });
+        let first = Ok(pb::ReadOutputArtifactResponse {
+            response: Some(Message::Metadata(metadata)),
+        });
+        let stream = futures_util::stream::iter(std::iter::once(first).chain(chunks));
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+impl AdminService {
+    /// A job's artifact location by name: INVALID_ARGUMENT for a bad job ID or an artifact the
+    /// job does not have, NOT_FOUND for a job that does not exist.
+    fn artifact(
+        &self,
+        job_id: &str,
+        side: ArtifactSide,
+        name: &str,
+    ) -> Result<(JobId, S3Location), Status> {
+        let job_id = JobId::parse(job_id).map_err(|broken| {
+            status::invalid_request(InvalidRequest {
+                violations: vec![FieldViolation::new("job_id", broken, Shown::text(job_id))],
+            })
+        })?;
+        let location = self
+            .emulator
+            .artifact_location(&job_id, side, name)
+            .map_err(status::upstream_status)?
+            .ok_or_else(|| {
+                let side = match side {
+                    ArtifactSide::Input => "input",
+                    ArtifactSide::Output => "output",
+                };
+                status::invalid_request(InvalidRequest {
+                    violations: vec![FieldViolation::rule(
+                        "artifact_name",
+                        format!("is not an {side} artifact of the job with an S3 location"),
+                        Shown::text(name),
+                    )],
+                })
+            })?;
+        Ok((job_id, location))
+    }
+}
+
+/// An object of these bytes, its ETag and SHA-256 computed as S3 would for a PutObject.
+fn object_of(content: Content, content_type: &str) -> Object {
+    use md5::Md5;
+    use sha2::{Digest, Sha256};
+    let (mut md5, mut sha256) = (Md5::new(), Sha256::new());
+    for chunk in content.chunks() {
+        md5.update(chunk);
+        sha256.update(chunk);
+    }
+    Object {
+        etag: store::quoted_hex(&md5.finalize()),
+        checksums: store::Checksums {
+            sha256: Some(aws_smithy_types::base64::encode(sha256.finalize())),
+            crc32: None,
+        },
+        content,
+        content_type: Some(content_type.to_owned()),
+        encryption: store::Encryption::default(),
+        parts: 0,
+        last_modified: std::time::SystemTime::now(),
     }
 }
 

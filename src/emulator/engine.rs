@@ -20,7 +20,11 @@ use tokio::sync::broadcast;
 
 use subtle::ConstantTimeEq;
 
-use super::faults;
+use super::{
+    credentials::{self, IssuedCredentials},
+    faults,
+    store::{self, StoreOperation},
+};
 use crate::{
     domain::{
         AcknowledgeJobInput, AcknowledgeThirdParty, ActionCategory, ActionConfiguration,
@@ -28,8 +32,7 @@ use crate::{
         ExecutionDetails, FailureDetails, GetJobDetailsInput, Job, JobData, JobDetails, JobId,
         JobStatus, Nonce, PipelineContext, PollForJobsInput, PollForThirdPartyJobsInput,
         PutJobFailureResultInput, PutJobSuccessResultInput, QueryParam, S3Location,
-        SessionCredentials, ThirdPartyInput, ThirdPartyJob, ThirdPartyJobDetails,
-        ThirdPartySuccess,
+        ThirdPartyInput, ThirdPartyJob, ThirdPartyJobDetails, ThirdPartySuccess,
     },
     upstream::{AwsErrorCode, Operation, Upstream, UpstreamError},
 };
@@ -49,8 +52,11 @@ pub struct EmulatorConfig {
     pub job_timeout: Duration,
     /// Latency added to every job-worker call (to keep calls in flight in tests and benchmarks).
     pub latency: Duration,
-    /// Faults injected into job-worker calls; the admin service can replace them.
+    /// Faults injected into job-worker calls and artifact-store requests; the admin service can
+    /// replace them.
     pub faults: faults::FaultPlan,
+    /// How long the artifact credentials handed out with a job stay valid.
+    pub artifact_credentials_ttl: Duration,
 }
 
 impl Default for EmulatorConfig {
@@ -61,6 +67,7 @@ impl Default for EmulatorConfig {
             job_timeout: Duration::from_secs(24 * 60 * 60),
             latency: Duration::ZERO,
             faults: faults::FaultPlan::default(),
+            artifact_credentials_ttl: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -191,6 +198,8 @@ struct State {
     creation_order: Vec<JobId>,
     /// Per action type, the jobs a poll may still hand out (Queued or Dispatched), oldest first.
     pending: HashMap<ActionTypeId, VecDeque<JobId>>,
+    /// The buckets the jobs' artifacts are in: the artifact store's buckets.
+    buckets: HashSet<String>,
 }
 
 /// The emulator: action types, jobs, and the counters of calls received.
@@ -199,8 +208,37 @@ pub struct Emulator {
     faults: ArcSwap<faults::FaultPlan>,
     state: Mutex<State>,
     calls: EnumMap<Operation, AtomicU64>,
+    /// The artifact store's authenticated requests, by operation.
+    store_calls: EnumMap<StoreOperation, AtomicU64>,
     /// Tells job feeds in the same process that jobs were created.
     created: broadcast::Sender<ActionTypeId>,
+    /// Every artifact credential handed out, for the artifact store to check. Locked after
+    /// `state` when both are needed, never before.
+    credentials: Mutex<credentials::Registry>,
+    /// The artifact store's objects.
+    objects: store::Objects,
+}
+
+/// Which of a job's artifacts: the ones it reads or the ones it writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArtifactSide {
+    /// Input artifacts: readable with the job's credentials.
+    Input,
+    /// Output artifacts: writable with the job's credentials.
+    Output,
+}
+
+/// What the artifact store needs to know about a request signed with an issued credential.
+#[derive(Debug, Clone)]
+pub struct ArtifactAccess {
+    /// The credential, and the job it was issued for.
+    pub credentials: IssuedCredentials,
+    /// The job's status now: its credentials work only while it is InProgress.
+    pub status: JobStatus,
+    /// Where its input artifacts are (readable).
+    pub inputs: Vec<S3Location>,
+    /// Where its output artifacts are (writable).
+    pub outputs: Vec<S3Location>,
 }
 
 /// The demo action type seeded at start: Build / Custom / DemoBuilder / 1.
@@ -242,10 +280,13 @@ impl Emulator {
     pub fn new(config: EmulatorConfig) -> Self {
         Self {
             faults: ArcSwap::from_pointee(config.faults.clone()),
-            config,
             state: Mutex::default(),
             calls: Default::default(),
+            store_calls: Default::default(),
             created: broadcast::channel(1024).0,
+            credentials: Mutex::new(credentials::Registry::new(config.artifact_credentials_ttl)),
+            objects: store::Objects::default(),
+            config,
         }
     }
 
@@ -259,19 +300,27 @@ impl Emulator {
             self.register_action_type(action_type.clone())
                 .expect("the demo action types have workers");
             for n in 1..=jobs {
+                let input = demo_artifact(&action_type, "SourceOutput", n);
                 let spec = JobSpec {
                     configuration: ActionConfiguration(BTreeMap::from([
                         ("ProjectName".to_owned(), "demo-app".to_owned()),
                         ("DeployToken".to_owned(), random_text(24)),
                     ])),
                     pipeline_context: demo_pipeline_context(&self.config.account_id),
-                    input_artifacts: vec![demo_artifact("SourceOutput", n)],
-                    output_artifacts: vec![demo_artifact("BuildOutput", n)],
+                    input_artifacts: vec![input.clone()],
+                    output_artifacts: vec![demo_artifact(&action_type, "BuildOutput", n)],
                     encryption_key: None,
                     client: client.clone(),
                 };
                 self.create_job(&action_type, spec)
                     .expect("the demo action type was just registered");
+                if let Some(location) = &input.s3_location {
+                    let revision = input.revision.as_deref().unwrap_or_default();
+                    self.objects.put(
+                        location,
+                        store::Object::new(store::demo_source_zip(revision), "application/zip"),
+                    );
+                }
             }
         }
     }
@@ -332,6 +381,13 @@ impl Emulator {
             .or_default()
             .push_back(id.clone());
         state.creation_order.push(id.clone());
+        state.buckets.extend(
+            spec.input_artifacts
+                .iter()
+                .chain(&spec.output_artifacts)
+                .filter_map(|artifact| artifact.s3_location.as_ref())
+                .map(|location| location.bucket_name.clone()),
+        );
         state.jobs.insert(
             id.clone(),
             JobRecord {
@@ -400,6 +456,100 @@ impl Emulator {
     /// Replaces the injected faults.
     pub fn set_faults(&self, plan: faults::FaultPlan) {
         self.faults.store(std::sync::Arc::new(plan));
+    }
+
+    /// How many authenticated requests of each operation reached the artifact store.
+    pub fn store_call_counts(&self) -> BTreeMap<StoreOperation, u64> {
+        StoreOperation::ALL
+            .into_iter()
+            .map(|op| (op, self.store_calls[op].load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    /// Counts an artifact-store request, waits the fault plan's latency for it, and draws its
+    /// fault. (The engine's `--latency` is for job-worker calls only.)
+    pub(super) async fn enter_store(&self, op: StoreOperation) -> Option<faults::Fault> {
+        self.store_calls[op].fetch_add(1, Ordering::Relaxed);
+        let (latency, fault) = self.faults.load().draw(op);
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        fault
+    }
+
+    /// The artifact store's objects.
+    pub fn objects(&self) -> &store::Objects {
+        &self.objects
+    }
+
+    /// Whether some job's artifacts are in this bucket: the buckets the artifact store has.
+    pub fn has_bucket(&self, bucket: &str) -> bool {
+        self.lock().buckets.contains(bucket)
+    }
+
+    /// What a request signed with this access key may do: the issued credential, its job's
+    /// status and artifact locations. `None` for a key never issued (or long forgotten).
+    pub fn artifact_access(&self, access_key_id: &str) -> Option<ArtifactAccess> {
+        let credentials = self.issued().get(access_key_id)?.clone();
+        let mut state = self.lock();
+        let record = state.jobs.get_mut(&credentials.job_id)?;
+        record.expire(Instant::now());
+        let locations = |artifacts: &[Artifact]| {
+            artifacts
+                .iter()
+                .filter_map(|artifact| artifact.s3_location.clone())
+                .collect()
+        };
+        Some(ArtifactAccess {
+            status: record.status,
+            inputs: locations(&record.spec.input_artifacts),
+            outputs: locations(&record.spec.output_artifacts),
+            credentials,
+        })
+    }
+
+    /// Where a job's input or output artifact named `name` is stored. A job that does not exist
+    /// is JobNotFound; an artifact it does not have (or without a location) is `Ok(None)`.
+    pub fn artifact_location(
+        &self,
+        id: &JobId,
+        side: ArtifactSide,
+        name: &str,
+    ) -> Result<Option<S3Location>, UpstreamError> {
+        let state = self.lock();
+        let record = state.jobs.get(id).ok_or_else(|| {
+            UpstreamError::service(AwsErrorCode::JobNotFound, format!("Job {id} was not found"))
+        })?;
+        let artifacts = match side {
+            ArtifactSide::Input => &record.spec.input_artifacts,
+            ArtifactSide::Output => &record.spec.output_artifacts,
+        };
+        Ok(artifacts
+            .iter()
+            .find(|artifact| artifact.name.as_deref() == Some(name))
+            .and_then(|artifact| artifact.s3_location.clone()))
+    }
+
+    fn issued(&self) -> MutexGuard<'_, credentials::Registry> {
+        // Each update is one insert or removal: a poisoned lock leaves nothing half-done.
+        self.credentials
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The data a worker gets, with artifact credentials issued afresh for each poll or details
+    /// call, as CodePipeline does, and remembered for the artifact store.
+    fn job_data(&self, id: &JobId, record: &JobRecord) -> JobData {
+        JobData {
+            action_type_id: Some(record.action_type_id.clone()),
+            action_configuration: record.spec.configuration.clone(),
+            pipeline_context: Some(record.spec.pipeline_context.clone()),
+            input_artifacts: record.spec.input_artifacts.clone(),
+            output_artifacts: record.spec.output_artifacts.clone(),
+            artifact_credentials: Some(self.issued().issue(id, SystemTime::now())),
+            continuation_token: record.continuation_token.clone(),
+            encryption_key: record.spec.encryption_key.clone(),
+        }
     }
 
     /// Counts a call, waits the configured latency, and draws its fault: every door calls this
@@ -500,8 +650,8 @@ impl Emulator {
             .map(|id| {
                 let record = &state.jobs[&id];
                 Job {
+                    data: self.job_data(&id, record),
                     id: id.to_string(),
-                    data: job_data(record),
                     nonce: record.nonce.clone().unwrap_or_default(),
                     account_id: self.config.account_id.clone(),
                 }
@@ -552,7 +702,7 @@ impl Emulator {
         let record = find_job(&mut state, &input.job_id)?;
         Ok(JobDetails {
             id: input.job_id.to_string(),
-            data: job_data(record),
+            data: self.job_data(&input.job_id, record),
             account_id: self.config.account_id.clone(),
         })
     }
@@ -564,8 +714,8 @@ impl Emulator {
         let mut state = self.lock();
         let (id, record) = find_third_party_job(&mut state, input, CustomJobIs::Invalid)?;
         Ok(ThirdPartyJobDetails {
+            data: self.job_data(&id, record),
             id: id.to_string(),
-            data: job_data(record),
             nonce: record.nonce.clone().unwrap_or_default(),
         })
     }
@@ -867,26 +1017,7 @@ fn snapshot(id: &JobId, record: &JobRecord) -> JobSnapshot {
     }
 }
 
-/// The data a worker gets, with artifact credentials issued afresh for each poll or details
-/// call, as CodePipeline does.
-fn job_data(record: &JobRecord) -> JobData {
-    JobData {
-        action_type_id: Some(record.action_type_id.clone()),
-        action_configuration: record.spec.configuration.clone(),
-        pipeline_context: Some(record.spec.pipeline_context.clone()),
-        input_artifacts: record.spec.input_artifacts.clone(),
-        output_artifacts: record.spec.output_artifacts.clone(),
-        artifact_credentials: Some(SessionCredentials {
-            access_key_id: format!("ASIA{}", random_text(16).to_ascii_uppercase()),
-            secret_access_key: random_text(40),
-            session_token: random_text(96),
-        }),
-        continuation_token: record.continuation_token.clone(),
-        encryption_key: record.spec.encryption_key.clone(),
-    }
-}
-
-fn random_text(len: usize) -> String {
+pub(super) fn random_text(len: usize) -> String {
     Alphanumeric.sample_string(&mut rand::rng(), len)
 }
 
@@ -909,13 +1040,17 @@ pub fn demo_pipeline_context(account_id: &str) -> PipelineContext {
     }
 }
 
-fn demo_artifact(name: &str, n: usize) -> Artifact {
+/// The bucket of the demo jobs' artifacts.
+pub const DEMO_ARTIFACT_BUCKET: &str = "codepipeline-us-east-1-demo-artifacts";
+
+/// A demo job's artifact: one object per action type, artifact and job number.
+fn demo_artifact(action_type: &ActionTypeId, name: &str, n: usize) -> Artifact {
     Artifact {
         name: Some(name.to_owned()),
         revision: Some(format!("demo-revision-{n}")),
         s3_location: Some(S3Location {
-            bucket_name: "codepipeline-us-east-1-demo-artifacts".to_owned(),
-            object_key: format!("demo-pipeline/{name}/{n}.zip"),
+            bucket_name: DEMO_ARTIFACT_BUCKET.to_owned(),
+            object_key: format!("demo-pipeline/{}/{name}/{n}.zip", action_type.provider),
         }),
     }
 }

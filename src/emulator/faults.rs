@@ -1,30 +1,74 @@
 //! Fault injection: per operation, added latency and a chance of each way a call to AWS can go
-//! wrong, so tests can prove how the gateway behaves when CodePipeline misbehaves.
+//! wrong, so tests can prove how the gateway behaves when CodePipeline or S3 misbehaves.
 //!
 //! A plan is written as `OPERATION:fault=value,...` entries separated by `;`, where OPERATION is
-//! an AWS operation name or `*` (every operation without an entry of its own):
+//! a CodePipeline operation name, an artifact-store (S3) operation name (`GetObject`,
+//! `HeadObject`, `PutObject`, `CreateMultipartUpload`, `UploadPart`, `CompleteMultipartUpload`,
+//! `AbortMultipartUpload`), or `*`: every CodePipeline operation without an entry of its own.
+//! The store's operations are faulted only when named, so a plan written for CodePipeline calls
+//! leaves artifact transfers alone.
 //!
 //! ```text
-//! *:throttling=0.05,http500=0.05;AcknowledgeJob:latency=200ms,drop=0.1
+//! *:throttling=0.05,http500=0.05;AcknowledgeJob:latency=200ms,drop=0.1;UploadPart:http503=0.5
 //! ```
 //!
-//! | fault | what the caller sees | did the call take effect? |
-//! |---|---|---|
-//! | `latency=<duration>` | a slower answer | yes |
-//! | `http500=<p>` | HTTP 500 `InternalFailure` | no |
-//! | `http503=<p>` | HTTP 503 `ServiceUnavailable` | no |
-//! | `throttling=<p>` | HTTP 400 `ThrottlingException` | no |
-//! | `drop=<p>` | the connection closes with no answer | **yes**: the answer is lost |
-//! | `truncate=<p>` | the answer stops half-way | **yes** |
-//! | `malformed=<p>` | HTTP 200 with a body that is not JSON | **yes** |
+//! | fault | what a CodePipeline caller sees | what an S3 caller sees | did the call take effect? |
+//! |---|---|---|---|
+//! | `latency=<duration>` | a slower answer | a slower answer | yes |
+//! | `http500=<p>` | HTTP 500 `InternalFailure` | HTTP 500 `InternalError` | no |
+//! | `http503=<p>` | HTTP 503 `ServiceUnavailable` | HTTP 503 `SlowDown` | no |
+//! | `throttling=<p>` | HTTP 400 `ThrottlingException` | HTTP 503 `SlowDown` | no |
+//! | `drop=<p>` | the connection closes with no answer | the same | **yes**: the answer is lost |
+//! | `truncate=<p>` | the answer stops half-way | the same (no body: as `drop`) | **yes** |
+//! | `malformed=<p>` | HTTP 200 with a body that is not JSON | GetObject: one byte of the object flipped; XML answers: not XML | **yes** |
 //!
-//! The last three are the hard cases: the job changed state but the caller cannot know it.
+//! The last three are the hard cases: the job changed state (or the object was stored) but the
+//! caller cannot know it.
 
 use std::{collections::HashMap, fmt, time::Duration};
 
 use rand::RngExt;
 
+use super::store::StoreOperation;
 use crate::upstream::{AwsErrorCode, Operation, UpstreamError};
+
+/// Marks a response whose connection must be closed instead of answered (an injected `drop`
+/// fault); the connection layer of the emulator's HTTP servers acts on it, and returns it as the
+/// error that makes hyper close the connection.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("injected fault: connection dropped")]
+pub struct DropConnection;
+
+/// What a plan entry names: a CodePipeline operation (the port's [`Operation`]) or one of the
+/// artifact store's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FaultTarget {
+    /// A CodePipeline job-worker operation.
+    CodePipeline(Operation),
+    /// An artifact-store (S3) operation.
+    Store(StoreOperation),
+}
+
+impl From<Operation> for FaultTarget {
+    fn from(operation: Operation) -> Self {
+        Self::CodePipeline(operation)
+    }
+}
+
+impl From<StoreOperation> for FaultTarget {
+    fn from(operation: StoreOperation) -> Self {
+        Self::Store(operation)
+    }
+}
+
+impl FaultTarget {
+    /// The operation with this AWS name, CodePipeline's or the store's.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Operation::from_name(name)
+            .map(Self::CodePipeline)
+            .or_else(|| StoreOperation::from_name(name).map(Self::Store))
+    }
+}
 
 /// One way a call can fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -105,8 +149,14 @@ pub struct OperationFaults {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FaultPlan {
     every_operation: OperationFaults,
-    by_operation: HashMap<Operation, OperationFaults>,
+    by_operation: HashMap<FaultTarget, OperationFaults>,
 }
+
+/// The faults of an operation no entry names and `*` does not cover.
+static NO_FAULTS: OperationFaults = OperationFaults {
+    latency: Duration::ZERO,
+    chances: Vec::new(),
+};
 
 impl FaultPlan {
     /// Parses a plan (see the module docs); the empty string is no faults.
@@ -148,7 +198,7 @@ impl FaultPlan {
             if operation == "*" {
                 plan.every_operation = parsed;
             } else {
-                let operation = Operation::from_name(operation)
+                let operation = FaultTarget::from_name(operation)
                     .ok_or_else(|| format!("unknown operation {operation:?}"))?;
                 plan.by_operation.insert(operation, parsed);
             }
@@ -156,14 +206,16 @@ impl FaultPlan {
         Ok(plan)
     }
 
-    fn for_operation(&self, operation: Operation) -> &OperationFaults {
-        self.by_operation
-            .get(&operation)
-            .unwrap_or(&self.every_operation)
+    fn for_operation(&self, operation: impl Into<FaultTarget>) -> &OperationFaults {
+        let target = operation.into();
+        self.by_operation.get(&target).unwrap_or(match target {
+            FaultTarget::CodePipeline(_) => &self.every_operation,
+            FaultTarget::Store(_) => &NO_FAULTS,
+        })
     }
 
     /// Draws this call's latency and fault.
-    pub fn draw(&self, operation: Operation) -> (Duration, Option<Fault>) {
+    pub fn draw(&self, operation: impl Into<FaultTarget>) -> (Duration, Option<Fault>) {
         let faults = self.for_operation(operation);
         if faults.chances.is_empty() {
             return (faults.latency, None);
@@ -194,6 +246,31 @@ mod tests {
         let poll = plan.for_operation(Operation::PollForJobs);
         assert_eq!(poll.chances, vec![(Fault::Throttling, 0.5)]);
         assert_eq!(FaultPlan::parse("").unwrap(), FaultPlan::default());
+    }
+
+    #[test]
+    fn a_plan_names_store_operations_too_and_star_leaves_them_alone() {
+        let plan = FaultPlan::parse("*:http500=1;UploadPart:http503=0.5;GetObject:drop=1").unwrap();
+        assert_eq!(
+            plan.draw(StoreOperation::GetObject),
+            (Duration::ZERO, Some(Fault::DropConnection))
+        );
+        assert_eq!(
+            plan.for_operation(StoreOperation::UploadPart).chances,
+            vec![(Fault::Http503, 0.5)]
+        );
+        assert_eq!(plan.draw(StoreOperation::PutObject), (Duration::ZERO, None));
+        assert_eq!(
+            plan.draw(Operation::PollForJobs).1,
+            Some(Fault::Http500),
+            "the CodePipeline operations keep their names and `*`"
+        );
+        for name in StoreOperation::ALL.map(StoreOperation::as_str) {
+            assert!(
+                FaultPlan::parse(&format!("{name}:latency=1ms")).is_ok(),
+                "{name}"
+            );
+        }
     }
 
     #[test]

@@ -18,18 +18,24 @@
 //! Three doors lead in, all counting the calls they receive: the [`Upstream`] implementation
 //! ([`engine`], in-process, for `serve --upstream emulator`), the AWS wire-protocol front
 //! ([`front`], what the AWS SDKs talk to), and the admin gRPC service ([`admin`]) that creates
-//! work.
+//! work. Beside them, on a listener of its own, the artifact store ([`store`]) serves the jobs'
+//! artifacts over S3's REST API to whoever holds a job's artifact credentials, which the engine
+//! remembers ([`credentials`]) as it issues them with each poll and details call.
 //!
 //! [`Upstream`]: crate::upstream::Upstream
 
 pub mod admin;
+pub mod credentials;
 mod engine;
 pub mod faults;
 pub mod front;
 mod sigv4;
+pub mod store;
 
+pub use credentials::IssuedCredentials;
 pub use engine::{
-    DEMO_CLIENT_ID, DEMO_CLIENT_TOKEN, Emulator, EmulatorConfig, JobResult, JobSnapshot, JobSpec,
-    OUTPUT_VARIABLES_MAX_CHARS, PartnerClient, demo_action_type, demo_client,
-    demo_pipeline_context, demo_third_party_action_type,
+    ArtifactAccess, ArtifactSide, DEMO_ARTIFACT_BUCKET, DEMO_CLIENT_ID, DEMO_CLIENT_TOKEN,
+    Emulator, EmulatorConfig, JobResult, JobSnapshot, JobSpec, OUTPUT_VARIABLES_MAX_CHARS,
+    PartnerClient, demo_action_type, demo_client, demo_pipeline_context,
+    demo_third_party_action_type,
 };

@@ -1,9 +1,10 @@
 //! The gRPC handlers of `codepipeline.jobworker.v1.JobWorkerService` (and, in [`third_party`],
-//! of `ThirdPartyJobWorkerService`). Each unary one is three
+//! of `ThirdPartyJobWorkerService`; in [`artifacts`], of `ArtifactService`). Each unary one is three
 //! steps: validate the request into domain input (INVALID_ARGUMENT and no upstream call when it
 //! is bad), call the upstream within the caller's deadline, and turn the answer or the failure
 //! into the response or the status. StreamJobs ([`stream_jobs`]) serves a job feed.
 
+mod artifacts;
 mod stream_jobs;
 mod third_party;
 
@@ -19,6 +20,7 @@ pub use stream_jobs::StreamLimits;
 
 use crate::{
     api::status,
+    artifacts::Artifacts,
     auth::ClientTokens,
     domain::validate::InvalidRequest,
     feed::Feeds,
@@ -36,6 +38,8 @@ pub struct JobWorker {
     pub upstream: Arc<dyn Upstream>,
     /// The client tokens the gateway supplies to third-party calls that carry none.
     pub client_tokens: Arc<ClientTokens>,
+    /// The artifact store, reached with each job's own credentials.
+    pub artifacts: Arc<Artifacts>,
     /// The account-wide budget every upstream call spends.
     pub budget: Arc<UpstreamBudget>,
     /// The registry calls are counted in.

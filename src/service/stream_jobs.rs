@@ -20,6 +20,7 @@ use tokio::{
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
 use tonic_types::StatusExt;
+use tracing::Instrument;
 
 use super::JobWorker;
 use crate::{
@@ -122,7 +123,13 @@ pub(super) async fn open(
         accepted: Arc::default(),
     };
     let subscription = worker.feeds.subscribe(input);
-    tokio::spawn(session.run(subscription, inbound, places, connection_ages_at));
+    // The session runs in the call's span, so its acknowledgements are children of the
+    // StreamJobs span, and the span lasts as long as the stream.
+    tokio::spawn(
+        session
+            .run(subscription, inbound, places, connection_ages_at)
+            .instrument(tracing::Span::current()),
+    );
     Ok(Response::new(Box::pin(ReceiverStream::new(responses))))
 }
 
@@ -267,19 +274,22 @@ impl Session {
                 let caller = self.caller.clone();
                 let outbound = self.outbound.clone();
                 let accepted = self.accepted.clone();
-                self.acknowledgements.spawn(async move {
-                    let job = job_id.to_string();
-                    let (outcome, answer, status) =
-                        send_upstream(&worker, &caller, job_id, nonce).await;
-                    if let Some(status) = status {
-                        accepted
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .remember(&job, status);
+                self.acknowledgements.spawn(
+                    async move {
+                        let job = job_id.to_string();
+                        let (outcome, answer, status) =
+                            send_upstream(&worker, &caller, job_id, nonce).await;
+                        if let Some(status) = status {
+                            accepted
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .remember(&job, status);
+                        }
+                        acknowledger.acknowledged(outcome);
+                        let _ = outbound.send(Ok(answer)).await;
                     }
-                    acknowledger.acknowledged(outcome);
-                    let _ = outbound.send(Ok(answer)).await;
-                });
+                    .instrument(tracing::Span::current()),
+                );
                 return Ok(());
             }
             Err(TakeRefusal::NotDelivered) => {

@@ -124,7 +124,7 @@ def emulator_front(started, tmp_path) -> str:
     """The emulator's AWS wire-protocol front in eu-west-1 (the value sets' region), so calls
     that pass the gateway's authentication travel the real SDK path without leaving the machine."""
     process = Process(
-        [str(GATEWAY_BIN), "emulator", "--listen", "127.0.0.1:0", "--region", "eu-west-1", "--demo-jobs", "3"],
+        [str(GATEWAY_BIN), "emulator", "--listen", "127.0.0.1:0", "--s3-listen", "127.0.0.1:0", "--region", "eu-west-1", "--demo-jobs", "3"],
         base_environment(tmp_path / "emulator-home"),
         cwd=tmp_path,
     )

@@ -27,6 +27,7 @@ def emulator_args(*, demo_jobs: int = 3) -> tuple[str, ...]:
     return (
         "emulator",
         "--listen", "127.0.0.1:0",
+        "--s3-listen", "127.0.0.1:0",
         "--demo-jobs", str(demo_jobs),
         "--access-key-id", EMULATOR_ACCESS_KEY_ID,
         "--secret-access-key", EMULATOR_SECRET_ACCESS_KEY,

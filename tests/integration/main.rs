@@ -3,6 +3,8 @@
 
 mod support;
 
+mod artifact_store;
+mod artifacts;
 mod auth;
 mod edge_validation;
 mod emulator_front;

@@ -468,6 +468,8 @@ async fn the_most_verbose_logs_of_third_party_calls_hold_no_client_token(
                     "emulator",
                     "--listen",
                     "127.0.0.1:0",
+                    "--s3-listen",
+                    "127.0.0.1:0",
                     "--demo-jobs",
                     "0",
                     "--access-key-id",

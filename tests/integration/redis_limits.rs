@@ -281,6 +281,8 @@ async fn three_gateways_on_one_redis_spend_one_upstream_budget_counted_at_the_em
         Cli::emulator(&[
             "--listen",
             "127.0.0.1:0",
+            "--s3-listen",
+            "127.0.0.1:0",
             "--demo-jobs",
             "0",
             "--access-key-id",

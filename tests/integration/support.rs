@@ -21,7 +21,8 @@ use codepipeline_gateway::{
     pb::{
         emulator::{self as admin_pb, emulator_admin_service_client::EmulatorAdminServiceClient},
         jobworker::{
-            self as pb, job_worker_service_client::JobWorkerServiceClient,
+            self as pb, artifact_service_client::ArtifactServiceClient,
+            job_worker_service_client::JobWorkerServiceClient,
             third_party_job_worker_service_client::ThirdPartyJobWorkerServiceClient,
         },
     },
@@ -145,6 +146,8 @@ impl Spawn {
                 let mut front_flags: Vec<String> = [
                     "--listen",
                     "127.0.0.1:0",
+                    "--s3-listen",
+                    "127.0.0.1:0",
                     "--access-key-id",
                     ACCESS_KEY_ID,
                     "--secret-access-key",
@@ -159,6 +162,10 @@ impl Spawn {
                     .await
                     .expect("the emulator front starts");
                 let endpoint = format!("http://{}", front.addr());
+                if !given("--s3-endpoint-url") {
+                    let store = format!("http://{}", front.s3_addr());
+                    serve.extend(["--s3-endpoint-url".to_owned(), store]);
+                }
                 serve.extend(
                     [
                         "--upstream",
@@ -201,6 +208,7 @@ impl Spawn {
             // Lazy: a TLS gateway's test makes clients of its own and never uses these.
             client: JobWorkerServiceClient::new(connect_lazy(app.grpc_addr())),
             third_party: ThirdPartyJobWorkerServiceClient::new(connect_lazy(app.grpc_addr())),
+            artifacts: ArtifactServiceClient::new(connect_lazy(app.grpc_addr())),
             admin: EmulatorAdminServiceClient::new(connect_lazy(admin_addr)),
             emulator,
             metrics: app.metrics().clone(),
@@ -239,6 +247,7 @@ pub async fn connect(addr: std::net::SocketAddr) -> Channel {
 pub struct TestGateway {
     pub client: JobWorkerServiceClient<Channel>,
     pub third_party: ThirdPartyJobWorkerServiceClient<Channel>,
+    pub artifacts: ArtifactServiceClient<Channel>,
     /// The emulator's admin service: on the gateway in process, on the front otherwise.
     pub admin: EmulatorAdminServiceClient<Channel>,
     pub emulator: Arc<Emulator>,
@@ -259,6 +268,16 @@ impl TestGateway {
     /// The emulator front's address, on the real SDK path.
     pub fn front_addr(&self) -> Option<std::net::SocketAddr> {
         self.front.as_ref().map(EmulatorApp::addr)
+    }
+
+    /// The emulator's artifact store (S3): the front's on the real SDK path, the gateway's own
+    /// in process.
+    pub fn s3_addr(&self) -> std::net::SocketAddr {
+        self.front
+            .as_ref()
+            .map(EmulatorApp::s3_addr)
+            .or_else(|| self.app.emulator_s3_addr())
+            .expect("an emulator serves the artifact store")
     }
 
     pub async fn stop(self) {

@@ -142,7 +142,7 @@ def sdk_gateway(launch, token_file, monkeypatch) -> Callable[..., tuple[RunningB
 
     def start(*extra_args: str) -> tuple[RunningBinary, str]:
         emulator = launch(
-            "emulator", "--listen", "127.0.0.1:0", "--demo-jobs", "0",
+            "emulator", "--listen", "127.0.0.1:0", "--s3-listen", "127.0.0.1:0", "--demo-jobs", "0",
             "--access-key-id", EMULATOR_ACCESS_KEY_ID, "--secret-access-key", EMULATOR_SECRET_ACCESS_KEY,
             "--region", EMULATOR_REGION,
             ready=EMULATOR_READY,

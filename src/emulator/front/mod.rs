@@ -25,7 +25,7 @@ use super::{
     Emulator,
     admin::AdminService,
     faults::Fault,
-    sigv4::{self, SignedRequest},
+    sigv4::{self, Payload, Scope, SignedRequest},
 };
 use crate::{
     domain::{
@@ -45,6 +45,9 @@ pub struct FrontConfig {
     /// The region in the signature's scope.
     pub region: String,
 }
+
+/// The name CodePipeline's requests are signed for.
+const SIGNING_NAME: &str = "codepipeline";
 
 struct Front {
     emulator: Arc<Emulator>,
@@ -176,12 +179,7 @@ fn camel_case_path(path: &str) -> String {
     out
 }
 
-/// Marks a response whose connection must be closed instead of answered (an injected
-/// `drop` fault); the connection layer of the emulator's server acts on it, and returns it as
-/// the error that makes hyper close the connection.
-#[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error("injected fault: connection dropped")]
-pub struct DropConnection;
+pub use super::faults::DropConnection;
 
 /// How a call is answered: normally, or as an injected fault that strikes after the call took
 /// effect.
@@ -297,15 +295,18 @@ async fn serve_call(
         path: uri.path(),
         query: uri.query().unwrap_or(""),
         headers,
-        body,
+        payload: Payload::Body(body),
     };
-    sigv4::verify(
-        &signed,
-        &front.config.credentials,
-        &front.config.region,
-        SystemTime::now(),
-    )
-    .map_err(|rejection| ApiError::bad_request(rejection.code, rejection.message))?;
+    let scope = Scope {
+        region: &front.config.region,
+        service: SIGNING_NAME,
+    };
+    sigv4::verify(&signed, &front.config.credentials, scope, SystemTime::now()).map_err(
+        |failure| {
+            let rejection = failure.codepipeline();
+            ApiError::bad_request(rejection.code, rejection.message)
+        },
+    )?;
     if !protocol.headers_conform(headers) {
         return Err(ApiError::bad_request(
             "SerializationException",
