@@ -38,12 +38,18 @@ pub fn init(filter: &str, format: LogFormat, traces: Option<&TraceSettings>) -> 
         .map_err(|e| anyhow::anyhow!(e))
 }
 
-/// Whether events at this place print the bodies of AWS calls. The AWS SDK's runtime, at TRACE,
+/// Whether events at this place print what AWS calls carry: the AWS SDK's runtime, at TRACE,
 /// prints each operation's input and output with `Debug`, which redacts only the members the
-/// service model marks sensitive: nonces, client tokens and action configuration are not.
+/// service model marks sensitive (nonces, client tokens and action configuration are not); and
+/// its endpoint resolution (DEBUG) and request signing (TRACE) print the identity in use, a job's
+/// artifact credentials among them.
 pub fn prints_bodies(metadata: &Metadata<'_>) -> bool {
-    *metadata.level() == Level::TRACE
-        && ["aws_smithy_", "aws_sdk_", "aws_config"]
-            .iter()
-            .any(|prefix| metadata.target().starts_with(prefix))
+    let target = metadata.target();
+    let level = *metadata.level();
+    let sdk = ["aws_smithy_", "aws_sdk_", "aws_config", "aws_sigv4"]
+        .iter()
+        .any(|prefix| target.starts_with(prefix));
+    let prints_identity = target.starts_with("aws_smithy_runtime::client::orchestrator::endpoints")
+        || target.starts_with("aws_sigv4");
+    sdk && (level == Level::TRACE || (prints_identity && level == Level::DEBUG))
 }

@@ -426,7 +426,7 @@ enum TraceUpstream {
 #[case::in_process(TraceUpstream::InProcess)]
 #[case::real_sdk(TraceUpstream::RealSdk)]
 #[tokio::test]
-async fn the_most_verbose_logs_of_third_party_calls_hold_no_client_token(
+async fn the_most_verbose_logs_of_third_party_calls_and_artifact_transfers_hold_no_secret(
     #[case] upstream: TraceUpstream,
 ) {
     use codepipeline_gateway::pb::jobworker::third_party_job_worker_service_client::ThirdPartyJobWorkerServiceClient;
@@ -463,13 +463,18 @@ async fn the_most_verbose_logs_of_third_party_calls_hold_no_client_token(
             (gateway, admin, None)
         }
         TraceUpstream::RealSdk => {
+            let store = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .to_string();
             let (child, endpoint) = start_binary(
                 &[
                     "emulator",
                     "--listen",
                     "127.0.0.1:0",
                     "--s3-listen",
-                    "127.0.0.1:0",
+                    &store,
                     "--demo-jobs",
                     "0",
                     "--access-key-id",
@@ -488,8 +493,9 @@ async fn the_most_verbose_logs_of_third_party_calls_hold_no_client_token(
                 child,
                 addr: endpoint.trim_start_matches("http://").parse().unwrap(),
             };
+            let store_url = format!("http://{store}");
             let mut flags = verbose.to_vec();
-            flags.push("--allow-unauthenticated");
+            flags.extend(["--allow-unauthenticated", "--s3-endpoint-url", &store_url]);
             let gateway = Gateway::start_on_aws(
                 &endpoint,
                 &flags,
@@ -583,6 +589,11 @@ async fn the_most_verbose_logs_of_third_party_calls_hold_no_client_token(
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::PermissionDenied);
 
+    // Artifacts: the gateway fetches the job's credentials itself and signs S3 requests with
+    // them; none may show, nor the bytes' secrets.
+    let transferred = transfer_artifacts(&mut admin, &gateway).await;
+    secrets.extend(transferred);
+
     gateway.terminate();
     assert!(gateway.exit_status(Duration::from_secs(10)).await.success());
     let logs = std::fs::read_to_string(&gateway_log).unwrap();
@@ -593,6 +604,21 @@ async fn the_most_verbose_logs_of_third_party_calls_hold_no_client_token(
     assert!(
         logs.contains("GetThirdPartyJobDetails"),
         "{upstream:?}: the calls were logged"
+    );
+    // The credentials the gateway fetched for the transfers were never seen here: their
+    // access key IDs (ASIA + 16) must not show either.
+    let access_key = logs
+        .match_indices("ASIA")
+        .map(|(at, _)| &logs[at..(at + 20).min(logs.len())])
+        .find(|key| key.len() == 20 && key[4..].chars().all(|c| c.is_ascii_alphanumeric()));
+    assert!(
+        access_key.is_none(),
+        "{upstream:?}: an access key ID reached the log: {access_key:?}\n{}",
+        logs.lines()
+            .filter(|line| access_key.is_some_and(|key| line.contains(key)))
+            .take(2)
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     for secret in &secrets {
         assert!(
@@ -605,4 +631,125 @@ async fn the_most_verbose_logs_of_third_party_calls_hold_no_client_token(
                 .join("\n")
         );
     }
+}
+
+/// A custom job with artifacts, its input downloaded and its output uploaded through the
+/// gateway: the secrets the test saw (the job's credentials from the poll, the bytes).
+async fn transfer_artifacts(
+    admin: &mut EmulatorAdminServiceClient<Channel>,
+    gateway: &Gateway,
+) -> Vec<String> {
+    use codepipeline_gateway::pb::{
+        emulator::{
+            AttachInputArtifactHeader, AttachInputArtifactRequest, attach_input_artifact_request,
+        },
+        jobworker::artifact_service_client::ArtifactServiceClient,
+    };
+    let location = |name: &str| pb::Artifact {
+        name: name.to_owned(),
+        revision: "r1".to_owned(),
+        location: Some(pb::ArtifactLocation {
+            r#type: pb::ArtifactLocationType::S3.into(),
+            s3_location: Some(pb::S3ArtifactLocation {
+                bucket_name: "codepipeline-us-east-1-trace-artifacts".to_owned(),
+                object_key: format!("trace/{name}.zip"),
+            }),
+        }),
+    };
+    let job_id = admin
+        .create_job(CreateJobRequest {
+            action_type_id: Some(crate::support::demo_action_type()),
+            input_artifacts: vec![location("SourceOutput")],
+            output_artifacts: vec![location("BuildOutput")],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .job_id;
+    let input = b"input-bytes-secret-2f7a91".to_vec();
+    admin
+        .attach_input_artifact(tokio_stream::iter([
+            AttachInputArtifactRequest {
+                request: Some(attach_input_artifact_request::Request::Header(
+                    AttachInputArtifactHeader {
+                        job_id: job_id.clone(),
+                        artifact_name: "SourceOutput".to_owned(),
+                        content_type: String::new(),
+                    },
+                )),
+            },
+            AttachInputArtifactRequest {
+                request: Some(attach_input_artifact_request::Request::Chunk(input.clone())),
+            },
+        ]))
+        .await
+        .unwrap();
+    let channel = gateway.channel().await;
+    let mut jobs = JobWorkerServiceClient::new(channel.clone());
+    let job = jobs
+        .poll_for_jobs(pb::PollForJobsRequest {
+            action_type_id: Some(crate::support::demo_action_type()),
+            max_batch_size: Some(1),
+            query_param: Default::default(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs
+        .remove(0);
+    jobs.acknowledge_job(pb::AcknowledgeJobRequest {
+        job_id: job_id.clone(),
+        nonce: job.nonce.clone(),
+    })
+    .await
+    .unwrap();
+    let mut artifacts = ArtifactServiceClient::new(channel);
+    let artifact_job = pb::ArtifactJob {
+        job: Some(pb::artifact_job::Job::JobId(job_id.clone())),
+    };
+    let mut download = artifacts
+        .download_input_artifact(pb::DownloadInputArtifactRequest {
+            job: Some(artifact_job.clone()),
+            artifact_name: "SourceOutput".to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut received = Vec::new();
+    while let Some(message) = download.message().await.unwrap() {
+        if let Some(pb::download_input_artifact_response::Response::Chunk(chunk)) = message.response
+        {
+            received.extend_from_slice(&chunk);
+        }
+    }
+    assert_eq!(received, input);
+    let output = b"output-bytes-secret-8c3e05".to_vec();
+    artifacts
+        .upload_output_artifact(tokio_stream::iter([
+            pb::UploadOutputArtifactRequest {
+                request: Some(pb::upload_output_artifact_request::Request::Header(
+                    pb::UploadOutputArtifactHeader {
+                        job: Some(artifact_job),
+                        artifact_name: "BuildOutput".to_owned(),
+                        content_type: String::new(),
+                        size_bytes: None,
+                    },
+                )),
+            },
+            pb::UploadOutputArtifactRequest {
+                request: Some(pb::upload_output_artifact_request::Request::Chunk(
+                    output.clone().into(),
+                )),
+            },
+        ]))
+        .await
+        .unwrap();
+    let credentials = job.data.unwrap().artifact_credentials.unwrap();
+    vec![
+        credentials.secret_access_key,
+        credentials.session_token,
+        String::from_utf8(input).unwrap(),
+        String::from_utf8(output).unwrap(),
+    ]
 }
