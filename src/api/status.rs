@@ -87,7 +87,7 @@ pub fn artifact_status(error: crate::artifacts::ArtifactError, job_id: &str, nam
                 "NoSuchKey" | "NoSuchBucket" | "NotFound" => (
                     Code::NotFound,
                     format!(
-                        "artifact {name} of job {job_id} is not in the artifact store: {message}"
+                        "artifact {name} of job {job_id} is not in the artifact store ({s3_code})"
                     ),
                 ),
                 "AccessDenied"

@@ -3,8 +3,10 @@
 //! registry remembers each with its job and expiry so the artifact store can check requests
 //! signed with them.
 //!
-//! The registry is bounded: a job keeps its [`PER_JOB`] newest credentials (an older one is
-//! forgotten, and then unknown to the store), and credentials expired for longer than
+//! Each credential stays valid until it expires, however many were issued after it, as
+//! CodePipeline's do. The registry is bounded all the same: a job keeps its [`PER_JOB`] newest
+//! credentials (a bound against a runaway caller, far above what workers and the gateway ask
+//! for within a credential's lifetime), and credentials expired for longer than
 //! [`FORGET_EXPIRED_AFTER`] are dropped. Until then an expired key is still recognised, so the
 //! store can answer `ExpiredToken` as S3 does rather than call the key unknown.
 
@@ -15,9 +17,9 @@ use std::{
 
 use crate::domain::{JobId, SessionCredentials};
 
-/// How many credentials a job keeps: a worker that asks for the job's details again and again
-/// gets new ones each time, and only the newest few stay valid.
-pub const PER_JOB: usize = 8;
+/// How many credentials a job keeps: each details call issues new ones, and older ones must stay
+/// valid (a worker may still be using them), so this only bounds a runaway caller.
+pub const PER_JOB: usize = 1024;
 
 /// How long an expired credential is still recognised (answered `ExpiredToken`).
 pub const FORGET_EXPIRED_AFTER: Duration = Duration::from_secs(60 * 60);
