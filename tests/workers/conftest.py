@@ -23,7 +23,7 @@ from workers_support import (
     RunningBinary,
     WorkerCommand,
     WorkerProcess,
-    generate_python_stubs,
+    load_python_stubs,
 )
 
 GATEWAY_ARGS = (
@@ -39,16 +39,7 @@ GATEWAY_ARGS = (
 @pytest.fixture(scope="session")
 def pb(tmp_path_factory) -> SimpleNamespace:
     """The generated Python modules: `jobworker`, `jobworker_grpc`, `admin`, `admin_grpc`."""
-    generate_python_stubs(tmp_path_factory.mktemp("python-stubs"))
-    from codepipeline.emulator.v1 import emulator_admin_pb2, emulator_admin_pb2_grpc
-    from codepipeline.jobworker.v1 import job_worker_pb2, job_worker_pb2_grpc
-
-    return SimpleNamespace(
-        jobworker=job_worker_pb2,
-        jobworker_grpc=job_worker_pb2_grpc,
-        admin=emulator_admin_pb2,
-        admin_grpc=emulator_admin_pb2_grpc,
-    )
+    return load_python_stubs(tmp_path_factory.mktemp("python-stubs"))
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "clients"))
 
+from grpc_stubs import generate_python_stubs, load_python_stubs  # noqa: E402
 from support import GATEWAY_BIN, GATEWAY_READY, REPO_ROOT, TOOLS_BIN, RunningBinary  # noqa: E402
 
 TOOLS = REPO_ROOT / ".tools"
@@ -39,6 +41,8 @@ REPORTED = re.compile(r"(\S+): reported ([0-9a-f-]{36}) (succeeded|failed|contin
 WORKER_STOP_TIMEOUT_SECONDS = 20
 
 LANGUAGES = ("python", "go", "node", "java")
+# The bucket of the artifacts of the jobs made by Emulator.create_artifact_job.
+ARTIFACT_BUCKET = "codepipeline-us-east-1-worker-tests"
 MODES = ("poll", "stream")  # GATEWAY_MODE
 
 
@@ -47,23 +51,10 @@ def alternating_modes(offset: int) -> dict[str, str]:
     them in each mode, and with offsets 0 and 1 each language in both."""
     return {language: MODES[(index + offset) % len(MODES)] for index, language in enumerate(LANGUAGES)}
 
-__all__ = ["GATEWAY_BIN", "GATEWAY_READY", "REPO_ROOT", "RunningBinary"]  # re-exported from tests/clients
-
-
-def generate_python_stubs(out: Path) -> Path:
-    """Generates Python code for both of the gateway's protos into `out` and puts it on sys.path."""
-    out.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [
-            VENV_PYTHON, "-m", "grpc_tools.protoc", f"-I{REPO_ROOT / 'proto'}", f"-I{REPO_ROOT / 'proto-deps'}",
-            f"--python_out={out}", f"--grpc_python_out={out}",
-            "codepipeline/jobworker/v1/job_worker.proto", "codepipeline/emulator/v1/emulator_admin.proto",
-        ],
-        check=True,
-    )  # fmt: skip
-    if str(out) not in sys.path:
-        sys.path.insert(0, str(out))
-    return out
+# Re-exported from tests/clients.
+__all__ = [
+    "GATEWAY_BIN", "GATEWAY_READY", "REPO_ROOT", "RunningBinary", "generate_python_stubs", "load_python_stubs",
+]  # fmt: skip
 
 
 class Emulator:
@@ -119,6 +110,53 @@ class Emulator:
 
     def call_counts(self) -> dict[str, int]:
         return dict(self._call("GetCallCounts", self.pb.admin.GetCallCountsRequest()).calls)
+
+    def set_faults(self, plan: str) -> None:
+        self._call("SetFaults", self.pb.admin.SetFaultsRequest(plan=plan))
+
+    def create_artifact_job(self, inputs: list[str], outputs: list[str], third_party: bool = False, **configuration: str):
+        """A job of the demo action type (the demo third-party one if `third_party`, for a new
+        client) whose input and output artifacts (by name) are objects of their own in the
+        emulator's artifact store, as a pipeline run would lay them out; returns the
+        CreateJobResponse: job_id (client_id, client_token)."""
+        jw = self.pb.jobworker
+        run = uuid.uuid4().hex[:12]
+
+        def artifact(name: str):
+            location = jw.S3ArtifactLocation(bucket_name=ARTIFACT_BUCKET, object_key=f"worker-tests/{run}/{name}.zip")
+            return jw.Artifact(
+                name=name,
+                revision=f"{name}-{run}",
+                location=jw.ArtifactLocation(type=jw.ARTIFACT_LOCATION_TYPE_S3, s3_location=location),
+            )
+
+        request = self.pb.admin.CreateJobRequest(
+            action_type_id=self.demo_third_party_action_type if third_party else self.demo_action_type,
+            configuration=configuration,
+            input_artifacts=[artifact(name) for name in inputs],
+            output_artifacts=[artifact(name) for name in outputs],
+        )
+        return self._call("CreateJob", request)
+
+    def attach_input(self, job_id: str, name: str, data: bytes, content_type: str = "application/zip"):
+        """Stores `data` as the job's input artifact `name` (what the previous action wrote)."""
+        header = self.pb.admin.AttachInputArtifactHeader(job_id=job_id, artifact_name=name, content_type=content_type)
+        chunk = self.pb.admin.AttachInputArtifactRequest
+
+        def requests():
+            yield chunk(header=header)
+            for start in range(0, len(data), 1024 * 1024):
+                yield chunk(chunk=data[start : start + 1024 * 1024])
+
+        return self.stub.AttachInputArtifact(requests(), timeout=30)
+
+    def read_output(self, job_id: str, name: str):
+        """The job's output artifact `name` as the store holds it: (its metadata, its bytes).
+        FAILED_PRECONDITION while nothing was written there."""
+        request = self.pb.admin.ReadOutputArtifactRequest(job_id=job_id, artifact_name=name)
+        first, *rest = self.stub.ReadOutputArtifact(request, timeout=30)
+        assert first.WhichOneof("response") == "metadata", first
+        return first.metadata, b"".join(message.chunk for message in rest)
 
 
 class BearerToken(grpc.UnaryUnaryClientInterceptor):

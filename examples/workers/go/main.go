@@ -3,13 +3,18 @@
 //
 // It gets jobs for as many free slots as it has, by polling (GATEWAY_MODE=poll) or from the
 // gateway's job feed (GATEWAY_MODE=stream, with credit = free slots); acknowledges each (dropping
-// it when another worker holds it), reads its details, does the work its configuration asks for,
-// and reports the result. Settings come from the environment; see README.md. SIGTERM stops taking
-// jobs, lets the jobs in hand finish, and exits 0.
+// it when another worker holds it), reads its details, reads its input artifacts and writes its
+// output artifacts through the gateway's ArtifactService (ARTIFACTS=on, the default: no AWS SDK, no
+// S3 credentials), does the work its configuration asks for, and reports the result. Settings
+// come from the environment; see README.md. SIGTERM stops taking jobs, lets the jobs in hand
+// finish, and exits 0.
 package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -31,11 +36,12 @@ import (
 )
 
 const (
-	callTimeout    = 20 * time.Second
-	jobRetryBudget = 2 * time.Minute // how long a job's call keeps retrying before the job is given up
-	firstBackoff   = 200 * time.Millisecond
-	maxBackoff     = 30 * time.Second
-	defaultMode    = "stream"
+	callTimeout     = 20 * time.Second
+	transferTimeout = 10 * time.Minute // an artifact's download or upload, however large
+	jobRetryBudget  = 2 * time.Minute  // how long a job's call keeps retrying before the job is given up
+	firstBackoff    = 200 * time.Millisecond
+	maxBackoff      = 30 * time.Second
+	defaultMode     = "stream"
 )
 
 // fatal codes on a poll, or on opening a job stream, are configuration problems that waiting does
@@ -61,6 +67,8 @@ type worker struct {
 	pollInterval time.Duration
 	actionType   *pb.ActionTypeId
 	client       pb.JobWorkerServiceClient
+	artifacts    pb.ArtifactServiceClient
+	useArtifacts bool // ARTIFACTS=on: read the inputs, write the outputs
 
 	// Stream mode's bookkeeping.
 	mu     sync.Mutex
@@ -152,6 +160,10 @@ func main() {
 	if mode != "poll" && mode != "stream" {
 		log.Fatalf("%s: GATEWAY_MODE must be poll or stream, not %q", name, mode)
 	}
+	artifacts := strings.ToLower(env("ARTIFACTS", "on"))
+	if artifacts != "on" && artifacts != "off" {
+		log.Fatalf("%s: ARTIFACTS must be on or off, not %q", name, artifacts)
+	}
 
 	transport := grpc.WithInsecure()
 	if caFile := os.Getenv("GATEWAY_TLS_CA"); caFile != "" {
@@ -181,7 +193,9 @@ func main() {
 			Provider: env("ACTION_PROVIDER", "DemoBuilder"),
 			Version:  env("ACTION_VERSION", "1"),
 		},
-		client: pb.NewJobWorkerServiceClient(conn),
+		client:       pb.NewJobWorkerServiceClient(conn),
+		artifacts:    pb.NewArtifactServiceClient(conn),
+		useArtifacts: artifacts == "on",
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -471,14 +485,41 @@ func (w *worker) complete(job *pb.Job) error {
 	}
 	executionID := w.name + ":" + id
 
+	// With ARTIFACTS=on the work reads every input artifact first, and a job that succeeds writes
+	// every output artifact before its result. An artifact the gateway refuses fails the job.
+	var inputs []inputRead
+	if w.useArtifacts {
+		inputs, err = w.readInputs(ctx, id, data)
+	}
+
 	// The "work": a pause as long as the job asks for.
-	workMillis, _ := strconv.Atoi(configuration["WorkMillis"])
-	time.Sleep(time.Duration(workMillis) * time.Millisecond)
+	if err == nil {
+		workMillis, _ := strconv.Atoi(configuration["WorkMillis"])
+		time.Sleep(time.Duration(workMillis) * time.Millisecond)
+	}
+	if err == nil && w.useArtifacts && (outcome == "succeed" || (outcome == "continue" && data.ContinuationToken != nil)) {
+		err = w.writeOutputs(ctx, id, data, inputs)
+	}
+	var refused *artifactFailed
+	if errors.As(err, &refused) {
+		log.Printf("%s: job %s: %v", w.name, id, refused)
+	} else if err != nil {
+		return err
+	}
 
 	var result string
 	switch {
+	case refused != nil:
+		result = "failed"
+		err = w.call(ctx, "PutJobFailureResult", false, func(ctx context.Context) error {
+			_, err := w.client.PutJobFailureResult(ctx, &pb.PutJobFailureResultRequest{JobId: id, FailureDetails: &pb.FailureDetails{
+				Type: pb.FailureType_FAILURE_TYPE_JOB_FAILED, Message: refused.Error(), ExternalExecutionId: &executionID,
+			}})
+			return err
+		})
 	case outcome == "continue" && data.ContinuationToken == nil:
-		// Half done: CodePipeline creates a follow-up job carrying the token.
+		// Half done: CodePipeline creates a follow-up job carrying the token, which writes the
+		// outputs.
 		result = "continued"
 		err = w.call(ctx, "PutJobSuccessResult", false, func(ctx context.Context) error {
 			_, err := w.client.PutJobSuccessResult(ctx, &pb.PutJobSuccessResultRequest{
@@ -526,14 +567,127 @@ func (w *worker) complete(job *pb.Job) error {
 	return nil
 }
 
+// inputRead is what the work learnt of an input artifact.
+type inputRead struct {
+	name   string
+	size   int64
+	sha256 string // hex
+}
+
+// manifest is what the worker writes to each output artifact: the job, the output's name, and
+// for each input artifact (in the job data's order) its name, size and SHA-256 (hex).
+func manifest(jobID, output string, inputs []inputRead) []byte {
+	var text strings.Builder
+	fmt.Fprintf(&text, "job %s\noutput %s\n", jobID, output)
+	for _, input := range inputs {
+		fmt.Fprintf(&text, "input %s %d %s\n", input.name, input.size, input.sha256)
+	}
+	return []byte(text.String())
+}
+
+// artifactFailed is an artifact transfer the gateway refused (not a pause): the job fails,
+// saying why.
+type artifactFailed struct {
+	what   string
+	status *status.Status
+}
+
+func (f *artifactFailed) Error() string {
+	message := fmt.Sprintf("%s: %s %s", f.what, grpcCodeName(f.status.Code()), f.status.Message())
+	if len(message) > 5000 {
+		message = message[:5000]
+	}
+	return message
+}
+
+// refusal makes a failed transfer's error an artifactFailed, unless it is a pause that outlasted
+// the retries (the job is then given up, as for its other calls).
+func refusal(what string, err error) error {
+	if code := status.Code(err); err == nil || code == codes.Unavailable || code == codes.ResourceExhausted {
+		return err
+	}
+	return &artifactFailed{what: what, status: status.Convert(err)}
+}
+
+// readInputs downloads every input artifact through the gateway, hashing the bytes as they come
+// (nothing is kept).
+func (w *worker) readInputs(ctx context.Context, id string, data *pb.JobData) ([]inputRead, error) {
+	job := &pb.ArtifactJob{Job: &pb.ArtifactJob_JobId{JobId: id}}
+	var read []inputRead
+	for _, artifact := range data.GetInputArtifacts() {
+		name := artifact.GetName()
+		var input inputRead
+		err := w.retry(ctx, "DownloadInputArtifact", false, transferTimeout, func(ctx context.Context) error {
+			// A retry starts the download afresh.
+			stream, err := w.artifacts.DownloadInputArtifact(ctx, &pb.DownloadInputArtifactRequest{Job: job, ArtifactName: name})
+			if err != nil {
+				return err
+			}
+			digest, size := sha256.New(), int64(0)
+			for {
+				response, err := stream.Recv() // the metadata first, then the bytes
+				if err == io.EOF {
+					break
+				} else if err != nil {
+					return err
+				}
+				chunk := response.GetChunk()
+				digest.Write(chunk)
+				size += int64(len(chunk))
+			}
+			input = inputRead{name: name, size: size, sha256: hex.EncodeToString(digest.Sum(nil))}
+			return nil
+		})
+		if err != nil {
+			return nil, refusal("input artifact "+name, err)
+		}
+		log.Printf("%s: job %s: read input artifact %s (%d bytes)", w.name, id, name, input.size)
+		read = append(read, input)
+	}
+	return read, nil
+}
+
+// writeOutputs uploads every output artifact through the gateway: the manifest of the inputs,
+// declared with its size (the gateway stores nothing if the bytes differ).
+func (w *worker) writeOutputs(ctx context.Context, id string, data *pb.JobData, inputs []inputRead) error {
+	job := &pb.ArtifactJob{Job: &pb.ArtifactJob_JobId{JobId: id}}
+	for _, artifact := range data.GetOutputArtifacts() {
+		name := artifact.GetName()
+		body := manifest(id, name, inputs)
+		size := int64(len(body))
+		header := &pb.UploadOutputArtifactHeader{Job: job, ArtifactName: name, ContentType: "text/plain", SizeBytes: &size}
+		err := w.retry(ctx, "UploadOutputArtifact", false, transferTimeout, func(ctx context.Context) error {
+			stream, err := w.artifacts.UploadOutputArtifact(ctx)
+			if err != nil {
+				return err
+			}
+			// A failed Send shows in CloseAndRecv, which returns the call's status.
+			_ = stream.Send(&pb.UploadOutputArtifactRequest{Request: &pb.UploadOutputArtifactRequest_Header{Header: header}})
+			_ = stream.Send(&pb.UploadOutputArtifactRequest{Request: &pb.UploadOutputArtifactRequest_Chunk{Chunk: body}})
+			_, err = stream.CloseAndRecv()
+			return err
+		})
+		if err != nil {
+			return refusal("output artifact "+name, err)
+		}
+		log.Printf("%s: job %s: wrote output artifact %s (%d bytes)", w.name, id, name, size)
+	}
+	return nil
+}
+
 // call runs one RPC, waiting and retrying while the answer is UNAVAILABLE or RESOURCE_EXHAUSTED:
 // as long as RetryInfo says, else a jittered exponential backoff. A job's calls give up after
 // jobRetryBudget; a poll retries until ctx is cancelled.
 func (w *worker) call(ctx context.Context, name string, untilCancelled bool, rpc func(context.Context) error) error {
+	return w.retry(ctx, name, untilCancelled, callTimeout, rpc)
+}
+
+// retry runs rpc (one call, or one whole transfer), each attempt within timeout, as call says.
+func (w *worker) retry(ctx context.Context, name string, untilCancelled bool, timeout time.Duration, rpc func(context.Context) error) error {
 	backoff := firstBackoff
 	giveUpAt := time.Now().Add(jobRetryBudget)
 	for {
-		callCtx, cancel := context.WithTimeout(ctx, callTimeout)
+		callCtx, cancel := context.WithTimeout(ctx, timeout)
 		err := rpc(callCtx)
 		cancel()
 		code := status.Code(err)

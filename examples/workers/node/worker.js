@@ -2,11 +2,14 @@
 //
 // Gets jobs for as many free slots as it has, by polling (GATEWAY_MODE=poll) or from the gateway's
 // job feed (GATEWAY_MODE=stream, with credit = free slots); acknowledges each (dropping it when
-// another worker holds it), reads its details, does the work its configuration asks for, and
-// reports the result. Settings come from the environment; see README.md. SIGTERM stops taking
-// jobs, lets the jobs in hand finish, and exits 0.
+// another worker holds it), reads its details, reads its input artifacts and writes its output
+// artifacts through the gateway's ArtifactService (ARTIFACTS=on, the default: no AWS SDK, no S3
+// credentials), does the work its configuration asks for, and reports the result. Settings come
+// from the environment; see README.md. SIGTERM stops taking jobs, lets the jobs in hand finish,
+// and exits 0.
 'use strict';
 
+const crypto = require('node:crypto');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
@@ -20,6 +23,7 @@ const PROTO_DIR = process.env.PROTO_DIR || path.join(__dirname, '../../../proto'
 // google.rpc.Status, which the job feed's answers carry, as the API imports it.
 const PROTO_DEPS_DIR = process.env.PROTO_DEPS_DIR || path.join(__dirname, '../../../proto-deps');
 const CALL_TIMEOUT_MS = 20_000;
+const TRANSFER_TIMEOUT_MS = 600_000; // an artifact's download or upload, however large
 const JOB_RETRY_MS = 120_000; // how long a job's call keeps retrying before the job is given up
 const FIRST_BACKOFF_MS = 200;
 const MAX_BACKOFF_MS = 30_000;
@@ -38,6 +42,8 @@ const name = env.WORKER_NAME || `node-${os.hostname()}-${process.pid}`;
 const slots = Number(env.MAX_IN_FLIGHT || 4);
 const pollIntervalMs = Number(env.POLL_INTERVAL || 5) * 1000;
 const mode = env.GATEWAY_MODE || DEFAULT_MODE;
+// ARTIFACTS=off: the job's artifacts are left alone (the work is the pause alone).
+const artifacts = (env.ARTIFACTS || 'on').toLowerCase();
 const category = (env.ACTION_CATEGORY || 'Build').toUpperCase();
 const actionTypeId = {
   category: category.startsWith('ACTION_CATEGORY_') ? category : `ACTION_CATEGORY_${category}`,
@@ -50,7 +56,7 @@ const actionTypeId = {
 const packageDefinition = protoLoader.loadSync('codepipeline/jobworker/v1/job_worker.proto', {
   includeDirs: [PROTO_DIR, PROTO_DEPS_DIR], keepCase: false, enums: String, longs: String, defaults: false, oneofs: true,
 });
-const { JobWorkerService } = grpc.loadPackageDefinition(packageDefinition).codepipeline.jobworker.v1;
+const { JobWorkerService, ArtifactService } = grpc.loadPackageDefinition(packageDefinition).codepipeline.jobworker.v1;
 // google.rpc.Status and RetryInfo, to read the details in the grpc-status-details-bin trailer.
 const rpcTypes = protobuf.loadSync([
   googleProtoFiles.getProtoPath('rpc/status.proto'),
@@ -63,6 +69,10 @@ const credentials = env.GATEWAY_TLS_CA
   ? grpc.credentials.createSsl(fs.readFileSync(env.GATEWAY_TLS_CA))
   : grpc.credentials.createInsecure();
 const client = new JobWorkerService(env.GATEWAY_ADDRESS || 'localhost:50051', credentials);
+// The same channel: a client made from another's shares its connection.
+const artifactClient = new ArtifactService(env.GATEWAY_ADDRESS || 'localhost:50051', credentials, {
+  channelOverride: client.getChannel(),
+});
 const metadata = new grpc.Metadata();
 if (env.GATEWAY_TOKEN) metadata.set('authorization', `Bearer ${env.GATEWAY_TOKEN}`);
 
@@ -100,12 +110,18 @@ const backoffStep = (backoff) => [Math.random() * backoff, Math.min(backoff * 2,
 // Calls one RPC, waiting and retrying while the answer is UNAVAILABLE or RESOURCE_EXHAUSTED: as
 // long as RetryInfo says, else a jittered exponential backoff. A job's calls give up after
 // JOB_RETRY_MS; a poll retries until the worker stops.
-async function call(method, request, { untilStopped = false } = {}) {
+function call(method, request, { untilStopped = false } = {}) {
+  return retrying(method, () => unary(method, request), { untilStopped });
+}
+
+// Runs `attempt` (one call, or one whole transfer) again while it fails UNAVAILABLE or
+// RESOURCE_EXHAUSTED, as `call` does.
+async function retrying(method, attempt, { untilStopped = false } = {}) {
   let backoff = FIRST_BACKOFF_MS;
   const giveUpAt = Date.now() + JOB_RETRY_MS;
   for (;;) {
     try {
-      return await unary(method, request);
+      return await attempt();
     } catch (err) {
       if (!RETRYABLE.has(err.code)) throw err;
       let wait = retryDelayMs(err);
@@ -114,6 +130,77 @@ async function call(method, request, { untilStopped = false } = {}) {
       log(`${method} answered ${grpc.status[err.code]}; retrying in ${Math.round(wait)} ms`);
       await sleep(wait, undefined, untilStopped ? { signal: stopping.signal } : {}).catch(() => {});
     }
+  }
+}
+
+// An artifact transfer the gateway refused (not a pause): the job fails, saying why.
+class ArtifactFailed extends Error {}
+
+// A failed transfer's error as an ArtifactFailed, unless it is a pause that outlasted the retries
+// (the job is then given up, as for its other calls).
+function refusal(what, err) {
+  if (RETRYABLE.has(err.code) || err.code === undefined) return err;
+  return new ArtifactFailed(`${what}: ${grpc.status[err.code]} ${err.details}`.slice(0, 5000));
+}
+
+// What the worker writes to each output artifact: the job, the output's name, and for each input
+// artifact (in the job data's order) its name, size and SHA-256 (hex).
+function manifest(jobId, output, inputs) {
+  const lines = [`job ${jobId}`, `output ${output}`, ...inputs.map((i) => `input ${i.name} ${i.size} ${i.sha256}`)];
+  return Buffer.from(lines.map((line) => `${line}\n`).join(''));
+}
+
+// One download of an input artifact, hashing the bytes as they come (nothing is kept).
+function download(request) {
+  return new Promise((resolve, reject) => {
+    const stream = artifactClient.DownloadInputArtifact(request, metadata, { deadline: Date.now() + TRANSFER_TIMEOUT_MS });
+    const digest = crypto.createHash('sha256');
+    let size = 0;
+    stream.on('data', ({ chunk }) => { // the metadata first, then the bytes
+      if (chunk) {
+        digest.update(chunk);
+        size += chunk.length;
+      }
+    });
+    stream.on('error', reject);
+    stream.on('end', () => resolve({ size, sha256: digest.digest('hex') }));
+  });
+}
+
+// Downloads every input artifact through the gateway: [{name, size, sha256}], in the job data's
+// order. A retry starts a download afresh.
+async function readInputs(job, data) {
+  const read = [];
+  for (const { name } of data.inputArtifacts ?? []) {
+    const request = { job: { jobId: job.id }, artifactName: name };
+    const { size, sha256 } = await retrying('DownloadInputArtifact', () => download(request))
+      .catch((err) => { throw refusal(`input artifact ${name}`, err); });
+    log(`job ${job.id}: read input artifact ${name} (${size} bytes)`);
+    read.push({ name, size, sha256 });
+  }
+  return read;
+}
+
+// One upload of an output artifact: the header, then the bytes.
+function upload(header, body) {
+  return new Promise((resolve, reject) => {
+    const stream = artifactClient.UploadOutputArtifact(metadata, { deadline: Date.now() + TRANSFER_TIMEOUT_MS },
+      (err, response) => (err ? reject(err) : resolve(response)));
+    stream.write({ header });
+    stream.write({ chunk: body });
+    stream.end();
+  });
+}
+
+// Uploads every output artifact through the gateway: the manifest of the inputs, declared with
+// its size (the gateway stores nothing if the bytes differ).
+async function writeOutputs(job, data, inputs) {
+  for (const { name } of data.outputArtifacts ?? []) {
+    const body = manifest(job.id, name, inputs);
+    const header = { job: { jobId: job.id }, artifactName: name, contentType: 'text/plain', sizeBytes: body.length };
+    await retrying('UploadOutputArtifact', () => upload(header, body))
+      .catch((err) => { throw refusal(`output artifact ${name}`, err); });
+    log(`job ${job.id}: wrote output artifact ${name} (${body.length} bytes)`);
   }
 }
 
@@ -131,20 +218,38 @@ async function processJob(job) {
   await completeJob(job);
 }
 
-// An acknowledged job: its details, the work, the result.
+// An acknowledged job: its details, the work, the result. With ARTIFACTS=on the work reads every
+// input artifact first, and a job that succeeds writes every output artifact before its result;
+// an artifact the gateway refuses fails the job.
 async function completeJob(job) {
   const { jobDetails } = await call('GetJobDetails', { jobId: job.id });
   const { data } = jobDetails;
+  const externalExecutionId = `${name}:${job.id}`;
+  try {
+    await work(job, data, externalExecutionId);
+  } catch (err) {
+    if (!(err instanceof ArtifactFailed)) throw err;
+    log(`job ${job.id}: ${err.message}`);
+    await call('PutJobFailureResult', {
+      jobId: job.id,
+      failureDetails: { type: 'FAILURE_TYPE_JOB_FAILED', message: err.message, externalExecutionId },
+    });
+    log(`reported ${job.id} failed`);
+  }
+}
+
+// The work the job's configuration asks for, and its result.
+async function work(job, data, externalExecutionId) {
   const configuration = data.actionConfiguration?.configuration ?? {};
   const outcome = configuration.Outcome || 'succeed';
-  const externalExecutionId = `${name}:${job.id}`;
+  const inputs = artifacts === 'on' ? await readInputs(job, data) : [];
 
   // The "work": a pause as long as the job asks for.
   await sleep(Number(configuration.WorkMillis || 0));
 
   let result;
   if (outcome === 'continue' && data.continuationToken === undefined) {
-    // Half done: CodePipeline creates a follow-up job carrying the token.
+    // Half done: CodePipeline creates a follow-up job carrying the token, which writes the outputs.
     await call('PutJobSuccessResult', {
       jobId: job.id,
       continuationToken: 'continued',
@@ -152,6 +257,7 @@ async function completeJob(job) {
     });
     result = 'continued';
   } else if (outcome === 'succeed' || outcome === 'continue') {
+    if (artifacts === 'on') await writeOutputs(job, data, inputs);
     await call('PutJobSuccessResult', {
       jobId: job.id,
       executionDetails: { summary: 'done', externalExecutionId, percentComplete: 100 },
@@ -344,6 +450,10 @@ async function main() {
     log(`GATEWAY_MODE must be poll or stream, not ${JSON.stringify(mode)}`);
     return 1;
   }
+  if (artifacts !== 'on' && artifacts !== 'off') {
+    log(`ARTIFACTS must be on or off, not ${JSON.stringify(artifacts)}`);
+    return 1;
+  }
   const { category: type, provider, version } = actionTypeId;
   log(`${mode === 'poll' ? 'polling' : 'streaming'} for ${type}/${provider}/${version} with ${slots} slots`);
   const code = await (mode === 'poll' ? poll() : stream());
@@ -358,6 +468,6 @@ for (const signal of ['SIGTERM', 'SIGINT']) {
   process.on(signal, () => { stopping.abort(); });
 }
 main().then((code) => {
-  client.close();
+  client.close(); // (and artifactClient's channel, the same one)
   process.exitCode = code;
 });

@@ -3,16 +3,19 @@
 
 Gets jobs for as many free slots as it has, by polling (GATEWAY_MODE=poll) or from the gateway's
 job feed (GATEWAY_MODE=stream, with credit = free slots; custom actions only); acknowledges each
-(dropping it when another worker holds it), reads its details, does the work its configuration
-asks for, and reports the result. With OTEL_EXPORTER_OTLP_ENDPOINT set it exports OpenTelemetry
-traces (a span per poll, per job and per call); without it, OpenTelemetry is never imported.
-Settings come from the environment; see README.md. SIGTERM stops taking jobs, lets the jobs in
+(dropping it when another worker holds it), reads its details, reads its input artifacts and writes
+its output artifacts through the gateway's ArtifactService (ARTIFACTS=on, the default: no AWS SDK,
+no S3 credentials), does the work its configuration asks for, and reports the result. With
+OTEL_EXPORTER_OTLP_ENDPOINT set it exports OpenTelemetry traces (a span per poll, per job and per
+call); without it, OpenTelemetry is never imported. Settings come from the environment; see
+README.md. SIGTERM stops taking jobs, lets the jobs in
 hand finish, and exits 0.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import queue
@@ -43,6 +46,7 @@ FATAL = {
     grpc.StatusCode.UNIMPLEMENTED,
 }
 CALL_TIMEOUT_SECONDS = 20
+TRANSFER_TIMEOUT_SECONDS = 600  # an artifact's download or upload, however large
 JOB_RETRY_SECONDS = 120  # how long a job's call keeps retrying before the job is given up
 FIRST_BACKOFF_SECONDS = 0.2
 MAX_BACKOFF_SECONDS = 30.0
@@ -52,6 +56,20 @@ DEFAULT_MODE = "stream"
 OWNERS = {"CUSTOM": pb.ACTION_OWNER_CUSTOM, "THIRDPARTY": pb.ACTION_OWNER_THIRD_PARTY}
 
 log = logging.getLogger("worker")
+
+
+class ArtifactFailed(Exception):
+    """An artifact transfer the gateway refused (not a pause): the job fails, saying why."""
+
+    def __init__(self, what: str, err: grpc.RpcError) -> None:
+        super().__init__(f"{what}: {err.code().name} {err.details()}"[:5000])
+
+
+def manifest(job_id: str, output: str, inputs: list[tuple[str, int, str]]) -> bytes:
+    """What the worker writes to each output artifact: the job, the output's name, and for each
+    input artifact (in the job data's order) its name, size and SHA-256 (hex)."""
+    lines = [f"job {job_id}", f"output {output}", *(f"input {name} {size} {sha256}" for name, size, sha256 in inputs)]
+    return "".join(f"{line}\n" for line in lines).encode()
 
 
 def retry_delay(err: grpc.RpcError | None) -> float | None:
@@ -229,6 +247,9 @@ class Worker:
         self.tracing = start_tracing(self.name)
         service = pb_grpc.ThirdPartyJobWorkerServiceStub if self.third_party else pb_grpc.JobWorkerServiceStub
         self.stub = service(self.tracing.instrument(self.channel))
+        self.artifact_stub = pb_grpc.ArtifactServiceStub(self.tracing.instrument(self.channel))
+        # ARTIFACTS=off: the job's artifacts are left alone (the work is the pause alone).
+        self.artifacts = env.get("ARTIFACTS", "on").lower()
         self.stopping = threading.Event()
         self.in_flight = 0  # jobs in hand, from their delivery to their result
         self.slot_freed = threading.Condition()
@@ -238,11 +259,18 @@ class Worker:
         """Calls a job-worker RPC, waiting and retrying while the answer is UNAVAILABLE or
         RESOURCE_EXHAUSTED: as long as RetryInfo says, else a jittered exponential backoff.
         A job's calls give up after JOB_RETRY_SECONDS; a poll retries until the worker stops."""
+        stub = getattr(self.stub, rpc)
+        attempt = lambda: stub(request, metadata=self.metadata, timeout=CALL_TIMEOUT_SECONDS)  # noqa: E731
+        return self.retrying(rpc, attempt, until_stopped=until_stopped)
+
+    def retrying(self, rpc: str, attempt, *, until_stopped: bool = False):
+        """Runs `attempt` (one call, or one whole transfer) again while it fails UNAVAILABLE or
+        RESOURCE_EXHAUSTED, as `call` does."""
         backoff = FIRST_BACKOFF_SECONDS
         give_up_at = time.monotonic() + JOB_RETRY_SECONDS
         while True:
             try:
-                return getattr(self.stub, rpc)(request, metadata=self.metadata, timeout=CALL_TIMEOUT_SECONDS)
+                return attempt()
             except grpc.RpcError as err:
                 if err.code() not in RETRYABLE:
                     raise
@@ -270,6 +298,9 @@ class Worker:
             return 1
         if self.mode not in MODES:
             log.error("%s: GATEWAY_MODE must be poll or stream, not %r", self.name, self.mode)
+            return 1
+        if self.artifacts not in ("on", "off"):
+            log.error("%s: ARTIFACTS must be on or off, not %r", self.name, self.artifacts)
             return 1
         if self.third_party and self.mode != "poll":
             log.error("%s: third-party actions have no job feed: GATEWAY_MODE must be poll", self.name)
@@ -462,6 +493,7 @@ class Worker:
         """An acknowledged job: its details, the work, the result."""
         details = self.call("GetJobDetails", pb.GetJobDetailsRequest(job_id=job.id)).job_details
         return self.work(
+            pb.ArtifactJob(job_id=job.id),
             job.id,
             details.data,
             put_success=lambda **result: self.call(
@@ -499,6 +531,7 @@ class Worker:
                 return "dropped"
             raise
         return self.work(
+            pb.ArtifactJob(third_party=pb.ThirdPartyArtifactJob(job_id=job.job_id, **client)),
             job.job_id,
             details.data,
             put_success=lambda **result: self.call(
@@ -511,38 +544,105 @@ class Worker:
             ),
         )
 
-    def work(self, job_id: str, data: pb.JobData, put_success, put_failure) -> str:
+    def work(self, job: pb.ArtifactJob, job_id: str, data: pb.JobData, put_success, put_failure) -> str:
         """The "work" a job's configuration asks for, then its result, sent with `put_success` or
-        `put_failure` (each takes the result's fields); returns what was reported."""
+        `put_failure` (each takes the result's fields); returns what was reported. With ARTIFACTS=on
+        the work reads every input artifact first, and a job that succeeds writes every output
+        artifact before its result: a manifest of the inputs (see `manifest`). An artifact the
+        gateway refuses fails the job."""
         configuration = data.action_configuration.configuration
         outcome = configuration.get("Outcome", "succeed")
         execution_id = f"{self.name}:{job_id}"
+        try:
+            inputs = self.read_inputs(job, job_id, data) if self.artifacts == "on" else []
 
-        # The "work": a pause as long as the job asks for.
-        time.sleep(int(configuration.get("WorkMillis", "0")) / 1000)
+            # The "work": a pause as long as the job asks for.
+            time.sleep(int(configuration.get("WorkMillis", "0")) / 1000)
 
-        if outcome == "continue" and not data.HasField("continuation_token"):
-            # Half done: CodePipeline creates a follow-up job carrying the token.
-            details = pb.ExecutionDetails(
-                summary="first half done", external_execution_id=execution_id, percent_complete=50
-            )
-            put_success(continuation_token="continued", execution_details=details)
-            result = "continued"
-        elif outcome in ("succeed", "continue"):
-            details = pb.ExecutionDetails(summary="done", external_execution_id=execution_id, percent_complete=100)
-            put_success(execution_details=details)
-            result = "succeeded"
-        else:
+            if outcome == "continue" and not data.HasField("continuation_token"):
+                # Half done: CodePipeline creates a follow-up job carrying the token, which writes
+                # the outputs.
+                details = pb.ExecutionDetails(
+                    summary="first half done", external_execution_id=execution_id, percent_complete=50
+                )
+                put_success(continuation_token="continued", execution_details=details)
+                result = "continued"
+            elif outcome in ("succeed", "continue"):
+                if self.artifacts == "on":
+                    self.write_outputs(job, job_id, data, inputs)
+                details = pb.ExecutionDetails(summary="done", external_execution_id=execution_id, percent_complete=100)
+                put_success(execution_details=details)
+                result = "succeeded"
+            else:
+                failure = pb.FailureDetails(
+                    type=pb.FAILURE_TYPE_JOB_FAILED, message="failed as asked", external_execution_id=execution_id
+                )
+                if outcome != "fail":
+                    failure.type = pb.FAILURE_TYPE_CONFIGURATION_ERROR
+                    failure.message = f"Outcome={outcome} is not one of succeed, fail, continue"
+                put_failure(failure_details=failure)
+                result = "failed"
+        except ArtifactFailed as failed:
+            log.warning("%s: job %s: %s", self.name, job_id, failed)
             failure = pb.FailureDetails(
-                type=pb.FAILURE_TYPE_JOB_FAILED, message="failed as asked", external_execution_id=execution_id
+                type=pb.FAILURE_TYPE_JOB_FAILED, message=str(failed), external_execution_id=execution_id
             )
-            if outcome != "fail":
-                failure.type = pb.FAILURE_TYPE_CONFIGURATION_ERROR
-                failure.message = f"Outcome={outcome} is not one of succeed, fail, continue"
             put_failure(failure_details=failure)
             result = "failed"
         log.info("%s: reported %s %s", self.name, job_id, result)
         return result
+
+    def read_inputs(self, job: pb.ArtifactJob, job_id: str, data: pb.JobData) -> list[tuple[str, int, str]]:
+        """Downloads every input artifact through the gateway, hashing the bytes as they come
+        (nothing is kept): (name, size, SHA-256 hex) each, in the job data's order."""
+        read = []
+        for artifact in data.input_artifacts:
+            request = pb.DownloadInputArtifactRequest(job=job, artifact_name=artifact.name)
+
+            def download(request=request) -> tuple[int, str]:
+                # A retry starts the download afresh.
+                digest, size = hashlib.sha256(), 0
+                responses = self.artifact_stub.DownloadInputArtifact(
+                    request, metadata=self.metadata, timeout=TRANSFER_TIMEOUT_SECONDS
+                )
+                for response in responses:  # the metadata first, then the bytes
+                    if response.WhichOneof("response") == "chunk":
+                        digest.update(response.chunk)
+                        size += len(response.chunk)
+                return size, digest.hexdigest()
+
+            try:
+                size, sha256 = self.retrying("DownloadInputArtifact", download)
+            except grpc.RpcError as err:
+                if err.code() in RETRYABLE:
+                    raise  # retried for JOB_RETRY_SECONDS: the job is given up
+                raise ArtifactFailed(f"input artifact {artifact.name}", err) from err
+            log.info("%s: job %s: read input artifact %s (%d bytes)", self.name, job_id, artifact.name, size)
+            read.append((artifact.name, size, sha256))
+        return read
+
+    def write_outputs(self, job: pb.ArtifactJob, job_id: str, data: pb.JobData, inputs) -> None:
+        """Uploads every output artifact through the gateway: the manifest of `inputs`, declared
+        with its size (the gateway stores nothing if the bytes differ)."""
+        for artifact in data.output_artifacts:
+            body = manifest(job_id, artifact.name, inputs)
+            header = pb.UploadOutputArtifactHeader(
+                job=job, artifact_name=artifact.name, content_type="text/plain", size_bytes=len(body)
+            )
+            messages = (pb.UploadOutputArtifactRequest(header=header), pb.UploadOutputArtifactRequest(chunk=body))
+
+            def upload(messages=messages):
+                return self.artifact_stub.UploadOutputArtifact(
+                    iter(messages), metadata=self.metadata, timeout=TRANSFER_TIMEOUT_SECONDS
+                )
+
+            try:
+                self.retrying("UploadOutputArtifact", upload)
+            except grpc.RpcError as err:
+                if err.code() in RETRYABLE:
+                    raise  # retried for JOB_RETRY_SECONDS: the job is given up
+                raise ArtifactFailed(f"output artifact {artifact.name}", err) from err
+            log.info("%s: job %s: wrote output artifact %s (%d bytes)", self.name, job_id, artifact.name, len(body))
 
 
 def main() -> int:

@@ -1,7 +1,12 @@
 package com.example.codepipeline.worker;
 
+import codepipeline.jobworker.v1.ArtifactServiceGrpc;
+import codepipeline.jobworker.v1.JobWorker.DownloadInputArtifactRequest;
+import codepipeline.jobworker.v1.JobWorker.DownloadInputArtifactResponse;
 import codepipeline.jobworker.v1.JobWorker.StreamJobsRequest;
 import codepipeline.jobworker.v1.JobWorker.StreamJobsResponse;
+import codepipeline.jobworker.v1.JobWorker.UploadOutputArtifactRequest;
+import codepipeline.jobworker.v1.JobWorker.UploadOutputArtifactResponse;
 import codepipeline.jobworker.v1.JobWorkerServiceGrpc;
 import codepipeline.jobworker.v1.JobWorkerServiceGrpc.JobWorkerServiceBlockingStub;
 import codepipeline.jobworker.v1.JobWorkerServiceGrpc.JobWorkerServiceStub;
@@ -26,11 +31,15 @@ import java.io.IOException;
 import java.time.Duration;
 import java.time.Instant;
 import java.util.EnumSet;
+import java.util.Iterator;
 import java.util.Optional;
 import java.util.Set;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ThreadLocalRandom;
 import java.util.concurrent.TimeUnit;
 import java.util.function.Function;
+import java.util.function.Supplier;
 
 /**
  * The channel to the gateway and its job-worker calls: the unary ones, each retried while the
@@ -39,6 +48,8 @@ import java.util.function.Function;
  */
 final class Gateway implements AutoCloseable {
   static final Duration CALL_TIMEOUT = Duration.ofSeconds(20);
+  /** An artifact's download or upload, however large. */
+  static final Duration TRANSFER_TIMEOUT = Duration.ofMinutes(10);
   /** How long a job's call keeps retrying before the job is given up. */
   static final Duration JOB_RETRY_BUDGET = Duration.ofMinutes(2);
 
@@ -60,6 +71,8 @@ final class Gateway implements AutoCloseable {
   private final ManagedChannel channel;
   private final JobWorkerServiceBlockingStub stub;
   private final JobWorkerServiceStub streams;
+  private final ArtifactServiceGrpc.ArtifactServiceBlockingStub downloads;
+  private final ArtifactServiceGrpc.ArtifactServiceStub uploads;
   private final Log log;
 
   Gateway(Settings settings, Log log) throws IOException {
@@ -77,6 +90,8 @@ final class Gateway implements AutoCloseable {
     }
     this.stub = JobWorkerServiceGrpc.newBlockingStub(calls);
     this.streams = JobWorkerServiceGrpc.newStub(calls);
+    this.downloads = ArtifactServiceGrpc.newBlockingStub(calls);
+    this.uploads = ArtifactServiceGrpc.newStub(calls);
     this.log = log;
   }
 
@@ -94,6 +109,56 @@ final class Gateway implements AutoCloseable {
    */
   <T> T callUntilStopped(String rpc, Function<JobWorkerServiceBlockingStub, T> call, Stopping stopping) {
     return call(rpc, call, stopping, Instant.MAX);
+  }
+
+  /**
+   * One of a job's artifact transfers, each attempt made afresh by `attempt`: retried as a job's
+   * calls are.
+   */
+  <T> T transfer(String rpc, Supplier<T> attempt) {
+    return call(rpc, stub -> attempt.get(), null, Instant.now().plus(JOB_RETRY_BUDGET));
+  }
+
+  /** A download's answers, as they come: first the metadata, then the bytes. */
+  Iterator<DownloadInputArtifactResponse> download(DownloadInputArtifactRequest request) {
+    return downloads
+        .withDeadlineAfter(TRANSFER_TIMEOUT.toMillis(), TimeUnit.MILLISECONDS)
+        .downloadInputArtifact(request);
+  }
+
+  /** An upload of these messages (the header, then the bytes), waiting for its answer. */
+  UploadOutputArtifactResponse upload(UploadOutputArtifactRequest... messages) {
+    var answer = new CompletableFuture<UploadOutputArtifactResponse>();
+    StreamObserver<UploadOutputArtifactRequest> requests =
+        uploads
+            .withDeadlineAfter(TRANSFER_TIMEOUT.toMillis(), TimeUnit.MILLISECONDS)
+            .uploadOutputArtifact(
+                new StreamObserver<>() {
+                  @Override
+                  public void onNext(UploadOutputArtifactResponse response) {
+                    answer.complete(response);
+                  }
+
+                  @Override
+                  public void onError(Throwable error) {
+                    answer.completeExceptionally(error);
+                  }
+
+                  @Override
+                  public void onCompleted() {}
+                });
+    for (var message : messages) {
+      requests.onNext(message);
+    }
+    requests.onCompleted();
+    try {
+      return answer.get();
+    } catch (ExecutionException e) {
+      throw Status.fromThrowable(e.getCause()).asRuntimeException(Status.trailersFromThrowable(e.getCause()));
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+      throw Status.CANCELLED.withDescription("interrupted").asRuntimeException();
+    }
   }
 
   /** Opens a job stream whose answers go to `responses`; returns its sending side. No deadline. */

@@ -21,7 +21,8 @@ record Settings(
     ActionTypeId actionType,
     int slots,
     Duration pollInterval,
-    GatewayMode mode) {
+    GatewayMode mode,
+    boolean artifacts) {
 
   /** How the worker gets its jobs: GATEWAY_MODE. */
   enum GatewayMode {
@@ -54,7 +55,8 @@ record Settings(
               .build(),
           slots(get(env, "MAX_IN_FLIGHT").orElse("4")),
           pollInterval(get(env, "POLL_INTERVAL").orElse("5")),
-          mode(get(env, "GATEWAY_MODE").orElse("stream")));
+          mode(get(env, "GATEWAY_MODE").orElse("stream")),
+          artifacts(get(env, "ARTIFACTS").orElse("on")));
     } catch (ConfigException e) {
       throw new ConfigException(name + ": " + e.getMessage());
     }
@@ -113,6 +115,15 @@ record Settings(
       case "poll" -> GatewayMode.POLL;
       case "stream" -> GatewayMode.STREAM;
       default -> throw new ConfigException("GATEWAY_MODE must be poll or stream, not \"" + value + "\"");
+    };
+  }
+
+  /** ARTIFACTS: `on` reads a job's inputs and writes its outputs; `off` leaves them alone. */
+  private static boolean artifacts(String value) throws ConfigException {
+    return switch (value.toLowerCase(Locale.ROOT)) {
+      case "on" -> true;
+      case "off" -> false;
+      default -> throw new ConfigException("ARTIFACTS must be on or off, not \"" + value + "\"");
     };
   }
 

@@ -9,9 +9,11 @@ import sun.misc.Signal;
  *
  * <p>Gets jobs for as many free slots as it has, by polling (GATEWAY_MODE=poll) or from the
  * gateway's job feed (GATEWAY_MODE=stream, with credit = free slots); acknowledges each (dropping
- * it when another worker holds it), reads its details, does the work its configuration asks for,
- * and reports the result. Settings come from the environment; see README.md. SIGTERM stops taking
- * jobs, lets the jobs in hand finish, and exits 0.
+ * it when another worker holds it), reads its details, reads its input artifacts and writes its
+ * output artifacts through the gateway's ArtifactService (ARTIFACTS=on, the default: no AWS SDK, no
+ * S3 credentials), does the work its configuration asks for, and reports the result. Settings
+ * come from the environment; see README.md. SIGTERM stops taking jobs, lets the jobs in hand
+ * finish, and exits 0.
  */
 public final class Worker {
   /**
@@ -66,7 +68,8 @@ public final class Worker {
       return 1;
     }
     try (gateway) {
-      JobPool pool = new JobPool(settings.slots(), new JobHandler(gateway, log, settings.name()));
+      JobPool pool =
+          new JobPool(settings.slots(), new JobHandler(gateway, log, settings.name(), settings.artifacts()));
       Mode mode =
           settings.mode() == Settings.GatewayMode.STREAM
               ? new StreamingMode(settings, gateway, pool, log)
