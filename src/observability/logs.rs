@@ -30,12 +30,14 @@ pub fn init(filter: &str, format: LogFormat, traces: Option<&TraceSettings>) -> 
         LogFormat::Text => fmt::layer().with_writer(std::io::stderr).boxed(),
         LogFormat::Json => fmt::layer().json().with_writer(std::io::stderr).boxed(),
     };
-    let spans = traces.map(traces::layer).transpose()?;
-    tracing_subscriber::registry()
-        .with(lines.with_filter(filter))
-        .with(spans)
-        .try_init()
-        .map_err(|e| anyhow::anyhow!(e))
+    let subscriber = tracing_subscriber::registry().with(lines.with_filter(filter));
+    // Not `.with(Option<layer>)`: an absent layer counts as one interested in every callsite,
+    // which makes every span of every crate (h2's, the SDK's) a live one, filtered per call.
+    match traces {
+        Some(settings) => subscriber.with(traces::layer(settings)?).try_init(),
+        None => subscriber.try_init(),
+    }
+    .map_err(|e| anyhow::anyhow!(e))
 }
 
 /// Whether events at this place print what AWS calls carry: the AWS SDK's runtime, at TRACE,
