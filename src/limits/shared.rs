@@ -9,7 +9,8 @@
 //!   every check, pipelined. A hot key takes a few tokens per round trip (a lease of at most
 //!   half of what its rate refills in 50 ms), used locally until they run out or the 50 ms
 //!   pass; unused leased tokens are lost, never given twice, so the leases can only
-//!   under-admit.
+//!   under-admit. A lease of several tokens is renewed in the background once half of it is
+//!   used, so the calls of a hot key do not queue behind a round trip.
 //! - **Never the reason a call fails.** A check Redis does not answer within the timeout falls
 //!   back to this process's own limiters at once (`gateway_rate_limit_backend_up` 0, logged
 //!   once); a probe every half second brings the shared limits back when Redis answers again.
@@ -54,7 +55,7 @@ return {taken, 0}
 /// How often Redis is asked whether it answers again, while the limits fall back.
 const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 /// The most tokens one round trip leases.
-const MAX_LEASE: u32 = 100;
+const MAX_LEASE: u32 = 1000;
 /// How long leased tokens stay usable: tokens not used by then are lost, so a lease can hold
 /// back at most this long's worth of a key's rate.
 const LEASE_LIFETIME: Duration = Duration::from_millis(50);
@@ -90,22 +91,57 @@ impl std::fmt::Debug for SharedRatesConfig {
     }
 }
 
+/// The smallest lease renewed before it runs out: smaller ones (slow rates) are exact, one
+/// token a round trip.
+const RENEWED_AHEAD_FROM: u32 = 4;
+
 /// Tokens of one key taken from Redis and not used yet.
 #[derive(Debug, Default)]
 struct Lease {
     tokens: u32,
     until: Option<Instant>,
+    /// How many tokens the last round trip brought.
+    size: u32,
+}
+
+/// What taking a leased token found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Taken {
+    /// No token: the lease is used up or expired.
+    None,
+    /// A token.
+    Token,
+    /// A token, and the lease is half used: time to renew it.
+    TokenRenewNow,
 }
 
 impl Lease {
-    fn take(&mut self, now: Instant) -> bool {
+    fn take(&mut self, now: Instant) -> Taken {
         let valid = self.until.is_some_and(|until| now < until);
-        if valid && self.tokens > 0 {
-            self.tokens -= 1;
-            true
-        } else {
-            false
+        if !valid || self.tokens == 0 {
+            return Taken::None;
         }
+        self.tokens -= 1;
+        if self.size >= RENEWED_AHEAD_FROM && self.tokens == self.size / 2 {
+            Taken::TokenRenewNow
+        } else {
+            Taken::Token
+        }
+    }
+
+    /// Adds `taken` fresh tokens, `own` of them for the caller to use at once; the ones left
+    /// of the last lease stay usable as long.
+    fn renew(&mut self, taken: u32, own: u32, now: Instant) {
+        let left = if self.until.is_some_and(|until| now < until) {
+            self.tokens
+        } else {
+            0
+        };
+        *self = Lease {
+            tokens: left + taken - own.min(taken),
+            until: Some(now + LEASE_LIFETIME),
+            size: taken,
+        };
     }
 }
 
@@ -118,11 +154,18 @@ struct KeyLease {
 }
 
 impl KeyLease {
-    fn take(&self) -> bool {
+    fn take(&self) -> Taken {
         self.lease
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take(Instant::now())
+    }
+
+    fn renew(&self, taken: u32, own: u32) {
+        self.lease
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .renew(taken, own, Instant::now());
     }
 }
 
@@ -201,7 +244,7 @@ impl SharedRates {
     /// The verdict without a round trip, if there is one: a leased token, or the fallback
     /// while Redis is away.
     pub(super) fn check_now(
-        &self,
+        self: &Arc<Self>,
         key: &LimitKey,
         rate: Rate,
         local: &LocalRates,
@@ -209,7 +252,54 @@ impl SharedRates {
         if !self.is_up() {
             return Some(self.fallback(key, rate, local));
         }
-        self.lease(key).take().then_some(Ok(()))
+        let lease = self.lease(key);
+        match lease.take() {
+            Taken::None => None,
+            Taken::Token => Some(Ok(())),
+            Taken::TokenRenewNow => {
+                self.renew_ahead(key.clone(), rate, lease);
+                Some(Ok(()))
+            }
+        }
+    }
+
+    /// Renews a half-used lease in the background, unless a round trip for it is on its way.
+    fn renew_ahead(self: &Arc<Self>, key: LimitKey, rate: Rate, lease: Arc<KeyLease>) {
+        let shared = self.clone();
+        tokio::spawn(async move {
+            let Ok(_refilling) = lease.refill.try_lock() else {
+                return;
+            };
+            match shared.leased_round_trip(&key, rate).await {
+                Ok(Ok(taken)) => lease.renew(taken, 0),
+                // Over the rate: the tokens left are used, then calls ask Redis themselves.
+                Ok(Err(_)) => {}
+                Err(why) => shared.went_down(&why),
+            }
+        });
+    }
+
+    /// One round trip for a lease: the tokens taken, or how long until one frees; `Err` with
+    /// the reason when Redis did not answer in time.
+    async fn leased_round_trip(
+        &self,
+        key: &LimitKey,
+        rate: Rate,
+    ) -> Result<Result<u32, Duration>, String> {
+        let started = Instant::now();
+        let answer =
+            tokio::time::timeout(self.timeout, self.round_trip(key, rate, lease_size(rate))).await;
+        self.metrics
+            .redis_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match answer {
+            Ok(Ok((taken, _))) if taken > 0 => Ok(Ok(u32::try_from(taken).unwrap_or(1))),
+            Ok(Ok((_, wait_micros))) => Ok(Err(Duration::from_micros(
+                u64::try_from(wait_micros).unwrap_or(0),
+            ))),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err("no answer within the timeout".to_owned()),
+        }
     }
 
     /// The verdict, from a leased token or a round trip to Redis.
@@ -225,33 +315,18 @@ impl SharedRates {
         let lease = self.lease(key);
         let _refilling = lease.refill.lock().await;
         // Another call may have refilled the lease while this one waited.
-        if lease.take() {
+        if lease.take() != Taken::None {
             return Ok(());
         }
-        let wanted = lease_size(rate);
-        let started = Instant::now();
-        let answer = tokio::time::timeout(self.timeout, self.round_trip(key, rate, wanted)).await;
-        self.metrics
-            .redis_seconds
-            .observe(started.elapsed().as_secs_f64());
-        match answer {
-            Ok(Ok((taken, _))) if taken > 0 => {
-                let taken = u32::try_from(taken).unwrap_or(1);
-                *lease.lease.lock().unwrap_or_else(|p| p.into_inner()) = Lease {
-                    tokens: taken - 1,
-                    until: Some(Instant::now() + LEASE_LIFETIME),
-                };
+        match self.leased_round_trip(key, rate).await {
+            Ok(Ok(taken)) => {
+                // One of them is this call's.
+                lease.renew(taken, 1);
                 Ok(())
             }
-            Ok(Ok((_, wait_micros))) => Err(Limited::Over(Duration::from_micros(
-                u64::try_from(wait_micros).unwrap_or(0),
-            ))),
-            Ok(Err(error)) => {
-                self.went_down(&error.to_string());
-                self.fallback(key, rate, local)
-            }
-            Err(_) => {
-                self.went_down("no answer within the timeout");
+            Ok(Err(wait)) => Err(Limited::Over(wait)),
+            Err(why) => {
+                self.went_down(&why);
                 self.fallback(key, rate, local)
             }
         }
@@ -346,4 +421,62 @@ fn lease_size(rate: Rate) -> u32 {
     ((refilled / 2) as u32)
         .clamp(1, MAX_LEASE)
         .min(rate.burst.get())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_asks_for_renewal_once_half_used_and_never_gives_a_token_twice() {
+        let now = Instant::now();
+        let mut lease = Lease::default();
+        assert_eq!(lease.take(now), Taken::None, "an empty lease has no token");
+        lease.renew(10, 1, now);
+        let taken: Vec<Taken> = (0..10).map(|_| lease.take(now)).collect();
+        let renew_at: Vec<usize> = (0..taken.len())
+            .filter(|&i| taken[i] == Taken::TokenRenewNow)
+            .collect();
+        assert_eq!(
+            renew_at,
+            [3],
+            "renewal asked once, when half of the 10 (5) are left"
+        );
+        assert_eq!(
+            taken.iter().filter(|t| **t != Taken::None).count(),
+            9,
+            "10 taken, one of them the renewing caller's: 9 for the others"
+        );
+        assert_eq!(taken[9], Taken::None);
+    }
+
+    #[test]
+    fn renewing_keeps_the_tokens_left_and_an_expired_lease_has_none() {
+        let now = Instant::now();
+        let mut lease = Lease::default();
+        lease.renew(8, 0, now);
+        for _ in 0..4 {
+            assert_ne!(lease.take(now), Taken::None);
+        }
+        lease.renew(8, 0, now);
+        let left = (0..20).filter(|_| lease.take(now) != Taken::None).count();
+        assert_eq!(left, 12, "4 left of the first lease and 8 new");
+
+        lease.renew(8, 0, now);
+        assert_eq!(lease.take(now + LEASE_LIFETIME), Taken::None, "expired");
+        lease.renew(8, 0, now + LEASE_LIFETIME * 2);
+        let fresh = (0..20)
+            .filter(|_| lease.take(now + LEASE_LIFETIME * 2) != Taken::None)
+            .count();
+        assert_eq!(fresh, 8, "an expired lease's tokens are not carried over");
+    }
+
+    #[test]
+    fn slow_rates_lease_one_token_and_are_never_renewed_ahead() {
+        let now = Instant::now();
+        let mut lease = Lease::default();
+        lease.renew(2, 1, now);
+        assert_eq!(lease.take(now), Taken::Token);
+        assert_eq!(lease.take(now), Taken::None);
+    }
 }
