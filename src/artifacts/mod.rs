@@ -3,10 +3,9 @@
 //! AWS SDK and never sees the credentials.
 //!
 //! Transfers stream with bounded memory: a download fetches the object in ranged GETs of one
-//! part size and hands its bytes on as the caller takes them; an upload keeps at most two parts in
-//! memory, one filling while the one before it is sent (a PutObject for an object smaller than a
-//! part, else a multipart upload committed only when the whole stream arrived, and aborted
-//! otherwise). Each request is signed when sent, with
+//! part size and hands its bytes on as the caller takes them; an upload keeps at most one part in
+//! memory (a PutObject for an object smaller than a part, else a multipart upload committed only
+//! when the whole stream arrived, and aborted otherwise). Each request is signed when sent, with
 //! the credentials in force: when the store answers ExpiredToken, the transfer fetches fresh ones
 //! ([`FreshCredentials`]) and repeats that request. Every write carries its SHA-256, which the
 //! store verifies; a download is checked against the object's SHA-256 when the store keeps one.
@@ -225,7 +224,7 @@ impl Artifacts {
         fresh: Arc<dyn FreshCredentials>,
     ) -> Result<Download, ArtifactError> {
         let credentials = JobCredentials::new(credentials);
-        let transfer = Transfer {
+        let mut transfer = Transfer {
             client: self.client(&credentials),
             credentials,
             fresh,
@@ -308,7 +307,6 @@ pub struct ObjectMetadata {
 }
 
 /// The requests of one transfer, with its credentials.
-#[derive(Clone)]
 struct Transfer {
     client: Client,
     credentials: JobCredentials,
@@ -319,7 +317,7 @@ impl Transfer {
     /// Sends a request; when the store says the credentials expired, fetches fresh ones and
     /// sends it once more.
     async fn retrying_expired<T, E, Fut>(
-        &self,
+        &mut self,
         send: impl Fn(&Client) -> Fut,
     ) -> Result<T, ArtifactError>
     where
@@ -454,21 +452,6 @@ pub struct Uploaded {
 struct Multipart {
     upload_id: String,
     parts: Vec<CompletedPart>,
-    /// The part on its way to the store while the next one fills.
-    sending: Option<tokio::task::JoinHandle<Result<CompletedPart, ArtifactError>>>,
-}
-
-impl Multipart {
-    /// Waits for the part on its way, if one is.
-    async fn sent(&mut self) -> Result<(), ArtifactError> {
-        if let Some(sending) = self.sending.take() {
-            let part = sending.await.map_err(|error| {
-                ArtifactError::Unavailable(Box::new(std::io::Error::other(error)))
-            })??;
-            self.parts.push(part);
-        }
-        Ok(())
-    }
 }
 
 /// An object being written.
@@ -515,11 +498,10 @@ impl Upload {
         Ok(())
     }
 
-    /// Sends the part in `buffer` in the background, once the part before it has arrived.
     async fn send_part(&mut self) -> Result<(), ArtifactError> {
         if self.multipart.is_none() {
-            let location = &self.location;
-            let options = &self.options;
+            let location = self.location.clone();
+            let options = self.options.clone();
             let created = self
                 .transfer
                 .retrying_expired(|client| {
@@ -537,11 +519,9 @@ impl Upload {
             self.multipart = Some(Multipart {
                 upload_id: created.upload_id.unwrap_or_default(),
                 parts: Vec::new(),
-                sending: None,
             });
         }
-        let multipart = self.multipart.as_mut().expect("created above");
-        multipart.sent().await?;
+        let multipart = self.multipart.as_ref().expect("created above");
         let part_number = multipart.parts.len() + 1;
         if part_number > MAX_PARTS {
             return Err(ArtifactError::TooLarge {
@@ -552,28 +532,28 @@ impl Upload {
         let sha256 = base64(&std::mem::take(&mut self.part_hasher).finalize());
         let upload_id = multipart.upload_id.clone();
         let location = self.location.clone();
-        let transfer = self.transfer.clone();
         let part = i32::try_from(part_number).expect("at most 10,000 parts");
-        multipart.sending = Some(tokio::spawn(async move {
-            let uploaded = transfer
-                .retrying_expired(|client| {
-                    client
-                        .upload_part()
-                        .bucket(&location.bucket_name)
-                        .key(&location.object_key)
-                        .upload_id(&upload_id)
-                        .part_number(part)
-                        .body(ByteStream::from(body.clone()))
-                        .checksum_sha256(&sha256)
-                        .send()
-                })
-                .await?;
-            Ok(CompletedPart::builder()
+        let uploaded = self
+            .transfer
+            .retrying_expired(|client| {
+                client
+                    .upload_part()
+                    .bucket(&location.bucket_name)
+                    .key(&location.object_key)
+                    .upload_id(&upload_id)
+                    .part_number(part)
+                    .body(ByteStream::from(body.clone()))
+                    .checksum_sha256(&sha256)
+                    .send()
+            })
+            .await?;
+        self.multipart.as_mut().expect("created above").parts.push(
+            CompletedPart::builder()
                 .part_number(part)
                 .set_e_tag(uploaded.e_tag)
                 .checksum_sha256(sha256)
-                .build())
-        }));
+                .build(),
+        );
         Ok(())
     }
 
@@ -631,8 +611,7 @@ impl Upload {
         if !self.buffer.is_empty() {
             self.send_part().await?;
         }
-        let multipart = self.multipart.as_mut().expect("a multipart upload");
-        multipart.sent().await?;
+        let multipart = self.multipart.as_ref().expect("a multipart upload");
         let parts = CompletedMultipartUpload::builder()
             .set_parts(Some(multipart.parts.clone()))
             .build();
@@ -659,9 +638,6 @@ impl Upload {
         let Some(multipart) = self.multipart.take() else {
             return;
         };
-        if let Some(sending) = &multipart.sending {
-            sending.abort();
-        }
         let location = self.location.clone();
         let aborted = self
             .transfer
@@ -693,9 +669,6 @@ impl Drop for Upload {
         let Some(multipart) = self.multipart.take() else {
             return;
         };
-        if let Some(sending) = &multipart.sending {
-            sending.abort();
-        }
         let client = self.transfer.client.clone();
         let location = self.location.clone();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
