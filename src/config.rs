@@ -358,13 +358,12 @@ pub struct FeedArgs {
     #[arg(long, env = "CPGW_FEED_MAX_IDLE_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub feed_max_idle_interval: Duration,
     /// How long a delivered job waits for its acknowledgement on the stream before it is
-    /// delivered again (with the same nonce), to another subscriber when one has credit.
+    /// delivered again (with the same nonce), to another subscriber when one has credit. Also how
+    /// long a worker whose stream ended may claim back, from a new stream, a job whose
+    /// acknowledgement it sent without hearing the answer, and how long a feed outlives its last
+    /// subscriber.
     #[arg(long, env = "CPGW_FEED_ACK_DEADLINE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub feed_ack_deadline: Duration,
-    /// How long after its poll a job nobody took is dropped: keep it below CodePipeline's
-    /// re-dispatch of unacknowledged jobs (about 30 s), after which the nonce held is stale.
-    #[arg(long, env = "CPGW_FEED_REDISPATCH_WINDOW", default_value = "25s", value_parser = humantime::parse_duration)]
-    pub feed_redispatch_window: Duration,
     /// StreamJobs streams open at once over all clients.
     #[arg(long, env = "CPGW_MAX_JOB_STREAMS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_job_streams: u32,

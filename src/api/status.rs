@@ -366,13 +366,25 @@ pub enum Refusal {
     /// A StreamJobs stream broke the stream's protocol; the stream ends.
     Stream(StreamViolation),
     /// A job delivered on a StreamJobs stream can no longer be acknowledged there: its lease
-    /// ended (it went to another subscriber, or went stale). Answered on the stream.
+    /// ended (it went to another subscriber, or was handed out again). Answered on the stream.
     LeaseEnded {
         /// The job.
         job_id: String,
     },
     /// An acknowledgement of this job is already on its way. Answered on the stream.
     AcknowledgementInProgress {
+        /// The job.
+        job_id: String,
+    },
+    /// An acknowledgement of this job sent on the client's earlier stream is still on its way:
+    /// its answer decides whose the job is. Answered on the stream.
+    ClaimPending {
+        /// The job.
+        job_id: String,
+    },
+    /// A unary AcknowledgeJob of a job a job stream of this gateway holds: refused, so that
+    /// two workers never run one job.
+    HeldByStream {
         /// The job.
         job_id: String,
     },
@@ -475,6 +487,9 @@ impl LimitScope {
 const OVERLOADED_RETRY_AFTER: Duration = Duration::from_millis(100);
 /// How long a client at its stream limit should wait before opening another.
 const STREAM_LIMIT_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// How soon to claim a job again whose first acknowledgement is still on its way: about one
+/// upstream round trip.
+const CLAIM_RETRY_AFTER: Duration = Duration::from_millis(200);
 
 fn stream_violation(violation: StreamViolation, details: &mut ErrorDetails) -> (Code, String) {
     let info = |details: &mut ErrorDetails, reason: &str, metadata: HashMap<String, String>| {
@@ -663,6 +678,29 @@ impl From<Refusal> for Status {
                 (
                     Code::FailedPrecondition,
                     format!("job {job_id} is being acknowledged already; wait for that answer"),
+                )
+            }
+            Refusal::ClaimPending { job_id } => {
+                details.set_error_info("ACKNOWLEDGEMENT_PENDING", GATEWAY_DOMAIN, HashMap::new());
+                details.set_resource_info("codepipeline.job", &job_id, "", "");
+                details.set_retry_info(Some(CLAIM_RETRY_AFTER));
+                (
+                    Code::Unavailable,
+                    format!(
+                        "an acknowledgement of job {job_id} sent on an earlier stream is still on its \
+                         way; acknowledge it again shortly"
+                    ),
+                )
+            }
+            Refusal::HeldByStream { job_id } => {
+                details.set_error_info("JOB_HELD_BY_STREAM", GATEWAY_DOMAIN, HashMap::new());
+                details.set_resource_info("codepipeline.job", &job_id, "", "");
+                (
+                    Code::Aborted,
+                    format!(
+                        "job {job_id} was delivered on a job stream and is held there; acknowledge \
+                         streamed jobs on their stream. Drop it: another worker has it"
+                    ),
                 )
             }
             Refusal::StreamLimit { client_id, limit } => {

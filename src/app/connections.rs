@@ -8,7 +8,11 @@
 //!   included), so connections that never speak do not pile up;
 //! - a connection with no call open for the idle timeout is closed;
 //! - a call still open well past its deadline means a peer that does not read its answers
-//!   (a zero flow-control window): the connection is closed and its streams freed.
+//!   (a zero flow-control window): the connection is closed and its streams freed;
+//! - at its maximum age (jittered by up to a tenth either way, as gRFC A9 has it, so that
+//!   connections opened together do not age together) the server says GOAWAY
+//!   ([`super::stack`] serves each connection on its own for that); calls still open when the
+//!   grace after it runs out are cut with the connection.
 
 use std::{
     io,
@@ -53,8 +57,34 @@ pub struct ConnectionLimits {
     pub handshake_timeout: Duration,
     /// How long a connection may have no call open.
     pub idle_timeout: Duration,
+    /// How long a connection lives.
+    pub age: ConnectionAge,
     /// Whether the port speaks HTTP/2 in the clear (a refusal can then say GOAWAY).
     pub plaintext: bool,
+}
+
+/// How long a connection lives: GOAWAY at its maximum age, cut once the grace after it ran out.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionAge {
+    /// The maximum age, before jitter.
+    pub max: Duration,
+    /// How long calls open at the maximum age may take to finish.
+    pub grace: Duration,
+}
+
+impl ConnectionAge {
+    /// How long after the GOAWAY the job streams on an aged connection end: long enough for the
+    /// GOAWAY to arrive first, a small part of the grace.
+    fn goaway_lead(self) -> Duration {
+        (self.grace / 4).min(Duration::from_millis(250))
+    }
+
+    /// When a connection accepted at `accepted` reaches its maximum age: within a tenth of it
+    /// either way.
+    fn ages_at(self, accepted: Instant) -> Instant {
+        use rand::RngExt;
+        accepted + self.max.mul_f64(rand::rng().random_range(0.9..=1.1))
+    }
 }
 
 /// The connections `listener` accepts, within `limits`, as tonic's incoming stream.
@@ -109,6 +139,7 @@ async fn accept(
             stream,
             remote_addr: Some(remote_addr),
             accepted,
+            ages_at: limits.age.ages_at(accepted),
             calls: Arc::new(ConnectionCalls::new(accepted)),
             limits,
             timer: Box::pin(tokio::time::sleep_until(accepted.into())),
@@ -165,6 +196,7 @@ pub struct Connection {
     stream: TcpStream,
     remote_addr: Option<SocketAddr>,
     accepted: Instant,
+    ages_at: Instant,
     calls: Arc<ConnectionCalls>,
     limits: ConnectionLimits,
     timer: Pin<Box<Sleep>>,
@@ -173,8 +205,25 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// When the connection must be closed as things stand, and why; `None`: not for now.
-    fn closes_at(&self) -> Option<(Instant, ConnectionClosed)> {
+    /// When the connection reaches its maximum age: the server says GOAWAY then.
+    pub fn ages_at(&self) -> Instant {
+        self.ages_at
+    }
+
+    /// When the connection must be closed as things stand, and why.
+    fn closes_at(&self) -> (Instant, ConnectionClosed) {
+        let aged = (
+            self.ages_at + self.limits.age.grace,
+            ConnectionClosed::AgeGraceExpired,
+        );
+        match self.closes_for_its_calls() {
+            Some(timer) if timer.0 < aged.0 => timer,
+            _ => aged,
+        }
+    }
+
+    /// When the connection's calls (or their absence) close it, and why; `None`: not for now.
+    fn closes_for_its_calls(&self) -> Option<(Instant, ConnectionClosed)> {
         match self.calls.now() {
             CallsNow::NoneYet(accepted) => Some((
                 accepted + self.limits.handshake_timeout,
@@ -193,9 +242,7 @@ impl Connection {
     /// Runs the timers while the connection waits for bytes: `Err` when it must close.
     fn check_timers(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         loop {
-            let Some((at, reason)) = self.closes_at() else {
-                return Ok(());
-            };
+            let (at, reason) = self.closes_at();
             if Instant::now() >= at {
                 self.slot.metrics.connection_closed(reason);
                 tracing::debug!(remote_addr = ?self.remote_addr, ?reason, "closing a connection");
@@ -219,6 +266,8 @@ impl Connected for Connection {
         ConnectionInfo {
             remote_addr: self.remote_addr,
             accepted: self.accepted,
+            ages_at: self.ages_at,
+            job_streams_end_at: self.ages_at + self.limits.age.goaway_lead(),
             calls: self.calls.clone(),
         }
     }

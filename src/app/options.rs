@@ -6,7 +6,10 @@ use std::{path::PathBuf, time::Duration};
 
 use anyhow::{Context, bail};
 
-use super::{connections::ConnectionLimits, tls::TlsFiles};
+use super::{
+    connections::{ConnectionAge, ConnectionLimits},
+    tls::TlsFiles,
+};
 use crate::{
     artifacts::ArtifactSettings,
     aws::{SdkSettings, WireProtocol},
@@ -85,8 +88,6 @@ pub struct GatewayOptions {
     pub job_streams: (u32, u32),
     /// HTTP/2 keepalive ping interval and timeout.
     pub http2_keepalive: (Duration, Duration),
-    /// Connection age limit and its grace period.
-    pub max_connection_age: (Duration, Duration),
     /// After shutdown starts, how long health says NOT_SERVING before the listener closes.
     pub lame_duck: Duration,
     /// How long in-flight calls may take to finish once the listener closed.
@@ -108,12 +109,6 @@ impl GatewayOptions {
         let feed = &args.feed;
         if feed.feed_min_idle_interval > feed.feed_max_idle_interval {
             bail!("--feed-min-idle-interval must not be longer than --feed-max-idle-interval");
-        }
-        if feed.feed_ack_deadline >= feed.feed_redispatch_window {
-            bail!(
-                "--feed-ack-deadline must be shorter than --feed-redispatch-window, or no job \
-                 could ever be delivered again"
-            );
         }
         Ok(Self {
             upstream: match args.upstream {
@@ -178,6 +173,10 @@ impl GatewayOptions {
                 max_connections: limits.max_connections as usize,
                 handshake_timeout: limits.handshake_timeout,
                 idle_timeout: limits.idle_timeout,
+                age: ConnectionAge {
+                    max: limits.max_connection_age,
+                    grace: limits.max_connection_age_grace,
+                },
                 plaintext: auth.tls_cert.is_none(),
             },
             http2: Http2Settings {
@@ -192,7 +191,6 @@ impl GatewayOptions {
                 min_idle_interval: args.feed.feed_min_idle_interval,
                 max_idle_interval: args.feed.feed_max_idle_interval,
                 ack_deadline: args.feed.feed_ack_deadline,
-                redispatch_window: args.feed.feed_redispatch_window,
             },
             job_streams: (
                 args.feed.max_job_streams,
@@ -202,7 +200,6 @@ impl GatewayOptions {
                 limits.http2_keepalive_interval,
                 limits.http2_keepalive_timeout,
             ),
-            max_connection_age: (limits.max_connection_age, limits.max_connection_age_grace),
             lame_duck: args.lame_duck,
             shutdown_timeout: args.shutdown_timeout,
         })

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use anyhow::Context;
 use tokio::{net::TcpListener, sync::oneshot};
 use tokio_util::sync::CancellationToken;
 use tonic::body::Body;
@@ -127,13 +126,13 @@ pub(super) async fn start_gateway(
     let client_concurrency =
         ClientConcurrency::new(options.max_concurrent_calls_per_client, metrics.clone());
     let (keepalive_interval, keepalive_timeout) = options.http2_keepalive;
-    let (max_age, max_age_grace) = options.max_connection_age;
     let http2 = options.http2;
+    // No max_connection_age here: tonic 0.14, given an age and a grace, says nothing at the age
+    // and resets the connection at age + grace. Each connection's age is its own, and its
+    // GOAWAY comes from `serve_connections`.
     let mut server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(keepalive_interval))
         .http2_keepalive_timeout(Some(keepalive_timeout))
-        .max_connection_age(max_age)
-        .max_connection_age_grace(max_age_grace)
         .max_concurrent_streams(http2.max_concurrent_streams)
         .http2_max_local_error_reset_streams(Some(http2.max_local_error_reset_streams))
         .http2_max_pending_accept_reset_streams(Some(http2.max_pending_accept_reset_streams))
@@ -141,8 +140,9 @@ pub(super) async fn start_gateway(
     if let Some(tls) = &options.tls {
         server = server.tls_config(tls.server_config(tokens.is_some())?)?;
     }
-    // The one place the middleware stack is built, outermost first. tonic applies it once and
-    // shares it by every connection, so the limits and token sets inside are gateway-wide.
+    // The one place the middleware stack is built, outermost first. It is applied to each
+    // connection's services; the limits and token sets inside are behind `Arc`s, so they are
+    // gateway-wide.
     let mut server = server
         // Every call is resolved (method, deadline), counted and traced, whatever layer below
         // answers it.
@@ -184,6 +184,7 @@ pub(super) async fn start_gateway(
             upstream.clone(),
             upstream_budget.clone(),
             metrics.clone(),
+            draining.clone(),
         ),
         upstream,
         client_tokens,
@@ -197,7 +198,6 @@ pub(super) async fn start_gateway(
         )),
         draining: draining.clone(),
         default_deadline: options.default_deadline,
-        max_connection_age: options.max_connection_age.0,
     };
     let third_party_job_worker = job_worker
         .clone()
@@ -247,12 +247,74 @@ pub(super) async fn start_gateway(
         tracing::info!("listener closing; draining in-flight calls, ending job streams");
         draining.cancel();
     };
-    let incoming = connections::incoming(listener, options.connections, metrics);
-    let task = tokio::spawn(async move {
-        router
-            .serve_with_incoming_shutdown(incoming, stop_serving)
-            .await
-            .context("gRPC server failed")
-    });
+    let incoming = connections::incoming(listener, options.connections, metrics.clone());
+    let task = tokio::spawn(serve_connections(router, incoming, stop_serving, metrics));
     Ok(Server::new(local_addr, shutdown, task))
+}
+
+/// Serves each accepted connection on its own, so that each can say GOAWAY at its own maximum
+/// age, and every one does when `stop_serving` resolves; then waits for them all to close.
+/// (The grace after the age is the connection's own timer: see [`connections`].)
+async fn serve_connections<L>(
+    router: tonic::transport::server::Router<L>,
+    incoming: impl futures_util::Stream<Item = std::io::Result<connections::Connection>>,
+    stop_serving: impl Future<Output = ()>,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<()>
+where
+    tonic::transport::server::Router<L>: Clone + Send + 'static,
+    L: Send + 'static,
+    L: tower::Layer<tonic::service::Routes>,
+    L::Service: tower::Service<http::Request<Body>, Response = http::Response<Body>>
+        + Clone
+        + Send
+        + 'static,
+    <L::Service as tower::Service<http::Request<Body>>>::Future: Send + 'static,
+    <L::Service as tower::Service<http::Request<Body>>>::Error:
+        Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+{
+    use futures_util::StreamExt;
+    let closing = CancellationToken::new();
+    let served = tokio_util::task::TaskTracker::new();
+    // Boxed, not pinned on the stack, so that dropping it closes the listener.
+    let mut incoming = Box::pin(incoming);
+    tokio::pin!(stop_serving);
+    loop {
+        let connection = tokio::select! {
+            () = &mut stop_serving => break,
+            connection = incoming.next() => match connection {
+                Some(Ok(connection)) => connection,
+                // Accept failures are waited out inside the stream; it never ends.
+                Some(Err(_)) | None => continue,
+            },
+        };
+        let ages_at = connection.ages_at();
+        let closing = closing.clone();
+        let metrics = metrics.clone();
+        let goaway = async move {
+            tokio::select! {
+                () = tokio::time::sleep_until(ages_at.into()) => {
+                    metrics.connections_aged.inc();
+                }
+                () = closing.cancelled() => {}
+            }
+        };
+        // One connection, and a stream that never ends after it: tonic takes the end of its
+        // incoming stream for a shutdown.
+        let incoming =
+            futures_util::stream::once(std::future::ready(Ok::<_, std::io::Error>(connection)))
+                .chain(futures_util::stream::pending());
+        let router = router.clone();
+        served.spawn(async move {
+            if let Err(error) = router.serve_with_incoming_shutdown(incoming, goaway).await {
+                tracing::debug!(error = %crate::api::status::cause_chain(&error), "a connection failed");
+            }
+        });
+    }
+    // The listener closes with `incoming`; every connection says GOAWAY and drains.
+    drop(incoming);
+    closing.cancel();
+    served.close();
+    served.wait().await;
+    Ok(())
 }

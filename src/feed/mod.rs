@@ -5,8 +5,9 @@
 //! subscribers have room for (capped); it polls again at once after a full batch and backs off
 //! with jitter after an empty one, from the minimum to the maximum idle interval; it waits out
 //! throttling and the upstream budget. Each polled job goes to exactly one subscriber with
-//! credit, in turn, leased until the ack deadline ([`state`] keeps the books). With no
-//! subscriber left, the poller stops.
+//! credit, in turn, leased until the ack deadline ([`state`] keeps the books and states the
+//! rules). A feed with no subscriber left lingers for one ack deadline, so a restarting worker
+//! gets its jobs back, then its poller stops; once the gateway drains, no feed starts or polls.
 
 mod poller;
 pub mod state;
@@ -18,6 +19,7 @@ use std::{
 };
 
 use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
 
 pub use state::{AckOutcome, CreditRefusal, FeedEvent, SubscriberId, TakeRefusal};
 
@@ -42,11 +44,9 @@ pub struct FeedConfig {
     /// The longest wait between polls while subscribers wait for jobs.
     pub max_idle_interval: Duration,
     /// How long a delivered job waits for its acknowledgement before it goes to another
-    /// subscriber.
+    /// subscriber; also how long a departed holder's claim lasts, and how long a feed outlives
+    /// its last subscriber.
     pub ack_deadline: Duration,
-    /// How long after its poll a job is dropped if nobody took it: below CodePipeline's own
-    /// re-dispatch window (about 30 s), so no stale nonce is delivered.
-    pub redispatch_window: Duration,
 }
 
 /// What a feed is for: the action type and the query param its polls carry.
@@ -87,10 +87,10 @@ impl Shared {
         for lost in tally.lost {
             metrics.jobs(
                 match lost {
-                    state::Lost::Stale => FeedJob::LostStale,
                     state::Lost::Refused => FeedJob::LostRefused,
                     state::Lost::Replaced => FeedJob::LostReplaced,
                     state::Lost::FeedEnded => FeedJob::LostFeedEnded,
+                    state::Lost::Abandoned => FeedJob::LostAbandoned,
                 },
                 1,
             );
@@ -104,8 +104,14 @@ pub struct Feeds {
     upstream: Arc<dyn Upstream>,
     budget: Arc<UpstreamBudget>,
     metrics: Arc<Metrics>,
+    /// Cancelled when the gateway drains: no feed starts or polls from then on.
+    draining: CancellationToken,
     feeds: Mutex<HashMap<FeedKey, Arc<Shared>>>,
 }
+
+/// A subscription refused because the gateway is draining.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Draining;
 
 impl Feeds {
     /// No feed yet; each starts with its first subscriber.
@@ -114,18 +120,37 @@ impl Feeds {
         upstream: Arc<dyn Upstream>,
         budget: Arc<UpstreamBudget>,
         metrics: Arc<Metrics>,
+        draining: CancellationToken,
     ) -> Arc<Self> {
         Arc::new(Self {
             config,
             upstream,
             budget,
             metrics,
+            draining,
             feeds: Mutex::default(),
         })
     }
 
-    /// Subscribes to the feed `input` names, starting it if needed.
-    pub fn subscribe(self: &Arc<Self>, input: SubscribeInput) -> Subscription {
+    fn all(&self) -> Vec<Arc<Shared>> {
+        self.feeds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Subscribes `client` to the feed `input` names, starting it if needed; refused once the
+    /// gateway drains, so no poller starts whose jobs nobody would receive.
+    pub fn subscribe(
+        self: &Arc<Self>,
+        input: SubscribeInput,
+        client: Arc<str>,
+    ) -> Result<Subscription, Draining> {
+        if self.draining.is_cancelled() {
+            return Err(Draining);
+        }
         let key = FeedKey {
             action_type_id: input.action_type_id,
             query_param: input.query_param,
@@ -140,7 +165,7 @@ impl Feeds {
                     key: key.clone(),
                     state: Mutex::new(state::FeedState::new(
                         self.config.ack_deadline,
-                        self.config.redispatch_window,
+                        Instant::now(),
                     )),
                     wake: Notify::new(),
                 });
@@ -148,36 +173,43 @@ impl Feeds {
                 shared
             })
             .clone();
-        let id = shared.lock().subscribe(input.max_outstanding_jobs, events);
+        let id = shared
+            .lock()
+            .subscribe(client, input.max_outstanding_jobs, events);
         drop(feeds);
         shared.wake.notify_one();
-        Subscription {
+        Ok(Subscription {
             id,
             feed: shared,
             events: received,
+        })
+    }
+
+    /// Whether a unary AcknowledgeJob of `job_id` with `nonce` must be refused: a feed of this
+    /// process delivered that copy to a stream (see [`state`]). A feed on another replica
+    /// cannot know.
+    pub fn holds_for_a_stream(&self, job_id: &str, nonce: &str) -> bool {
+        self.all()
+            .iter()
+            .any(|feed| feed.lock().holds_for_a_stream(job_id, nonce))
+    }
+
+    /// A unary AcknowledgeJob no feed had a say in was accepted: a copy a feed holds with
+    /// another nonce is stale, and is never delivered again.
+    pub fn acknowledged_elsewhere(&self, job_id: &str) {
+        for feed in self.all() {
+            let mut state = feed.lock();
+            state.acknowledged_elsewhere(job_id);
+            feed.record(&mut state);
         }
     }
 
-    /// A job was acknowledged with the unary AcknowledgeJob: if a feed of this process holds
-    /// it, it is taken and never delivered again. (A feed on another replica cannot know.)
-    pub fn taken_elsewhere(&self, job_id: &str) {
-        let feeds: Vec<Arc<Shared>> = self
-            .feeds
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        for feed in feeds {
-            feed.lock().taken_elsewhere(job_id);
-        }
-    }
-
-    /// Removes `shared` if it has no subscriber: its poller is ending. `false` when a subscriber
-    /// came in the meantime.
+    /// Removes `shared` if it may retire (no subscriber for one ack deadline): its poller is
+    /// ending. `false` when it may not (a subscriber came in the meantime).
     fn retire(&self, shared: &Arc<Shared>) -> bool {
         let mut feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
-        if shared.lock().has_subscribers() {
+        let mut state = shared.lock();
+        if !state.retirable(Instant::now()) {
             return false;
         }
         if feeds
@@ -186,6 +218,16 @@ impl Feeds {
         {
             feeds.remove(&shared.key);
         }
+        for job_id in state.retire() {
+            // Not secret: a job id. The job may be InProgress upstream with no worker on it.
+            tracing::warn!(
+                %job_id,
+                action_type = %shared.key.action_type_id,
+                "a feed retired holding a job whose acknowledgement may have been accepted with \
+                 no worker told; CodePipeline will time it out"
+            );
+        }
+        shared.record(&mut state);
         true
     }
 }
@@ -211,34 +253,41 @@ impl Subscription {
         Ok(())
     }
 
-    /// Takes a job delivered here: the nonce its acknowledgement goes upstream with.
-    pub fn take(&self, job_id: &str) -> Result<String, TakeRefusal> {
-        self.feed.lock().take(self.id, job_id)
-    }
-
-    /// Where the outcome of taking `job_id` is told, from wherever its acknowledgement runs.
-    pub fn acknowledger(&self, job_id: &str) -> Acknowledger {
-        Acknowledger {
-            id: self.id,
-            job_id: job_id.to_owned(),
-            feed: self.feed.clone(),
-        }
+    /// Takes a job delivered here (or claims back one its client's earlier stream held): the
+    /// nonce its acknowledgement goes upstream with, and where the outcome is told.
+    pub fn take(&self, job_id: &str) -> Result<(String, Acknowledger), TakeRefusal> {
+        let (nonce, generation) = self.feed.lock().take(self.id, job_id)?;
+        Ok((
+            nonce,
+            Acknowledger {
+                job_id: job_id.to_owned(),
+                generation,
+                feed: self.feed.clone(),
+            },
+        ))
     }
 }
 
-/// Tells a feed how the acknowledgement of a job a subscriber took ended. If the subscriber has
-/// left by then, it changes nothing: a taken job is never delivered again.
+/// Tells a feed how the acknowledgement of a job taken from it ended, from wherever the
+/// acknowledgement ran. The outcome of a copy the feed no longer holds changes nothing.
 pub struct Acknowledger {
-    id: SubscriberId,
     job_id: String,
+    generation: state::Generation,
     feed: Arc<Shared>,
 }
 
 impl Acknowledger {
-    /// How it ended.
-    pub fn acknowledged(self, outcome: AckOutcome) {
+    /// How it ended; `announced`: whether the answer was handed to the stream or caller that
+    /// asked (a stream already gone was not).
+    pub fn acknowledged(self, outcome: AckOutcome, announced: bool) {
         let mut state = self.feed.lock();
-        state.acknowledged(self.id, &self.job_id, outcome, Instant::now());
+        state.acknowledged(
+            &self.job_id,
+            self.generation,
+            outcome,
+            announced,
+            Instant::now(),
+        );
         self.feed.record(&mut state);
         drop(state);
         self.feed.wake.notify_one();
@@ -247,7 +296,7 @@ impl Acknowledger {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.feed.lock().unsubscribe(self.id);
+        self.feed.lock().unsubscribe(self.id, Instant::now());
         self.feed.wake.notify_one();
     }
 }

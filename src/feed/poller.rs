@@ -66,28 +66,35 @@ pub(super) async fn run(feeds: Arc<Feeds>, shared: Arc<Shared>) {
     let mut reported = Reported::default();
     loop {
         let now = Instant::now();
-        let (room, next_deadline, subscribed) = {
+        let (room, next_deadline, retirable) = {
             let mut state = shared.lock();
             state.expire(now.into_std());
             state.deliver(now.into_std());
             shared.record(&mut state);
             reported.update(&shared.metrics, state.subscriber_count(), state.credit());
-            (state.room(), state.next_deadline(), state.has_subscribers())
+            (
+                state.room(),
+                state.next_deadline(),
+                state.retirable(now.into_std()),
+            )
         };
-        if !subscribed {
-            if feeds.retire(&shared) {
-                reported.update(&shared.metrics, 0, 0);
-                return;
-            }
-            continue;
+        if retirable && feeds.retire(&shared) {
+            reported.update(&shared.metrics, 0, 0);
+            return;
         }
-        if room > 0 && now >= next_poll {
+        // A draining gateway polls no more: its streams are ending, and a polled job would wait
+        // for a subscriber that never comes.
+        let may_poll = room > 0 && !feeds.draining.is_cancelled();
+        if may_poll && now >= next_poll {
             let asked = room.min(config.max_batch_size);
             last_poll = now;
+            // The poll's send time, not its answer's: a slow answer carries nonces as old as the
+            // request that fetched them.
+            let sent_at = std::time::Instant::now();
             match poll(&feeds, &shared, asked).await {
                 Polled::Jobs { jobs, asked } => {
                     let full = jobs.len() as u32 >= asked;
-                    shared.lock().offer(jobs, std::time::Instant::now());
+                    shared.lock().offer(jobs, sent_at);
                     idle = config.min_idle_interval;
                     // A full batch says more may be waiting.
                     next_poll = if full {
@@ -111,7 +118,7 @@ pub(super) async fn run(feeds: Arc<Feeds>, shared: Arc<Shared>) {
             }
             continue;
         }
-        let poll_due = (room > 0).then_some(next_poll);
+        let poll_due = may_poll.then_some(next_poll);
         let wake_at = [poll_due, next_deadline.map(Instant::from_std)]
             .into_iter()
             .flatten()
@@ -119,6 +126,7 @@ pub(super) async fn run(feeds: Arc<Feeds>, shared: Arc<Shared>) {
         tokio::select! {
             () = shared.wake.notified() => {}
             () = sleep_until(wake_at) => {}
+            () = feeds.draining.cancelled(), if !feeds.draining.is_cancelled() => {}
             hint = next_hint(&mut hints) => {
                 if hint.is_none_or(|action_type| action_type == shared.key.action_type_id) {
                     // Jobs were created for this action type (or we missed some hints).

@@ -1,18 +1,43 @@
-//! One feed's bookkeeping, with no I/O: its subscribers and their credit, the jobs waiting to be
-//! delivered, and the leases of delivered jobs. The poller drives it; the tests drive it by hand.
+//! One feed's bookkeeping, with no I/O: its subscribers and their credit, and an entry for each
+//! job it polled, until the job is known to be someone's or gone. The poller drives it; the tests
+//! drive it by hand.
 //!
-//! A job's life here: a poll returns it (`offer`) -> it waits -> it is delivered to a subscriber
-//! with credit (`deliver`), which uses one credit and leases it -> the subscriber takes it
-//! (`take`, an acknowledgement going upstream) -> acknowledged (`acknowledged`): gone. Credit
-//! comes back only when the worker grants it, once it is done with a delivered job (finished,
-//! or dropped because its acknowledgement was refused): the gateway cannot know when that is. A lease not taken by
-//! its deadline, or whose subscriber leaves, puts the job back to wait for another subscriber,
-//! with the same nonce. A job whose acknowledgement was sent is never delivered again. Any job
-//! still here past the redispatch window is dropped: CodePipeline has handed it out again with a
-//! new nonce by then, so the one we hold is stale.
+//! A job's entry moves through these states:
+//!
+//! ```text
+//!  offer ─> Waiting ──deliver──> Leased ──take──> Taking ──Accepted──────────> (gone: the holder's)
+//!              ^                   │                 │  ──Refused───────────> (gone: not ours)
+//!              │     ack deadline, │                 │  ──NotSent───────────> Leased again
+//!              ├──── stream ends ──┘                 │  ──Indeterminate─────> Held ──take──> Taking
+//!              │                                     │
+//!              └──── a departed holder's claim ends ─┘ (Held and Away, one ack deadline on)
+//! ```
+//!
+//! The rules:
+//!
+//! - Credit comes back only when the worker grants it: the gateway cannot know when a worker is
+//!   done with a job. A subscriber never holds more credit than its maximum.
+//! - A lease not taken by its deadline, or whose stream ends first, puts the job back to wait for
+//!   another subscriber, with the same nonce.
+//! - A job whose acknowledgement is on its way (Taking) or came back indeterminate (Held) belongs
+//!   to its holder until the outcome is known; no clock takes it away. If the holder's stream
+//!   ends, the holder is *away*: its client may claim the job back from another stream by
+//!   acknowledging it again (the same nonce goes upstream, which is safe: CodePipeline answers
+//!   InProgress or InvalidNonce). An answer that reached nobody because its stream was gone
+//!   leaves the job held the same way. Only once a held job's claim has been unclaimed for one
+//!   ack deadline is it delivered to another subscriber, whose acknowledgement settles it.
+//! - A job leaves the feed when the upstream says so, never on a clock alone: an acknowledgement
+//!   accepted or refused (InvalidNonce, JobNotFound), or a later poll returning the job with a new
+//!   nonce (the one held is stale).
+//! - Each entry has a generation; an acknowledgement's outcome names the generation it was taken
+//!   in, and the outcome of an older one (a job re-dispatched meanwhile) changes nothing.
+//! - A job the feed polled is acknowledged on a stream only: a unary AcknowledgeJob with the
+//!   nonce of a copy the feed holds, or of one a stream was told is its own, is refused (the
+//!   upstream would accept the same nonce again, and two workers would run the job).
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -24,6 +49,9 @@ use crate::domain::Job;
 /// A subscriber's number within its feed.
 pub type SubscriberId = u64;
 
+/// An entry's generation: a new one for every copy of a job a poll returned.
+pub type Generation = u64;
+
 /// What a subscriber's stream receives from the feed.
 #[derive(Debug)]
 pub enum FeedEvent {
@@ -33,25 +61,26 @@ pub enum FeedEvent {
     Ended(Status),
 }
 
-/// Why a job left the feed without being acknowledged.
+/// Why a job left the feed without being acknowledged through it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Lost {
-    /// Older than the redispatch window: CodePipeline has handed it out again.
-    Stale,
     /// Its acknowledgement was refused upstream (another worker holds it, or it is gone).
     Refused,
     /// A later poll returned it with a new nonce.
     Replaced,
     /// The feed ended with the job still in it.
     FeedEnded,
+    /// The feed had no subscriber for one ack deadline and retired with the job waiting: it is
+    /// left to CodePipeline's re-dispatch.
+    Abandoned,
 }
 
 /// What happened to the jobs, for the feed's metrics.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Tally {
-    /// First deliveries, with how long each waited since its poll.
+    /// First deliveries, with how long each waited since its poll was sent.
     pub delivered: Vec<Duration>,
-    /// Deliveries of a job that was leased before.
+    /// Deliveries of a job that was leased or held before.
     pub redelivered: usize,
     /// Jobs acknowledged upstream.
     pub acknowledged: usize,
@@ -62,12 +91,16 @@ pub struct Tally {
 /// Why a subscriber cannot take a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TakeRefusal {
-    /// It was never delivered on this stream: the worker is confused.
+    /// The feed does not know the job: it was never delivered here.
     NotDelivered,
-    /// Its lease ended (expired, or the job went stale or was replaced): drop it.
+    /// The job is not this subscriber's (its lease ended, another holds it, or it is gone):
+    /// drop it.
     LeaseEnded,
-    /// Its acknowledgement is already on its way.
+    /// This subscriber's acknowledgement of it is already on its way.
     InProgress,
+    /// An acknowledgement sent from the client's earlier stream is still on its way: ask again
+    /// once it is answered.
+    ClaimPending,
 }
 
 /// Why a subscriber's credit grant is refused.
@@ -91,112 +124,186 @@ pub enum AckOutcome {
     Refused,
     /// It never reached CodePipeline (a limit refused it first): the lease goes on.
     NotSent,
-    /// It may or may not have taken effect: the subscriber keeps the job, and may acknowledge
-    /// again, but it is never delivered elsewhere.
+    /// It may or may not have taken effect: the holder keeps the job, and may acknowledge
+    /// again, but it is never delivered elsewhere while the holder is there.
     Indeterminate,
+}
+
+/// Who holds an entry that is being or was acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Holder {
+    /// A subscriber whose stream is open.
+    Stream { id: SubscriberId, client: Arc<str> },
+    /// A subscriber that left before its acknowledgement's answer reached it. Its client may
+    /// claim the job back; a Held entry's claim lasts one ack deadline from `since`.
+    Away { client: Arc<str>, since: Instant },
+}
+
+impl Holder {
+    fn client(&self) -> &Arc<str> {
+        match self {
+            Self::Stream { client, .. } | Self::Away { client, .. } => client,
+        }
+    }
+
+    fn is_stream(&self, subscriber: SubscriberId) -> bool {
+        matches!(self, Self::Stream { id, .. } if *id == subscriber)
+    }
+
+    fn is_away_for(&self, client: &str) -> bool {
+        matches!(self, Self::Away { client: c, .. } if &**c == client)
+    }
+
+    /// The same client, no longer on a stream, from `now`.
+    fn away(&self, now: Instant) -> Self {
+        Self::Away {
+            client: self.client().clone(),
+            since: now,
+        }
+    }
+}
+
+/// What the feed remembers of a job that left it.
+#[derive(Debug)]
+struct Ended {
+    nonce: String,
+    /// Whether a worker was told the job is its own through this feed.
+    accepted: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum EntryState {
+    /// Waiting for a subscriber with credit; not to `previous_holder` if another has credit.
+    Waiting {
+        previous_holder: Option<SubscriberId>,
+    },
+    /// Delivered, waiting for its holder's acknowledgement until `until`.
+    Leased {
+        holder: SubscriberId,
+        until: Instant,
+    },
+    /// An acknowledgement is on its way upstream.
+    Taking { holder: Holder },
+    /// An acknowledgement went upstream with no known outcome, or its answer reached nobody.
+    Held { holder: Holder },
+}
+
+#[derive(Debug)]
+struct Entry {
+    job: Job,
+    generation: Generation,
+    /// When the poll that returned this copy was sent.
+    polled_at: Instant,
+    /// Whether it was delivered before (a later delivery counts as a redelivery).
+    delivered_before: bool,
+    /// Whether an acknowledgement of this copy may have been accepted with nobody told.
+    maybe_accepted: bool,
+    state: EntryState,
 }
 
 #[derive(Debug)]
 struct Subscriber {
+    client: Arc<str>,
     credit: u32,
     max: u32,
     events: mpsc::UnboundedSender<FeedEvent>,
-    /// Jobs delivered to it, and when: to tell a late acknowledgement ("lease ended") from a
-    /// confused one ("never delivered here"). Pruned after the redispatch window.
-    delivered: HashMap<String, Instant>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum LeaseState {
-    /// Waiting for the subscriber's acknowledgement until this instant.
-    Leased { until: Instant },
-    /// An acknowledgement is on its way upstream.
-    Taking,
-    /// An acknowledgement went upstream with no known outcome: the subscriber keeps the job.
-    Held,
-}
+/// How many job ids that left the feed it remembers, so a late acknowledgement of one is told
+/// to drop it rather than ending its stream as a protocol violation.
+const REMEMBERED_ENDED: usize = 4096;
 
-#[derive(Debug)]
-struct Lease {
-    job: Job,
-    holder: SubscriberId,
-    polled_at: Instant,
-    state: LeaseState,
-}
-
-#[derive(Debug)]
-struct Waiting {
-    job: Job,
-    polled_at: Instant,
-    /// The subscriber whose lease of it ended, if any: it goes to another one if it can.
-    previous_holder: Option<SubscriberId>,
-}
-
-/// One feed's subscribers, waiting jobs and leases.
+/// One feed's subscribers and job entries.
 #[derive(Debug)]
 pub struct FeedState {
     ack_deadline: Duration,
-    redispatch_window: Duration,
     subscribers: BTreeMap<SubscriberId, Subscriber>,
-    next_id: SubscriberId,
+    next_subscriber: SubscriberId,
+    next_generation: Generation,
     /// The subscriber after which the next delivery looks for credit, for fairness.
     last_served: SubscriberId,
-    waiting: VecDeque<Waiting>,
-    leases: HashMap<String, Lease>,
+    entries: HashMap<String, Entry>,
+    /// The Waiting entries' job ids, oldest first.
+    waiting: VecDeque<String>,
+    /// Jobs that left the feed lately, oldest first: a late acknowledgement of one is refused
+    /// as what it is (the job is gone, or someone else's), not taken for a protocol violation.
+    ended: VecDeque<String>,
+    ended_jobs: HashMap<String, Ended>,
+    /// Since when the feed has had no subscriber.
+    deserted_since: Option<Instant>,
     tally: Tally,
 }
 
 impl FeedState {
-    /// A feed with no subscribers, leasing jobs for `ack_deadline` and dropping those older than
-    /// `redispatch_window`.
-    pub fn new(ack_deadline: Duration, redispatch_window: Duration) -> Self {
+    /// A feed with no subscribers, leasing jobs for `ack_deadline`: also how long an away
+    /// holder's claim lasts, and how long the feed outlives its last subscriber.
+    pub fn new(ack_deadline: Duration, now: Instant) -> Self {
         Self {
             ack_deadline,
-            redispatch_window,
             subscribers: BTreeMap::new(),
-            next_id: 1,
+            next_subscriber: 1,
+            next_generation: 1,
             last_served: 0,
+            entries: HashMap::new(),
             waiting: VecDeque::new(),
-            leases: HashMap::new(),
+            ended: VecDeque::new(),
+            ended_jobs: HashMap::new(),
+            deserted_since: Some(now),
             tally: Tally::default(),
         }
     }
 
-    /// Adds a subscriber with `credit` (its maximum too); its events go to `events`.
+    /// Adds a subscriber of `client` with `credit` (its maximum too); its events go to `events`.
     pub fn subscribe(
         &mut self,
+        client: Arc<str>,
         credit: u32,
         events: mpsc::UnboundedSender<FeedEvent>,
     ) -> SubscriberId {
-        let id = self.next_id;
-        self.next_id += 1;
+        let id = self.next_subscriber;
+        self.next_subscriber += 1;
         self.subscribers.insert(
             id,
             Subscriber {
+                client,
                 credit,
                 max: credit,
                 events,
-                delivered: HashMap::new(),
             },
         );
+        self.deserted_since = None;
         id
     }
 
-    /// Removes a subscriber; the jobs it was leased and had not taken wait for another one.
-    /// (Jobs whose acknowledgement went upstream are not delivered again.)
-    pub fn unsubscribe(&mut self, id: SubscriberId) {
-        self.subscribers.remove(&id);
-        let ended: Vec<String> = self
-            .leases
-            .iter()
-            .filter(|(_, lease)| lease.holder == id)
-            .map(|(job_id, _)| job_id.clone())
-            .collect();
-        for job_id in ended {
-            let lease = self.leases.remove(&job_id).expect("listed above");
-            if let LeaseState::Leased { .. } = lease.state {
-                self.wait_again(lease);
+    /// Removes a subscriber: the jobs leased to it wait for another one; those it was taking or
+    /// held stay its client's, away.
+    pub fn unsubscribe(&mut self, id: SubscriberId, now: Instant) {
+        if self.subscribers.remove(&id).is_none() {
+            return;
+        }
+        if self.subscribers.is_empty() {
+            self.deserted_since = Some(now);
+        }
+        let mut handed_on = Vec::new();
+        for (job_id, entry) in &mut self.entries {
+            match &mut entry.state {
+                EntryState::Leased { holder, .. } if *holder == id => {
+                    entry.state = EntryState::Waiting {
+                        previous_holder: Some(id),
+                    };
+                    handed_on.push(job_id.clone());
+                }
+                EntryState::Taking { holder } | EntryState::Held { holder }
+                    if holder.is_stream(id) =>
+                {
+                    *holder = holder.away(now);
+                }
+                _ => {}
             }
+        }
+        // Handed on first, ahead of jobs that never left.
+        for job_id in handed_on {
+            self.waiting.push_front(job_id);
         }
     }
 
@@ -210,11 +317,21 @@ impl FeedState {
         self.subscribers.len()
     }
 
+    /// Whether the feed may end now: no subscriber for one ack deadline, and no acknowledgement
+    /// on its way.
+    pub fn retirable(&self, now: Instant) -> bool {
+        self.deserted_since
+            .is_some_and(|since| now.saturating_duration_since(since) >= self.ack_deadline)
+            && !self
+                .entries
+                .values()
+                .any(|entry| matches!(entry.state, EntryState::Taking { .. }))
+    }
+
     /// The credit all subscribers hold together, less what the waiting jobs will use: how many
     /// jobs a poll may usefully ask for.
     pub fn room(&self) -> u32 {
-        let credit: u32 = self.subscribers.values().map(|s| s.credit).sum();
-        credit.saturating_sub(self.waiting.len() as u32)
+        self.credit().saturating_sub(self.waiting.len() as u32)
     }
 
     /// The credit subscribers hold.
@@ -227,7 +344,7 @@ impl FeedState {
         let Some(subscriber) = self.subscribers.get_mut(&id) else {
             return Ok(());
         };
-        if subscriber.credit + jobs > subscriber.max {
+        if subscriber.credit.saturating_add(jobs) > subscriber.max {
             return Err(CreditRefusal::OverMaximum {
                 held: subscriber.credit,
                 max: subscriber.max,
@@ -237,206 +354,256 @@ impl FeedState {
         Ok(())
     }
 
-    /// Jobs a poll returned at `polled_at`, to be delivered.
+    /// Jobs a poll sent at `polled_at` returned, to be delivered. A copy with a new nonce
+    /// replaces the one held, whatever its state: the upstream handed the job out again, so the
+    /// old nonce can no longer be acknowledged.
     pub fn offer(&mut self, jobs: Vec<Job>, polled_at: Instant) {
         for job in jobs {
-            if self.leases.remove(&job.id).is_some() {
-                // CodePipeline handed it out again: the nonce we held is stale.
-                self.tally.lost.push(Lost::Replaced);
+            if let Some(entry) = self.entries.get(&job.id) {
+                if entry.job.nonce == job.nonce {
+                    continue;
+                }
+                self.remove(&job.id.clone(), Some(Lost::Replaced));
             }
-            if let Some(at) = self.waiting.iter().position(|w| w.job.id == job.id) {
-                self.waiting.remove(at);
-                self.tally.lost.push(Lost::Replaced);
-            }
-            self.waiting.push_back(Waiting {
-                job,
-                polled_at,
-                previous_holder: None,
-            });
-        }
-    }
-
-    /// Delivers waiting jobs to subscribers with credit, fairly, each leased until the ack
-    /// deadline.
-    pub fn deliver(&mut self, now: Instant) {
-        while let Some(waiting) = self.waiting.pop_front() {
-            let Some(id) = self.next_with_credit(waiting.previous_holder) else {
-                self.waiting.push_front(waiting);
-                return;
-            };
-            let subscriber = self.subscribers.get_mut(&id).expect("chosen above");
-            if subscriber
-                .events
-                .send(FeedEvent::Job(Box::new(waiting.job.clone())))
-                .is_err()
-            {
-                // Its stream is gone; it unsubscribes when its handler ends.
-                subscriber.credit = 0;
-                self.waiting.push_front(waiting);
-                continue;
-            }
-            subscriber.credit -= 1;
-            subscriber.delivered.insert(waiting.job.id.clone(), now);
-            self.last_served = id;
-            match waiting.previous_holder {
-                None => self
-                    .tally
-                    .delivered
-                    .push(now.saturating_duration_since(waiting.polled_at)),
-                Some(_) => self.tally.redelivered += 1,
-            }
-            self.leases.insert(
-                waiting.job.id.clone(),
-                Lease {
-                    job: waiting.job,
-                    holder: id,
-                    polled_at: waiting.polled_at,
-                    state: LeaseState::Leased {
-                        until: now + self.ack_deadline,
+            let generation = self.next_generation;
+            self.next_generation += 1;
+            self.ended_jobs.remove(&job.id);
+            self.waiting.push_back(job.id.clone());
+            self.entries.insert(
+                job.id.clone(),
+                Entry {
+                    job,
+                    generation,
+                    polled_at,
+                    delivered_before: false,
+                    maybe_accepted: false,
+                    state: EntryState::Waiting {
+                        previous_holder: None,
                     },
                 },
             );
         }
     }
 
-    /// The next subscriber after the last one served that has credit, other than `avoid` when
-    /// another has credit too.
-    fn next_with_credit(&self, avoid: Option<SubscriberId>) -> Option<SubscriberId> {
-        let after = self.subscribers.range(self.last_served + 1..);
-        let before = self.subscribers.range(..=self.last_served);
-        let mut with_credit = after
-            .chain(before)
-            .filter(|(_, subscriber)| subscriber.credit > 0)
-            .map(|(id, _)| *id);
-        let first = with_credit.next()?;
-        if Some(first) != avoid {
-            return Some(first);
+    /// Takes an entry out of the feed: acknowledged (`lost` is `None`), or lost and why.
+    fn remove(&mut self, job_id: &str, lost: Option<Lost>) {
+        let Some(entry) = self.entries.remove(job_id) else {
+            return;
+        };
+        if matches!(entry.state, EntryState::Waiting { .. }) {
+            self.waiting.retain(|waiting| waiting != job_id);
         }
-        Some(with_credit.next().unwrap_or(first))
+        match lost {
+            Some(lost) => self.tally.lost.push(lost),
+            None => self.tally.acknowledged += 1,
+        }
+        let accepted = lost.is_none();
+        let ended = Ended {
+            nonce: entry.job.nonce,
+            accepted,
+        };
+        if self.ended_jobs.insert(job_id.to_owned(), ended).is_none() {
+            self.ended.push_back(job_id.to_owned());
+        }
+        while self.ended.len() > REMEMBERED_ENDED {
+            if let Some(oldest) = self.ended.pop_front() {
+                self.ended_jobs.remove(&oldest);
+            }
+        }
     }
 
-    /// Ends leases past their deadline (their jobs wait again) and drops jobs past the
-    /// redispatch window.
-    pub fn expire(&mut self, now: Instant) {
-        let window = self.redispatch_window;
-        let stale = |polled_at: Instant| now.saturating_duration_since(polled_at) >= window;
-        let before = self.waiting.len();
-        self.waiting.retain(|waiting| !stale(waiting.polled_at));
-        for _ in self.waiting.len()..before {
-            self.tally.lost.push(Lost::Stale);
-        }
-        let ended: Vec<String> = self
-            .leases
-            .iter()
-            .filter(|(_, lease)| {
-                stale(lease.polled_at)
-                    || matches!(lease.state, LeaseState::Leased { until } if until <= now)
-            })
-            .map(|(job_id, _)| job_id.clone())
-            .collect();
-        for job_id in ended {
-            let lease = self.leases.remove(&job_id).expect("listed above");
-            if stale(lease.polled_at) {
-                self.tally.lost.push(Lost::Stale);
+    /// Delivers waiting jobs to subscribers with credit, fairly, each leased until the ack
+    /// deadline.
+    pub fn deliver(&mut self, now: Instant) {
+        while let Some(job_id) = self.waiting.pop_front() {
+            let Some(entry) = self.entries.get_mut(&job_id) else {
+                continue;
+            };
+            let EntryState::Waiting { previous_holder } = entry.state else {
+                continue;
+            };
+            let Some(id) = next_with_credit(&self.subscribers, self.last_served, previous_holder)
+            else {
+                self.waiting.push_front(job_id);
+                return;
+            };
+            let subscriber = self.subscribers.get_mut(&id).expect("chosen above");
+            if subscriber
+                .events
+                .send(FeedEvent::Job(Box::new(entry.job.clone())))
+                .is_err()
+            {
+                // Its stream is gone; it unsubscribes when its handler ends.
+                subscriber.credit = 0;
+                self.waiting.push_front(job_id);
+                continue;
+            }
+            subscriber.credit -= 1;
+            self.last_served = id;
+            if entry.delivered_before {
+                self.tally.redelivered += 1;
             } else {
-                self.wait_again(lease);
+                self.tally
+                    .delivered
+                    .push(now.saturating_duration_since(entry.polled_at));
+                entry.delivered_before = true;
             }
-        }
-        for subscriber in self.subscribers.values_mut() {
-            subscriber
-                .delivered
-                .retain(|_, at| now.saturating_duration_since(*at) < window * 2);
+            entry.state = EntryState::Leased {
+                holder: id,
+                until: now + self.ack_deadline,
+            };
         }
     }
 
-    fn wait_again(&mut self, lease: Lease) {
-        self.waiting.push_front(Waiting {
-            job: lease.job,
-            polled_at: lease.polled_at,
-            previous_holder: Some(lease.holder),
-        });
+    /// Ends leases past their deadline and away holders' claims past theirs: their jobs wait
+    /// for another subscriber. Nothing else ends on a clock.
+    pub fn expire(&mut self, now: Instant) {
+        let claim = self.ack_deadline;
+        let mut ended = Vec::new();
+        for (job_id, entry) in &mut self.entries {
+            let previous_holder = match &entry.state {
+                EntryState::Leased { holder, until } if *until <= now => Some(*holder),
+                EntryState::Held {
+                    holder: Holder::Away { since, .. },
+                } if now.saturating_duration_since(*since) >= claim => None,
+                _ => continue,
+            };
+            entry.state = EntryState::Waiting { previous_holder };
+            ended.push(job_id.clone());
+        }
+        for job_id in ended {
+            self.waiting.push_front(job_id);
+        }
     }
 
-    /// When the next lease ends or a job goes stale, if anything is leased or waiting.
+    /// When the next lease or claim ends, or the deserted feed may retire.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let window = self.redispatch_window;
-        let leases = self.leases.values().flat_map(|lease| {
-            let stale = lease.polled_at + window;
-            match lease.state {
-                LeaseState::Leased { until } => [Some(until), Some(stale)],
-                LeaseState::Taking | LeaseState::Held => [None, Some(stale)],
-            }
-        });
-        let waiting = self.waiting.iter().map(|w| Some(w.polled_at + window));
-        leases.chain(waiting).flatten().min()
+        let claim = self.ack_deadline;
+        let entries = self
+            .entries
+            .values()
+            .filter_map(|entry| match &entry.state {
+                EntryState::Leased { until, .. } => Some(*until),
+                EntryState::Held {
+                    holder: Holder::Away { since, .. },
+                } => Some(*since + claim),
+                _ => None,
+            });
+        let retires = self.deserted_since.map(|since| since + self.ack_deadline);
+        entries.chain(retires).min()
     }
 
-    /// Subscriber `id` takes `job_id`: its acknowledgement goes upstream with the returned job's
-    /// nonce, and the job is never delivered elsewhere from now on.
-    pub fn take(&mut self, id: SubscriberId, job_id: &str) -> Result<String, TakeRefusal> {
-        match self.leases.get_mut(job_id) {
-            Some(lease) if lease.holder == id => match lease.state {
-                LeaseState::Leased { .. } | LeaseState::Held => {
-                    lease.state = LeaseState::Taking;
-                    Ok(lease.job.nonce.clone())
-                }
-                LeaseState::Taking => Err(TakeRefusal::InProgress),
-            },
-            _ => {
-                let delivered_here = self
-                    .subscribers
-                    .get(&id)
-                    .is_some_and(|s| s.delivered.contains_key(job_id));
-                Err(if delivered_here {
-                    TakeRefusal::LeaseEnded
-                } else {
-                    TakeRefusal::NotDelivered
-                })
-            }
-        }
-    }
-
-    /// How the acknowledgement of a job subscriber `id` took ended.
-    pub fn acknowledged(
+    /// Subscriber `id` takes `job_id`: its acknowledgement goes upstream with the returned nonce,
+    /// and its outcome is told with the returned generation. A job held away for the
+    /// subscriber's client is claimed back.
+    pub fn take(
         &mut self,
         id: SubscriberId,
         job_id: &str,
-        outcome: AckOutcome,
-        now: Instant,
-    ) {
-        let Some(lease) = self
-            .leases
-            .get_mut(job_id)
-            .filter(|lease| lease.holder == id)
-        else {
-            return;
+    ) -> Result<(String, Generation), TakeRefusal> {
+        let Some(entry) = self.entries.get_mut(job_id) else {
+            return Err(if self.ended_jobs.contains_key(job_id) {
+                TakeRefusal::LeaseEnded
+            } else {
+                TakeRefusal::NotDelivered
+            });
         };
-        match outcome {
-            AckOutcome::Accepted => {
-                self.leases.remove(job_id);
-                self.tally.acknowledged += 1;
-                if let Some(subscriber) = self.subscribers.get_mut(&id) {
-                    subscriber.delivered.remove(job_id);
-                }
+        let Some(client) = self.subscribers.get(&id).map(|s| s.client.clone()) else {
+            return Err(TakeRefusal::LeaseEnded);
+        };
+        match &entry.state {
+            EntryState::Leased { holder, .. } if *holder == id => {}
+            EntryState::Held { holder } if holder.is_stream(id) || holder.is_away_for(&client) => {}
+            EntryState::Taking { holder } if holder.is_stream(id) => {
+                return Err(TakeRefusal::InProgress);
             }
-            AckOutcome::Refused => {
-                self.leases.remove(job_id);
-                self.tally.lost.push(Lost::Refused);
+            EntryState::Taking { holder } if holder.is_away_for(&client) => {
+                return Err(TakeRefusal::ClaimPending);
             }
-            AckOutcome::NotSent => {
-                lease.state = LeaseState::Leased {
-                    until: now + self.ack_deadline,
-                }
-            }
-            AckOutcome::Indeterminate => lease.state = LeaseState::Held,
+            _ => return Err(TakeRefusal::LeaseEnded),
+        }
+        entry.state = EntryState::Taking {
+            holder: Holder::Stream { id, client },
+        };
+        Ok((entry.job.nonce.clone(), entry.generation))
+    }
+
+    /// Whether a unary AcknowledgeJob of `job_id` with `nonce` must be refused: the feed holds
+    /// that copy of the job (the nonce was learnt from a stream), or a stream was told it is its
+    /// own. Forwarded, it would be accepted again upstream, and two workers would run the job.
+    pub fn holds_for_a_stream(&self, job_id: &str, nonce: &str) -> bool {
+        self.entries
+            .get(job_id)
+            .is_some_and(|entry| entry.job.nonce == nonce)
+            || self
+                .ended_jobs
+                .get(job_id)
+                .is_some_and(|ended| ended.accepted && ended.nonce == nonce)
+    }
+
+    /// A unary AcknowledgeJob of `job_id` the feed had no say in was accepted upstream: a copy
+    /// the feed holds with another nonce is stale, and is not delivered again.
+    pub fn acknowledged_elsewhere(&mut self, job_id: &str) {
+        if let Some(entry) = self.entries.get(job_id)
+            && matches!(
+                entry.state,
+                EntryState::Waiting { .. } | EntryState::Leased { .. }
+            )
+        {
+            self.remove(job_id, Some(Lost::Replaced));
         }
     }
 
-    /// A job was acknowledged outside the feed (a unary AcknowledgeJob with the nonce it was
-    /// delivered with): whoever holds it here, it is taken, and is never delivered again.
-    pub fn taken_elsewhere(&mut self, job_id: &str) {
-        self.leases.remove(job_id);
-        self.waiting.retain(|waiting| waiting.job.id != job_id);
+    /// How the acknowledgement of `job_id` taken in `generation` ended; `announced`: whether
+    /// its answer was handed to the one who asked (a stream that was already gone was not).
+    pub fn acknowledged(
+        &mut self,
+        job_id: &str,
+        generation: Generation,
+        outcome: AckOutcome,
+        announced: bool,
+        now: Instant,
+    ) {
+        let Some(entry) = self
+            .entries
+            .get_mut(job_id)
+            .filter(|entry| entry.generation == generation)
+        else {
+            return;
+        };
+        let EntryState::Taking { holder } = &entry.state else {
+            return;
+        };
+        let holder = holder.clone();
+        match outcome {
+            AckOutcome::Accepted if announced => self.remove(job_id, None),
+            AckOutcome::Refused => self.remove(job_id, Some(Lost::Refused)),
+            AckOutcome::Accepted | AckOutcome::Indeterminate => {
+                // The holder keeps it: on its stream if the answer reached it there, else away,
+                // so that its client can claim it back.
+                let on_stream = announced
+                    && matches!(&holder, Holder::Stream { id, .. } if self.subscribers.contains_key(id));
+                entry.maybe_accepted = true;
+                entry.state = EntryState::Held {
+                    holder: if on_stream { holder } else { holder.away(now) },
+                };
+            }
+            AckOutcome::NotSent => match holder {
+                Holder::Stream { id, .. } if self.subscribers.contains_key(&id) => {
+                    entry.state = EntryState::Leased {
+                        holder: id,
+                        until: now + self.ack_deadline,
+                    };
+                }
+                // Never sent, and nobody on a stream holds it: safe to deliver again.
+                _ => {
+                    entry.state = EntryState::Waiting {
+                        previous_holder: None,
+                    };
+                    self.waiting.push_front(job_id.to_owned());
+                }
+            },
+        }
     }
 
     /// Ends every subscriber's stream with `status`; every job still here is dropped.
@@ -444,12 +611,26 @@ impl FeedState {
         for subscriber in self.subscribers.values() {
             let _ = subscriber.events.send(FeedEvent::Ended(status.clone()));
         }
-        let dropped = self.waiting.len() + self.leases.len();
-        self.waiting.clear();
-        self.leases.clear();
-        self.tally
-            .lost
-            .extend(std::iter::repeat_n(Lost::FeedEnded, dropped));
+        let job_ids: Vec<String> = self.entries.keys().cloned().collect();
+        for job_id in job_ids {
+            self.remove(&job_id, Some(Lost::FeedEnded));
+        }
+    }
+
+    /// The feed retires: the jobs still here are left to CodePipeline's re-dispatch. Returns
+    /// the ids of those whose acknowledgement may have been accepted with nobody told.
+    pub fn retire(&mut self) -> Vec<String> {
+        let unknown: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(_, entry)| entry.maybe_accepted)
+            .map(|(job_id, _)| job_id.clone())
+            .collect();
+        let job_ids: Vec<String> = self.entries.keys().cloned().collect();
+        for job_id in job_ids {
+            self.remove(&job_id, Some(Lost::Abandoned));
+        }
+        unknown
     }
 
     /// What happened since the last call, for the metrics.
@@ -458,197 +639,25 @@ impl FeedState {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::JobData;
-
-    const ACK: Duration = Duration::from_secs(10);
-    const WINDOW: Duration = Duration::from_secs(25);
-
-    fn job(id: &str) -> Job {
-        Job {
-            id: id.to_owned(),
-            data: JobData::default(),
-            nonce: format!("nonce-{id}"),
-            account_id: "123456789012".to_owned(),
-        }
+/// The next subscriber after `last_served` that has credit, other than `avoid` when another has
+/// credit too.
+fn next_with_credit(
+    subscribers: &BTreeMap<SubscriberId, Subscriber>,
+    last_served: SubscriberId,
+    avoid: Option<SubscriberId>,
+) -> Option<SubscriberId> {
+    let after = subscribers.range(last_served + 1..);
+    let before = subscribers.range(..=last_served);
+    let mut with_credit = after
+        .chain(before)
+        .filter(|(_, subscriber)| subscriber.credit > 0)
+        .map(|(id, _)| *id);
+    let first = with_credit.next()?;
+    if Some(first) != avoid {
+        return Some(first);
     }
-
-    fn subscriber(
-        feed: &mut FeedState,
-        credit: u32,
-    ) -> (SubscriberId, mpsc::UnboundedReceiver<FeedEvent>) {
-        let (events, received) = mpsc::unbounded_channel();
-        (feed.subscribe(credit, events), received)
-    }
-
-    fn received(events: &mut mpsc::UnboundedReceiver<FeedEvent>) -> Vec<String> {
-        let mut ids = Vec::new();
-        while let Ok(FeedEvent::Job(job)) = events.try_recv() {
-            ids.push(job.id);
-        }
-        ids
-    }
-
-    #[test]
-    fn jobs_go_to_subscribers_with_credit_in_turn_and_never_beyond_it() {
-        let now = Instant::now();
-        let mut feed = FeedState::new(ACK, WINDOW);
-        let (_a, mut a) = subscriber(&mut feed, 2);
-        let (_b, mut b) = subscriber(&mut feed, 1);
-        assert_eq!(feed.room(), 3);
-        feed.offer((1..=5).map(|n| job(&n.to_string())).collect(), now);
-        feed.deliver(now);
-        assert_eq!(received(&mut a), ["1", "3"]);
-        assert_eq!(received(&mut b), ["2"]);
-        assert_eq!(feed.room(), 0, "two jobs wait for credit");
-        assert_eq!(feed.credit(), 0);
-        assert_eq!(feed.take_tally().delivered.len(), 3);
-    }
-
-    #[test]
-    fn an_unacknowledged_lease_goes_to_another_subscriber_with_the_same_nonce() {
-        let now = Instant::now();
-        let mut feed = FeedState::new(ACK, WINDOW);
-        let (a_id, mut a) = subscriber(&mut feed, 1);
-        let (_b_id, mut b) = subscriber(&mut feed, 1);
-        feed.offer(vec![job("j")], now);
-        feed.deliver(now);
-        assert_eq!(received(&mut a), ["j"]);
-        feed.expire(now + ACK - Duration::from_millis(1));
-        feed.deliver(now);
-        assert!(received(&mut b).is_empty(), "not before the deadline");
-        feed.expire(now + ACK);
-        feed.deliver(now + ACK);
-        let FeedEvent::Job(again) = b.try_recv().unwrap() else {
-            panic!("a job")
-        };
-        assert_eq!((again.id.as_str(), again.nonce.as_str()), ("j", "nonce-j"));
-        assert_eq!(feed.take(a_id, "j"), Err(TakeRefusal::LeaseEnded));
-        assert_eq!(feed.take_tally().redelivered, 1);
-    }
-
-    #[test]
-    fn a_leaving_subscriber_hands_its_untaken_jobs_to_the_others_but_not_taken_ones() {
-        let now = Instant::now();
-        let mut feed = FeedState::new(ACK, WINDOW);
-        let (a_id, mut a) = subscriber(&mut feed, 2);
-        feed.offer(vec![job("taken"), job("untaken")], now);
-        feed.deliver(now);
-        assert_eq!(received(&mut a).len(), 2);
-        feed.take(a_id, "taken").unwrap();
-        let (_b_id, mut b) = subscriber(&mut feed, 5);
-        feed.unsubscribe(a_id);
-        feed.deliver(now);
-        assert_eq!(received(&mut b), ["untaken"]);
-    }
-
-    #[test]
-    fn a_taken_job_is_never_delivered_again_whatever_its_acknowledgement_answers() {
-        let now = Instant::now();
-        let mut feed = FeedState::new(ACK, WINDOW);
-        let (a_id, mut a) = subscriber(&mut feed, 1);
-        let (_b_id, mut b) = subscriber(&mut feed, 1);
-        feed.offer(vec![job("j")], now);
-        feed.deliver(now);
-        assert_eq!(received(&mut a), ["j"]);
-        feed.take(a_id, "j").unwrap();
-        assert_eq!(feed.take(a_id, "j"), Err(TakeRefusal::InProgress));
-        feed.acknowledged(a_id, "j", AckOutcome::Indeterminate, now);
-        feed.expire(now + ACK * 2);
-        feed.deliver(now + ACK * 2);
-        assert!(received(&mut b).is_empty());
-        assert_eq!(
-            feed.take(a_id, "j"),
-            Ok("nonce-j".to_owned()),
-            "a may try again"
-        );
-        feed.acknowledged(a_id, "j", AckOutcome::Accepted, now);
-        assert_eq!(feed.next_deadline(), None, "nothing left");
-    }
-
-    #[test]
-    fn an_acknowledgement_that_never_went_upstream_keeps_the_lease() {
-        let now = Instant::now();
-        let mut feed = FeedState::new(ACK, WINDOW);
-        let (a_id, mut a) = subscriber(&mut feed, 1);
-        feed.offer(vec![job("j")], now);
-        feed.deliver(now);
-        received(&mut a);
-        feed.take(a_id, "j").unwrap();
-        feed.acknowledged(a_id, "j", AckOutcome::NotSent, now);
-        assert_eq!(feed.next_deadline(), Some(now + ACK));
-        assert_eq!(feed.take(a_id, "j"), Ok("nonce-j".to_owned()));
-    }
-
-    #[test]
-    fn jobs_past_the_redispatch_window_are_dropped() {
-        let now = Instant::now();
-        let mut feed = FeedState::new(Duration::from_secs(60), WINDOW);
-        let (a_id, mut a) = subscriber(&mut feed, 1);
-        feed.offer(vec![job("leased"), job("waiting")], now);
-        feed.deliver(now);
-        assert_eq!(received(&mut a), ["leased"]);
-        assert_eq!(feed.next_deadline(), Some(now + WINDOW));
-        feed.expire(now + WINDOW);
-        assert_eq!(feed.take_tally().lost, [Lost::Stale, Lost::Stale]);
-        assert_eq!(
-            feed.credit(),
-            0,
-            "credit comes back only when the worker grants it"
-        );
-        assert_eq!(feed.take(a_id, "leased"), Err(TakeRefusal::LeaseEnded));
-        assert_eq!(feed.take(a_id, "never"), Err(TakeRefusal::NotDelivered));
-    }
-
-    #[test]
-    fn credit_never_exceeds_the_subscriptions_maximum() {
-        let mut feed = FeedState::new(ACK, WINDOW);
-        let (a_id, _a) = subscriber(&mut feed, 3);
-        assert_eq!(
-            feed.grant(a_id, 1),
-            Err(CreditRefusal::OverMaximum { held: 3, max: 3 })
-        );
-        feed.offer(vec![job("1")], Instant::now());
-        feed.deliver(Instant::now());
-        feed.grant(a_id, 1).unwrap();
-        assert_eq!(feed.credit(), 3);
-    }
-
-    #[test]
-    fn a_job_acknowledged_outside_the_feed_is_never_delivered_again() {
-        let now = Instant::now();
-        let mut feed = FeedState::new(ACK, WINDOW);
-        let (a_id, mut a) = subscriber(&mut feed, 1);
-        let (_b_id, mut b) = subscriber(&mut feed, 1);
-        feed.offer(vec![job("j")], now);
-        feed.deliver(now);
-        assert_eq!(received(&mut a), ["j"]);
-        feed.taken_elsewhere("j");
-        feed.unsubscribe(a_id);
-        feed.expire(now + ACK);
-        feed.deliver(now + ACK);
-        assert!(received(&mut b).is_empty());
-    }
-
-    #[test]
-    fn a_job_polled_again_replaces_the_stale_lease() {
-        let now = Instant::now();
-        let mut feed = FeedState::new(ACK, WINDOW);
-        let (a_id, mut a) = subscriber(&mut feed, 2);
-        feed.offer(vec![job("j")], now);
-        feed.deliver(now);
-        received(&mut a);
-        let mut renewed = job("j");
-        renewed.nonce = "fresh".to_owned();
-        feed.offer(vec![renewed], now);
-        feed.deliver(now);
-        let FeedEvent::Job(job) = a.try_recv().unwrap() else {
-            panic!("a job")
-        };
-        assert_eq!(job.nonce, "fresh");
-        assert_eq!(feed.take(a_id, "j"), Ok("fresh".to_owned()));
-        assert_eq!(feed.take_tally().lost, [Lost::Replaced]);
-    }
+    Some(with_credit.next().unwrap_or(first))
 }
+
+#[cfg(test)]
+mod tests;

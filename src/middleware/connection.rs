@@ -19,8 +19,14 @@ use tonic::transport::server::TlsConnectInfo;
 pub struct ConnectionInfo {
     /// The peer's address.
     pub remote_addr: Option<SocketAddr>,
-    /// When the connection was accepted (its maximum age counts from then).
+    /// When the connection was accepted.
     pub accepted: Instant,
+    /// When it reaches its maximum age (jittered): it says GOAWAY then.
+    pub ages_at: Instant,
+    /// When the job streams on it end with a status of their own: a moment after the GOAWAY,
+    /// so that a worker reopening at once does so on a new connection, and well within the
+    /// grace.
+    pub job_streams_end_at: Instant,
     /// The connection's calls.
     pub calls: Arc<ConnectionCalls>,
 }

@@ -152,6 +152,8 @@ pub enum ConnectionClosed {
     Idle,
     /// A call stayed undelivered long past its deadline: the peer does not read.
     Undelivered,
+    /// Calls were still open when the grace after the connection's maximum age ran out.
+    AgeGraceExpired,
 }
 
 impl ConnectionClosed {
@@ -161,6 +163,7 @@ impl ConnectionClosed {
             Self::HandshakeTimeout => "handshake_timeout",
             Self::Idle => "idle",
             Self::Undelivered => "undelivered",
+            Self::AgeGraceExpired => "age_grace_expired",
         }
     }
 }
@@ -203,14 +206,14 @@ pub enum FeedJob {
     Redelivered,
     /// Acknowledged upstream by the subscriber that held it.
     Acknowledged,
-    /// Dropped unacknowledged: older than the redispatch window.
-    LostStale,
     /// Dropped: its acknowledgement was refused upstream.
     LostRefused,
     /// Dropped: a later poll returned it with a new nonce.
     LostReplaced,
     /// Dropped: its feed ended.
     LostFeedEnded,
+    /// Left to CodePipeline: its feed had no subscriber for one ack deadline.
+    LostAbandoned,
 }
 
 impl FeedJob {
@@ -219,10 +222,10 @@ impl FeedJob {
         Self::Delivered,
         Self::Redelivered,
         Self::Acknowledged,
-        Self::LostStale,
         Self::LostRefused,
         Self::LostReplaced,
         Self::LostFeedEnded,
+        Self::LostAbandoned,
     ];
 
     /// The `event` label value.
@@ -231,10 +234,10 @@ impl FeedJob {
             Self::Delivered => "delivered",
             Self::Redelivered => "redelivered",
             Self::Acknowledged => "acknowledged",
-            Self::LostStale => "lost_stale",
             Self::LostRefused => "lost_refused",
             Self::LostReplaced => "lost_replaced",
             Self::LostFeedEnded => "lost_feed_ended",
+            Self::LostAbandoned => "lost_abandoned",
         }
     }
 }
@@ -408,6 +411,8 @@ pub struct Metrics {
     pub connections: Gauge,
     /// Connections refused at the connection limit.
     pub connections_refused: Counter,
+    /// Connections told GOAWAY at their maximum age.
+    pub connections_aged: Counter,
     /// Connections the gateway closed, by reason.
     pub connections_closed: Family<ConnectionClosedLabels, Counter>,
     /// Failed accepts (out of file descriptors, say).
@@ -525,6 +530,7 @@ impl Metrics {
             client_concurrency_limited: Counter::default(),
             connections: Gauge::default(),
             connections_refused: Counter::default(),
+            connections_aged: Counter::default(),
             connections_closed: Family::default(),
             accept_failures: Counter::default(),
             rate_limit_backend_up: Gauge::default(),
@@ -601,8 +607,13 @@ impl Metrics {
             metrics.connections_refused.clone(),
         );
         metrics.registry.register(
+            "gateway_connections_aged",
+            "Connections told GOAWAY at their maximum age (their calls in flight finish within the grace)",
+            metrics.connections_aged.clone(),
+        );
+        metrics.registry.register(
             "gateway_connections_closed",
-            "Connections the gateway closed: no call in time after accepting, idle, or an answer left unread",
+            "Connections the gateway closed: no call in time after accepting, idle, an answer left unread, or calls still open when the grace after the maximum age ran out",
             metrics.connections_closed.clone(),
         );
         metrics.registry.register(
@@ -699,6 +710,7 @@ impl Metrics {
             ConnectionClosed::HandshakeTimeout,
             ConnectionClosed::Idle,
             ConnectionClosed::Undelivered,
+            ConnectionClosed::AgeGraceExpired,
         ] {
             let _ = metrics
                 .connections_closed

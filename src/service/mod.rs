@@ -19,9 +19,9 @@ use tonic::{Request, Response, Status, Streaming};
 pub use stream_jobs::StreamLimits;
 
 use crate::{
-    api::status,
+    api::{Refusal, status},
     artifacts::Artifacts,
-    auth::ClientTokens,
+    auth::{Caller, ClientTokens},
     domain::validate::InvalidRequest,
     feed::Feeds,
     limits::{ClientLimits, UpstreamBudget},
@@ -55,9 +55,6 @@ pub struct JobWorker {
     /// How long a new stream may take to send its subscription, and how long an
     /// acknowledgement sent on a stream may take upstream.
     pub default_deadline: Duration,
-    /// How long a connection lives: a stream on it ends cleanly (UNAVAILABLE, reopen) when it
-    /// is reached, rather than being cut when the connection closes.
-    pub max_connection_age: Duration,
 }
 
 impl JobWorker {
@@ -100,6 +97,15 @@ impl JobWorker {
             .upstream_call(operation, outcome, started.elapsed().as_secs_f64());
         result.map_err(|e| status::upstream_call_status(operation, resource, e))
     }
+}
+
+/// Who is calling, as the authenticate layer established it.
+fn caller_of<T>(request: &Request<T>) -> Caller {
+    request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .unwrap_or_else(Caller::anonymous)
 }
 
 /// Validates a protobuf request into its domain input (or answers INVALID_ARGUMENT), and reads
@@ -149,16 +155,29 @@ impl pb::job_worker_service_server::JobWorkerService for JobWorker {
     ) -> Result<Response<pb::AcknowledgeJobResponse>, Status> {
         let (input, deadline) = validated::<_, crate::domain::AcknowledgeJobInput>(request)?;
         let job_id = input.job_id.clone();
-        let status = self
+        // A copy a job stream of this process was given is acknowledged on a stream only.
+        if self
+            .feeds
+            .holds_for_a_stream(job_id.as_str(), input.nonce.as_str())
+        {
+            return Err(Refusal::HeldByStream {
+                job_id: job_id.to_string(),
+            }
+            .into());
+        }
+        let result = self
             .forward(
                 Operation::AcknowledgeJob,
                 job_id.as_str(),
                 deadline,
                 self.upstream.acknowledge_job(input),
             )
-            .await?;
-        // A job a feed delivered, taken with the unary call instead of on the stream.
-        self.feeds.taken_elsewhere(job_id.as_str());
+            .await;
+        if result.is_ok() {
+            // A poller's own copy: the one a feed holds, with another nonce, is stale.
+            self.feeds.acknowledged_elsewhere(job_id.as_str());
+        }
+        let status = result?;
         Ok(Response::new(pb::AcknowledgeJobResponse {
             status: status.to_pb().into(),
         }))

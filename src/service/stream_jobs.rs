@@ -97,13 +97,9 @@ pub(super) async fn open(
     worker: &JobWorker,
     request: Request<Streaming<pb::StreamJobsRequest>>,
 ) -> Result<Response<Responses>, Status> {
-    let caller = request
-        .extensions()
-        .get::<Caller>()
-        .cloned()
-        .unwrap_or_else(Caller::anonymous);
-    let connection_ages_at = ConnectionInfo::in_extensions(request.extensions())
-        .map(|connection| connection.accepted + worker.max_connection_age);
+    let caller = super::caller_of(&request);
+    let job_streams_end_at = ConnectionInfo::in_extensions(request.extensions())
+        .map(|connection| connection.job_streams_end_at);
     let mut inbound = request.into_inner();
     let subscription = tokio::time::timeout(worker.default_deadline, inbound.message())
         .await
@@ -122,12 +118,15 @@ pub(super) async fn open(
         acknowledgements: JoinSet::new(),
         accepted: Arc::default(),
     };
-    let subscription = worker.feeds.subscribe(input);
+    let subscription = worker
+        .feeds
+        .subscribe(input, session.caller.id.clone())
+        .map_err(|_draining| Status::from(Refusal::Draining))?;
     // The session runs in the call's span, so its acknowledgements are children of the
     // StreamJobs span, and the span lasts as long as the stream.
     tokio::spawn(
         session
-            .run(subscription, inbound, places, connection_ages_at)
+            .run(subscription, inbound, places, job_streams_end_at)
             .instrument(tracing::Span::current()),
     );
     Ok(Response::new(Box::pin(ReceiverStream::new(responses))))
@@ -174,13 +173,13 @@ impl Session {
         mut subscription: Subscription,
         mut inbound: Streaming<pb::StreamJobsRequest>,
         _places: StreamPlaces,
-        connection_ages_at: Option<Instant>,
+        job_streams_end_at: Option<Instant>,
     ) {
         // When its connection is about to close, the stream ends with a status of its own
         // first: cut with the connection, the worker would learn nothing, and the answers of
         // its acknowledgements would be lost.
         let connection_aged = async {
-            match connection_ages_at {
+            match job_streams_end_at {
                 Some(at) => tokio::time::sleep_until(at.into()).await,
                 None => std::future::pending().await,
             }
@@ -267,9 +266,22 @@ impl Session {
             }
             status::invalid_request(invalid)
         })?;
+        let again = self
+            .accepted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .status
+            .get(job_id.as_str())
+            .copied();
+        if let Some(status) = again {
+            // Acknowledged on this stream already: the same answer, no upstream call.
+            let _ = self
+                .outbound
+                .try_send(Ok(accepted(job_id.as_str(), status)));
+            return Ok(());
+        }
         let answer = match subscription.take(job_id.as_str()) {
-            Ok(nonce) => {
-                let acknowledger = subscription.acknowledger(job_id.as_str());
+            Ok((nonce, acknowledger)) => {
                 let worker = self.worker.clone();
                 let caller = self.caller.clone();
                 let outbound = self.outbound.clone();
@@ -285,37 +297,28 @@ impl Session {
                                 .unwrap_or_else(|p| p.into_inner())
                                 .remember(&job, status);
                         }
-                        acknowledger.acknowledged(outcome);
-                        let _ = outbound.send(Ok(answer)).await;
+                        // Whether the answer reached the stream decides whether the job is its
+                        // holder's for sure, or held for the client to claim back.
+                        let announced = outbound.send(Ok(answer)).await.is_ok();
+                        acknowledger.acknowledged(outcome, announced);
                     }
                     .instrument(tracing::Span::current()),
                 );
                 return Ok(());
             }
             Err(TakeRefusal::NotDelivered) => {
-                let again = self
-                    .accepted
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .status
-                    .get(job_id.as_str())
-                    .copied();
-                let Some(status) = again else {
-                    return Err(Refusal::Stream(StreamViolation::NotDelivered {
-                        job_id: job_id.to_string(),
-                    })
-                    .into());
-                };
-                // Acknowledged on this stream already: the same answer, no upstream call.
-                let _ = self
-                    .outbound
-                    .try_send(Ok(accepted(job_id.as_str(), status)));
-                return Ok(());
+                return Err(Refusal::Stream(StreamViolation::NotDelivered {
+                    job_id: job_id.to_string(),
+                })
+                .into());
             }
             Err(TakeRefusal::LeaseEnded) => Refusal::LeaseEnded {
                 job_id: job_id.to_string(),
             },
             Err(TakeRefusal::InProgress) => Refusal::AcknowledgementInProgress {
+                job_id: job_id.to_string(),
+            },
+            Err(TakeRefusal::ClaimPending) => Refusal::ClaimPending {
                 job_id: job_id.to_string(),
             },
         };
@@ -357,14 +360,18 @@ async fn send_upstream(
             worker.upstream.acknowledge_job(input),
         )
         .await;
+    let outcome = ack_outcome(&result);
     match result {
-        Ok(status) => (AckOutcome::Accepted, accepted(&job, status), Some(status)),
-        Err(failure) => (outcome_of(&failure), refused(&job, &failure), None),
+        Ok(status) => (outcome, accepted(&job, status), Some(status)),
+        Err(failure) => (outcome, refused(&job, &failure), None),
     }
 }
 
-/// What a failed acknowledgement means for the job's lease.
-fn outcome_of(failure: &Status) -> AckOutcome {
+/// What a finished acknowledgement means for the job's place in a feed.
+fn ack_outcome<T>(result: &Result<T, Status>) -> AckOutcome {
+    let Err(failure) = result else {
+        return AckOutcome::Accepted;
+    };
     let indeterminate = failure.get_details_error_info().is_some_and(|info| {
         info.metadata
             .get("indeterminate")

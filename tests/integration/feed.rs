@@ -812,9 +812,12 @@ async fn an_acknowledgement_in_flight_when_the_gateway_drains_is_answered_before
         .unwrap();
 }
 
+/// A worker keeps one channel and reopens its stream the moment it ends, as the example workers
+/// do. At each maximum age the stream ends with a status of its own just after the GOAWAY, so the
+/// reopened stream is on a new connection: once per age, not in a loop on the aged connection.
 #[tokio::test]
-async fn a_stream_ends_with_a_status_when_its_connection_reaches_its_maximum_age() {
-    let gw = gateway(Backend::InProcess)
+async fn a_stream_reopened_at_once_on_its_aged_channel_ends_once_per_maximum_age() {
+    let mut gw = gateway(Backend::InProcess)
         .flags(&[
             "--max-connection-age",
             "1s",
@@ -824,18 +827,30 @@ async fn a_stream_ends_with_a_status_when_its_connection_reaches_its_maximum_age
         .spawn()
         .await;
     let client = client(&gw).await;
+    let started = Instant::now();
+    let mut ends = 0;
+    while started.elapsed() < Duration::from_millis(3500) {
+        let mut stream = subscribe(&client, 1).await;
+        let status = stream.ended().await;
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert_eq!(
+            status.get_details_error_info().unwrap().reason,
+            "CONNECTION_AGED",
+            "a status of its own, not a cut connection: {status:?}"
+        );
+        assert!(status.get_details_retry_info().is_some());
+        ends += 1;
+    }
+    // Ages of 0.9 s to 1.1 s in 3.5 s (plus the one the loop ends on).
+    assert!((3..=5).contains(&ends), "the stream ended {ends} times");
+    // And the reopened stream still gets its jobs.
     let mut stream = subscribe(&client, 1).await;
-    let status = stream.ended().await;
-    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    assert_eq!(
-        status.get_details_error_info().unwrap().reason,
-        "CONNECTION_AGED",
-        "a status of its own, not a cut connection: {status:?}"
-    );
-    assert!(status.get_details_retry_info().is_some());
-    // On a new connection, the stream opens again.
-    let fresh = JobWorkerServiceClient::new(crate::support::connect(gw.addr()).await);
-    let _again = subscribe(&fresh, 1).await;
+    let id = gw.create_job(&[]).await;
+    let job = stream
+        .job_within(Duration::from_secs(5))
+        .await
+        .expect("delivered on the reopened stream");
+    assert_eq!(job.id, id);
     gw.stop().await;
 }
 
@@ -888,4 +903,264 @@ async fn a_client_gets_no_more_job_streams_than_its_limit() {
         "client:anonymous"
     );
     gw.stop().await;
+}
+
+/// Sets the emulator's fault plan, as the admin service's SetFaults does.
+fn set_faults(gw: &TestGateway, plan: &str) {
+    gw.emulator
+        .set_faults(codepipeline_gateway::emulator::faults::FaultPlan::parse(plan).unwrap());
+}
+
+fn error_reason(answer: &pb::StreamJobsAcknowledged) -> String {
+    let error = answer.error.clone().expect("an error");
+    let status = Status::with_details(
+        Code::from_i32(error.code),
+        error.message.clone(),
+        prost::Message::encode_to_vec(&error).into(),
+    );
+    status
+        .get_details_error_info()
+        .map(|info| info.reason)
+        .unwrap_or_default()
+}
+
+fn job_status(gw: &TestGateway, id: &str) -> codepipeline_gateway::domain::JobStatus {
+    gw.emulator
+        .job(&codepipeline_gateway::domain::JobId::parse(id).unwrap())
+        .unwrap()
+        .status
+}
+
+#[tokio::test]
+async fn a_job_whose_acknowledgement_answer_was_lost_stays_its_holders_across_a_new_stream() {
+    // Issue 21, scenario 1: the answer to B's acknowledgement is lost (the upstream applied it),
+    // then B's stream ends (streams rotate with their connection). The job must stay B's: B
+    // acknowledges it again on its next stream and gets it, not JOB_NOT_DELIVERED.
+    let mut gw = gateway(Backend::InProcess)
+        .flags(&["--feed-ack-deadline", "300ms"])
+        .spawn()
+        .await;
+    let client = client(&gw).await;
+    let mut a = subscribe(&client, 1).await;
+    let id = gw.create_job(&[]).await;
+    a.job_within(Duration::from_secs(5)).await.expect("to A");
+    // A never acknowledges: the job goes to B.
+    let mut b = subscribe(&client, 1).await;
+    let job = b.job_within(Duration::from_secs(5)).await.expect("to B");
+    assert_eq!(job.id, id);
+    set_faults(&gw, "AcknowledgeJob:drop=1");
+    b.acknowledge(&id).await;
+    let lost = b.acknowledged().await;
+    assert_eq!(lost.error.as_ref().unwrap().code, Code::Unavailable as i32);
+    assert_eq!(
+        job_status(&gw, &id),
+        codepipeline_gateway::domain::JobStatus::InProgress
+    );
+    set_faults(&gw, "");
+    // Well past the ack deadline and any re-dispatch window a clock could guess.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        a.job_within(Duration::from_millis(200)).await.is_none(),
+        "never handed to another subscriber while B holds it"
+    );
+    drop(b);
+    let mut b_again = subscribe(&client, 1).await;
+    b_again.acknowledge(&id).await;
+    let answer = b_again.acknowledged().await;
+    assert!(answer.error.is_none(), "claimed back: {answer:?}");
+    assert_eq!(answer.status(), pb::JobStatus::InProgress);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_unary_acknowledgement_of_a_job_a_stream_holds_is_refused_without_an_upstream_call() {
+    // Issue 21, scenario 2: A's lease ends, B takes the job on its stream; A's unary
+    // AcknowledgeJob with the same nonce would be accepted again upstream: two workers.
+    let mut gw = gateway(Backend::InProcess)
+        .flags(&["--feed-ack-deadline", "300ms"])
+        .spawn()
+        .await;
+    let client = client(&gw).await;
+    let mut a = subscribe(&client, 1).await;
+    let id = gw.create_job(&[]).await;
+    let job = a.job_within(Duration::from_secs(5)).await.expect("to A");
+    let mut b = subscribe(&client, 1).await;
+    b.job_within(Duration::from_secs(5)).await.expect("to B");
+    b.acknowledge(&id).await;
+    assert!(b.acknowledged().await.error.is_none());
+    let refused = gw.acknowledge(&id, &job.nonce).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Aborted, "{refused:?}");
+    assert_eq!(
+        refused.get_details_error_info().unwrap().reason,
+        "JOB_HELD_BY_STREAM"
+    );
+    assert_eq!(
+        acknowledgements(&gw),
+        1,
+        "the unary call reached no upstream"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn an_old_acknowledgements_answer_does_not_end_the_lease_of_a_re_dispatched_copy() {
+    // Issue 21, scenario 3: the upstream re-dispatches the job (a new nonce) to the same
+    // subscriber while its first acknowledgement is on its way; that one's InvalidNonce must not
+    // end the new copy's lease.
+    let mut gw = gateway(Backend::InProcess)
+        .flags(&[
+            "--feed-min-idle-interval",
+            "20ms",
+            "--feed-max-idle-interval",
+            "50ms",
+        ])
+        .engine(&["--redispatch-after", "100ms"])
+        .spawn()
+        .await;
+    set_faults(&gw, "AcknowledgeJob:latency=800ms");
+    let client = client(&gw).await;
+    let mut stream = subscribe(&client, 2).await;
+    let id = gw.create_job(&[]).await;
+    let first = stream.job_within(Duration::from_secs(5)).await.unwrap();
+    // The emulator hands the job out again 100 ms after the first poll, while this
+    // acknowledgement is in its 800 ms.
+    stream.acknowledge(&id).await;
+    let second = stream
+        .job_within(Duration::from_secs(5))
+        .await
+        .expect("the re-dispatched copy");
+    assert_eq!(second.id, id);
+    assert_ne!(second.nonce, first.nonce);
+    let old = stream.acknowledged().await;
+    assert_eq!(error_reason(&old), "InvalidNonceException", "{old:?}");
+    set_faults(&gw, "");
+    stream.acknowledge(&id).await;
+    let answer = stream.acknowledged().await;
+    assert!(
+        answer.error.is_none(),
+        "the new copy's lease lives: {answer:?}"
+    );
+    assert_eq!(
+        job_status(&gw, &id),
+        codepipeline_gateway::domain::JobStatus::InProgress
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_worker_that_restarts_gets_its_jobs_back_at_once() {
+    // Issue 21, scenario 5: the only subscriber leaves with a job delivered and one more polled;
+    // its next stream gets both at once, not after CodePipeline's re-dispatch.
+    let mut gw = gateway(Backend::InProcess)
+        .engine(&["--redispatch-after", "1h"])
+        .spawn()
+        .await;
+    let client = client(&gw).await;
+    let mut stream = subscribe(&client, 1).await;
+    let id = gw.create_job(&[]).await;
+    stream.job_within(Duration::from_secs(5)).await.unwrap();
+    drop(stream);
+    // The restart takes a moment: the feed has had no subscriber for a while.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut again = subscribe(&client, 1).await;
+    let job = again
+        .job_within(Duration::from_secs(2))
+        .await
+        .expect("back at once, with the same nonce");
+    assert_eq!(job.id, id);
+    again.acknowledge(&id).await;
+    assert!(again.acknowledged().await.error.is_none());
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn jobs_a_poll_brings_back_after_the_last_subscriber_left_wait_for_the_next() {
+    // Issue 21, scenario 5: a poll in flight when the last subscriber leaves feeds the feed,
+    // which keeps its jobs for the next subscriber.
+    let mut gw = gateway(Backend::InProcess)
+        .engine(&["--redispatch-after", "1h"])
+        .spawn()
+        .await;
+    set_faults(&gw, "PollForJobs:latency=500ms");
+    let client = client(&gw).await;
+    let id = gw.create_job(&[]).await;
+    let stream = subscribe(&client, 1).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(stream);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    set_faults(&gw, "");
+    let mut next = subscribe(&client, 1).await;
+    let job = next
+        .job_within(Duration::from_secs(2))
+        .await
+        .expect("the polled job waited");
+    assert_eq!(job.id, id);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_never_sent_acknowledgement_of_a_stream_that_ended_puts_the_job_back() {
+    // Issue 21, scenario 5: the stream ends while its acknowledgement is on its way, and the
+    // upstream throttles it (it never took effect): the job goes to another subscriber.
+    let mut gw = gateway(Backend::InProcess)
+        .engine(&["--redispatch-after", "1h"])
+        .spawn()
+        .await;
+    set_faults(&gw, "AcknowledgeJob:latency=300ms,throttling=1");
+    let client = client(&gw).await;
+    let mut leaving = subscribe(&client, 1).await;
+    let id = gw.create_job(&[]).await;
+    leaving.job_within(Duration::from_secs(5)).await.unwrap();
+    let mut other = subscribe(&client, 1).await;
+    leaving.acknowledge(&id).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(leaving);
+    set_faults(&gw, "");
+    let job = other
+        .job_within(Duration::from_secs(3))
+        .await
+        .expect("delivered again");
+    assert_eq!(job.id, id);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn no_feed_starts_or_polls_once_the_gateway_drains() {
+    // Issue 21, scenario 5: a stream opened during the drain would start a poller whose jobs
+    // nobody receives.
+    use codepipeline_gateway::{
+        domain::SubscribeInput,
+        emulator::{Emulator, EmulatorConfig},
+        feed::{FeedConfig, Feeds},
+        limits::{LimitClock, RateLimits, UpstreamBudget},
+        observability::Metrics,
+    };
+    let emulator = Arc::new(Emulator::new(EmulatorConfig::default()));
+    let metrics = Metrics::new();
+    let budget = Arc::new(UpstreamBudget::new(
+        None,
+        Arc::new(RateLimits::local(LimitClock::default(), metrics.clone())),
+    ));
+    let draining = tokio_util::sync::CancellationToken::new();
+    let feeds = Feeds::new(
+        FeedConfig {
+            max_batch_size: 10,
+            min_idle_interval: Duration::from_millis(10),
+            max_idle_interval: Duration::from_millis(10),
+            ack_deadline: Duration::from_secs(1),
+        },
+        emulator.clone(),
+        budget,
+        metrics,
+        draining.clone(),
+    );
+    draining.cancel();
+    let input = SubscribeInput {
+        action_type_id: codepipeline_gateway::emulator::demo_action_type(),
+        query_param: None,
+        max_outstanding_jobs: 1,
+    };
+    assert!(feeds.subscribe(input, Arc::from("anyone")).is_err());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(emulator.call_counts()[&Operation::PollForJobs], 0);
 }

@@ -242,3 +242,59 @@ async fn a_connection_over_the_limit_is_refused_with_goaway_enhance_your_calm() 
     );
     gw.stop().await;
 }
+
+/// The value of a counter in the gateway's metrics, 0 if it has no sample yet.
+fn counter(gw: &TestGateway, sample: &str) -> u64 {
+    gw.metrics
+        .render()
+        .lines()
+        .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// One long-lived channel, as a worker keeps it: back-to-back slow calls across several maximum
+/// ages. Each connection says GOAWAY at its age, the call in flight on it finishes within the
+/// grace, and the channel moves the next calls to a new connection: no call is cut.
+#[tokio::test]
+async fn calls_on_a_long_lived_channel_outlive_its_connections_maximum_age() {
+    let mut gw = gateway(Backend::InProcess)
+        .flags(&[
+            "--max-connection-age",
+            "1s",
+            "--max-connection-age-grace",
+            "1s",
+        ])
+        .spawn()
+        .await;
+    let (job_id, _) = gw.in_progress_job().await;
+    gw.emulator.set_faults(
+        codepipeline_gateway::emulator::faults::FaultPlan::parse("GetJobDetails:latency=600ms")
+            .unwrap(),
+    );
+    let started = std::time::Instant::now();
+    let mut calls = 0;
+    while started.elapsed() < Duration::from_secs(4) {
+        let answer = gw
+            .client
+            .get_job_details(pb::GetJobDetailsRequest {
+                job_id: job_id.clone(),
+            })
+            .await;
+        calls += 1;
+        assert!(answer.is_ok(), "call {calls} was cut: {answer:?}");
+    }
+    assert!(
+        counter(&gw, "gateway_connections_aged_total") >= 2,
+        "connections aged: {}",
+        gw.metrics.render()
+    );
+    assert_eq!(
+        counter(
+            &gw,
+            r#"gateway_connections_closed_total{reason="age_grace_expired"}"#
+        ),
+        0,
+        "no connection needed cutting"
+    );
+    gw.stop().await;
+}
