@@ -9,7 +9,8 @@
 //! | InvalidNonceException | ABORTED |
 //! | JobNotFound / ActionTypeNotFound / InvalidJob | NOT_FOUND |
 //! | InvalidJobState / OutputVariablesSizeExceeded | FAILED_PRECONDITION |
-//! | InvalidClientTokenException | PERMISSION_DENIED |
+//! | InvalidClientTokenException | PERMISSION_DENIED (the worker's token) |
+//! | InvalidClientTokenException for a token from the gateway's client-token file | FAILED_PRECONDITION |
 //! | throttling, 5xx, unreachable or unreadable upstream | UNAVAILABLE |
 //! | upstream timeout | DEADLINE_EXCEEDED |
 //! | the gateway's own AWS identity rejected or missing | INTERNAL |
@@ -175,6 +176,26 @@ pub fn artifact_status(error: crate::artifacts::ArtifactError, job_id: &str, nam
 /// The status for an upstream failure outside a job-worker call (the emulator admin service).
 pub fn upstream_status(error: UpstreamError) -> Status {
     classify(&error, None, None)
+}
+
+/// The status of a third-party call whose client token the gateway supplied from its
+/// client-token file: CodePipeline's `InvalidClientTokenException` then means the operator's
+/// file holds a wrong token, which the worker cannot fix by calling differently. Any other
+/// failure is answered as it was.
+pub fn supplied_client_token_rejected(status: Status, job_id: &str) -> Status {
+    let Some(info) = status.get_details_error_info() else {
+        return status;
+    };
+    if info.domain != AWS_DOMAIN || info.reason != AwsErrorCode::InvalidClientToken.as_str() {
+        return status;
+    }
+    let mut details = ErrorDetails::new();
+    // The AWS request id and operation stay, for the operator's support case.
+    details.set_error_info("CLIENT_TOKEN_FILE_REJECTED", GATEWAY_DOMAIN, info.metadata);
+    let reason = "CodePipeline rejected the client token the gateway's client-token file holds \
+                  for this job's client; the gateway's operator must fix the file";
+    details.add_precondition_failure_violation("CLIENT_TOKEN", format!("job:{job_id}"), reason);
+    Status::with_error_details(Code::FailedPrecondition, reason, details)
 }
 
 /// The status for a failed job-worker call: `operation` is what was called, `resource` the job

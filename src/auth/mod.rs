@@ -16,6 +16,7 @@ use std::sync::{Arc, LazyLock};
 
 use http::HeaderValue;
 use tonic::Status;
+use tonic::transport::CertificateDer;
 
 pub use client_tokens::{ClientTokenSet, ClientTokens};
 use token_file::Identified;
@@ -59,6 +60,55 @@ pub struct Presented<'a> {
     pub authorization: Option<&'a HeaderValue>,
     /// The verified client certificate (DER), on an mTLS connection.
     pub peer_certificate: Option<&'a [u8]>,
+}
+
+/// The credentials a call presented, kept with the call so that a long one (a job stream) can
+/// be authorized again: when the token file changes, and before each job it is given or
+/// acknowledges. A removed token, or a narrowed `allowed_rpcs`, then reaches open streams too.
+#[derive(Clone)]
+pub struct Credentials {
+    authenticator: Arc<Authenticator>,
+    authorization: Option<HeaderValue>,
+    peer_certificates: Option<Arc<Vec<CertificateDer<'static>>>>,
+    method: Option<Method>,
+}
+
+impl Credentials {
+    /// The credentials of a call to `method`, for `authenticator` to check again.
+    pub fn new(
+        authenticator: Arc<Authenticator>,
+        presented: &Presented<'_>,
+        peer_certificates: Option<Arc<Vec<CertificateDer<'static>>>>,
+        method: Option<Method>,
+    ) -> Self {
+        Self {
+            authenticator,
+            authorization: presented.authorization.cloned(),
+            peer_certificates,
+            method,
+        }
+    }
+
+    /// Who the credentials name now, and whether they may still call the method.
+    pub fn authorize(&self) -> Result<Caller, Status> {
+        let presented = Presented {
+            authorization: self.authorization.as_ref(),
+            peer_certificate: self
+                .peer_certificates
+                .as_deref()
+                .and_then(|certificates| certificates.first())
+                .map(|certificate| certificate.as_ref()),
+        };
+        self.authenticator.authorize(&presented, self.method)
+    }
+
+    /// Changes when the token file does, if there is one.
+    pub fn token_file_reloads(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.authenticator
+            .tokens
+            .as_ref()
+            .map(|tokens| tokens.reloads())
+    }
 }
 
 /// The auth policy: tokens and/or client certificates, and which methods need them.

@@ -81,6 +81,9 @@ pub struct WatchedFile<T> {
     current: ArcSwap<T>,
     /// The digest of the file's bytes last read, so an unchanged file is not parsed again.
     last_read: Mutex<[u8; 32]>,
+    /// How many versions were put in force after the first, for what must follow a reload
+    /// (the job streams authorized by the token file).
+    version: tokio::sync::watch::Sender<u64>,
     metrics: WatchedFileMetrics,
 }
 
@@ -105,6 +108,7 @@ impl<T: FileContent> WatchedFile<T> {
             path: path.to_owned(),
             current: ArcSwap::from_pointee(content),
             last_read: Mutex::new(Sha256::digest(&bytes).into()),
+            version: tokio::sync::watch::Sender::new(0),
             metrics,
         };
         file.loaded("loaded", &file.current.load());
@@ -136,6 +140,7 @@ impl<T: FileContent> WatchedFile<T> {
             Ok(content) => {
                 self.loaded("reloaded", &content);
                 self.current.store(Arc::new(content));
+                self.version.send_modify(|version| *version += 1);
             }
             Err(error) => self.reload_failed(&error),
         }
@@ -198,5 +203,10 @@ impl<T: FileContent> WatchedFile<T> {
     /// The version in force.
     pub fn current(&self) -> arc_swap::Guard<Arc<T>> {
         self.current.load()
+    }
+
+    /// Changes each time a new version is put in force (after [`Self::current`] returns it).
+    pub fn reloads(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.version.subscribe()
     }
 }

@@ -1,77 +1,53 @@
-//! Rates kept in this process: one GCRA limiter per key (the `governor` crate), made on the
-//! key's first call and made anew when its rate changes (a token file reload).
+//! Rates kept in this process: GCRA, one theoretical arrival time per key, on the gateway's
+//! [`LimitClock`]. The arithmetic is the Redis script's ([`super::shared`]), so a key keeps its
+//! state when its rate changes (a token file reload) on either backend: the new rate applies
+//! to the time already used, and a change cannot hand out a fresh burst.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-};
+use std::{collections::HashMap, sync::Mutex, time::Duration};
 
-use governor::{
-    RateLimiter,
-    clock::Clock,
-    middleware::NoOpMiddleware,
-    nanos::Nanos,
-    state::{InMemoryState, NotKeyed},
-};
+use governor::clock::Clock;
 
 use super::{LimitClock, LimitKey, Limited, Rate};
 
-/// One GCRA limiter on the gateway's clock.
-type Limiter = RateLimiter<NotKeyed, InMemoryState, LimitClock, NoOpMiddleware<Nanos>>;
-
-/// A key's limiter and the rate it was built for.
-struct Keyed {
-    rate: Rate,
-    limiter: Arc<Limiter>,
-}
-
-/// The local limiters, one per key.
+/// The local limiters, one theoretical arrival time per key.
 pub struct LocalRates {
     clock: LimitClock,
-    keys: Mutex<HashMap<LimitKey, Keyed>>,
+    /// Each key's theoretical arrival time, in nanoseconds of the clock.
+    arrivals: Mutex<HashMap<LimitKey, u64>>,
 }
 
 impl LocalRates {
-    /// No limiter yet; each is made on its key's first call.
+    /// No key yet; each starts with its full burst on its first call.
     pub fn new(clock: LimitClock) -> Self {
         Self {
             clock,
-            keys: Mutex::default(),
+            arrivals: Mutex::default(),
         }
     }
 
     /// Takes one call of `key` at `rate`, or says when the next would be let through.
     pub fn check(&self, key: &LimitKey, rate: Rate) -> Result<(), Limited> {
-        self.limiter(key, rate)
-            .check()
-            .map_err(|not_until| Limited::Over(not_until.wait_time_from(self.clock.now())))
-    }
-
-    fn limiter(&self, key: &LimitKey, rate: Rate) -> Arc<Limiter> {
-        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-        match keys.get(key) {
-            Some(keyed) if keyed.rate == rate => keyed.limiter.clone(),
-            _ => {
-                let limiter = Arc::new(RateLimiter::direct_with_clock(
-                    rate.quota(),
-                    self.clock.clone(),
-                ));
-                keys.insert(
-                    key.clone(),
-                    Keyed {
-                        rate,
-                        limiter: limiter.clone(),
-                    },
-                );
-                limiter
-            }
+        let now = u64::from(self.clock.now());
+        let interval = duration_nanos(rate.emission_interval());
+        let tolerance = interval.saturating_mul(u64::from(rate.burst.get()));
+        let mut arrivals = self.arrivals.lock().unwrap_or_else(|p| p.into_inner());
+        let arrival = arrivals.get(key).copied().unwrap_or(now).max(now);
+        let next = arrival + interval;
+        if next > now + tolerance {
+            return Err(Limited::Over(Duration::from_nanos(next - tolerance - now)));
         }
+        arrivals.insert(key.clone(), next);
+        Ok(())
     }
+}
+
+fn duration_nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
 mod tests {
-    use std::{num::NonZeroU32, time::Duration};
+    use std::{num::NonZeroU32, sync::Arc, time::Duration};
 
     use governor::clock::FakeRelativeClock;
 
@@ -101,16 +77,46 @@ mod tests {
             .expect("another key has its own rate");
         clock.advance(Duration::from_millis(500));
         rates.check(&key, rate(2, 3)).expect("refilled");
+        assert!(rates.check(&key, rate(2, 3)).is_err(), "one call refilled");
     }
 
     #[test]
-    fn a_new_rate_for_a_key_takes_effect() {
-        let rates = LocalRates::new(LimitClock::Fake(FakeRelativeClock::default()));
+    fn a_larger_rate_applies_to_the_time_already_used() {
+        let clock = FakeRelativeClock::default();
+        let rates = LocalRates::new(LimitClock::Fake(clock.clone()));
         let key = LimitKey::Client(Arc::from("a"));
         rates.check(&key, rate(1, 1)).unwrap();
         assert!(rates.check(&key, rate(1, 1)).is_err());
-        for _ in 0..5 {
-            rates.check(&key, rate(10, 5)).unwrap();
+        // One second used; at 10/s with a burst of 20 (2 s), one more second is left: 10 calls.
+        for call in 0..10 {
+            assert!(rates.check(&key, rate(10, 20)).is_ok(), "call {call}");
         }
+        assert_eq!(
+            rates.check(&key, rate(10, 20)),
+            Err(Limited::Over(Duration::from_millis(100)))
+        );
+        clock.advance(Duration::from_millis(100));
+        rates
+            .check(&key, rate(10, 20))
+            .expect("the new rate refills");
+    }
+
+    /// The reload that made a client unlimited: alternating calls at two rates each rebuilt
+    /// the key's limiter with a full burst.
+    #[test]
+    fn alternating_between_two_rates_hands_out_no_fresh_burst() {
+        let rates = LocalRates::new(LimitClock::Fake(FakeRelativeClock::default()));
+        let key = LimitKey::Client(Arc::from("a"));
+        let admitted = (0..24)
+            .filter(|call| {
+                let rate = if call % 2 == 0 {
+                    rate(1, 1)
+                } else {
+                    rate(1, 2)
+                };
+                rates.check(&key, rate).is_ok()
+            })
+            .count();
+        assert_eq!(admitted, 2, "the larger burst, once");
     }
 }

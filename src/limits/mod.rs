@@ -3,8 +3,8 @@
 //! each upstream operation ([`budget`]), spent by the handler once a call is valid and about to
 //! go upstream.
 //!
-//! The rates are GCRA limiters kept by one [`RateLimits`]: in this process ([`local`], the
-//! `governor` crate on one [`LimitClock`]), or in Redis ([`shared`]) so that every gateway process
+//! The rates are GCRA limiters kept by one [`RateLimits`]: in this process ([`local`], on one
+//! [`LimitClock`]), or in Redis ([`shared`]) so that every gateway process
 //! sharing it enforces one rate, with the local limiters as the fallback while Redis does not
 //! answer. Either way they are shared by every connection behind an `Arc`, so a client cannot
 //! escape its rate by opening more connections.
@@ -23,7 +23,6 @@ use std::{
 };
 
 use governor::{
-    Quota,
     clock::{Clock, FakeRelativeClock},
     nanos::Nanos,
 };
@@ -51,10 +50,6 @@ pub struct Rate {
 }
 
 impl Rate {
-    fn quota(self) -> Quota {
-        Quota::per_second(self.per_second).allow_burst(self.burst)
-    }
-
     /// The time one call's share of the rate takes: GCRA's emission interval.
     fn emission_interval(self) -> Duration {
         Duration::from_secs(1) / self.per_second.get()

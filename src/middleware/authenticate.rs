@@ -1,6 +1,7 @@
 //! Applies the auth policy ([`crate::auth::Authenticator`]) to each call: a caller it accepts is
 //! put in the request's extensions (and the call's span) for the layers and handlers below; a
-//! refusal is answered at once.
+//! refusal is answered at once. The credentials go in too ([`Credentials`]), for a job stream to
+//! be authorized again as the token file changes.
 
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use tower_http::validate_request::ValidateRequest;
 use super::connection::ConnectionInfo;
 use crate::{
     api::methods,
-    auth::{Authenticator, Presented},
+    auth::{Authenticator, Credentials, Presented},
 };
 
 /// The validator of the authenticate layer; cheap to clone (one `Arc`).
@@ -40,12 +41,20 @@ impl ValidateRequest<Body> for Authenticate {
                 .and_then(|certificates| certificates.first())
                 .map(|certificate| certificate.as_ref()),
         };
+        let method = methods::of(request);
         let caller = self
             .0
-            .authorize(&presented, methods::of(request))
+            .authorize(&presented, method)
             .map_err(|status| status.into_http())?;
         tracing::Span::current().record("client_id", &*caller.id);
+        let credentials = Credentials::new(
+            self.0.clone(),
+            &presented,
+            peer_certificates.clone(),
+            method,
+        );
         request.extensions_mut().insert(caller);
+        request.extensions_mut().insert(credentials);
         Ok(())
     }
 }

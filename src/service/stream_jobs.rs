@@ -25,7 +25,7 @@ use tracing::Instrument;
 use super::JobWorker;
 use crate::{
     api::{Refusal, StreamViolation, status},
-    auth::Caller,
+    auth::{Caller, Credentials},
     domain::{AcknowledgeJobInput, JobId, JobStatus, SubscribeInput, validate},
     feed::{AckOutcome, CreditRefusal, FeedEvent, Subscription, TakeRefusal},
     limits::{ClientConcurrency, concurrency::InFlight},
@@ -98,6 +98,7 @@ pub(super) async fn open(
     request: Request<Streaming<pb::StreamJobsRequest>>,
 ) -> Result<Response<Responses>, Status> {
     let caller = super::caller_of(&request);
+    let credentials = request.extensions().get::<Credentials>().cloned();
     let job_streams_end_at = ConnectionInfo::in_extensions(request.extensions())
         .map(|connection| connection.job_streams_end_at);
     let mut inbound = request.into_inner();
@@ -114,6 +115,7 @@ pub(super) async fn open(
     let session = Session {
         worker: worker.clone(),
         caller,
+        credentials,
         outbound,
         acknowledgements: JoinSet::new(),
         accepted: Arc::default(),
@@ -135,7 +137,11 @@ pub(super) async fn open(
 /// One open stream.
 struct Session {
     worker: JobWorker,
+    /// Who the stream's credentials name, as of the last check: its rate is the one in force.
     caller: Caller,
+    /// The credentials the stream opened with, checked again as the token file changes and
+    /// before each job is delivered or acknowledged; `None` on an open gateway.
+    credentials: Option<Credentials>,
     outbound: mpsc::Sender<Result<pb::StreamJobsResponse, Status>>,
     /// Acknowledgements on their way upstream.
     acknowledgements: JoinSet<()>,
@@ -185,14 +191,28 @@ impl Session {
             }
         };
         tokio::pin!(connection_aged);
+        let mut token_file_reloads = self
+            .credentials
+            .as_ref()
+            .and_then(Credentials::token_file_reloads);
         let ended = loop {
             tokio::select! {
                 biased;
                 () = self.worker.draining.cancelled() => break Some(Refusal::Draining.into()),
                 () = &mut connection_aged => break Some(Refusal::ConnectionAged.into()),
+                () = reloaded(&mut token_file_reloads) => {
+                    if let Err(status) = self.still_authorized() {
+                        break Some(status);
+                    }
+                }
                 Some(_) = self.acknowledgements.join_next(), if !self.acknowledgements.is_empty() => {}
                 event = subscription.next() => match event {
                     Some(FeedEvent::Job(job)) => {
+                        // Not delivered to credentials no longer valid: it goes back to the
+                        // feed when the stream leaves it.
+                        if let Err(status) = self.still_authorized() {
+                            break Some(status);
+                        }
                         let delivered = pb::StreamJobsResponse {
                             response: Some(Outbound::Job((*job).into())),
                         };
@@ -224,6 +244,22 @@ impl Session {
         }
     }
 
+    /// Checks the stream's credentials again, taking up the caller's rate as it is now; `Err`
+    /// ends the stream with the refusal a new call would get.
+    fn still_authorized(&mut self) -> Result<(), Status> {
+        let Some(credentials) = &self.credentials else {
+            return Ok(());
+        };
+        let caller = credentials.authorize()?;
+        if caller.id != self.caller.id {
+            // The token now names another client: the stream's feed place and limits are the
+            // old client's, so the token is not valid for this stream any more.
+            return Err(Refusal::UnknownToken.into());
+        }
+        self.caller = caller;
+        Ok(())
+    }
+
     /// One message from the worker; `Err` ends the stream with that status.
     fn handle(
         &mut self,
@@ -248,7 +284,10 @@ impl Session {
                     }
                 })
             }
-            Some(Inbound::Acknowledge(acknowledge)) => self.acknowledge(subscription, acknowledge),
+            Some(Inbound::Acknowledge(acknowledge)) => {
+                self.still_authorized()?;
+                self.acknowledge(subscription, acknowledge)
+            }
         }
     }
 
@@ -327,6 +366,16 @@ impl Session {
         let _ = self.outbound.try_send(Ok(answer));
         Ok(())
     }
+}
+
+/// Resolves when the token file was reloaded; never, without one.
+async fn reloaded(reloads: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+    if let Some(receiver) = reloads
+        && receiver.changed().await.is_ok()
+    {
+        return;
+    }
+    std::future::pending().await
 }
 
 /// AcknowledgeJob upstream for a job taken on a stream, within the client's rate and the

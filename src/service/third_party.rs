@@ -7,10 +7,10 @@ use tonic::{Request, Response, Status};
 
 use super::{JobWorker, validated};
 use crate::{
-    api::Refusal,
+    api::{Refusal, status},
     domain::{
-        AcknowledgeThirdParty, FailureDetails, PollForThirdPartyJobsInput, ThirdPartyInput,
-        ThirdPartyRequest, ThirdPartySuccess, validate::InvalidRequest,
+        AcknowledgeThirdParty, ClientCredential, FailureDetails, PollForThirdPartyJobsInput,
+        ThirdPartyInput, ThirdPartyRequest, ThirdPartySuccess, validate::InvalidRequest,
     },
     middleware::deadline::CallDeadline,
     pb::jobworker::{
@@ -29,19 +29,43 @@ impl JobWorker {
     fn with_client_token<P, T>(
         &self,
         request: Request<P>,
-    ) -> Result<(ThirdPartyInput<T>, Option<CallDeadline>), Status>
+    ) -> Result<(ThirdPartyInput<T>, Option<CallDeadline>, TokenFrom), Status>
     where
         ThirdPartyRequest<T>: TryFrom<P, Error = InvalidRequest>,
     {
         let (request, deadline) = validated::<P, ThirdPartyRequest<T>>(request)?;
         let job_id = request.job_id.to_string();
+        let token_from = match request.credential {
+            ClientCredential::Token(_) => TokenFrom::Worker,
+            ClientCredential::Client(_) | ClientCredential::Unnamed => TokenFrom::ClientTokenFile,
+        };
         let input = self.client_tokens.complete(request).map_err(|missing| {
             Status::from(Refusal::NoClientToken {
                 job_id,
                 reason: missing.to_string(),
             })
         })?;
-        Ok((input, deadline))
+        Ok((input, deadline, token_from))
+    }
+}
+
+/// Who supplied a third-party call's client token.
+#[derive(Debug, Clone, Copy)]
+enum TokenFrom {
+    /// The worker, in its request.
+    Worker,
+    /// The gateway, from its client-token file.
+    ClientTokenFile,
+}
+
+impl TokenFrom {
+    /// The status of a failed call: CodePipeline rejecting a token the gateway supplied is the
+    /// operator's to fix, not the worker's (gRFC A54: not PERMISSION_DENIED for the caller).
+    fn failure(self, status: Status, job_id: &str) -> Status {
+        match self {
+            Self::Worker => status,
+            Self::ClientTokenFile => status::supplied_client_token_rejected(status, job_id),
+        }
     }
 }
 
@@ -71,7 +95,8 @@ impl pb::third_party_job_worker_service_server::ThirdPartyJobWorkerService for J
         &self,
         request: Request<pb::AcknowledgeThirdPartyJobRequest>,
     ) -> Result<Response<pb::AcknowledgeThirdPartyJobResponse>, Status> {
-        let (input, deadline) = self.with_client_token::<_, AcknowledgeThirdParty>(request)?;
+        let (input, deadline, token_from) =
+            self.with_client_token::<_, AcknowledgeThirdParty>(request)?;
         let job_id = input.job_id.clone();
         let status = self
             .forward(
@@ -80,7 +105,8 @@ impl pb::third_party_job_worker_service_server::ThirdPartyJobWorkerService for J
                 deadline,
                 self.upstream.acknowledge_third_party_job(input),
             )
-            .await?;
+            .await
+            .map_err(|status| token_from.failure(status, job_id.as_str()))?;
         Ok(Response::new(pb::AcknowledgeThirdPartyJobResponse {
             status: status.to_pb().into(),
         }))
@@ -90,7 +116,7 @@ impl pb::third_party_job_worker_service_server::ThirdPartyJobWorkerService for J
         &self,
         request: Request<pb::GetThirdPartyJobDetailsRequest>,
     ) -> Result<Response<pb::GetThirdPartyJobDetailsResponse>, Status> {
-        let (input, deadline) = self.with_client_token::<_, ()>(request)?;
+        let (input, deadline, token_from) = self.with_client_token::<_, ()>(request)?;
         let job_id = input.job_id.clone();
         let details = self
             .forward(
@@ -99,7 +125,8 @@ impl pb::third_party_job_worker_service_server::ThirdPartyJobWorkerService for J
                 deadline,
                 self.upstream.get_third_party_job_details(input),
             )
-            .await?;
+            .await
+            .map_err(|status| token_from.failure(status, job_id.as_str()))?;
         Ok(Response::new(pb::GetThirdPartyJobDetailsResponse {
             job_details: Some(details.into()),
         }))
@@ -109,7 +136,8 @@ impl pb::third_party_job_worker_service_server::ThirdPartyJobWorkerService for J
         &self,
         request: Request<pb::PutThirdPartyJobSuccessResultRequest>,
     ) -> Result<Response<pb::PutThirdPartyJobSuccessResultResponse>, Status> {
-        let (input, deadline) = self.with_client_token::<_, ThirdPartySuccess>(request)?;
+        let (input, deadline, token_from) =
+            self.with_client_token::<_, ThirdPartySuccess>(request)?;
         let job_id = input.job_id.clone();
         self.forward(
             Operation::PutThirdPartyJobSuccessResult,
@@ -117,7 +145,8 @@ impl pb::third_party_job_worker_service_server::ThirdPartyJobWorkerService for J
             deadline,
             self.upstream.put_third_party_job_success_result(input),
         )
-        .await?;
+        .await
+        .map_err(|status| token_from.failure(status, job_id.as_str()))?;
         Ok(Response::new(pb::PutThirdPartyJobSuccessResultResponse {}))
     }
 
@@ -125,7 +154,7 @@ impl pb::third_party_job_worker_service_server::ThirdPartyJobWorkerService for J
         &self,
         request: Request<pb::PutThirdPartyJobFailureResultRequest>,
     ) -> Result<Response<pb::PutThirdPartyJobFailureResultResponse>, Status> {
-        let (input, deadline) = self.with_client_token::<_, FailureDetails>(request)?;
+        let (input, deadline, token_from) = self.with_client_token::<_, FailureDetails>(request)?;
         let job_id = input.job_id.clone();
         self.forward(
             Operation::PutThirdPartyJobFailureResult,
@@ -133,7 +162,8 @@ impl pb::third_party_job_worker_service_server::ThirdPartyJobWorkerService for J
             deadline,
             self.upstream.put_third_party_job_failure_result(input),
         )
-        .await?;
+        .await
+        .map_err(|status| token_from.failure(status, job_id.as_str()))?;
         Ok(Response::new(pb::PutThirdPartyJobFailureResultResponse {}))
     }
 }

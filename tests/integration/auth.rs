@@ -222,3 +222,199 @@ async fn a_rotated_token_file_takes_effect_without_a_restart_and_a_broken_one_is
     );
     gw.stop().await;
 }
+
+/// Creates a demo job through the admin service, which needs a token too.
+async fn create_job(gw: &mut TestGateway, token: &str) -> String {
+    gw.admin
+        .create_job(authed(
+            codepipeline_gateway::pb::emulator::CreateJobRequest {
+                action_type_id: Some(demo_action_type()),
+                ..Default::default()
+            },
+            token,
+        ))
+        .await
+        .expect("CreateJob")
+        .into_inner()
+        .job_id
+}
+
+/// A StreamJobs stream opened with `token`, subscribed to the demo action type with `credit`.
+async fn open_stream(
+    gw: &TestGateway,
+    token: &str,
+    credit: i32,
+) -> (
+    tokio::sync::mpsc::Sender<pb::StreamJobsRequest>,
+    tonic::Streaming<pb::StreamJobsResponse>,
+) {
+    use pb::stream_jobs_request::Request as Send;
+    let (requests, outgoing) = tokio::sync::mpsc::channel(64);
+    requests
+        .send(pb::StreamJobsRequest {
+            request: Some(Send::Subscription(pb::StreamJobsSubscription {
+                action_type_id: Some(demo_action_type()),
+                query_param: Default::default(),
+                max_outstanding_jobs: credit,
+            })),
+        })
+        .await
+        .unwrap();
+    let responses = gw
+        .client
+        .clone()
+        .stream_jobs(authed(
+            tokio_stream::wrappers::ReceiverStream::new(outgoing),
+            token,
+        ))
+        .await
+        .expect("the stream opens")
+        .into_inner();
+    (requests, responses)
+}
+
+/// The status a stream ends with, within five seconds; the messages before it are skipped.
+async fn stream_end(responses: &mut tonic::Streaming<pb::StreamJobsResponse>) -> tonic::Status {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match responses.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("the stream ended without a status"),
+                Err(status) => return status,
+            }
+        }
+    })
+    .await
+    .expect("the stream ended")
+}
+
+/// The token rotation the README describes must reach streams already open: a removed client's
+/// stream ends UNAUTHENTICATED when the file is reloaded, and the jobs go to the clients still
+/// listed. A narrowed `allowed_rpcs` ends the stream PERMISSION_DENIED.
+#[tokio::test]
+async fn a_reloaded_token_file_reaches_the_job_streams_already_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens.toml");
+    std::fs::write(
+        &file,
+        entry("leaving", "leaving-token", ALL_RPCS)
+            + &entry("narrowed", "narrowed-token", ALL_RPCS)
+            + &entry("staying", "staying-token", ALL_RPCS),
+    )
+    .unwrap();
+    let (mut gw, _metrics) = spawn_with_token_file(&file, Duration::from_millis(20)).await;
+    let (_leaving_requests, mut leaving) = open_stream(&gw, "leaving-token", 1).await;
+    let (_narrowed_requests, mut narrowed) = open_stream(&gw, "narrowed-token", 1).await;
+
+    std::fs::write(
+        &file,
+        entry("narrowed", "narrowed-token", ACK_ONLY)
+            + &entry("staying", "staying-token", ALL_RPCS),
+    )
+    .unwrap();
+    let removed = stream_end(&mut leaving).await;
+    assert_eq!(removed.code(), Code::Unauthenticated, "{removed:?}");
+    assert_eq!(error_reason(&removed), "UNKNOWN_TOKEN");
+    let forbidden = stream_end(&mut narrowed).await;
+    assert_eq!(forbidden.code(), Code::PermissionDenied, "{forbidden:?}");
+
+    let (_staying_requests, mut staying) = open_stream(&gw, "staying-token", 1).await;
+    let id = create_job(&mut gw, "staying-token").await;
+    let delivered = tokio::time::timeout(Duration::from_secs(5), staying.message())
+        .await
+        .expect("delivered in time")
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(
+            delivered.response,
+            Some(pb::stream_jobs_response::Response::Job(ref job)) if job.id == id
+        ),
+        "{delivered:?}"
+    );
+    gw.stop().await;
+}
+
+/// A client's rate changed by a reload while its stream is open: the stream's acknowledgements
+/// and its unary calls count against one rate, the new one, with no fresh burst for either.
+#[tokio::test]
+async fn a_rate_changed_while_a_stream_is_open_holds_for_its_stream_and_its_unary_calls() {
+    use pb::stream_jobs_request::Request as Send;
+    let rated = |burst: u32| {
+        entry("rated", "rated-token", ALL_RPCS) + &format!("rate_per_second = 1\nburst = {burst}\n")
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens.toml");
+    let rated = |burst: u32| rated(burst) + &entry("admin", "admin-token", ALL_RPCS);
+    std::fs::write(&file, rated(1)).unwrap();
+    let (mut gw, metrics) = spawn_with_token_file(&file, Duration::from_millis(20)).await;
+    // Twelve jobs, made by an admin client with a rate of its own.
+    let mut ids = Vec::new();
+    for _ in 0..12 {
+        ids.push(create_job(&mut gw, "admin-token").await);
+    }
+    // Opening the stream takes the burst of 1.
+    let (requests, mut responses) = open_stream(&gw, "rated-token", 12).await;
+    let mut delivered = 0;
+    while delivered < 12 {
+        let message = tokio::time::timeout(Duration::from_secs(5), responses.message())
+            .await
+            .expect("the jobs are delivered")
+            .unwrap()
+            .unwrap();
+        if let Some(pb::stream_jobs_response::Response::Job(_)) = message.response {
+            delivered += 1;
+        }
+    }
+    std::fs::write(&file, rated(2)).unwrap();
+    assert!(
+        eventually(async || metrics
+            .render()
+            .contains(r#"gateway_token_file_reloads_total{result="success"} 2"#))
+        .await,
+        "the new rate is loaded"
+    );
+    let mut unary_admitted = 0;
+    for id in &ids {
+        requests
+            .send(pb::StreamJobsRequest {
+                request: Some(Send::Acknowledge(pb::StreamJobsAcknowledge {
+                    job_id: id.clone(),
+                })),
+            })
+            .await
+            .unwrap();
+        let unary = gw
+            .client
+            .get_job_details(authed(
+                pb::GetJobDetailsRequest { job_id: id.clone() },
+                "rated-token",
+            ))
+            .await;
+        match unary {
+            Ok(_) => unary_admitted += 1,
+            Err(status) => assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}"),
+        }
+    }
+    let mut stream_admitted = 0;
+    for _ in 0..12 {
+        let message = tokio::time::timeout(Duration::from_secs(5), responses.message())
+            .await
+            .expect("every acknowledgement is answered")
+            .unwrap()
+            .unwrap();
+        match message.response {
+            Some(pb::stream_jobs_response::Response::Acknowledged(answer)) => match answer.error {
+                None => stream_admitted += 1,
+                Some(error) => assert_eq!(error.code, Code::ResourceExhausted as i32, "{error:?}"),
+            },
+            other => panic!("expected an answer, got {other:?}"),
+        }
+    }
+    // At 1/s the test's second or so admits one or two more, not 24.
+    assert!(
+        stream_admitted + unary_admitted <= 3,
+        "admitted {stream_admitted} acknowledgements and {unary_admitted} unary calls"
+    );
+    gw.stop().await;
+}

@@ -791,11 +791,18 @@ async fn a_rotated_client_token_file_is_in_force_within_the_poll_interval() {
         .third_party_details(&job.job_id, Credential::Client(CLIENT))
         .await
         .unwrap_err();
-    assert_aws_error(
-        &stale,
-        Code::PermissionDenied,
-        "InvalidClientTokenException",
-        "the old token",
+    // The gateway supplied that token: the operator's file is wrong, not the worker's call.
+    assert_eq!(stale.code(), Code::FailedPrecondition, "{stale:?}");
+    let info = stale.get_details_error_info().expect("ErrorInfo");
+    assert_eq!(
+        (info.reason.as_str(), info.domain.as_str()),
+        ("CLIENT_TOKEN_FILE_REJECTED", "codepipeline-gateway"),
+        "{stale:?}"
+    );
+    assert!(stale.message().contains("client-token file"), "{stale:?}");
+    assert_eq!(
+        stale.get_details_precondition_failure().unwrap().violations[0].subject,
+        format!("job:{}", job.job_id)
     );
 
     client_token_file(&dir, &[(CLIENT, CLIENT_TOKEN)]);
