@@ -17,20 +17,39 @@ use tower::{Layer, Service};
 
 use crate::api::Refusal;
 
-/// When the caller stops waiting. Handlers finish their upstream call a little before it, so the
-/// caller gets DEADLINE_EXCEEDED from the gateway (saying whether the outcome is known) rather
-/// than from its own library.
+/// When the call must be answered: a little before the caller stops waiting, so that the caller
+/// gets the gateway's DEADLINE_EXCEEDED (saying whether the outcome is known) rather than its
+/// own library's, which says nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CallDeadline(pub Instant);
 
-/// Time kept back from the caller's deadline to send the answer.
+/// Time kept back from the answer deadline for the upstream call's answer to be made and sent:
+/// the handler's answer comes before the [`DeadlineLayer`]'s generic one.
 pub const ANSWER_MARGIN: Duration = Duration::from_millis(5);
 
+/// The fixed part of [`answer_margin`]: the answer's way to the caller and the caller's own
+/// scheduling (a cold JVM, a busy event loop), measured at a few milliseconds on loopback.
+const CLIENT_SLACK: Duration = Duration::from_millis(20);
+
 impl CallDeadline {
+    /// The answer deadline of a call that arrived at `received` with `timeout`: `grpc-timeout`
+    /// is rounded up by some clients (gRPC C-core, behind Python, Ruby and C++, rounds it up to
+    /// three significant figures: up to 1% more), and the caller's clock started before the
+    /// request was sent, so the answer is due [`answer_margin`] before the timeout ends.
+    pub fn for_timeout(received: Instant, timeout: Duration) -> Self {
+        Self(received + timeout - answer_margin(timeout))
+    }
+
     /// The instant the upstream call must be done by.
     pub fn upstream_deadline(self) -> Instant {
         self.0.checked_sub(ANSWER_MARGIN).unwrap_or(self.0)
     }
+}
+
+/// How long before a caller's timeout ends the gateway answers: more than C-core's rounding
+/// (1/64 is over 1%) plus [`CLIENT_SLACK`], and never more than half the timeout.
+pub fn answer_margin(timeout: Duration) -> Duration {
+    (CLIENT_SLACK + timeout / 64).min(timeout / 2)
 }
 
 /// Answers DEADLINE_EXCEEDED for a call still unanswered at its deadline.
@@ -126,6 +145,36 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// C-core's encoding of a timeout: rounded up to three significant figures.
+    fn rounded_up_to_three_figures(timeout: Duration) -> Duration {
+        let nanos = timeout.as_nanos();
+        let mut scale = 1u128;
+        while nanos / scale >= 1000 {
+            scale *= 10;
+        }
+        Duration::from_nanos(u64::try_from(nanos.div_ceil(scale) * scale).unwrap())
+    }
+
+    #[test]
+    fn the_answer_is_due_before_a_rounded_up_timeout_ends_at_the_caller() {
+        let received = Instant::now();
+        for millis in [
+            50, 999, 1001, 1009, 1500, 2500, 10_001, 20_000, 100_100, 3_600_000,
+        ] {
+            let timeout = Duration::from_millis(millis);
+            let sent = rounded_up_to_three_figures(timeout);
+            let CallDeadline(answer_by) = CallDeadline::for_timeout(received, sent);
+            assert!(
+                answer_by + CLIENT_SLACK / 2 <= received + timeout,
+                "{millis} ms, sent as {sent:?}: answered {:?} before the caller's timeout",
+                (received + timeout) - answer_by
+            );
+        }
+        // And a short timeout keeps half of itself.
+        let tiny = Duration::from_millis(10);
+        assert_eq!(answer_margin(tiny), Duration::from_millis(5));
+    }
 
     #[test]
     fn grpc_timeouts_parse_per_the_spec() {

@@ -167,10 +167,11 @@ where
                 let unary = method.is_none_or(|method| method.kind() == RpcKind::Unary);
                 unary.then_some(self.default_deadline)
             });
-        let deadline = timeout.map(|timeout| started + timeout);
+        let deadline = timeout.map(|timeout| CallDeadline::for_timeout(started, timeout));
         if let Some(deadline) = deadline {
-            request.extensions_mut().insert(CallDeadline(deadline));
+            request.extensions_mut().insert(deadline);
         }
+        let deadline = deadline.map(|CallDeadline(at)| at);
         let connection = ConnectionInfo::of(&request).map(|info| info.calls.clone());
         if let Some(connection) = &connection {
             connection.started(deadline);
