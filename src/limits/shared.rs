@@ -13,11 +13,13 @@
 //!   used, so the calls of a hot key do not queue behind a round trip.
 //! - **Never the reason a call fails.** A check Redis does not answer within the timeout falls
 //!   back to this process's own limiters at once (`gateway_rate_limit_backend_up` 0, logged
-//!   once); a probe every half second brings the shared limits back when Redis answers again.
+//!   once); a probe every half second brings the shared limits back once Redis runs the script
+//!   again (a PING would not do: a Redis out of memory or a read-only replica answers it).
 //!   With `fail_closed`, calls are refused UNAVAILABLE instead while Redis is away.
 
 use std::{
     collections::HashMap,
+    num::NonZeroU32,
     path::PathBuf,
     sync::{
         Arc, Mutex,
@@ -338,10 +340,21 @@ impl SharedRates {
         rate: Rate,
         wanted: u32,
     ) -> redis::RedisResult<(i64, i64)> {
+        self.run_script(&format!("{}{key}", self.prefix), rate, wanted)
+            .await
+    }
+
+    /// The GCRA script on the Redis key `redis_key`.
+    async fn run_script(
+        &self,
+        redis_key: &str,
+        rate: Rate,
+        wanted: u32,
+    ) -> redis::RedisResult<(i64, i64)> {
         let interval = rate.emission_interval().as_micros() as u64;
         let mut connection = self.connection.clone();
         self.script
-            .key(format!("{}{key}", self.prefix))
+            .key(redis_key)
             .arg(interval.max(1))
             .arg(rate.burst.get())
             .arg(wanted)
@@ -380,31 +393,49 @@ impl SharedRates {
         self.probe();
     }
 
-    /// Starts asking Redis, every [`PROBE_INTERVAL`], whether it answers; the shared limits
-    /// are back in force at the first answer. One probe at a time.
+    /// Starts asking Redis, every [`PROBE_INTERVAL`], whether it runs the limits' script (a
+    /// PING is not enough: a Redis out of memory, a read-only replica after a failover or an
+    /// ACL answers PING and refuses the script); the shared limits are back in force at the
+    /// first script that runs. One probe at a time.
     fn probe(self: &Arc<Self>) {
         if self.probing.swap(true, Ordering::AcqRel) {
             return;
         }
         let shared = Arc::downgrade(self);
         tokio::spawn(async move {
+            let mut last_failure = None;
             loop {
                 let Some(this) = shared.upgrade() else {
                     return;
                 };
-                let mut connection = this.connection.clone();
-                let ping = redis::cmd("PING");
                 let answered = tokio::time::timeout(
                     this.timeout.max(Duration::from_millis(100)),
-                    ping.query_async::<String>(&mut connection),
+                    this.run_script(&format!("{}probe", this.prefix), PROBE_RATE, 1),
                 )
                 .await;
-                if matches!(answered, Ok(Ok(_))) {
-                    this.up.store(true, Ordering::Release);
-                    this.probing.store(false, Ordering::Release);
-                    this.metrics.rate_limit_backend_up.set(1);
-                    tracing::info!("rate limits are shared in Redis");
-                    return;
+                match answered {
+                    Ok(Ok(_)) => {
+                        // Not probing any more before up: a check failing from now on starts a
+                        // new probe (the other order could leave the limits on the fallback
+                        // for good).
+                        this.probing.store(false, Ordering::Release);
+                        this.up.store(true, Ordering::Release);
+                        this.metrics.rate_limit_backend_up.set(1);
+                        tracing::info!("rate limits are shared in Redis");
+                        return;
+                    }
+                    Ok(Err(error)) => {
+                        // Logged when the reason changes, not every half second.
+                        let failure = error.to_string();
+                        if last_failure.as_ref() != Some(&failure) {
+                            tracing::warn!(
+                                error = %failure,
+                                "Redis refuses the rate-limit script; limits stay this process's own"
+                            );
+                            last_failure = Some(failure);
+                        }
+                    }
+                    Err(_) => {}
                 }
                 drop(this);
                 tokio::time::sleep(PROBE_INTERVAL).await;
@@ -412,6 +443,13 @@ impl SharedRates {
         });
     }
 }
+
+/// The rate the probe's own key is checked at: a token every microsecond, so the probe is
+/// never refused for its rate, and its key expires at once.
+const PROBE_RATE: Rate = Rate {
+    per_second: NonZeroU32::new(1_000_000).unwrap(),
+    burst: NonZeroU32::new(1).unwrap(),
+};
 
 /// How many tokens one round trip asks for: half of what the rate refills in a lease's
 /// lifetime, at most the burst and [`MAX_LEASE`], at least one. Slow rates take one token a

@@ -651,3 +651,65 @@ async fn a_malformed_redis_url_stops_the_binary_at_start_with_a_clear_error() {
         "the redis backend needs a URL"
     );
 }
+
+/// Sends one command to the test's Redis.
+async fn redis_command(redis: &Redis, args: &[&str]) {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let mut command = redis::cmd(args[0]);
+    for arg in &args[1..] {
+        command.arg(*arg);
+    }
+    command.query_async::<()>(&mut connection).await.unwrap();
+}
+
+/// A Redis out of memory answers PING and refuses the script (a read-only replica after a
+/// failover, or an ACL, does the same). The limits fall back once and stay there, saying so,
+/// instead of flapping back on every probe's PING; they are shared again once the script runs.
+#[tokio::test]
+async fn a_redis_that_answers_ping_but_refuses_the_script_is_one_fallback_not_a_flap() {
+    let redis = Redis::start().await;
+    let apps = redis_gateways(&redis, 1, 1000, 1000).await;
+    let app = &apps[0];
+    redis_command(&redis, &["CONFIG", "SET", "maxmemory-policy", "noeviction"]).await;
+    redis_command(&redis, &["CONFIG", "SET", "maxmemory", "1"]).await;
+    let mut client = client(app.grpc_addr()).await;
+    let mut codes = Vec::new();
+    for _ in 0..300 {
+        codes.push(match client.acknowledge_job(ack()).await {
+            Ok(_) => Code::Ok,
+            Err(status) => status.code(),
+        });
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        codes.iter().all(|code| *code == Code::NotFound),
+        "no call failed for Redis: {:?}",
+        codes
+            .iter()
+            .filter(|c| **c != Code::NotFound)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        backend_up(app),
+        Some(0),
+        "the metric says the limits fell back"
+    );
+    assert!(
+        app.metrics()
+            .render()
+            .contains("gateway_rate_limit_fallbacks_total 1\n"),
+        "one fallback: {}",
+        app.metrics().render()
+    );
+
+    redis_command(&redis, &["CONFIG", "SET", "maxmemory", "0"]).await;
+    wait_for(
+        || backend_up(app) == Some(1),
+        "shared again once the script runs",
+    )
+    .await;
+    for app in apps {
+        app.shutdown().await.unwrap();
+    }
+}
