@@ -402,7 +402,8 @@ pub struct AwsArgs {
     /// Time allowed for a whole operation, retries included.
     #[arg(long, env = "CPGW_AWS_OPERATION_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
     pub aws_operation_timeout: Duration,
-    /// Attempts per operation, the first included (the SDK's standard retry mode).
+    /// Attempts per upstream call, the first included: the gateway's retries, each spending
+    /// the upstream budget (and the SDK's, for the artifact store's S3 calls).
     #[arg(long, env = "CPGW_AWS_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10))]
     pub aws_max_attempts: u32,
 }

@@ -23,6 +23,7 @@ use crate::{
     },
     feed::FeedConfig,
     limits::{Rate, SharedRatesConfig},
+    upstream::Retries,
 };
 
 /// A secrets file (the token file, the client-token file) and how often it is checked for
@@ -78,6 +79,8 @@ pub struct GatewayOptions {
     pub max_concurrent_calls_per_client: u32,
     /// The deadline of a unary call whose caller sets none.
     pub default_deadline: Duration,
+    /// How often and for how long an upstream call is tried.
+    pub retries: Retries,
     /// Limits on accepted connections.
     pub connections: ConnectionLimits,
     /// HTTP/2 settings of every connection.
@@ -185,6 +188,10 @@ impl GatewayOptions {
                 max_pending_accept_reset_streams: limits.http2_max_pending_accept_reset_streams
                     as usize,
                 max_header_list_size: limits.http2_max_header_list_size,
+            },
+            retries: Retries {
+                max_attempts: args.aws.aws_max_attempts,
+                within: args.aws.aws_operation_timeout,
             },
             feed: FeedConfig {
                 max_batch_size: args.feed.feed_max_batch_size,

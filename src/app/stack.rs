@@ -198,6 +198,7 @@ pub(super) async fn start_gateway(
         )),
         draining: draining.clone(),
         default_deadline: options.default_deadline,
+        retries: options.retries,
     };
     let third_party_job_worker = job_worker
         .clone()

@@ -48,11 +48,13 @@ pub struct SdkSettings {
     pub protocol: WireProtocol,
     /// How long to wait for a TCP/TLS connection.
     pub connect_timeout: Duration,
-    /// The budget of one operation, retries included.
+    /// The budget of one operation, retries included (the artifact store's S3 calls; the
+    /// gateway's own retries of CodePipeline calls are bounded by it too).
     pub operation_timeout: Duration,
     /// The budget of one attempt.
     pub attempt_timeout: Duration,
-    /// Attempts per operation, the first included.
+    /// Attempts per operation, the first included: the SDK's for S3, the gateway's for
+    /// CodePipeline.
     pub max_attempts: u32,
 }
 
@@ -65,23 +67,12 @@ pub enum WireProtocol {
     RpcV2Cbor,
 }
 
-/// The `aws` upstream: one SDK client, shared by every call.
-///
-/// Retries follow what is safe. PollForJobs and GetJobDetails use the SDK's standard retries.
-/// AcknowledgeJob and PutJob*Result claim or complete a job, and repeating one whose answer was
-/// lost can turn its success into an error (InvalidNonce, InvalidJobState); so the SDK makes one
-/// attempt each time, and the gateway repeats them only on ThrottlingException, which AWS answers
-/// before doing anything. Other failures reach the caller marked indeterminate.
+/// The `aws` upstream: one SDK client, shared by every call, making one attempt per call. The
+/// gateway decides what is retried ([`crate::upstream::Retries`]), so that each attempt spends
+/// the upstream budget: the SDK's own retries would repeat calls the budget never saw.
 #[derive(Debug, Clone)]
 pub struct AwsUpstream {
-    /// PollForJobs and GetJobDetails: the configured retries.
     client: Client,
-    /// AcknowledgeJob and PutJob*Result: one attempt per try. A client of its own, so no call
-    /// pays for a per-call configuration override.
-    single_attempt: Client,
-    max_attempts: u32,
-    /// The budget of a whole operation, the gateway's own throttling retries included.
-    operation_timeout: std::time::Duration,
 }
 
 impl AwsUpstream {
@@ -132,60 +123,20 @@ impl AwsUpstream {
                 }
             }
         };
-        let single_attempt = client_config()
-            .retry_config(RetryConfig::standard().with_max_attempts(1))
+        // One attempt per call: the gateway retries ([`crate::upstream::Retries`]).
+        let one_attempt = TimeoutConfig::builder()
+            .connect_timeout(settings.connect_timeout)
+            .operation_timeout(settings.attempt_timeout)
+            .operation_attempt_timeout(settings.attempt_timeout)
             .build();
-        let retrying = client_config().build();
+        let config = client_config()
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(one_attempt)
+            .build();
         Self {
-            client: Client::from_conf(retrying),
-            single_attempt: Client::from_conf(single_attempt),
-            max_attempts: settings.max_attempts,
-            operation_timeout: settings.operation_timeout,
+            client: Client::from_conf(config),
         }
     }
-
-    /// Runs a state-changing call with one SDK attempt per try, trying again only after
-    /// throttling, with jittered exponential backoff.
-    async fn unless_throttled<T, Fut>(&self, send: impl Fn() -> Fut) -> Result<T, UpstreamError>
-    where
-        Fut: Future<Output = Result<T, UpstreamError>>,
-    {
-        // The SDK's operation timeout bounds each try; the budget bounds the tries together,
-        // so the first (and usual only) try needs no timer of its own.
-        let budget_ends = tokio::time::Instant::now() + self.operation_timeout;
-        let mut attempt = 1;
-        loop {
-            let result = if attempt == 1 {
-                send().await
-            } else {
-                tokio::time::timeout_at(budget_ends, send())
-                    .await
-                    .unwrap_or(Err(UpstreamError::Timeout { request_id: None }))
-            };
-            match result {
-                Err(UpstreamError::Service {
-                    code: AwsErrorCode::Throttling,
-                    ..
-                }) if attempt < self.max_attempts => {
-                    let backoff = throttling_backoff(attempt);
-                    if tokio::time::Instant::now() + backoff >= budget_ends {
-                        return result;
-                    }
-                    tokio::time::sleep(backoff).await;
-                    attempt += 1;
-                }
-                result => return result,
-            }
-        }
-    }
-}
-
-/// 100 ms doubling per attempt, capped at 2 s, with full jitter so throttled gateways do not
-/// retry in step.
-fn throttling_backoff(attempt: u32) -> std::time::Duration {
-    use rand::RngExt;
-    let ceiling_ms = (100u64 << attempt.min(5)).min(2_000);
-    std::time::Duration::from_millis(rand::rng().random_range(ceiling_ms / 2..=ceiling_ms))
 }
 
 #[async_trait]
@@ -222,18 +173,17 @@ impl Upstream for AwsUpstream {
         &self,
         input: AcknowledgeJobInput,
     ) -> Result<JobStatus, UpstreamError> {
-        let output = self
-            .unless_throttled(|| async {
-                self.single_attempt
-                    .acknowledge_job()
-                    .job_id(input.job_id.as_str())
-                    .nonce(input.nonce.as_str())
-                    .send()
-                    .await
-                    .map(recorded)
-                    .map_err(classify)
-            })
-            .await?;
+        let output = async {
+            self.client
+                .acknowledge_job()
+                .job_id(input.job_id.as_str())
+                .nonce(input.nonce.as_str())
+                .send()
+                .await
+                .map(recorded)
+                .map_err(classify)
+        }
+        .await?;
         output
             .status
             .as_ref()
@@ -279,8 +229,8 @@ impl Upstream for AwsUpstream {
                 .into_iter()
                 .collect::<HashMap<_, _>>()
         });
-        self.unless_throttled(|| async {
-            self.single_attempt
+        async {
+            self.client
                 .put_job_success_result()
                 .job_id(input.job_id.as_str())
                 .set_current_revision(current_revision.clone())
@@ -291,7 +241,7 @@ impl Upstream for AwsUpstream {
                 .await
                 .map(recorded)
                 .map_err(classify)
-        })
+        }
         .await?;
         Ok(())
     }
@@ -301,8 +251,8 @@ impl Upstream for AwsUpstream {
         input: PutJobFailureResultInput,
     ) -> Result<(), UpstreamError> {
         let failure_details = sdk_failure_details(input.failure_details)?;
-        self.unless_throttled(|| async {
-            self.single_attempt
+        async {
+            self.client
                 .put_job_failure_result()
                 .job_id(input.job_id.as_str())
                 .failure_details(failure_details.clone())
@@ -310,7 +260,7 @@ impl Upstream for AwsUpstream {
                 .await
                 .map(recorded)
                 .map_err(classify)
-        })
+        }
         .await?;
         Ok(())
     }
@@ -346,19 +296,18 @@ impl Upstream for AwsUpstream {
         &self,
         input: ThirdPartyInput<AcknowledgeThirdParty>,
     ) -> Result<JobStatus, UpstreamError> {
-        let output = self
-            .unless_throttled(|| async {
-                self.single_attempt
-                    .acknowledge_third_party_job()
-                    .job_id(input.job_id.as_str())
-                    .nonce(input.call.nonce.as_str())
-                    .client_token(input.client_token.expose())
-                    .send()
-                    .await
-                    .map(recorded)
-                    .map_err(classify)
-            })
-            .await?;
+        let output = async {
+            self.client
+                .acknowledge_third_party_job()
+                .job_id(input.job_id.as_str())
+                .nonce(input.call.nonce.as_str())
+                .client_token(input.client_token.expose())
+                .send()
+                .await
+                .map(recorded)
+                .map_err(classify)
+        }
+        .await?;
         output
             .status
             .as_ref()
@@ -399,8 +348,8 @@ impl Upstream for AwsUpstream {
     ) -> Result<(), UpstreamError> {
         let current_revision = sdk_current_revision(input.call.current_revision)?;
         let execution_details = input.call.execution_details.map(sdk_execution_details);
-        self.unless_throttled(|| async {
-            self.single_attempt
+        async {
+            self.client
                 .put_third_party_job_success_result()
                 .job_id(input.job_id.as_str())
                 .client_token(input.client_token.expose())
@@ -411,7 +360,7 @@ impl Upstream for AwsUpstream {
                 .await
                 .map(recorded)
                 .map_err(classify)
-        })
+        }
         .await?;
         Ok(())
     }
@@ -421,8 +370,8 @@ impl Upstream for AwsUpstream {
         input: ThirdPartyInput<FailureDetails>,
     ) -> Result<(), UpstreamError> {
         let failure_details = sdk_failure_details(input.call)?;
-        self.unless_throttled(|| async {
-            self.single_attempt
+        async {
+            self.client
                 .put_third_party_job_failure_result()
                 .job_id(input.job_id.as_str())
                 .client_token(input.client_token.expose())
@@ -431,7 +380,7 @@ impl Upstream for AwsUpstream {
                 .await
                 .map(recorded)
                 .map_err(classify)
-        })
+        }
         .await?;
         Ok(())
     }

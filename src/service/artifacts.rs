@@ -62,7 +62,7 @@ impl JobWorker {
                         Operation::GetJobDetails,
                         job_id.as_str(),
                         Some(deadline),
-                        self.upstream.get_job_details(input),
+                        || self.upstream.get_job_details(input.clone()),
                     )
                     .await?;
                 Ok(details.data)
@@ -82,7 +82,7 @@ impl JobWorker {
                         Operation::GetThirdPartyJobDetails,
                         request.job_id.as_str(),
                         Some(deadline),
-                        self.upstream.get_third_party_job_details(input),
+                        || self.upstream.get_third_party_job_details(input.clone()),
                     )
                     .await?;
                 Ok(details.data)

@@ -28,7 +28,7 @@ use crate::{
     middleware::deadline::CallDeadline,
     observability::{Metrics, traces},
     pb::jobworker::{self as pb, job_worker_service_server::JobWorkerServiceServer},
-    upstream::{Operation, Upstream, UpstreamError},
+    upstream::{Operation, Retries, Upstream, UpstreamError},
 };
 
 /// What the job-worker service works with, made once for the process.
@@ -55,6 +55,8 @@ pub struct JobWorker {
     /// How long a new stream may take to send its subscription, and how long an
     /// acknowledgement sent on a stream may take upstream.
     pub default_deadline: Duration,
+    /// How often and for how long an upstream call is tried.
+    pub retries: Retries,
 }
 
 impl JobWorker {
@@ -63,26 +65,67 @@ impl JobWorker {
         JobWorkerServiceServer::new(self)
     }
 
-    /// Makes one upstream call within the upstream budget and the caller's deadline, counts it,
-    /// and classifies its failure. `resource` names what the call is about (a job, an action
-    /// type).
-    async fn forward<T>(
+    /// Makes an upstream call within the caller's deadline, trying again as [`Retries`] allow
+    /// (throttling for every operation, uncertain failures for harmless repeats), each attempt
+    /// spending the upstream budget and counted; classifies the failure it ends with.
+    /// `resource` names what the call is about (a job, an action type); `call` makes one
+    /// attempt.
+    async fn forward<T, Attempt>(
         &self,
         operation: Operation,
         resource: &str,
         deadline: Option<CallDeadline>,
+        call: impl Fn() -> Attempt,
+    ) -> Result<T, Status>
+    where
+        Attempt: Future<Output = Result<T, UpstreamError>>,
+    {
+        let retries_end = Instant::now() + self.retries.within;
+        let ends = deadline.map(CallDeadline::upstream_deadline);
+        let mut attempt = 1;
+        let mut retried: Option<UpstreamError> = None;
+        loop {
+            // Charged per attempt, after validation: a request refused at the edge spends
+            // nothing, and the account's quota counts every attempt. A retry the budget
+            // refuses answers with the failure it would have retried.
+            if let Err(refused) = self.budget.spend(operation).await {
+                return Err(match retried {
+                    Some(error) => status::upstream_call_status(operation, resource, error),
+                    None => refused,
+                });
+            }
+            let error = match self.attempt(operation, ends, call()).await {
+                Ok(answer) => return Ok(answer),
+                Err(error) => error,
+            };
+            let now = Instant::now();
+            let retry_at = self
+                .retries
+                .after(operation, attempt, &error)
+                .map(|backoff| now + backoff)
+                .filter(|&at| at < retries_end && ends.is_none_or(|ends| at < ends));
+            let Some(retry_at) = retry_at else {
+                return Err(status::upstream_call_status(operation, resource, error));
+            };
+            tokio::time::sleep_until(retry_at.into()).await;
+            retried = Some(error);
+            attempt += 1;
+        }
+    }
+
+    /// One attempt, bounded by `ends`, traced and counted.
+    async fn attempt<T>(
+        &self,
+        operation: Operation,
+        ends: Option<Instant>,
         call: impl Future<Output = Result<T, UpstreamError>>,
-    ) -> Result<T, Status> {
-        // Charged here, after validation: a request refused at the edge spends nothing.
-        self.budget.spend(operation).await?;
+    ) -> Result<T, UpstreamError> {
         let started = Instant::now();
         let bounded = async {
-            match deadline {
-                Some(deadline) => {
-                    tokio::time::timeout_at(deadline.upstream_deadline().into(), call)
-                        .await
-                        .unwrap_or(Err(UpstreamError::Timeout { request_id: None }))
-                }
+            match ends {
+                Some(ends) => tokio::time::timeout_at(ends.into(), call)
+                    .await
+                    .unwrap_or(Err(UpstreamError::Timeout { request_id: None })),
                 None => call.await,
             }
         };
@@ -95,7 +138,7 @@ impl JobWorker {
         let outcome = result.as_ref().map(drop).map_err(UpstreamError::outcome);
         self.metrics
             .upstream_call(operation, outcome, started.elapsed().as_secs_f64());
-        result.map_err(|e| status::upstream_call_status(operation, resource, e))
+        result
     }
 }
 
@@ -137,12 +180,9 @@ impl pb::job_worker_service_server::JobWorkerService for JobWorker {
         let (input, deadline) = validated::<_, crate::domain::PollForJobsInput>(request)?;
         let action_type = input.action_type_id.to_string();
         let jobs = self
-            .forward(
-                Operation::PollForJobs,
-                &action_type,
-                deadline,
-                self.upstream.poll_for_jobs(input),
-            )
+            .forward(Operation::PollForJobs, &action_type, deadline, || {
+                self.upstream.poll_for_jobs(input.clone())
+            })
             .await?;
         Ok(Response::new(pb::PollForJobsResponse {
             jobs: jobs.into_iter().map(Into::into).collect(),
@@ -166,12 +206,9 @@ impl pb::job_worker_service_server::JobWorkerService for JobWorker {
             .into());
         }
         let result = self
-            .forward(
-                Operation::AcknowledgeJob,
-                job_id.as_str(),
-                deadline,
-                self.upstream.acknowledge_job(input),
-            )
+            .forward(Operation::AcknowledgeJob, job_id.as_str(), deadline, || {
+                self.upstream.acknowledge_job(input.clone())
+            })
             .await;
         if result.is_ok() {
             // A poller's own copy: the one a feed holds, with another nonce, is stale.
@@ -190,12 +227,9 @@ impl pb::job_worker_service_server::JobWorkerService for JobWorker {
         let (input, deadline) = validated::<_, crate::domain::GetJobDetailsInput>(request)?;
         let job_id = input.job_id.clone();
         let details = self
-            .forward(
-                Operation::GetJobDetails,
-                job_id.as_str(),
-                deadline,
-                self.upstream.get_job_details(input),
-            )
+            .forward(Operation::GetJobDetails, job_id.as_str(), deadline, || {
+                self.upstream.get_job_details(input.clone())
+            })
             .await?;
         Ok(Response::new(pb::GetJobDetailsResponse {
             job_details: Some(details.into()),
@@ -212,7 +246,7 @@ impl pb::job_worker_service_server::JobWorkerService for JobWorker {
             Operation::PutJobSuccessResult,
             job_id.as_str(),
             deadline,
-            self.upstream.put_job_success_result(input),
+            || self.upstream.put_job_success_result(input.clone()),
         )
         .await?;
         Ok(Response::new(pb::PutJobSuccessResultResponse {}))
@@ -228,7 +262,7 @@ impl pb::job_worker_service_server::JobWorkerService for JobWorker {
             Operation::PutJobFailureResult,
             job_id.as_str(),
             deadline,
-            self.upstream.put_job_failure_result(input),
+            || self.upstream.put_job_failure_result(input.clone()),
         )
         .await?;
         Ok(Response::new(pb::PutJobFailureResultResponse {}))

@@ -402,12 +402,9 @@ async fn send_upstream(
     let deadline = CallDeadline(std::time::Instant::now() + worker.default_deadline);
     let input = AcknowledgeJobInput { job_id, nonce };
     let result = worker
-        .forward(
-            Operation::AcknowledgeJob,
-            &job,
-            Some(deadline),
-            worker.upstream.acknowledge_job(input),
-        )
+        .forward(Operation::AcknowledgeJob, &job, Some(deadline), || {
+            worker.upstream.acknowledge_job(input.clone())
+        })
         .await;
     let outcome = ack_outcome(&result);
     match result {

@@ -82,7 +82,7 @@ impl pb::third_party_job_worker_service_server::ThirdPartyJobWorkerService for J
                 Operation::PollForThirdPartyJobs,
                 &action_type,
                 deadline,
-                self.upstream.poll_for_third_party_jobs(input),
+                || self.upstream.poll_for_third_party_jobs(input.clone()),
             )
             .await?;
         self.client_tokens.remember(&jobs);
@@ -103,7 +103,7 @@ impl pb::third_party_job_worker_service_server::ThirdPartyJobWorkerService for J
                 Operation::AcknowledgeThirdPartyJob,
                 job_id.as_str(),
                 deadline,
-                self.upstream.acknowledge_third_party_job(input),
+                || self.upstream.acknowledge_third_party_job(input.clone()),
             )
             .await
             .map_err(|status| token_from.failure(status, job_id.as_str()))?;
@@ -123,7 +123,7 @@ impl pb::third_party_job_worker_service_server::ThirdPartyJobWorkerService for J
                 Operation::GetThirdPartyJobDetails,
                 job_id.as_str(),
                 deadline,
-                self.upstream.get_third_party_job_details(input),
+                || self.upstream.get_third_party_job_details(input.clone()),
             )
             .await
             .map_err(|status| token_from.failure(status, job_id.as_str()))?;
@@ -143,7 +143,10 @@ impl pb::third_party_job_worker_service_server::ThirdPartyJobWorkerService for J
             Operation::PutThirdPartyJobSuccessResult,
             job_id.as_str(),
             deadline,
-            self.upstream.put_third_party_job_success_result(input),
+            || {
+                self.upstream
+                    .put_third_party_job_success_result(input.clone())
+            },
         )
         .await
         .map_err(|status| token_from.failure(status, job_id.as_str()))?;
@@ -160,7 +163,10 @@ impl pb::third_party_job_worker_service_server::ThirdPartyJobWorkerService for J
             Operation::PutThirdPartyJobFailureResult,
             job_id.as_str(),
             deadline,
-            self.upstream.put_third_party_job_failure_result(input),
+            || {
+                self.upstream
+                    .put_third_party_job_failure_result(input.clone())
+            },
         )
         .await
         .map_err(|status| token_from.failure(status, job_id.as_str()))?;

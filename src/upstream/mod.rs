@@ -7,12 +7,14 @@
 
 mod error;
 mod operation;
+mod retry;
 
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
 pub use error::{AwsErrorCode, BoxError, UpstreamError};
 pub use operation::Operation;
+pub use retry::Retries;
 
 use crate::domain::{
     AcknowledgeJobInput, AcknowledgeThirdParty, ActionTypeId, FailureDetails, GetJobDetailsInput,

@@ -72,6 +72,19 @@ impl Operation {
     pub fn changes_job_state(self) -> bool {
         !matches!(self, Self::GetJobDetails | Self::GetThirdPartyJobDetails)
     }
+
+    /// Whether repeating the call after an uncertain failure is harmless: reads, and polls (a
+    /// lost poll's jobs are handed out again by CodePipeline; a repeat cannot turn a success
+    /// into an error, as a repeated acknowledgement or result can).
+    pub fn repeat_is_harmless(self) -> bool {
+        matches!(
+            self,
+            Self::GetJobDetails
+                | Self::GetThirdPartyJobDetails
+                | Self::PollForJobs
+                | Self::PollForThirdPartyJobs
+        )
+    }
 }
 
 impl fmt::Display for Operation {

@@ -304,3 +304,38 @@ async fn every_job_is_completed_exactly_once_through_twenty_percent_upstream_fau
     );
     gw.stop().await;
 }
+
+/// Under throttling the gateway retries, and every attempt spends the upstream budget: the
+/// account never sees more attempts than the budget allows, however many attempts a call may
+/// make. (The SDK used to retry inside one budget charge: 3 attempts for one token.)
+#[rstest::rstest]
+#[case::in_process(Backend::InProcess)]
+#[case::real_sdk(Backend::RealSdk)]
+#[tokio::test]
+async fn each_attempt_of_a_throttled_call_spends_the_upstream_budget(#[case] backend: Backend) {
+    let mut gw = gateway(backend)
+        .flags(&[
+            "--aws-max-attempts",
+            "5",
+            "--upstream-rate-limit-per-second",
+            "1",
+            "--upstream-rate-limit-burst",
+            "2",
+        ])
+        .spawn()
+        .await;
+    let id = gw.create_job(&[]).await;
+    let job = gw.poll(1).await.pop().expect("the job");
+    assert_eq!(job.id, id);
+    set_faults(&mut gw, "AcknowledgeJob:throttling=1").await;
+    let refused = gw.acknowledge(&job.id, &job.nonce).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert_eq!(reason(&refused), "ThrottlingException", "{refused:?}");
+    let attempts =
+        gw.emulator.call_counts()[&codepipeline_gateway::upstream::Operation::AcknowledgeJob];
+    assert_eq!(
+        attempts, 2,
+        "two attempts, the budget's burst of 2, not the 5 the call may make"
+    );
+    gw.stop().await;
+}
