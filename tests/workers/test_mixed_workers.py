@@ -202,7 +202,8 @@ def test_workers_ride_out_upstream_throttling_by_honouring_retry_info(pb, start_
     """CodePipeline throttling 15% of the job-worker calls reaches the workers as UNAVAILABLE with
     RetryInfo (in stream mode, an acknowledgement's answer on the stream); they wait, retry, and
     every job still ends once, as it asked. Half of them poll, half stream."""
-    gateway = start_gateway("--faults", "*:throttling=0.15")
+    # One attempt per call: the gateway's own retries would hide nearly all of the throttling.
+    gateway = start_gateway("--faults", "*:throttling=0.15", "--aws-max-attempts", "1")
     with grpc.insecure_channel(gateway.address) as channel:
         emulator = Emulator(pb, channel)
         workers = [

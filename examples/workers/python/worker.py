@@ -90,18 +90,30 @@ def retry_delay_of(status: status_pb2.Status | None) -> float | None:
     return None
 
 
-def error_reason(err: grpc.RpcError) -> str:
-    """The reason of a google.rpc.ErrorInfo in a failed call's status details, or ""."""
+def error_info(err: grpc.RpcError) -> error_details_pb2.ErrorInfo | None:
+    """The google.rpc.ErrorInfo in a failed call's status details, if there is one."""
     try:
         status = rpc_status.from_call(err)
     except ValueError:
-        return ""
+        return None
     for detail in status.details if status else ():
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
             info = error_details_pb2.ErrorInfo()
             detail.Unpack(info)
-            return info.reason
-    return ""
+            return info
+    return None
+
+
+def error_reason(err: grpc.RpcError) -> str:
+    """The reason of a google.rpc.ErrorInfo in a failed call's status details, or ""."""
+    info = error_info(err)
+    return info.reason if info else ""
+
+
+def indeterminate(err: grpc.RpcError) -> bool:
+    """Whether the gateway says the failed call may have taken effect (its answer was lost)."""
+    info = error_info(err)
+    return bool(info) and info.metadata.get("indeterminate") == "true"
 
 
 def backoff_step(backoff: float) -> tuple[float, float]:
@@ -265,15 +277,28 @@ class Worker:
 
     def retrying(self, rpc: str, attempt, *, until_stopped: bool = False):
         """Runs `attempt` (one call, or one whole transfer) again while it fails UNAVAILABLE or
-        RESOURCE_EXHAUSTED, as `call` does."""
+        RESOURCE_EXHAUSTED, as `call` does, or with `indeterminate=true` (the answer was lost:
+        repeating is safe). A result repeated after such a failure that answers
+        FAILED_PRECONDITION InvalidJobStateException was delivered by the earlier attempt."""
         backoff = FIRST_BACKOFF_SECONDS
         give_up_at = time.monotonic() + JOB_RETRY_SECONDS
+        uncertain = False  # an earlier attempt may have taken effect
         while True:
             try:
                 return attempt()
             except grpc.RpcError as err:
-                if err.code() not in RETRYABLE:
+                if (
+                    uncertain
+                    and rpc.startswith("Put")
+                    and err.code() == grpc.StatusCode.FAILED_PRECONDITION
+                    and error_reason(err) == "InvalidJobStateException"
+                ):
+                    # A result repeated after one that took effect: the job is done already.
+                    log.info("%s: %s was delivered by an earlier attempt", self.name, rpc)
+                    return None
+                if err.code() not in RETRYABLE and not indeterminate(err):
                     raise
+                uncertain = uncertain or indeterminate(err)
                 wait = retry_delay(err)
                 if wait is None:
                     wait, backoff = backoff_step(backoff)
