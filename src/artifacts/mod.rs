@@ -633,11 +633,14 @@ impl Upload {
         Ok(completed.e_tag.unwrap_or_default())
     }
 
-    /// Leaves no object: the stream broke, or the store refused a part.
+    /// Leaves no object: the stream broke, or the store refused a part. The multipart upload is
+    /// forgotten only once its abort was answered: a caller dropped mid-abort (hyper drops the
+    /// handler when the worker resets the stream) leaves the abort to `Drop`.
     pub async fn abort(mut self) {
-        let Some(multipart) = self.multipart.take() else {
+        let Some(multipart) = self.multipart.as_ref() else {
             return;
         };
+        let upload_id = multipart.upload_id.clone();
         let location = self.location.clone();
         let aborted = self
             .transfer
@@ -646,10 +649,11 @@ impl Upload {
                     .abort_multipart_upload()
                     .bucket(&location.bucket_name)
                     .key(&location.object_key)
-                    .upload_id(&multipart.upload_id)
+                    .upload_id(&upload_id)
                     .send()
             })
             .await;
+        self.multipart = None;
         if let Err(error) = aborted {
             // The bucket's lifecycle rule for incomplete uploads is the backstop.
             tracing::warn!(

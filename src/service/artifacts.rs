@@ -222,12 +222,13 @@ impl pb::artifact_service_server::ArtifactService for JobWorker {
                 declared_size: input.size_bytes,
             },
         );
-        loop {
-            // A stream that breaks (the worker went away, or its deadline passed) leaves no
-            // object: the upload is aborted before the error goes back.
+        // The object is stored only on evidence that every byte came: the end message, or (for
+        // a header that declared the size) exactly the declared bytes. tonic reports a worker's
+        // RST_STREAM as the stream's clean end, so the end of the stream alone proves nothing.
+        let complete = loop {
             let message = match inbound.message().await {
                 Ok(Some(message)) => message,
-                Ok(None) => break,
+                Ok(None) => break input.size_bytes.is_some(),
                 Err(status) => {
                     upload.abort().await;
                     return Err(status);
@@ -240,14 +241,36 @@ impl pb::artifact_service_server::ArtifactService for JobWorker {
                         return Err(failed(error));
                     }
                 }
+                Some(Inbound::End(_)) => match inbound.message().await {
+                    Ok(None) => break true,
+                    Ok(Some(_)) => {
+                        upload.abort().await;
+                        return Err(Refusal::ArtifactStream {
+                            problem: "nothing may follow the end message",
+                        }
+                        .into());
+                    }
+                    Err(status) => {
+                        upload.abort().await;
+                        return Err(status);
+                    }
+                },
                 Some(Inbound::Header(_)) | None => {
                     upload.abort().await;
                     return Err(Refusal::ArtifactStream {
-                        problem: "after the header, every message must be a chunk",
+                        problem: "after the header, every message must be a chunk or the end",
                     }
                     .into());
                 }
             }
+        };
+        if !complete {
+            upload.abort().await;
+            return Err(Refusal::ArtifactStream {
+                problem: "the stream stopped before its end message and the header declared no \
+                          size, so it may have been cut: nothing was stored",
+            }
+            .into());
         }
         let uploaded = upload.finish().await.map_err(failed)?;
         Ok(Response::new(pb::UploadOutputArtifactResponse {

@@ -173,6 +173,7 @@ class Pipeline:
             yield self.header(job_id, name, content_type)
             for start in range(0, len(data), CHUNK):
                 yield chunk(chunk=data[start : start + CHUNK])
+            yield chunk(end=self.pb.jobworker.UploadOutputArtifactEnd())
 
         return self.artifacts.UploadOutputArtifact(requests(), timeout=CALL_TIMEOUT_SECONDS)
 
@@ -384,6 +385,29 @@ def test_an_upload_cut_mid_stream_leaves_no_object_and_no_multipart_upload_in_mo
         assert (abort.query["uploadId"], abort.status) == (part.query["uploadId"], 204)
     else:
         assert not wire.of("CreateMultipartUpload", "UploadPart", "AbortMultipartUpload")
+
+
+def test_an_upload_that_stops_without_its_end_completes_nothing_in_moto(pb, pipeline, s3, bucket, wire):
+    """A cut stream can reach the gateway as a clean end: without the end message (or a declared
+    size) the gateway cannot tell, so it aborts instead of completing, however the bytes came."""
+    job_id = pipeline.in_progress_job(outputs=[pipeline.artifact("BuildOutput", "out/stopped.zip")])
+
+    def requests():
+        yield pipeline.header(job_id, "BuildOutput")
+        for _ in range(0, PART_SIZE + CHUNK, CHUNK):
+            yield pb.jobworker.UploadOutputArtifactRequest(chunk=b"s" * CHUNK)
+
+    with pytest.raises(grpc.RpcError) as refused:
+        pipeline.artifacts.UploadOutputArtifact(requests(), timeout=CALL_TIMEOUT_SECONDS)
+
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "before its end message" in refused.value.details()
+    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+    assert not wire.of("PutObject", "CompleteMultipartUpload")
+    [part] = wire.of("UploadPart")
+    [abort] = wire.of("AbortMultipartUpload")
+    assert abort.query["uploadId"] == part.query["uploadId"]
 
 
 def test_an_input_moto_does_not_have_is_not_found_through_the_gateway(pipeline, bucket):

@@ -163,8 +163,11 @@ impl TestGateway {
         bytes: &[u8],
         declared: Option<i64>,
     ) -> Result<pb::UploadOutputArtifactResponse, tonic::Status> {
+        // A worker that declares the size may leave out the end; one that does not must send it.
+        let end = declared.is_none().then_some(END);
         let messages: Vec<_> = std::iter::once(header(job_id, "BuildOutput", declared))
             .chain(bytes.chunks(MIB).map(chunk_message))
+            .chain(end)
             .collect();
         self.artifacts
             .upload_output_artifact(tokio_stream::iter(messages))
@@ -195,6 +198,10 @@ fn chunk_message(chunk: &[u8]) -> pb::UploadOutputArtifactRequest {
         request: Some(Uploading::Chunk(chunk.to_vec().into())),
     }
 }
+
+const END: pb::UploadOutputArtifactRequest = pb::UploadOutputArtifactRequest {
+    request: Some(Uploading::End(pb::UploadOutputArtifactEnd {})),
+};
 
 /// Parts of 5 MiB, S3's smallest: 5 MiB + 1 byte is then two parts.
 const SMALL_PARTS: [&str; 2] = ["--artifact-part-size", "5MiB"];
@@ -328,6 +335,75 @@ async fn an_upload_cut_mid_stream_leaves_no_object_and_the_job_unchanged(#[case]
     gw.stop().await;
 }
 
+/// To the handler, a worker's RST_STREAM and a clean end of its stream look the same, so an
+/// upload is stored only on evidence that it is whole: no timing decides it.
+#[rstest]
+#[case::in_process(Backend::InProcess)]
+#[case::real_sdk(Backend::RealSdk)]
+#[tokio::test]
+async fn an_upload_is_stored_only_after_its_end_message_or_its_declared_size(
+    #[case] backend: Backend,
+) {
+    let mut gw = gateway(backend).flags(&SMALL_PARTS).spawn().await;
+    let job = gw.job_with_artifacts(None).await;
+    let store_calls = |counts: &std::collections::HashMap<String, u64>, op: &str| {
+        counts.get(op).copied().unwrap_or(0)
+    };
+    let bytes = content(11 * MIB);
+    let unfinished: Vec<_> = std::iter::once(header(&job, "BuildOutput", None))
+        .chain(bytes.chunks(MIB).map(chunk_message))
+        .collect();
+    let with_more_after_the_end: Vec<_> = unfinished
+        .iter()
+        .cloned()
+        .chain([END, chunk_message(b"late")])
+        .collect();
+    for (case, messages) in [
+        ("no end message, no declared size", unfinished),
+        ("a chunk after the end message", with_more_after_the_end),
+    ] {
+        let refused = gw
+            .artifacts
+            .upload_output_artifact(tokio_stream::iter(messages))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{case}: {refused:?}");
+        assert_eq!(
+            refused.get_details_bad_request().unwrap().field_violations[0].field,
+            "request",
+            "{case}"
+        );
+        assert_eq!(
+            gw.read_output(&job).await.unwrap_err().code(),
+            Code::FailedPrecondition,
+            "{backend:?} {case}: no object"
+        );
+    }
+    let counts = gw
+        .admin
+        .get_call_counts(admin_pb::GetCallCountsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .calls;
+    assert_eq!(
+        store_calls(&counts, "UploadPart"),
+        4,
+        "two parts were sent, twice"
+    );
+    assert_eq!(store_calls(&counts, "CompleteMultipartUpload"), 0);
+    assert_eq!(store_calls(&counts, "AbortMultipartUpload"), 2);
+    assert_eq!(gw.job_state(&job).await.status(), pb::JobStatus::InProgress);
+
+    // The same bytes with their end, or with their size declared, are stored whole.
+    for declared in [None, Some(bytes.len() as i64)] {
+        gw.upload(&job, &bytes, declared).await.unwrap();
+        let (_, stored) = gw.read_output(&job).await.unwrap();
+        assert!(stored == bytes, "{backend:?} declared {declared:?}");
+    }
+    gw.stop().await;
+}
+
 #[rstest]
 #[case::in_process(Backend::InProcess)]
 #[case::real_sdk(Backend::RealSdk)]
@@ -358,6 +434,7 @@ async fn expired_credentials_are_renewed_mid_transfer(#[case] backend: Backend) 
             tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
         }
     }
+    requests.send(END).await.unwrap();
     drop(requests);
     call.await
         .unwrap()

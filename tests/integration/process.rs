@@ -742,6 +742,11 @@ async fn transfer_artifacts(
                     output.clone().into(),
                 )),
             },
+            pb::UploadOutputArtifactRequest {
+                request: Some(pb::upload_output_artifact_request::Request::End(
+                    pb::UploadOutputArtifactEnd {},
+                )),
+            },
         ]))
         .await
         .unwrap();

@@ -284,3 +284,33 @@ def test_workers_send_their_bearer_token_to_a_gateway_that_requires_one(pb, tmp_
     for worker in workers:
         assert worker.stop() == 0, worker.output()
     assert all(job.status == pb.jobworker.JOB_STATUS_SUCCEEDED for job in jobs), jobs
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_a_worker_repeats_a_lost_result_and_reads_invalid_job_state_as_delivered(
+    language, pb, gateway, emulator, start_worker
+):
+    """The emulator applies PutJobSuccessResult and drops its answer (the gateway: UNAVAILABLE,
+    indeterminate=true) until the worker says it repeats it; the repeat then answers
+    FAILED_PRECONDITION InvalidJobStateException, which the worker reads as delivered: the job
+    stays Succeeded, with one result, and the worker reports no failure for it."""
+    emulator.set_faults("PutJobSuccessResult:drop=1")
+    job_id = emulator.create_job(Outcome="succeed")
+    worker = start_worker(
+        language,
+        f"{language}-lost-result",
+        GATEWAY_MODE=alternating_modes(0)[language],
+        GATEWAY_ADDRESS=gateway.address,
+        POLL_INTERVAL=0.2,
+    )  # fmt: skip
+    worker.wait_for(re.compile(r"PutJobSuccessResult answered UNAVAILABLE; retrying"))
+    emulator.set_faults("")
+    worker.wait_for(re.compile(r"PutJobSuccessResult was delivered by an earlier attempt"))
+    assert worker.stop() == 0, worker.output()
+
+    job = emulator.job(job_id)
+    assert job.status == pb.jobworker.JOB_STATUS_SUCCEEDED, worker.output()
+    assert (job.acknowledge_count, job.result_count) == (1, 1), job
+    calls = emulator.call_counts()
+    assert calls.get("PutJobSuccessResult", 0) >= 2, calls
+    assert calls.get("PutJobFailureResult", 0) == 0, (calls, worker.output())

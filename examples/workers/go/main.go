@@ -664,6 +664,8 @@ func (w *worker) writeOutputs(ctx context.Context, id string, data *pb.JobData, 
 			// A failed Send shows in CloseAndRecv, which returns the call's status.
 			_ = stream.Send(&pb.UploadOutputArtifactRequest{Request: &pb.UploadOutputArtifactRequest_Header{Header: header}})
 			_ = stream.Send(&pb.UploadOutputArtifactRequest{Request: &pb.UploadOutputArtifactRequest_Chunk{Chunk: body}})
+			// The end: the gateway stores the object only once it knows every byte came.
+			_ = stream.Send(&pb.UploadOutputArtifactRequest{Request: &pb.UploadOutputArtifactRequest_End{End: &pb.UploadOutputArtifactEnd{}}})
 			_, err = stream.CloseAndRecv()
 			return err
 		})
@@ -683,17 +685,29 @@ func (w *worker) call(ctx context.Context, name string, untilCancelled bool, rpc
 }
 
 // retry runs rpc (one call, or one whole transfer), each attempt within timeout, as call says.
+// An answer marked indeterminate (it was lost: the call may have taken effect) is repeated too,
+// which is safe; a result repeated after one that answers FAILED_PRECONDITION
+// InvalidJobStateException was delivered by the earlier attempt.
 func (w *worker) retry(ctx context.Context, name string, untilCancelled bool, timeout time.Duration, rpc func(context.Context) error) error {
 	backoff := firstBackoff
 	giveUpAt := time.Now().Add(jobRetryBudget)
+	uncertain := false // an earlier attempt may have taken effect
 	for {
 		callCtx, cancel := context.WithTimeout(ctx, timeout)
 		err := rpc(callCtx)
 		cancel()
 		code := status.Code(err)
-		if err == nil || (code != codes.Unavailable && code != codes.ResourceExhausted) {
+		info := errorInfo(status.Convert(err))
+		if uncertain && strings.HasPrefix(name, "Put") && code == codes.FailedPrecondition &&
+			info.GetReason() == "InvalidJobStateException" {
+			log.Printf("%s: %s was delivered by an earlier attempt", w.name, name)
+			return nil
+		}
+		indeterminate := info.GetMetadata()["indeterminate"] == "true"
+		if err == nil || (code != codes.Unavailable && code != codes.ResourceExhausted && !indeterminate) {
 			return err
 		}
+		uncertain = uncertain || indeterminate
 		wait, ok := retryDelay(status.Convert(err))
 		if !ok {
 			wait, backoff = backoffStep(backoff)
@@ -728,6 +742,16 @@ func retryDelay(s *status.Status) (time.Duration, bool) {
 		}
 	}
 	return 0, false
+}
+
+// errorInfo is the google.rpc.ErrorInfo in the status details, or nil.
+func errorInfo(s *status.Status) *errdetails.ErrorInfo {
+	for _, detail := range s.Details() {
+		if info, ok := detail.(*errdetails.ErrorInfo); ok {
+			return info
+		}
+	}
+	return nil
 }
 
 // grpcCodeName is a code's name as the gRPC spec writes it (RESOURCE_EXHAUSTED).

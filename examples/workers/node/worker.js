@@ -64,6 +64,7 @@ const rpcTypes = protobuf.loadSync([
 ]);
 const Status = rpcTypes.lookupType('google.rpc.Status');
 const RetryInfo = rpcTypes.lookupType('google.rpc.RetryInfo');
+const ErrorInfo = rpcTypes.lookupType('google.rpc.ErrorInfo');
 
 const credentials = env.GATEWAY_TLS_CA
   ? grpc.credentials.createSsl(fs.readFileSync(env.GATEWAY_TLS_CA))
@@ -104,6 +105,17 @@ function retryDelayOf(details = []) {
   return undefined;
 }
 
+// The google.rpc.ErrorInfo ({ reason, domain, metadata }) in a call error's status details, if any.
+function errorInfo({ metadata }) {
+  const [bin] = metadata?.get('grpc-status-details-bin') ?? [];
+  for (const detail of bin ? Status.decode(bin).details : []) {
+    if ((detail.type_url ?? detail.typeUrl) === 'type.googleapis.com/google.rpc.ErrorInfo') {
+      return ErrorInfo.toObject(ErrorInfo.decode(detail.value));
+    }
+  }
+  return undefined;
+}
+
 // A jittered wait of up to `backoff` ms, and the backoff after it: doubled, to at most MAX_BACKOFF_MS.
 const backoffStep = (backoff) => [Math.random() * backoff, Math.min(backoff * 2, MAX_BACKOFF_MS)];
 
@@ -116,14 +128,26 @@ function call(method, request, { untilStopped = false } = {}) {
 
 // Runs `attempt` (one call, or one whole transfer) again while it fails UNAVAILABLE or
 // RESOURCE_EXHAUSTED, as `call` does.
+// An answer marked indeterminate (it was lost: the call may have taken effect) is repeated too,
+// which is safe; a result repeated after one that answers FAILED_PRECONDITION
+// InvalidJobStateException was delivered by the earlier attempt.
 async function retrying(method, attempt, { untilStopped = false } = {}) {
   let backoff = FIRST_BACKOFF_MS;
   const giveUpAt = Date.now() + JOB_RETRY_MS;
+  let uncertain = false; // an earlier attempt may have taken effect
   for (;;) {
     try {
       return await attempt();
     } catch (err) {
-      if (!RETRYABLE.has(err.code)) throw err;
+      const info = errorInfo(err);
+      if (uncertain && method.startsWith('Put') && err.code === grpc.status.FAILED_PRECONDITION
+          && info?.reason === 'InvalidJobStateException') {
+        log(`${method} was delivered by an earlier attempt`);
+        return undefined;
+      }
+      const indeterminate = info?.metadata?.indeterminate === 'true';
+      if (!RETRYABLE.has(err.code) && !indeterminate) throw err;
+      uncertain ||= indeterminate;
       let wait = retryDelayMs(err);
       if (wait === undefined) [wait, backoff] = backoffStep(backoff);
       if (untilStopped ? stopping.signal.aborted : Date.now() + wait > giveUpAt) throw err;
@@ -181,13 +205,15 @@ async function readInputs(job, data) {
   return read;
 }
 
-// One upload of an output artifact: the header, then the bytes.
+// One upload of an output artifact: the header, the bytes, then the end (without it, the gateway
+// cannot tell a finished stream from a cut one, and stores nothing).
 function upload(header, body) {
   return new Promise((resolve, reject) => {
     const stream = artifactClient.UploadOutputArtifact(metadata, { deadline: Date.now() + TRANSFER_TIMEOUT_MS },
       (err, response) => (err ? reject(err) : resolve(response)));
     stream.write({ header });
     stream.write({ chunk: body });
+    stream.write({ end: {} });
     stream.end();
   });
 }

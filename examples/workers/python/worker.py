@@ -654,7 +654,12 @@ class Worker:
             header = pb.UploadOutputArtifactHeader(
                 job=job, artifact_name=artifact.name, content_type="text/plain", size_bytes=len(body)
             )
-            messages = (pb.UploadOutputArtifactRequest(header=header), pb.UploadOutputArtifactRequest(chunk=body))
+            # The end: the gateway stores the object only once it knows every byte came.
+            messages = (
+                pb.UploadOutputArtifactRequest(header=header),
+                pb.UploadOutputArtifactRequest(chunk=body),
+                pb.UploadOutputArtifactRequest(end=pb.UploadOutputArtifactEnd()),
+            )
 
             def upload(messages=messages):
                 return self.artifact_stub.UploadOutputArtifact(

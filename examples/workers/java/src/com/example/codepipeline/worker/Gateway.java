@@ -11,7 +11,9 @@ import codepipeline.jobworker.v1.JobWorkerServiceGrpc;
 import codepipeline.jobworker.v1.JobWorkerServiceGrpc.JobWorkerServiceBlockingStub;
 import codepipeline.jobworker.v1.JobWorkerServiceGrpc.JobWorkerServiceStub;
 import com.google.protobuf.Any;
+import com.google.protobuf.ByteString;
 import com.google.protobuf.InvalidProtocolBufferException;
+import com.google.protobuf.UnknownFieldSet;
 import com.google.rpc.RetryInfo;
 import io.grpc.Channel;
 import io.grpc.ChannelCredentials;
@@ -31,7 +33,9 @@ import java.io.IOException;
 import java.time.Duration;
 import java.time.Instant;
 import java.util.EnumSet;
+import java.util.HashMap;
 import java.util.Iterator;
+import java.util.Map;
 import java.util.Optional;
 import java.util.Set;
 import java.util.concurrent.CompletableFuture;
@@ -166,10 +170,16 @@ final class Gateway implements AutoCloseable {
     return streams.streamJobs(responses);
   }
 
-  /** `stopping` is null for a job's calls, which the worker's stopping does not cut short. */
+  /**
+   * `stopping` is null for a job's calls, which the worker's stopping does not cut short. An
+   * answer marked indeterminate (it was lost: the call may have taken effect) is repeated too,
+   * which is safe; a result (Put*) repeated after one that answers FAILED_PRECONDITION
+   * InvalidJobStateException was delivered by the earlier attempt, and the call returns null.
+   */
   private <T> T call(
       String rpc, Function<JobWorkerServiceBlockingStub, T> call, Stopping stopping, Instant giveUpAt) {
     Duration backoff = FIRST_BACKOFF;
+    boolean uncertain = false; // an earlier attempt may have taken effect
     while (true) {
       StatusRuntimeException error;
       Context previous = stopping == null ? null : stopping.context().attach();
@@ -183,9 +193,20 @@ final class Gateway implements AutoCloseable {
         }
       }
       Status.Code code = error.getStatus().getCode();
-      if (!RETRYABLE.contains(code)) {
+      Optional<ErrorInfo> info = ErrorInfo.of(StatusProto.fromThrowable(error));
+      if (uncertain
+          && rpc.startsWith("Put")
+          && code == Status.Code.FAILED_PRECONDITION
+          && info.map(ErrorInfo::reason).orElse("").equals("InvalidJobStateException")) {
+        log.info("%s was delivered by an earlier attempt", rpc);
+        return null;
+      }
+      boolean indeterminate =
+          info.map(i -> i.metadata().get("indeterminate")).orElse("").equals("true");
+      if (!RETRYABLE.contains(code) && !indeterminate) {
         throw error;
       }
+      uncertain = uncertain || indeterminate;
       Duration wait = retryDelay(error).orElse(null);
       if (wait == null) {
         wait = jittered(backoff);
@@ -244,6 +265,46 @@ final class Gateway implements AutoCloseable {
       }
     }
     return Optional.empty();
+  }
+
+  /**
+   * A google.rpc.ErrorInfo (reason = 1, domain = 2, map<string, string> metadata = 3), read from
+   * the wire form: Debian's proto-google-common-protos predates the class.
+   */
+  record ErrorInfo(String reason, Map<String, String> metadata) {
+    static final String TYPE_URL = "type.googleapis.com/google.rpc.ErrorInfo";
+
+    /** The ErrorInfo among a status's details, if there is one. */
+    static Optional<ErrorInfo> of(com.google.rpc.Status status) {
+      if (status == null) {
+        return Optional.empty();
+      }
+      for (Any detail : status.getDetailsList()) {
+        if (detail.getTypeUrl().equals(TYPE_URL)) {
+          try {
+            return Optional.of(parse(detail.getValue()));
+          } catch (InvalidProtocolBufferException e) {
+            return Optional.empty();
+          }
+        }
+      }
+      return Optional.empty();
+    }
+
+    private static ErrorInfo parse(ByteString bytes) throws InvalidProtocolBufferException {
+      UnknownFieldSet fields = UnknownFieldSet.parseFrom(bytes);
+      Map<String, String> metadata = new HashMap<>();
+      for (ByteString entry : fields.getField(3).getLengthDelimitedList()) {
+        UnknownFieldSet pair = UnknownFieldSet.parseFrom(entry);
+        metadata.put(text(pair, 1), text(pair, 2));
+      }
+      return new ErrorInfo(text(fields, 1), metadata);
+    }
+
+    private static String text(UnknownFieldSet fields, int number) {
+      var values = fields.getField(number).getLengthDelimitedList();
+      return values.isEmpty() ? "" : values.get(values.size() - 1).toStringUtf8();
+    }
   }
 
   @Override

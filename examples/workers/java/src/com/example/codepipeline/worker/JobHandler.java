@@ -13,6 +13,7 @@ import codepipeline.jobworker.v1.JobWorker.Job;
 import codepipeline.jobworker.v1.JobWorker.JobData;
 import codepipeline.jobworker.v1.JobWorker.PutJobFailureResultRequest;
 import codepipeline.jobworker.v1.JobWorker.PutJobSuccessResultRequest;
+import codepipeline.jobworker.v1.JobWorker.UploadOutputArtifactEnd;
 import codepipeline.jobworker.v1.JobWorker.UploadOutputArtifactHeader;
 import codepipeline.jobworker.v1.JobWorker.UploadOutputArtifactRequest;
 import com.google.protobuf.ByteString;
@@ -229,8 +230,13 @@ final class JobHandler {
               .setSizeBytes(body.length);
       var first = UploadOutputArtifactRequest.newBuilder().setHeader(header).build();
       var bytes = UploadOutputArtifactRequest.newBuilder().setChunk(ByteString.copyFrom(body)).build();
+      // The end: the gateway stores the object only once it knows every byte came.
+      var end =
+          UploadOutputArtifactRequest.newBuilder()
+              .setEnd(UploadOutputArtifactEnd.getDefaultInstance())
+              .build();
       try {
-        gateway.transfer("UploadOutputArtifact", () -> gateway.upload(first, bytes));
+        gateway.transfer("UploadOutputArtifact", () -> gateway.upload(first, bytes, end));
       } catch (StatusRuntimeException e) {
         throw refusal("output artifact " + name, e);
       }
