@@ -1,13 +1,14 @@
-//! Compiles the gateway's protos with protox (pure Rust, so no system `protoc` is needed), and
-//! writes the file descriptor set that gRPC reflection serves.
+//! Compiles the services the gateway serves (the job-worker API's servers and clients) with
+//! protox (pure Rust, so no system `protoc` is needed), and writes the file descriptor set that
+//! gRPC reflection serves. The messages are `codepipeline-job-port`'s; the emulator's admin API
+//! is compiled in its own crate.
 
 use std::{env, path::PathBuf};
 
-/// The APIs the gateway serves; Rust code is generated for these.
-const SERVED: &[&str] = &[
-    "codepipeline/jobworker/v1/job_worker.proto",
-    "codepipeline/emulator/v1/emulator_admin.proto",
-];
+const JOB_WORKER: &str = "codepipeline/jobworker/v1/job_worker.proto";
+/// Described by reflection: the job-worker API, and the emulator's admin API served in
+/// emulator mode.
+const SERVED: &[&str] = &[JOB_WORKER, "codepipeline/emulator/v1/emulator_admin.proto"];
 /// Described by reflection too, so clients can decode the error details in statuses.
 const ERROR_DETAILS: &str = "google/rpc/error_details.proto";
 const INCLUDES: &[&str] = &["proto", "proto-deps"];
@@ -25,12 +26,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     tonic_prost_build::configure()
         .compile_well_known_types(false)
-        // The job feed's acknowledgements carry a google.rpc.Status: tonic-types' own type.
+        // Every message is the port crate's: only the services are generated here.
+        .extern_path(
+            ".codepipeline.jobworker.v1",
+            "::codepipeline_job_port::pb::jobworker",
+        )
         .extern_path(".google.rpc.Status", "::tonic_types::Status")
-        // Artifact bytes pass through as `Bytes`, never copied into a `Vec`.
-        .bytes(".codepipeline.jobworker.v1.DownloadInputArtifactResponse.chunk")
-        .bytes(".codepipeline.jobworker.v1.UploadOutputArtifactRequest.chunk")
-        .compile_fds(protox::compile(SERVED, INCLUDES)?)?;
+        .compile_fds(protox::compile([JOB_WORKER], INCLUDES)?)?;
     println!("cargo:rerun-if-changed=proto");
     println!("cargo:rerun-if-changed=proto-deps");
     Ok(())

@@ -2,7 +2,7 @@
 # The one test command: every suite of the project, in order, stopping at the first failure.
 #   1. the test tools (.tools/: Python venv, grpcurl, buf) and Debian's redis-server and h2load
 #   2. cargo build (the client suites run the debug binary)
-#   3. cargo test (Rust unit and integration tests; the Redis ones start a real redis-server)
+#   3. cargo test --workspace (Rust unit and integration tests; the Redis ones start a real redis-server)
 #   4. buf lint (the .proto files)
 #   5. pytest tests/clients (boto3 and the JavaScript SDK v3 against the emulator, both protocols;
 #      grpcurl and buf curl against the gateway)
@@ -27,8 +27,8 @@ bash scripts/install-system-packages.sh
 section "cargo build --locked"
 cargo build --locked
 
-section "cargo test --locked"
-cargo test --locked
+section "cargo test --workspace --locked"
+cargo test --workspace --locked
 
 section "buf lint"
 .tools/bin/buf lint

@@ -16,12 +16,14 @@ pub mod artifacts;
 pub mod auth;
 pub mod aws;
 pub mod config;
-pub mod domain;
-pub mod emulator;
 pub mod feed;
 pub mod limits;
 pub mod middleware;
 pub mod observability;
 pub mod pb;
 pub mod service;
-pub mod upstream;
+
+/// The embedded emulator, the port's second adapter: the `codepipeline-emulator` crate.
+pub use codepipeline_emulator as emulator;
+/// The validated domain types and the upstream port: the `codepipeline-job-port` crate.
+pub use codepipeline_job_port::{domain, upstream};

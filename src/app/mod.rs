@@ -32,7 +32,7 @@ use crate::{
     auth::{ClientTokens, TokenStore, watched_file::WatchedFile},
     aws::AwsUpstream,
     config::{EmulatorArgs, ServeArgs},
-    emulator::{Emulator, store::StoreConfig},
+    emulator::{Emulator, s3::StoreConfig},
     limits::LimitClock,
     observability::Metrics,
     upstream::Upstream,

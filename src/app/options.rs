@@ -19,7 +19,7 @@ use crate::{
     emulator::{
         EmulatorConfig,
         front::{FrontConfig, StaticCredentials},
-        store::StoreConfig,
+        s3::StoreConfig,
     },
     feed::FeedConfig,
     limits::{Rate, SharedRatesConfig},

@@ -12,7 +12,7 @@ use crate::{
         Emulator,
         faults::DropConnection,
         front::{self, FrontConfig},
-        store::{Store, StoreConfig},
+        s3::{Store, StoreConfig},
     },
     observability::Metrics,
 };

@@ -50,7 +50,7 @@ pub struct HandledLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamLabels {
     /// The AWS operation.
-    pub operation: Operation,
+    pub operation: OperationLabel,
     /// `success`, or the failure's kind (`InvalidNonceException`, `timeout`, ...).
     pub outcome: &'static str,
 }
@@ -317,6 +317,16 @@ impl FeedMetrics {
     }
 }
 
+/// The port's [`Operation`] as a label value (the trait and the type are both foreign here).
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub struct OperationLabel(pub Operation);
+
+impl OperationLabel {
+    fn as_str(self) -> &'static str {
+        self.0.as_str()
+    }
+}
+
 /// Label values of closed sets, written as their `as_str` words.
 macro_rules! label_value_as_str {
     ($($ty:ty),+) => {$(
@@ -331,7 +341,7 @@ macro_rules! label_value_as_str {
 label_value_as_str!(
     RpcKind,
     LimitScope,
-    Operation,
+    OperationLabel,
     AuthRejection,
     ReloadResult,
     ClientFrom,
@@ -507,7 +517,7 @@ impl Metrics {
             Family::<UpstreamLabels, Histogram>::new_with_constructor(latency_histogram);
         let upstream_success = EnumMap::from_fn(|operation| {
             let labels = UpstreamLabels {
-                operation,
+                operation: OperationLabel(operation),
                 outcome: "success",
             };
             UpstreamSuccess {
@@ -738,7 +748,10 @@ impl Metrics {
                 series.seconds.observe(seconds);
             }
             Err(outcome) => {
-                let labels = UpstreamLabels { operation, outcome };
+                let labels = UpstreamLabels {
+                    operation: OperationLabel(operation),
+                    outcome,
+                };
                 self.upstream_calls.get_or_create(&labels).inc();
                 self.upstream_seconds
                     .get_or_create(&labels)

@@ -12,30 +12,24 @@ use std::{
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use enum_map::EnumMap;
-use rand::{
-    RngExt,
-    distr::{Alphanumeric, SampleString},
-};
 use tokio::sync::broadcast;
 
 use subtle::ConstantTimeEq;
 
 use super::{
     credentials::{self, IssuedCredentials},
-    faults,
+    faults, random,
     store::{self, StoreOperation},
 };
-use crate::{
-    domain::{
-        AcknowledgeJobInput, AcknowledgeThirdParty, ActionCategory, ActionConfiguration,
-        ActionOwner, ActionTypeId, Artifact, ClientId, ClientToken, CurrentRevision, EncryptionKey,
-        ExecutionDetails, FailureDetails, GetJobDetailsInput, Job, JobData, JobDetails, JobId,
-        JobStatus, Nonce, PipelineContext, PollForJobsInput, PollForThirdPartyJobsInput,
-        PutJobFailureResultInput, PutJobSuccessResultInput, QueryParam, S3Location,
-        ThirdPartyInput, ThirdPartyJob, ThirdPartyJobDetails, ThirdPartySuccess,
-    },
-    upstream::{AwsErrorCode, Operation, Upstream, UpstreamError},
+use codepipeline_job_port::domain::{
+    AcknowledgeJobInput, AcknowledgeThirdParty, ActionCategory, ActionConfiguration, ActionOwner,
+    ActionTypeId, Artifact, ClientId, ClientToken, CurrentRevision, EncryptionKey,
+    ExecutionDetails, FailureDetails, GetJobDetailsInput, Job, JobData, JobDetails, JobId,
+    JobStatus, Nonce, PipelineContext, PollForJobsInput, PollForThirdPartyJobsInput,
+    PutJobFailureResultInput, PutJobSuccessResultInput, QueryParam, S3Location, ThirdPartyInput,
+    ThirdPartyJob, ThirdPartyJobDetails, ThirdPartySuccess,
 };
+use codepipeline_job_port::upstream::{AwsErrorCode, Operation, Upstream, UpstreamError};
 
 /// The most characters (keys and values together) a job's output variables may have, as AWS
 /// documents for OutputVariablesSizeExceededException (122,880).
@@ -104,7 +98,7 @@ impl PartnerClient {
     pub fn random() -> Self {
         Self {
             id: ClientId::random(),
-            token: ClientToken::parse(&random_text(64)).expect("64 characters is a valid token"),
+            token: ClientToken::parse(&random::text(64)).expect("64 characters is a valid token"),
         }
     }
 }
@@ -304,7 +298,7 @@ impl Emulator {
                 let spec = JobSpec {
                     configuration: ActionConfiguration(BTreeMap::from([
                         ("ProjectName".to_owned(), "demo-app".to_owned()),
-                        ("DeployToken".to_owned(), random_text(24)),
+                        ("DeployToken".to_owned(), random::text(24)),
                     ])),
                     pipeline_context: demo_pipeline_context(&self.config.account_id),
                     input_artifacts: vec![input.clone()],
@@ -626,7 +620,7 @@ impl Emulator {
             });
             if ready && matches_query && handed_out.len() < max_batch {
                 record.status = JobStatus::Dispatched;
-                record.nonce = Some(random_nonce());
+                record.nonce = Some(random::nonce());
                 record.dispatched_at = Some(now);
                 record.dispatch_count += 1;
                 handed_out.push(id.clone());
@@ -1015,15 +1009,6 @@ fn snapshot(id: &JobId, record: &JobRecord) -> JobSnapshot {
         result: record.result.clone(),
         client_id: record.spec.client.as_ref().map(|client| client.id.clone()),
     }
-}
-
-pub(super) fn random_text(len: usize) -> String {
-    Alphanumeric.sample_string(&mut rand::rng(), len)
-}
-
-/// A nonce as unguessable as a session key: 128 random bits in decimal.
-fn random_nonce() -> String {
-    rand::rng().random::<u128>().to_string()
 }
 
 /// A pipeline context for jobs created without one.

@@ -4,8 +4,9 @@
 
 use http::StatusCode;
 
-use super::{objects::MultipartError, xml};
-use crate::emulator::{faults::Fault, sigv4::Failure};
+use super::xml;
+use crate::store::{MIN_PART_SIZE, MultipartError};
+use crate::{faults::Fault, sigv4::Failure};
 
 /// An S3 error: status, code, message and the extra elements S3 adds for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -273,7 +274,7 @@ impl S3Error {
                 "Your proposed upload is smaller than the minimum allowed object size.",
             )
             .with("ProposedSize", size.to_string())
-            .with("MinSizeAllowed", super::objects::MIN_PART_SIZE.to_string())
+            .with("MinSizeAllowed", MIN_PART_SIZE.to_string())
             .with("PartNumber", part.to_string()),
             MultipartError::NoParts => Self::malformed_xml(),
         }

@@ -27,14 +27,12 @@ use super::{
     faults::Fault,
     sigv4::{self, Payload, Scope, SignedRequest},
 };
-use crate::{
-    domain::{
-        ThirdPartyInput, ThirdPartyRequest,
-        validate::{self, InvalidRequest},
-    },
-    pb::jobworker as pb,
-    upstream::{AwsErrorCode, Operation, UpstreamError},
+use crate::pb::jobworker as pb;
+use codepipeline_job_port::domain::{
+    ThirdPartyInput, ThirdPartyRequest,
+    validate::{self, InvalidRequest},
 };
+use codepipeline_job_port::upstream::{AwsErrorCode, Operation, UpstreamError};
 pub use protocol::Protocol;
 
 /// What the front accepts: the static credentials and the region requests must be signed for.
@@ -480,7 +478,7 @@ where
 /// Decodes and validates a request body as the front does, without running it: `Err` carries
 /// the AWS error code the front would answer with. For fuzzing and property tests.
 pub fn check_request(protocol: Protocol, operation: Operation, body: &[u8]) -> Result<(), String> {
-    use crate::domain::{
+    use codepipeline_job_port::domain::{
         AcknowledgeJobInput, AcknowledgeThirdParty, FailureDetails, GetJobDetailsInput,
         PollForJobsInput, PollForThirdPartyJobsInput, PutJobFailureResultInput,
         PutJobSuccessResultInput, ThirdPartySuccess,
@@ -609,7 +607,9 @@ mod tests {
 
     #[test]
     fn validation_errors_are_worded_as_aws_words_them() {
-        use crate::domain::{AcknowledgeJobInput, PollForJobsInput, PutJobFailureResultInput};
+        use codepipeline_job_port::domain::{
+            AcknowledgeJobInput, PollForJobsInput, PutJobFailureResultInput,
+        };
         assert_eq!(
             validation_message::<
                 shapes::AcknowledgeJobIn,

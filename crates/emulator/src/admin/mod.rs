@@ -14,20 +14,18 @@ use super::{
     faults::FaultPlan,
     store::{self, Content, Object},
 };
-use crate::{
-    api::status,
-    domain::{
-        ActionConfiguration, ActionOwner, ActionTypeId, ClientId, ClientToken, EncryptionKey,
-        validate,
-        validate::{FieldViolation, InvalidRequest, Shown},
-    },
-    domain::{JobId, S3Location},
-    pb::{
-        emulator::{self as pb, emulator_admin_service_server::EmulatorAdminService},
-        jobworker as jw,
-    },
-    upstream::{AwsErrorCode, UpstreamError},
+use crate::pb::{
+    emulator::{self as pb, emulator_admin_service_server::EmulatorAdminService},
+    jobworker as jw,
 };
+use codepipeline_job_port::domain::{
+    ActionConfiguration, ActionOwner, ActionTypeId, ClientId, ClientToken, EncryptionKey, validate,
+    validate::{FieldViolation, InvalidRequest, Shown},
+};
+use codepipeline_job_port::domain::{JobId, S3Location};
+use codepipeline_job_port::upstream::{AwsErrorCode, UpstreamError};
+
+mod status;
 
 /// The admin service over a shared emulator.
 #[derive(Clone)]
@@ -70,7 +68,7 @@ impl EmulatorAdminService for AdminService {
                 .map_err(status::invalid_request)?;
         self.emulator
             .register_action_type(action_type)
-            .map_err(status::upstream_status)?;
+            .map_err(status::refused)?;
         Ok(Response::new(pb::RegisterActionTypeResponse {}))
     }
 
@@ -109,7 +107,7 @@ impl EmulatorAdminService for AdminService {
         let job_id = self
             .emulator
             .create_job(&action_type, spec)
-            .map_err(status::upstream_status)?;
+            .map_err(status::refused)?;
         let (client_id, client_token) = client
             .map(|client| (client.id.to_string(), client.token.expose().to_owned()))
             .unwrap_or_default();
@@ -127,7 +125,7 @@ impl EmulatorAdminService for AdminService {
         let job_id =
             validate::job_id(&request.into_inner().job_id).map_err(status::invalid_request)?;
         let job = self.emulator.job(&job_id).ok_or_else(|| {
-            status::upstream_status(UpstreamError::service(
+            status::refused(UpstreamError::service(
                 AwsErrorCode::JobNotFound,
                 format!("Job {job_id} was not found"),
             ))
@@ -255,7 +253,7 @@ impl EmulatorAdminService for AdminService {
             &request.artifact_name,
         )?;
         let object = self.emulator.objects().get(&location).ok_or_else(|| {
-            status::upstream_status(UpstreamError::service(
+            status::refused(UpstreamError::service(
                 AwsErrorCode::InvalidJobState,
                 format!(
                     "Nothing was written at output artifact {} of job {job_id}",
@@ -318,7 +316,7 @@ impl AdminService {
         let location = self
             .emulator
             .artifact_location(&job_id, side, name)
-            .map_err(status::upstream_status)?
+            .map_err(status::refused)?
             .ok_or_else(|| {
                 let side = match side {
                     ArtifactSide::Input => "input",

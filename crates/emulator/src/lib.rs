@@ -1,5 +1,5 @@
 //! The embedded CodePipeline job emulator: a faithful in-memory job engine for custom and
-//! third-party actions, the second implementation of the [`crate::upstream::Upstream`] port.
+//! third-party actions, the second implementation of the [`Upstream`] port.
 //!
 //! It keeps action types and jobs and follows the documented job lifecycle: PollForJobs hands
 //! Queued jobs out as Dispatched with a fresh random nonce and fresh artifact credentials;
@@ -22,13 +22,19 @@
 //! artifacts over S3's REST API to whoever holds a job's artifact credentials, which the engine
 //! remembers ([`credentials`]) as it issues them with each poll and details call.
 //!
-//! [`Upstream`]: crate::upstream::Upstream
+//! [`Upstream`]: codepipeline_job_port::upstream::Upstream
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod admin;
 pub mod credentials;
 mod engine;
 pub mod faults;
 pub mod front;
+pub mod pb;
+mod random;
+pub mod s3;
 mod sigv4;
 pub mod store;
 

@@ -1,6 +1,45 @@
-//! The store's HTTP side: one request in, S3's answer out. Every request is routed to its
-//! operation, SigV4-checked against the credentials the engine issued, held to the job's access
-//! rules, run against the objects, and answered as S3 answers (errors through [`S3Error`]).
+//! The artifact store's S3 REST API, where a job's artifacts are downloaded and uploaded with the job's temporary `artifactCredentials`, exactly
+//! as a worker (or the gateway, on its behalf) does against the pipeline's artifact bucket.
+//!
+//! It serves, path-style only (`http://ADDR/{bucket}/{key}`), on a listener of its own (S3's
+//! paths would collide with the front's gRPC paths):
+//!
+//! | operation | request |
+//! |---|---|
+//! | GetObject | `GET /{bucket}/{key}`; `Range: bytes=a-b`, `bytes=a-`, `bytes=-n` (206); `x-amz-checksum-mode: ENABLED` adds the stored checksums |
+//! | HeadObject | `HEAD /{bucket}/{key}` |
+//! | PutObject | `PUT /{bucket}/{key}`; records `x-amz-server-side-encryption`(`-aws-kms-key-id`); verifies `Content-MD5`, `x-amz-checksum-sha256`, `x-amz-checksum-crc32` when sent |
+//! | CreateMultipartUpload | `POST /{bucket}/{key}?uploads` |
+//! | UploadPart | `PUT /{bucket}/{key}?partNumber=N&uploadId=U` |
+//! | CompleteMultipartUpload | `POST /{bucket}/{key}?uploadId=U`; parts below 5 MiB but the last are EntityTooSmall; ETag `"<md5 of the parts' md5s>-N"` |
+//! | AbortMultipartUpload | `DELETE /{bucket}/{key}?uploadId=U` |
+//!
+//! Every request is SigV4-checked (service `s3`, the front's region) against the credentials
+//! the engine issued with a job (`x-amz-content-sha256` a hex SHA-256, checked against the body
+//! as it is read, or `UNSIGNED-PAYLOAD`). Then the access rules, as CodePipeline scopes a job's
+//! credentials:
+//!
+//! - a key never issued is InvalidAccessKeyId; a session token not the key's is InvalidToken
+//!   (none at all: InvalidAccessKeyId, as S3 answers); an expired credential is ExpiredToken;
+//! - the credentials only work while their job is being worked on (InProgress): before it is
+//!   acknowledged, or once it has a result (or timed out), every request is AccessDenied;
+//! - they reach only their job's artifacts: its input artifacts' objects may be read (GET,
+//!   HEAD), its output artifacts' objects written (PUT, multipart); any other key is
+//!   AccessDenied. An input artifact's key with no object is NoSuchKey.
+//!
+//! Errors are S3's REST XML (`<Error><Code>..</Code><Message>..</Message><RequestId>..`) with
+//! S3's statuses (one table: [`S3Error`]), and every answer carries `x-amz-request-id`. aws-chunked uploads
+//! (`Content-Encoding: aws-chunked`, `STREAMING-*` payload hashes) are refused with
+//! NotImplemented: the gateway sends whole bodies, and the AWS SDKs do too for in-memory bodies
+//! (or with request checksum calculation `when_required`). A PutObject or part may be 5 GiB; a
+//! body over that is EntityTooLarge, read no further.
+//!
+//! The fault plan may name the store's operations ([`StoreOperation`]): `UploadPart:http503=0.5`
+//! answers half the parts `503 SlowDown`, `GetObject:drop=1` closes every download's connection.
+//!
+//! One request in, S3's answer out: every request is routed to its operation, SigV4-checked
+//! against the credentials the engine issued, held to the job's access rules, run against the
+//! objects ([`crate::store`]), and answered as S3 answers (errors through [`S3Error`]).
 
 use std::{pin::Pin, sync::Arc, time::SystemTime};
 
@@ -10,22 +49,23 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Status
 use md5::Md5;
 use sha2::{Digest, Sha256};
 
-use super::{
-    StoreOperation,
-    error::S3Error,
-    objects::{
-        Checksums, Content, Encryption, MAX_PART_NUMBER, Object, Part, UploadSettings, quoted_hex,
-    },
-    xml,
+mod error;
+#[cfg(test)]
+mod handler_tests;
+mod xml;
+
+pub use error::S3Error;
+
+use crate::store::{
+    Checksums, Content, Encryption, MAX_PART_NUMBER, Object, Part, StoreOperation, UploadSettings,
+    quoted_hex,
 };
 use crate::{
-    domain::{JobStatus, S3Location},
-    emulator::{
-        ArtifactAccess, Emulator,
-        faults::{DropConnection, Fault},
-        sigv4::{self, Payload, Scope, SignedRequest, StaticCredentials, UNSIGNED_PAYLOAD},
-    },
+    ArtifactAccess, Emulator,
+    faults::{DropConnection, Fault},
+    sigv4::{self, Payload, Scope, SignedRequest, StaticCredentials, UNSIGNED_PAYLOAD},
 };
+use codepipeline_job_port::domain::{JobStatus, S3Location};
 
 /// The largest PutObject body: 5 GiB, as S3 allows.
 pub const MAX_OBJECT_SIZE: u64 = 5 * 1024 * 1024 * 1024;
@@ -527,7 +567,7 @@ struct Call<'a> {
 }
 
 impl Call<'_> {
-    fn objects(&self) -> &super::Objects {
+    fn objects(&self) -> &crate::store::Objects {
         self.store.inner.emulator.objects()
     }
 

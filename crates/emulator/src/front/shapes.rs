@@ -7,13 +7,12 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    domain::{
-        self, ActionCategory, ActionOwner, FailureType, JobStatus,
-        validate::{Constraint, FieldViolation, Shown},
-    },
-    pb::jobworker as pb,
+use codepipeline_job_port::domain::{
+    self, ActionCategory, ActionOwner, FailureType, JobStatus,
+    validate::{Constraint, FieldViolation, Shown},
 };
+
+use crate::pb::jobworker as pb;
 
 /// A request body whose AWS enum names the protobuf request cannot carry when they are unknown
 /// (they become 0, "unset"): it names them, so the error can quote them as AWS does.

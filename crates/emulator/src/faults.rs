@@ -30,7 +30,7 @@ use std::{collections::HashMap, fmt, time::Duration};
 use rand::RngExt;
 
 use super::store::StoreOperation;
-use crate::upstream::{AwsErrorCode, Operation, UpstreamError};
+use codepipeline_job_port::upstream::{AwsErrorCode, Operation, UpstreamError};
 
 /// Marks a response whose connection must be closed instead of answered (an injected `drop`
 /// fault); the connection layer of the emulator's HTTP servers acts on it, and returns it as the

@@ -8,12 +8,11 @@ use http::{HeaderMap, Request, StatusCode};
 use sha2::{Digest, Sha256};
 
 use super::*;
-use crate::{
-    domain::{
-        AcknowledgeJobInput, Artifact, JobId, Nonce, PollForJobsInput, PutJobSuccessResultInput,
-        S3Location, SessionCredentials,
-    },
-    emulator::{Emulator, EmulatorConfig, JobSpec, demo_action_type, faults::FaultPlan},
+use crate::store::MIN_PART_SIZE;
+use crate::{Emulator, EmulatorConfig, JobSpec, demo_action_type, faults::FaultPlan};
+use codepipeline_job_port::domain::{
+    AcknowledgeJobInput, Artifact, JobId, Nonce, PollForJobsInput, PutJobSuccessResultInput,
+    S3Location, SessionCredentials,
 };
 
 const BUCKET: &str = "artifact-bucket";
@@ -260,7 +259,7 @@ async fn send(store: &Store, request: Req<'_>) -> Answer {
     let response = store.handle(request.build()).await;
     let dropped = response
         .extensions()
-        .get::<crate::emulator::faults::DropConnection>()
+        .get::<crate::faults::DropConnection>()
         .is_some();
     let (parts, body) = response.into_parts();
     let body = axum::body::to_bytes(body, usize::MAX)

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use md5::Md5;
 use sha2::{Digest, Sha256};
 
-use crate::domain::S3Location;
+use codepipeline_job_port::domain::S3Location;
 
 /// The smallest a part may be, but the last: 5 MiB.
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
@@ -256,7 +256,7 @@ impl Objects {
 
     /// Starts a multipart upload to `location`: its upload ID.
     pub fn create_upload(&self, location: &S3Location, settings: UploadSettings) -> String {
-        let id = super::super::engine::random_text(64);
+        let id = crate::random::text(64);
         self.lock().uploads.insert(
             id.clone(),
             Upload {

@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use crate::domain::{JobId, SessionCredentials};
+use codepipeline_job_port::domain::{JobId, SessionCredentials};
 
 /// How many credentials a job keeps: each details call issues new ones, and older ones must stay
 /// valid (a worker may still be using them), so this only bounds a runaway caller.
@@ -86,8 +86,8 @@ impl Registry {
         let issued = IssuedCredentials {
             access_key_id: format!("ASIA{}", random_upper(16)),
             job_id: job.clone(),
-            secret_access_key: super::engine::random_text(40),
-            session_token: super::engine::random_text(96),
+            secret_access_key: crate::random::text(40),
+            session_token: crate::random::text(96),
             expires_at: now + self.ttl,
         };
         let keys = self.by_job.entry(job.clone()).or_default();
@@ -142,7 +142,7 @@ impl Registry {
 
 /// Upper-case letters and digits, as AWS access key IDs have.
 fn random_upper(len: usize) -> String {
-    super::engine::random_text(len).to_ascii_uppercase()
+    crate::random::text(len).to_ascii_uppercase()
 }
 
 #[cfg(test)]
