@@ -91,15 +91,25 @@ impl Credentials {
 
     /// Who the credentials name now, and whether they may still call the method.
     pub fn authorize(&self) -> Result<Caller, Status> {
-        let presented = Presented {
+        self.authenticator.authorize(&self.presented(), self.method)
+    }
+
+    /// Whether the credentials may, now, also call `method`: a job stream acknowledges jobs,
+    /// so it needs AcknowledgeJob as well as StreamJobs.
+    pub fn authorize_also(&self, method: Method) -> Result<Caller, Status> {
+        self.authenticator
+            .authorize(&self.presented(), Some(method))
+    }
+
+    fn presented(&self) -> Presented<'_> {
+        Presented {
             authorization: self.authorization.as_ref(),
             peer_certificate: self
                 .peer_certificates
                 .as_deref()
                 .and_then(|certificates| certificates.first())
                 .map(|certificate| certificate.as_ref()),
-        };
-        self.authenticator.authorize(&presented, self.method)
+        }
     }
 
     /// Changes when the token file does, if there is one.

@@ -9,6 +9,7 @@
 //! rules). A feed with no subscriber left lingers for one ack deadline, so a restarting worker
 //! gets its jobs back, then its poller stops; once the gateway drains, no feed starts or polls.
 
+mod handed;
 mod poller;
 pub mod state;
 
@@ -21,6 +22,7 @@ use std::{
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use handed::HandedToStreams;
 pub use state::{AckOutcome, CreditRefusal, FeedEvent, SubscriberId, TakeRefusal};
 
 use crate::{
@@ -61,6 +63,8 @@ pub struct FeedKey {
 /// One feed's state, shared by its poller and its subscribers.
 struct Shared {
     key: FeedKey,
+    /// The process's memory of copies handed to streams, which outlives this feed.
+    handed: Arc<HandedToStreams>,
     state: Mutex<state::FeedState>,
     /// Wakes the poller: credit granted, a subscriber left, a job taken.
     wake: Notify,
@@ -84,6 +88,9 @@ impl Shared {
         metrics.jobs(FeedJob::Delivered, tally.delivered.len() as u64);
         metrics.jobs(FeedJob::Redelivered, tally.redelivered as u64);
         metrics.jobs(FeedJob::Acknowledged, tally.acknowledged as u64);
+        for (job_id, nonce) in &tally.handed_to_streams {
+            self.handed.insert(job_id, nonce);
+        }
         for lost in tally.lost {
             metrics.jobs(
                 match lost {
@@ -107,6 +114,7 @@ pub struct Feeds {
     /// Cancelled when the gateway drains: no feed starts or polls from then on.
     draining: CancellationToken,
     feeds: Mutex<HashMap<FeedKey, Arc<Shared>>>,
+    handed: Arc<HandedToStreams>,
 }
 
 /// A subscription refused because the gateway is draining.
@@ -129,6 +137,7 @@ impl Feeds {
             metrics,
             draining,
             feeds: Mutex::default(),
+            handed: Arc::new(HandedToStreams::new(handed::REMEMBERED)),
         })
     }
 
@@ -161,6 +170,7 @@ impl Feeds {
             .entry(key.clone())
             .or_insert_with(|| {
                 let shared = Arc::new(Shared {
+                    handed: self.handed.clone(),
                     metrics: self.metrics.feed(&key.action_type_id.to_string()),
                     key: key.clone(),
                     state: Mutex::new(state::FeedState::new(
@@ -186,12 +196,15 @@ impl Feeds {
     }
 
     /// Whether a unary AcknowledgeJob of `job_id` with `nonce` must be refused: a feed of this
-    /// process delivered that copy to a stream (see [`state`]). A feed on another replica
-    /// cannot know.
+    /// process holds that copy for a stream, or a stream was told it is its own (remembered
+    /// after its feed retired, for the last [`handed::REMEMBERED`] such copies). A feed on
+    /// another replica cannot know.
     pub fn holds_for_a_stream(&self, job_id: &str, nonce: &str) -> bool {
-        self.all()
-            .iter()
-            .any(|feed| feed.lock().holds_for_a_stream(job_id, nonce))
+        self.handed.contains(job_id, nonce)
+            || self
+                .all()
+                .iter()
+                .any(|feed| feed.lock().holds_for_a_stream(job_id, nonce))
     }
 
     /// A unary AcknowledgeJob no feed had a say in was accepted: a copy a feed holds with

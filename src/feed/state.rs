@@ -84,6 +84,8 @@ pub struct Tally {
     pub redelivered: usize,
     /// Jobs acknowledged upstream.
     pub acknowledged: usize,
+    /// The copies (job id, nonce) a stream was told are its own.
+    pub handed_to_streams: Vec<(String, String)>,
     /// Jobs that left unacknowledged, by reason.
     pub lost: Vec<Lost>,
 }
@@ -395,7 +397,12 @@ impl FeedState {
         }
         match lost {
             Some(lost) => self.tally.lost.push(lost),
-            None => self.tally.acknowledged += 1,
+            None => {
+                self.tally.acknowledged += 1;
+                self.tally
+                    .handed_to_streams
+                    .push((job_id.to_owned(), entry.job.nonce.clone()));
+            }
         }
         let accepted = lost.is_none();
         let ended = Ended {

@@ -24,7 +24,7 @@ use tracing::Instrument;
 
 use super::JobWorker;
 use crate::{
-    api::{Refusal, StreamViolation, status},
+    api::{Method, Refusal, StreamViolation, status},
     auth::{Caller, Credentials},
     domain::{AcknowledgeJobInput, JobId, JobStatus, SubscribeInput, validate},
     feed::{AckOutcome, CreditRefusal, FeedEvent, Subscription, TakeRefusal},
@@ -110,6 +110,9 @@ pub(super) async fn open(
         _ => return Err(Refusal::Stream(StreamViolation::NoSubscription).into()),
     };
     let input = SubscribeInput::try_from(subscription).map_err(status::invalid_request)?;
+    if let Some(credentials) = &credentials {
+        credentials.authorize_also(Method::AcknowledgeJob)?;
+    }
     let places = worker.streams.enter(&caller.id)?;
     let (outbound, responses) = mpsc::channel(OUTBOUND_QUEUE);
     let session = Session {
@@ -245,12 +248,14 @@ impl Session {
     }
 
     /// Checks the stream's credentials again, taking up the caller's rate as it is now; `Err`
-    /// ends the stream with the refusal a new call would get.
+    /// ends the stream with the refusal a new call would get. A stream acknowledges its jobs,
+    /// so its client must be allowed AcknowledgeJob too, as a unary acknowledgement would be.
     fn still_authorized(&mut self) -> Result<(), Status> {
         let Some(credentials) = &self.credentials else {
             return Ok(());
         };
         let caller = credentials.authorize()?;
+        credentials.authorize_also(Method::AcknowledgeJob)?;
         if caller.id != self.caller.id {
             // The token now names another client: the stream's feed place and limits are the
             // old client's, so the token is not valid for this stream any more.

@@ -335,6 +335,48 @@ async fn a_reloaded_token_file_reaches_the_job_streams_already_open() {
     gw.stop().await;
 }
 
+/// Found attacking issue 21: a client allowed StreamJobs but not AcknowledgeJob acknowledged
+/// jobs on its stream, while its unary AcknowledgeJob was PERMISSION_DENIED. A stream needs
+/// both, when it opens and after every reload.
+#[tokio::test]
+async fn a_job_stream_needs_acknowledge_job_as_well_as_stream_jobs() {
+    use pb::stream_jobs_request::Request as Send;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens.toml");
+    let streams_only = r#"["StreamJobs", "PollForJobs"]"#;
+    std::fs::write(
+        &file,
+        entry("streams-only", "streams-only-token", streams_only)
+            + &entry("narrowed", "narrowed-token", ALL_RPCS),
+    )
+    .unwrap();
+    let (gw, _metrics) = spawn_with_token_file(&file, Duration::from_millis(20)).await;
+    let subscription = pb::StreamJobsRequest {
+        request: Some(Send::Subscription(pb::StreamJobsSubscription {
+            action_type_id: Some(demo_action_type()),
+            query_param: Default::default(),
+            max_outstanding_jobs: 1,
+        })),
+    };
+    let refused = gw
+        .client
+        .clone()
+        .stream_jobs(authed(
+            tokio_stream::iter([subscription]),
+            "streams-only-token",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(refused.message().contains("AcknowledgeJob"), "{refused:?}");
+
+    let (_requests, mut narrowed) = open_stream(&gw, "narrowed-token", 1).await;
+    std::fs::write(&file, entry("narrowed", "narrowed-token", streams_only)).unwrap();
+    let forbidden = stream_end(&mut narrowed).await;
+    assert_eq!(forbidden.code(), Code::PermissionDenied, "{forbidden:?}");
+    gw.stop().await;
+}
+
 /// A client's rate changed by a reload while its stream is open: the stream's acknowledgements
 /// and its unary calls count against one rate, the new one, with no fresh burst for either.
 #[tokio::test]

@@ -1003,6 +1003,40 @@ async fn a_unary_acknowledgement_of_a_job_a_stream_holds_is_refused_without_an_u
 }
 
 #[tokio::test]
+async fn a_unary_acknowledgement_of_a_streamed_job_is_refused_after_its_feed_retired() {
+    // Found attacking issue 21: once both streams closed and the feed retired (one ack deadline
+    // with no subscriber), A's unary AcknowledgeJob with the nonce the feed gave it was
+    // forwarded and answered IN_PROGRESS while B held the job.
+    let mut gw = gateway(Backend::InProcess)
+        .flags(&["--feed-ack-deadline", "300ms"])
+        .spawn()
+        .await;
+    let client = client(&gw).await;
+    let mut a = subscribe(&client, 1).await;
+    let id = gw.create_job(&[]).await;
+    let job = a.job_within(Duration::from_secs(5)).await.expect("to A");
+    let mut b = subscribe(&client, 1).await;
+    b.job_within(Duration::from_secs(5)).await.expect("to B");
+    b.acknowledge(&id).await;
+    assert!(b.acknowledged().await.error.is_none());
+    drop((a, b));
+    // Deserted for well over one ack deadline: the feed retires and forgets its jobs.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let refused = gw.acknowledge(&id, &job.nonce).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Aborted, "{refused:?}");
+    assert_eq!(
+        refused.get_details_error_info().unwrap().reason,
+        "JOB_HELD_BY_STREAM"
+    );
+    assert_eq!(
+        acknowledgements(&gw),
+        1,
+        "the unary call reached no upstream"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn an_old_acknowledgements_answer_does_not_end_the_lease_of_a_re_dispatched_copy() {
     // Issue 21, scenario 3: the upstream re-dispatches the job (a new nonce) to the same
     // subscriber while its first acknowledgement is on its way; that one's InvalidNonce must not
