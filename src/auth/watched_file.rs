@@ -4,7 +4,9 @@
 //! A file that does not parse leaves the last good one in force, says so in the log (naming the
 //! file, a line and the problem, never the line's content) and sets the file's `healthy` gauge
 //! to 0. Polling the content (rather than watching inodes) follows Kubernetes' atomic symlink
-//! swap of mounted Secrets.
+//! swap of mounted Secrets. A file rewritten in place is truncated before it is written, so a
+//! reload can read it empty: an empty file is never put in force by a reload (a file that
+//! means to list nobody says so, `clients = []`).
 
 use std::{
     path::{Path, PathBuf},
@@ -41,6 +43,10 @@ pub enum FileError {
         /// What is wrong.
         message: String,
     },
+    /// It was read empty on a reload: most likely truncated by a writer that has not written it
+    /// yet, so taking it would drop every entry for a moment.
+    #[error("it is empty (a file being rewritten?); write `clients = []` to list nobody")]
+    EmptyOnReload,
     /// An entry is wrong.
     #[error("entry {entry:?}: {problem}")]
     Entry {
@@ -136,11 +142,15 @@ impl<T: FileContent> WatchedFile<T> {
             return;
         }
         *last_read = digest;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return self.reload_failed(&FileError::EmptyOnReload);
+        }
         match T::parse(&String::from_utf8_lossy(&bytes)) {
             Ok(content) => {
-                self.loaded("reloaded", &content);
+                // In force before it is reported, so whoever sees the report sees the version.
                 self.current.store(Arc::new(content));
                 self.version.send_modify(|version| *version += 1);
+                self.loaded("reloaded", &self.current.load());
             }
             Err(error) => self.reload_failed(&error),
         }

@@ -1,6 +1,8 @@
 //! Logging with `tracing`, as text or JSON lines on stderr. Request and response bodies are never
 //! logged: job data carries AWS credentials, nonces and secret configuration.
 
+use std::io::IsTerminal;
+
 use tracing::{Level, Metadata};
 
 use super::traces::{self, TraceSettings};
@@ -26,8 +28,13 @@ pub enum LogFormat {
 /// [`prints_bodies`] events stay out.
 pub fn init(filter: &str, format: LogFormat, traces: Option<&TraceSettings>) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(filter)?.and(filter_fn(|metadata| !prints_bodies(metadata)));
+    // Colour codes only for a terminal: a log file or a collector would keep them as text.
+    let colours = std::io::stderr().is_terminal();
     let lines = match format {
-        LogFormat::Text => fmt::layer().with_writer(std::io::stderr).boxed(),
+        LogFormat::Text => fmt::layer()
+            .with_ansi(colours)
+            .with_writer(std::io::stderr)
+            .boxed(),
         LogFormat::Json => fmt::layer().json().with_writer(std::io::stderr).boxed(),
     };
     let subscriber = tracing_subscriber::registry().with(lines.with_filter(filter));

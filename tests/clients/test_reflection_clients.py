@@ -128,7 +128,7 @@ def test_buf_curl_lists_every_job_worker_method_through_reflection_v1(gateway):
 
 
 def test_grpcurl_runs_a_third_party_job_with_the_token_held_by_the_gateway(launch):
-    """The README's grpcurl session: the worker never sends the client token."""
+    """The grpcurl session of docs/grpcurl-session.md: the worker never sends the client token."""
     gateway = launch(*GATEWAY_ARGS, "--client-token-file", str(REPO_ROOT / "examples/client-tokens.toml"), ready=GATEWAY_READY)
     call = lambda rpc, data: grpcurl(gateway.address, f"{THIRD_PARTY_SERVICE}/{rpc}", data=data)  # noqa: E731
     job = only_job(succeeded(call("PollForThirdPartyJobs", DEMO_THIRD_PARTY_POLL_REQUEST)))

@@ -1,5 +1,5 @@
 """Missing, malformed and wrong credentials, and a client calling an RPC it is not allowed: each
-refused with the README's code and ErrorInfo reason, before anything reaches the emulator, and
+refused with the code docs/authentication.md gives and ErrorInfo reason, before anything reaches the emulator, and
 before the request is validated or even read.
 """
 

@@ -162,15 +162,34 @@ async fn health_is_reachable_without_credentials() {
     gw.stop().await;
 }
 
-/// Polls `check` until it holds, for at most five seconds.
+/// Polls `check` until it holds. The bound is a safety net for a broken build, not a measure:
+/// each check waits on the gateway having done something (a reload counted, a token taken).
 async fn eventually(mut check: impl AsyncFnMut() -> bool) -> bool {
-    for _ in 0..100 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while tokio::time::Instant::now() < deadline {
         if check().await {
             return true;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     false
+}
+
+/// Replaces the file as Kubernetes replaces a mounted Secret: whole, in one rename, so no
+/// reload can read it half-written.
+fn replace_atomically(file: &Path, content: &str) {
+    let next = file.with_extension("next");
+    std::fs::write(&next, content).unwrap();
+    std::fs::rename(&next, file).unwrap();
+}
+
+/// How many reloads of the token file ended with `result`, from the metrics page.
+fn reloads(metrics: &Metrics, result: &str) -> u64 {
+    let page = metrics.render();
+    let prefix = format!("gateway_token_file_reloads_total{{result=\"{result}\"}} ");
+    page.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .map_or(0, |count| count.trim().parse().unwrap())
 }
 
 #[tokio::test]
@@ -184,17 +203,16 @@ async fn a_rotated_token_file_takes_effect_without_a_restart_and_a_broken_one_is
         .await
         .unwrap();
 
-    std::fs::write(&file, entry("workers", "new-token", ALL_RPCS)).unwrap();
-    let client = gw.client.clone();
+    let loaded = reloads(&metrics, "success");
+    replace_atomically(&file, &entry("workers", "new-token", ALL_RPCS));
     assert!(
-        eventually(async || client
-            .clone()
-            .poll_for_jobs(authed(poll_request(), "new-token"))
-            .await
-            .is_ok())
-        .await,
-        "the new token is accepted"
+        eventually(async || reloads(&metrics, "success") > loaded).await,
+        "the rotated file is reloaded"
     );
+    gw.client
+        .poll_for_jobs(authed(poll_request(), "new-token"))
+        .await
+        .expect("the new token is accepted");
     let old = gw
         .client
         .poll_for_jobs(authed(poll_request(), "old-token"))
@@ -206,20 +224,53 @@ async fn a_rotated_token_file_takes_effect_without_a_restart_and_a_broken_one_is
         "the rotated-out token is refused"
     );
 
-    std::fs::write(&file, "[[clients]\nthis is not toml").unwrap();
+    let failed = reloads(&metrics, "failure");
+    replace_atomically(&file, "[[clients]\nthis is not toml");
     assert!(
-        eventually(async || metrics.render().contains("gateway_token_file_healthy 0")).await,
-        "the broken file is reported"
+        eventually(async || reloads(&metrics, "failure") > failed).await,
+        "the broken file is refused"
     );
+    assert!(metrics.render().contains("gateway_token_file_healthy 0"));
     gw.client
         .poll_for_jobs(authed(poll_request(), "new-token"))
         .await
         .expect("the last good file stays in force");
+    gw.stop().await;
+}
+
+/// A file rewritten in place is truncated before it is written: the reload that reads it empty
+/// must not lock every worker out (this is what made the test above flaky when it rewrote the
+/// file in place).
+#[tokio::test]
+async fn a_token_file_read_empty_mid_rewrite_keeps_the_last_good_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens.toml");
+    std::fs::write(&file, entry("workers", "token", ALL_RPCS)).unwrap();
+    let (mut gw, metrics) = spawn_with_token_file(&file, Duration::from_millis(20)).await;
+
+    let failed = reloads(&metrics, "failure");
+    std::fs::write(&file, "").unwrap();
     assert!(
-        metrics
-            .render()
-            .contains(r#"gateway_token_file_reloads_total{result="failure"}"#)
+        eventually(async || reloads(&metrics, "failure") > failed).await,
+        "the empty read is refused"
     );
+    gw.client
+        .poll_for_jobs(authed(poll_request(), "token"))
+        .await
+        .expect("the last good file stays in force");
+
+    let loaded = reloads(&metrics, "success");
+    std::fs::write(&file, "clients = []\n").unwrap();
+    assert!(
+        eventually(async || reloads(&metrics, "success") > loaded).await,
+        "a file that says it lists nobody is taken"
+    );
+    let refused = gw
+        .client
+        .poll_for_jobs(authed(poll_request(), "token"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
     gw.stop().await;
 }
 
@@ -288,7 +339,7 @@ async fn stream_end(responses: &mut tonic::Streaming<pb::StreamJobsResponse>) ->
     .expect("the stream ended")
 }
 
-/// The token rotation the README describes must reach streams already open: a removed client's
+/// The token rotation docs/authentication.md describes must reach streams already open: a removed client's
 /// stream ends UNAUTHENTICATED when the file is reloaded, and the jobs go to the clients still
 /// listed. A narrowed `allowed_rpcs` ends the stream PERMISSION_DENIED.
 #[tokio::test]

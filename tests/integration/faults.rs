@@ -163,7 +163,7 @@ async fn state_changing_calls_are_repeated_only_after_throttling() {
     gw.stop().await;
 }
 
-/// A worker as the README describes one: drops ABORTED jobs, repeats a call whose outcome is
+/// A worker as docs/workers.md describes one: drops ABORTED jobs, repeats a call whose outcome is
 /// indeterminate, and treats FAILED_PRECONDITION on a repeated result as "already done".
 async fn work(
     name: &'static str,

@@ -6,6 +6,7 @@ mod support;
 mod artifact_store;
 mod artifacts;
 mod auth;
+mod docs;
 mod edge_validation;
 mod emulator_front;
 mod faults;

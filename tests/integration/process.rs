@@ -387,6 +387,35 @@ fn serve_aws(flags: &[&str]) -> (Option<std::process::ExitStatus>, String) {
     (status, stderr)
 }
 
+#[test]
+fn logs_written_to_a_pipe_or_a_file_carry_no_colour_codes() {
+    use std::io::Read;
+    let (mut child, _) = start_binary(
+        &[
+            "serve",
+            "--upstream",
+            "emulator",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+        Stdio::piped(),
+        "grpc listening on ",
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(stderr.contains("INFO"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "no ANSI escape: {stderr:?}");
+}
+
 #[tokio::test]
 async fn serving_aws_without_authenticating_callers_is_refused_at_start_unless_allowed() {
     let (status, stderr) = serve_aws(&[]);

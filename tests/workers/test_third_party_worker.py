@@ -17,7 +17,7 @@ import pytest
 from support import DEMO_CLIENT_ID, DEMO_CLIENT_TOKEN
 from workers_support import WORKER_READY, Emulator, wait_until
 
-CLIENT_TOKEN_FILE = "examples/client-tokens.toml"  # the demo client's token, as the README shows
+CLIENT_TOKEN_FILE = "examples/client-tokens.toml"  # the demo client's token, as docs/third-party-actions.md shows
 THIRD_PARTY = {"ACTION_OWNER": "ThirdParty", "ACTION_PROVIDER": "DemoPartner", "POLL_INTERVAL": 0.2}
 # The pool's jobs, by Outcome: "bogus" fails as a configuration error, "continue" makes a follow-up.
 OUTCOMES = ("succeed", "succeed", "fail", "continue", "bogus")
