@@ -34,7 +34,7 @@ use crate::{
         ThirdPartySuccess,
     },
     observability::traces,
-    upstream::{AwsErrorCode, Upstream, UpstreamError},
+    upstream::{AwsErrorCode, Operation, Upstream, UpstreamAnswer, UpstreamCall, UpstreamError},
 };
 
 /// Settings of the SDK client, as configured.
@@ -141,21 +141,58 @@ impl AwsUpstream {
 
 #[async_trait]
 impl Upstream for AwsUpstream {
+    async fn call(&self, call: UpstreamCall) -> Result<UpstreamAnswer, UpstreamError> {
+        use UpstreamAnswer as Answer;
+        Ok(match call {
+            UpstreamCall::PollForJobs(input) => {
+                Answer::PollForJobs(self.poll_for_jobs(input).await?)
+            }
+            UpstreamCall::AcknowledgeJob(input) => {
+                Answer::AcknowledgeJob(self.acknowledge_job(input).await?)
+            }
+            UpstreamCall::GetJobDetails(input) => {
+                Answer::GetJobDetails(self.get_job_details(input).await?)
+            }
+            UpstreamCall::PutJobSuccessResult(input) => {
+                Answer::PutJobSuccessResult(self.put_job_success_result(input).await?)
+            }
+            UpstreamCall::PutJobFailureResult(input) => {
+                Answer::PutJobFailureResult(self.put_job_failure_result(input).await?)
+            }
+            UpstreamCall::PollForThirdPartyJobs(input) => {
+                Answer::PollForThirdPartyJobs(self.poll_for_third_party_jobs(input).await?)
+            }
+            UpstreamCall::AcknowledgeThirdPartyJob(input) => {
+                Answer::AcknowledgeThirdPartyJob(self.acknowledge_third_party_job(input).await?)
+            }
+            UpstreamCall::GetThirdPartyJobDetails(input) => {
+                Answer::GetThirdPartyJobDetails(self.get_third_party_job_details(input).await?)
+            }
+            UpstreamCall::PutThirdPartyJobSuccessResult(input) => {
+                Answer::PutThirdPartyJobSuccessResult(
+                    self.put_third_party_job_success_result(input).await?,
+                )
+            }
+            UpstreamCall::PutThirdPartyJobFailureResult(input) => {
+                Answer::PutThirdPartyJobFailureResult(
+                    self.put_third_party_job_failure_result(input).await?,
+                )
+            }
+        })
+    }
+}
+
+/// One SDK call per operation: the request built from the domain input, the answer read back
+/// into the domain. Sending, the request id and the failure's class are [`sent`]'s.
+impl AwsUpstream {
     async fn poll_for_jobs(&self, input: PollForJobsInput) -> Result<Vec<Job>, UpstreamError> {
-        let output = self
+        let request = self
             .client
             .poll_for_jobs()
             .action_type_id(sdk_action_type_id(&input.action_type_id)?)
-            .set_max_batch_size(
-                input
-                    .max_batch_size
-                    .map(|size| size.min(i32::MAX as u32) as i32),
-            )
-            .set_query_param(input.query_param.map(|q| HashMap::from([(q.key, q.value)])))
-            .send()
-            .await
-            .map(recorded)
-            .map_err(classify)?;
+            .set_max_batch_size(input.max_batch_size.map(sdk_batch_size))
+            .set_query_param(input.query_param.map(|q| HashMap::from([(q.key, q.value)])));
+        let output = sent(request.send()).await?;
         Ok(output
             .jobs
             .unwrap_or_default()
@@ -173,43 +210,26 @@ impl Upstream for AwsUpstream {
         &self,
         input: AcknowledgeJobInput,
     ) -> Result<JobStatus, UpstreamError> {
-        let output = async {
-            self.client
-                .acknowledge_job()
-                .job_id(input.job_id.as_str())
-                .nonce(input.nonce.as_str())
-                .send()
-                .await
-                .map(recorded)
-                .map_err(classify)
-        }
-        .await?;
-        output
-            .status
-            .as_ref()
-            .and_then(|status| JobStatus::from_aws(status.as_str()))
-            .ok_or_else(|| UpstreamError::Unexpected {
-                source: "AcknowledgeJob answered without a known status".into(),
-            })
+        let request = self
+            .client
+            .acknowledge_job()
+            .job_id(input.job_id.as_str())
+            .nonce(input.nonce.as_str());
+        job_status(
+            sent(request.send()).await?.status,
+            Operation::AcknowledgeJob,
+        )
     }
 
     async fn get_job_details(
         &self,
         input: GetJobDetailsInput,
     ) -> Result<JobDetails, UpstreamError> {
-        let output = self
-            .client
-            .get_job_details()
-            .job_id(input.job_id.as_str())
-            .send()
-            .await
-            .map(recorded)
-            .map_err(classify)?;
-        let details = output
+        let request = self.client.get_job_details().job_id(input.job_id.as_str());
+        let details = sent(request.send())
+            .await?
             .job_details
-            .ok_or_else(|| UpstreamError::Unexpected {
-                source: "GetJobDetails answered without job details".into(),
-            })?;
+            .ok_or_else(|| answered_without("GetJobDetails", "job details"))?;
         Ok(JobDetails {
             id: details.id.unwrap_or_default(),
             data: details.data.map(job_data).unwrap_or_default(),
@@ -221,67 +241,46 @@ impl Upstream for AwsUpstream {
         &self,
         input: PutJobSuccessResultInput,
     ) -> Result<(), UpstreamError> {
-        let current_revision = sdk_current_revision(input.current_revision)?;
-        let execution_details = input.execution_details.map(sdk_execution_details);
         let output_variables = (!input.output_variables.is_empty()).then(|| {
             input
                 .output_variables
                 .into_iter()
                 .collect::<HashMap<_, _>>()
         });
-        async {
-            self.client
-                .put_job_success_result()
-                .job_id(input.job_id.as_str())
-                .set_current_revision(current_revision.clone())
-                .set_continuation_token(input.continuation_token.clone())
-                .set_execution_details(execution_details.clone())
-                .set_output_variables(output_variables.clone())
-                .send()
-                .await
-                .map(recorded)
-                .map_err(classify)
-        }
-        .await?;
-        Ok(())
+        let request = self
+            .client
+            .put_job_success_result()
+            .job_id(input.job_id.as_str())
+            .set_current_revision(sdk_current_revision(input.current_revision)?)
+            .set_continuation_token(input.continuation_token)
+            .set_execution_details(input.execution_details.map(sdk_execution_details))
+            .set_output_variables(output_variables);
+        sent(request.send()).await.map(drop)
     }
 
     async fn put_job_failure_result(
         &self,
         input: PutJobFailureResultInput,
     ) -> Result<(), UpstreamError> {
-        let failure_details = sdk_failure_details(input.failure_details)?;
-        async {
-            self.client
-                .put_job_failure_result()
-                .job_id(input.job_id.as_str())
-                .failure_details(failure_details.clone())
-                .send()
-                .await
-                .map(recorded)
-                .map_err(classify)
-        }
-        .await?;
-        Ok(())
+        let request = self
+            .client
+            .put_job_failure_result()
+            .job_id(input.job_id.as_str())
+            .failure_details(sdk_failure_details(input.failure_details)?);
+        sent(request.send()).await.map(drop)
     }
+
     async fn poll_for_third_party_jobs(
         &self,
         input: PollForThirdPartyJobsInput,
     ) -> Result<Vec<ThirdPartyJob>, UpstreamError> {
-        let output = self
+        let request = self
             .client
             .poll_for_third_party_jobs()
             .action_type_id(sdk_action_type_id(&input.action_type_id)?)
-            .set_max_batch_size(
-                input
-                    .max_batch_size
-                    .map(|size| size.min(i32::MAX as u32) as i32),
-            )
-            .send()
-            .await
-            .map(recorded)
-            .map_err(classify)?;
-        Ok(output
+            .set_max_batch_size(input.max_batch_size.map(sdk_batch_size));
+        Ok(sent(request.send())
+            .await?
             .jobs
             .unwrap_or_default()
             .into_iter()
@@ -296,45 +295,31 @@ impl Upstream for AwsUpstream {
         &self,
         input: ThirdPartyInput<AcknowledgeThirdParty>,
     ) -> Result<JobStatus, UpstreamError> {
-        let output = async {
-            self.client
-                .acknowledge_third_party_job()
-                .job_id(input.job_id.as_str())
-                .nonce(input.call.nonce.as_str())
-                .client_token(input.client_token.expose())
-                .send()
-                .await
-                .map(recorded)
-                .map_err(classify)
-        }
-        .await?;
-        output
-            .status
-            .as_ref()
-            .and_then(|status| JobStatus::from_aws(status.as_str()))
-            .ok_or_else(|| UpstreamError::Unexpected {
-                source: "AcknowledgeThirdPartyJob answered without a known status".into(),
-            })
+        let request = self
+            .client
+            .acknowledge_third_party_job()
+            .job_id(input.job_id.as_str())
+            .nonce(input.call.nonce.as_str())
+            .client_token(input.client_token.expose());
+        job_status(
+            sent(request.send()).await?.status,
+            Operation::AcknowledgeThirdPartyJob,
+        )
     }
 
     async fn get_third_party_job_details(
         &self,
         input: ThirdPartyInput<()>,
     ) -> Result<ThirdPartyJobDetails, UpstreamError> {
-        let output = self
+        let request = self
             .client
             .get_third_party_job_details()
             .job_id(input.job_id.as_str())
-            .client_token(input.client_token.expose())
-            .send()
-            .await
-            .map(recorded)
-            .map_err(classify)?;
-        let details = output
+            .client_token(input.client_token.expose());
+        let details = sent(request.send())
+            .await?
             .job_details
-            .ok_or_else(|| UpstreamError::Unexpected {
-                source: "GetThirdPartyJobDetails answered without job details".into(),
-            })?;
+            .ok_or_else(|| answered_without("GetThirdPartyJobDetails", "job details"))?;
         Ok(ThirdPartyJobDetails {
             id: details.id.unwrap_or_default(),
             data: details.data.map(third_party_job_data).unwrap_or_default(),
@@ -346,43 +331,63 @@ impl Upstream for AwsUpstream {
         &self,
         input: ThirdPartyInput<ThirdPartySuccess>,
     ) -> Result<(), UpstreamError> {
-        let current_revision = sdk_current_revision(input.call.current_revision)?;
-        let execution_details = input.call.execution_details.map(sdk_execution_details);
-        async {
-            self.client
-                .put_third_party_job_success_result()
-                .job_id(input.job_id.as_str())
-                .client_token(input.client_token.expose())
-                .set_current_revision(current_revision.clone())
-                .set_continuation_token(input.call.continuation_token.clone())
-                .set_execution_details(execution_details.clone())
-                .send()
-                .await
-                .map(recorded)
-                .map_err(classify)
-        }
-        .await?;
-        Ok(())
+        let success = input.call;
+        let request = self
+            .client
+            .put_third_party_job_success_result()
+            .job_id(input.job_id.as_str())
+            .client_token(input.client_token.expose())
+            .set_current_revision(sdk_current_revision(success.current_revision)?)
+            .set_continuation_token(success.continuation_token)
+            .set_execution_details(success.execution_details.map(sdk_execution_details));
+        sent(request.send()).await.map(drop)
     }
 
     async fn put_third_party_job_failure_result(
         &self,
         input: ThirdPartyInput<FailureDetails>,
     ) -> Result<(), UpstreamError> {
-        let failure_details = sdk_failure_details(input.call)?;
-        async {
-            self.client
-                .put_third_party_job_failure_result()
-                .job_id(input.job_id.as_str())
-                .client_token(input.client_token.expose())
-                .failure_details(failure_details.clone())
-                .send()
-                .await
-                .map(recorded)
-                .map_err(classify)
-        }
-        .await?;
-        Ok(())
+        let request = self
+            .client
+            .put_third_party_job_failure_result()
+            .job_id(input.job_id.as_str())
+            .client_token(input.client_token.expose())
+            .failure_details(sdk_failure_details(input.call)?);
+        sent(request.send()).await.map(drop)
+    }
+}
+
+/// Sends one SDK request: its AWS request id noted in the call's span, its failure sorted into
+/// the gateway's upstream errors.
+async fn sent<O, E>(send: impl Future<Output = Result<O, SdkError<E>>>) -> Result<O, UpstreamError>
+where
+    O: RequestId,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let output = send.await.map_err(classify)?;
+    record_request_id(output.request_id());
+    Ok(output)
+}
+
+/// A batch size as the SDK takes it (the model's bound is far below `i32::MAX`).
+fn sdk_batch_size(size: u32) -> i32 {
+    i32::try_from(size).unwrap_or(i32::MAX)
+}
+
+/// The status an acknowledgement answered with.
+fn job_status(
+    status: Option<sdk::JobStatus>,
+    operation: Operation,
+) -> Result<JobStatus, UpstreamError> {
+    status
+        .as_ref()
+        .and_then(|status| JobStatus::from_aws(status.as_str()))
+        .ok_or_else(|| answered_without(operation.as_str(), "a known status"))
+}
+
+fn answered_without(operation: &str, what: &str) -> UpstreamError {
+    UpstreamError::Unexpected {
+        source: format!("{operation} answered without {what}").into(),
     }
 }
 
@@ -445,11 +450,6 @@ impl Intercept for CountAttempts {
         traces::record_attempt();
         Ok(())
     }
-}
-
-fn recorded<T: RequestId>(output: T) -> T {
-    record_request_id(output.request_id());
-    output
 }
 
 fn unexpected(error: impl std::error::Error + Send + Sync + 'static) -> UpstreamError {

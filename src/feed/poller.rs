@@ -13,7 +13,7 @@ use crate::{
     api::status,
     domain::{ActionTypeId, Job, PollForJobsInput},
     observability::metrics::{FeedMetrics, FeedPoll},
-    upstream::Operation,
+    upstream::{Operation, UpstreamExt},
 };
 
 /// The longest a poll may take, if the upstream sets no bound of its own.
@@ -180,7 +180,7 @@ async fn poll(feeds: &Feeds, shared: &Shared, asked: u32) -> Polled {
         query_param: shared.key.query_param.clone(),
     };
     let started = std::time::Instant::now();
-    let result = tokio::time::timeout(POLL_TIMEOUT, feeds.upstream.poll_for_jobs(input))
+    let result = tokio::time::timeout(POLL_TIMEOUT, feeds.upstream.send(input))
         .await
         .unwrap_or(Err(crate::upstream::UpstreamError::Timeout {
             request_id: None,

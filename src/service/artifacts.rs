@@ -28,7 +28,6 @@ use crate::{
         download_input_artifact_response::Response as Outbound,
         upload_output_artifact_request::Request as Inbound,
     },
-    upstream::Operation,
 };
 
 /// What a download sends: the metadata, the bytes, and a status if it fails on the way.
@@ -57,14 +56,7 @@ impl JobWorker {
                 let input = GetJobDetailsInput {
                     job_id: job_id.clone(),
                 };
-                let details = self
-                    .forward(
-                        Operation::GetJobDetails,
-                        job_id.as_str(),
-                        Some(deadline),
-                        || self.upstream.get_job_details(input.clone()),
-                    )
-                    .await?;
+                let details = self.forward(input, Some(deadline)).await?;
                 Ok(details.data)
             }
             ArtifactJob::ThirdParty(request) => {
@@ -77,14 +69,7 @@ impl JobWorker {
                             reason: missing.to_string(),
                         })
                     })?;
-                let details = self
-                    .forward(
-                        Operation::GetThirdPartyJobDetails,
-                        request.job_id.as_str(),
-                        Some(deadline),
-                        || self.upstream.get_third_party_job_details(input.clone()),
-                    )
-                    .await?;
+                let details = self.forward(input, Some(deadline)).await?;
                 Ok(details.data)
             }
         }

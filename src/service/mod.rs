@@ -22,13 +22,16 @@ use crate::{
     api::{Refusal, status},
     artifacts::Artifacts,
     auth::{Caller, ClientTokens},
-    domain::validate::InvalidRequest,
+    domain::{
+        AcknowledgeJobInput, GetJobDetailsInput, PollForJobsInput, PutJobFailureResultInput,
+        PutJobSuccessResultInput, validate::InvalidRequest,
+    },
     feed::Feeds,
     limits::{ClientLimits, UpstreamBudget},
     middleware::deadline::CallDeadline,
     observability::{Metrics, traces},
     pb::jobworker::{self as pb, job_worker_service_server::JobWorkerServiceServer},
-    upstream::{Operation, Retries, Upstream, UpstreamError},
+    upstream::{Call, Operation, Retries, Upstream, UpstreamError, UpstreamExt},
 };
 
 /// What the job-worker service works with, made once for the process.
@@ -65,21 +68,28 @@ impl JobWorker {
         JobWorkerServiceServer::new(self)
     }
 
+    /// Validates a unary request and makes its call: the shape of every unary handler that
+    /// needs nothing between the two.
+    async fn unary<C, P, R>(&self, request: Request<P>) -> Result<Response<R>, Status>
+    where
+        C: Call + TryFrom<P, Error = InvalidRequest>,
+        C::Output: Into<R>,
+    {
+        let (input, deadline) = validated::<P, C>(request)?;
+        let output = self.forward(input, deadline).await?;
+        Ok(Response::new(output.into()))
+    }
+
     /// Makes an upstream call within the caller's deadline, trying again as [`Retries`] allow
     /// (throttling for every operation, uncertain failures for harmless repeats), each attempt
-    /// spending the upstream budget and counted; classifies the failure it ends with.
-    /// `resource` names what the call is about (a job, an action type); `call` makes one
-    /// attempt.
-    async fn forward<T, Attempt>(
+    /// spending the upstream budget and counted; classifies the failure it ends with. The
+    /// operation, and what the call is about, follow from the input.
+    async fn forward<C: Call>(
         &self,
-        operation: Operation,
-        resource: &str,
+        input: C,
         deadline: Option<CallDeadline>,
-        call: impl Fn() -> Attempt,
-    ) -> Result<T, Status>
-    where
-        Attempt: Future<Output = Result<T, UpstreamError>>,
-    {
+    ) -> Result<C::Output, Status> {
+        let operation = C::OPERATION;
         let retries_end = Instant::now() + self.retries.within;
         let ends = deadline.map(CallDeadline::upstream_deadline);
         let mut attempt = 1;
@@ -90,11 +100,14 @@ impl JobWorker {
             // refuses answers with the failure it would have retried.
             if let Err(refused) = self.budget.spend(operation).await {
                 return Err(match retried {
-                    Some(error) => status::upstream_call_status(operation, resource, error),
+                    Some(error) => {
+                        status::upstream_call_status(operation, &input.resource(), error)
+                    }
                     None => refused,
                 });
             }
-            let error = match self.attempt(operation, ends, call()).await {
+            let call = self.upstream.send(input.clone());
+            let error = match self.attempt(operation, ends, call).await {
                 Ok(answer) => return Ok(answer),
                 Err(error) => error,
             };
@@ -105,7 +118,11 @@ impl JobWorker {
                 .map(|backoff| now + backoff)
                 .filter(|&at| at < retries_end && ends.is_none_or(|ends| at < ends));
             let Some(retry_at) = retry_at else {
-                return Err(status::upstream_call_status(operation, resource, error));
+                return Err(status::upstream_call_status(
+                    operation,
+                    &input.resource(),
+                    error,
+                ));
             };
             tokio::time::sleep_until(retry_at.into()).await;
             retried = Some(error);
@@ -177,23 +194,14 @@ impl pb::job_worker_service_server::JobWorkerService for JobWorker {
         &self,
         request: Request<pb::PollForJobsRequest>,
     ) -> Result<Response<pb::PollForJobsResponse>, Status> {
-        let (input, deadline) = validated::<_, crate::domain::PollForJobsInput>(request)?;
-        let action_type = input.action_type_id.to_string();
-        let jobs = self
-            .forward(Operation::PollForJobs, &action_type, deadline, || {
-                self.upstream.poll_for_jobs(input.clone())
-            })
-            .await?;
-        Ok(Response::new(pb::PollForJobsResponse {
-            jobs: jobs.into_iter().map(Into::into).collect(),
-        }))
+        self.unary::<PollForJobsInput, _, _>(request).await
     }
 
     async fn acknowledge_job(
         &self,
         request: Request<pb::AcknowledgeJobRequest>,
     ) -> Result<Response<pb::AcknowledgeJobResponse>, Status> {
-        let (input, deadline) = validated::<_, crate::domain::AcknowledgeJobInput>(request)?;
+        let (input, deadline) = validated::<_, AcknowledgeJobInput>(request)?;
         let job_id = input.job_id.clone();
         // A copy a job stream of this process was given is acknowledged on a stream only.
         if self
@@ -205,66 +213,32 @@ impl pb::job_worker_service_server::JobWorkerService for JobWorker {
             }
             .into());
         }
-        let result = self
-            .forward(Operation::AcknowledgeJob, job_id.as_str(), deadline, || {
-                self.upstream.acknowledge_job(input.clone())
-            })
-            .await;
+        let result = self.forward(input, deadline).await;
         if result.is_ok() {
             // A poller's own copy: the one a feed holds, with another nonce, is stale.
             self.feeds.acknowledged_elsewhere(job_id.as_str());
         }
-        let status = result?;
-        Ok(Response::new(pb::AcknowledgeJobResponse {
-            status: status.to_pb().into(),
-        }))
+        Ok(Response::new(result?.into()))
     }
 
     async fn get_job_details(
         &self,
         request: Request<pb::GetJobDetailsRequest>,
     ) -> Result<Response<pb::GetJobDetailsResponse>, Status> {
-        let (input, deadline) = validated::<_, crate::domain::GetJobDetailsInput>(request)?;
-        let job_id = input.job_id.clone();
-        let details = self
-            .forward(Operation::GetJobDetails, job_id.as_str(), deadline, || {
-                self.upstream.get_job_details(input.clone())
-            })
-            .await?;
-        Ok(Response::new(pb::GetJobDetailsResponse {
-            job_details: Some(details.into()),
-        }))
+        self.unary::<GetJobDetailsInput, _, _>(request).await
     }
 
     async fn put_job_success_result(
         &self,
         request: Request<pb::PutJobSuccessResultRequest>,
     ) -> Result<Response<pb::PutJobSuccessResultResponse>, Status> {
-        let (input, deadline) = validated::<_, crate::domain::PutJobSuccessResultInput>(request)?;
-        let job_id = input.job_id.clone();
-        self.forward(
-            Operation::PutJobSuccessResult,
-            job_id.as_str(),
-            deadline,
-            || self.upstream.put_job_success_result(input.clone()),
-        )
-        .await?;
-        Ok(Response::new(pb::PutJobSuccessResultResponse {}))
+        self.unary::<PutJobSuccessResultInput, _, _>(request).await
     }
 
     async fn put_job_failure_result(
         &self,
         request: Request<pb::PutJobFailureResultRequest>,
     ) -> Result<Response<pb::PutJobFailureResultResponse>, Status> {
-        let (input, deadline) = validated::<_, crate::domain::PutJobFailureResultInput>(request)?;
-        let job_id = input.job_id.clone();
-        self.forward(
-            Operation::PutJobFailureResult,
-            job_id.as_str(),
-            deadline,
-            || self.upstream.put_job_failure_result(input.clone()),
-        )
-        .await?;
-        Ok(Response::new(pb::PutJobFailureResultResponse {}))
+        self.unary::<PutJobFailureResultInput, _, _>(request).await
     }
 }

@@ -34,7 +34,6 @@ use crate::{
         self as pb, stream_jobs_request::Request as Inbound,
         stream_jobs_response::Response as Outbound,
     },
-    upstream::Operation,
 };
 
 /// What a stream sends: jobs, acknowledgement answers, and finally its status.
@@ -406,11 +405,7 @@ async fn send_upstream(
     };
     let deadline = CallDeadline(std::time::Instant::now() + worker.default_deadline);
     let input = AcknowledgeJobInput { job_id, nonce };
-    let result = worker
-        .forward(Operation::AcknowledgeJob, &job, Some(deadline), || {
-            worker.upstream.acknowledge_job(input.clone())
-        })
-        .await;
+    let result = worker.forward(input, Some(deadline)).await;
     let outcome = ack_outcome(&result);
     match result {
         Ok(status) => (outcome, accepted(&job, status), Some(status)),

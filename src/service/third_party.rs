@@ -16,7 +16,7 @@ use crate::{
     pb::jobworker::{
         self as pb, third_party_job_worker_service_server::ThirdPartyJobWorkerServiceServer,
     },
-    upstream::Operation,
+    upstream::Call,
 };
 
 impl JobWorker {
@@ -69,6 +69,24 @@ impl TokenFrom {
     }
 }
 
+impl JobWorker {
+    /// Validates a third-party request, settles its client token and makes its call.
+    async fn third_party<T, P, R>(&self, request: Request<P>) -> Result<Response<R>, Status>
+    where
+        ThirdPartyRequest<T>: TryFrom<P, Error = InvalidRequest>,
+        ThirdPartyInput<T>: Call,
+        <ThirdPartyInput<T> as Call>::Output: Into<R>,
+    {
+        let (input, deadline, token_from) = self.with_client_token::<P, T>(request)?;
+        let job_id = input.job_id.clone();
+        let output = self
+            .forward(input, deadline)
+            .await
+            .map_err(|status| token_from.failure(status, job_id.as_str()))?;
+        Ok(Response::new(output.into()))
+    }
+}
+
 #[tonic::async_trait]
 impl pb::third_party_job_worker_service_server::ThirdPartyJobWorkerService for JobWorker {
     async fn poll_for_third_party_jobs(
@@ -76,100 +94,38 @@ impl pb::third_party_job_worker_service_server::ThirdPartyJobWorkerService for J
         request: Request<pb::PollForThirdPartyJobsRequest>,
     ) -> Result<Response<pb::PollForThirdPartyJobsResponse>, Status> {
         let (input, deadline) = validated::<_, PollForThirdPartyJobsInput>(request)?;
-        let action_type = input.action_type_id.to_string();
-        let jobs = self
-            .forward(
-                Operation::PollForThirdPartyJobs,
-                &action_type,
-                deadline,
-                || self.upstream.poll_for_third_party_jobs(input.clone()),
-            )
-            .await?;
+        let jobs = self.forward(input, deadline).await?;
+        // The client ids the jobs name: the gateway supplies their tokens to later calls.
         self.client_tokens.remember(&jobs);
-        Ok(Response::new(pb::PollForThirdPartyJobsResponse {
-            jobs: jobs.into_iter().map(Into::into).collect(),
-        }))
+        Ok(Response::new(jobs.into()))
     }
 
     async fn acknowledge_third_party_job(
         &self,
         request: Request<pb::AcknowledgeThirdPartyJobRequest>,
     ) -> Result<Response<pb::AcknowledgeThirdPartyJobResponse>, Status> {
-        let (input, deadline, token_from) =
-            self.with_client_token::<_, AcknowledgeThirdParty>(request)?;
-        let job_id = input.job_id.clone();
-        let status = self
-            .forward(
-                Operation::AcknowledgeThirdPartyJob,
-                job_id.as_str(),
-                deadline,
-                || self.upstream.acknowledge_third_party_job(input.clone()),
-            )
+        self.third_party::<AcknowledgeThirdParty, _, _>(request)
             .await
-            .map_err(|status| token_from.failure(status, job_id.as_str()))?;
-        Ok(Response::new(pb::AcknowledgeThirdPartyJobResponse {
-            status: status.to_pb().into(),
-        }))
     }
 
     async fn get_third_party_job_details(
         &self,
         request: Request<pb::GetThirdPartyJobDetailsRequest>,
     ) -> Result<Response<pb::GetThirdPartyJobDetailsResponse>, Status> {
-        let (input, deadline, token_from) = self.with_client_token::<_, ()>(request)?;
-        let job_id = input.job_id.clone();
-        let details = self
-            .forward(
-                Operation::GetThirdPartyJobDetails,
-                job_id.as_str(),
-                deadline,
-                || self.upstream.get_third_party_job_details(input.clone()),
-            )
-            .await
-            .map_err(|status| token_from.failure(status, job_id.as_str()))?;
-        Ok(Response::new(pb::GetThirdPartyJobDetailsResponse {
-            job_details: Some(details.into()),
-        }))
+        self.third_party::<(), _, _>(request).await
     }
 
     async fn put_third_party_job_success_result(
         &self,
         request: Request<pb::PutThirdPartyJobSuccessResultRequest>,
     ) -> Result<Response<pb::PutThirdPartyJobSuccessResultResponse>, Status> {
-        let (input, deadline, token_from) =
-            self.with_client_token::<_, ThirdPartySuccess>(request)?;
-        let job_id = input.job_id.clone();
-        self.forward(
-            Operation::PutThirdPartyJobSuccessResult,
-            job_id.as_str(),
-            deadline,
-            || {
-                self.upstream
-                    .put_third_party_job_success_result(input.clone())
-            },
-        )
-        .await
-        .map_err(|status| token_from.failure(status, job_id.as_str()))?;
-        Ok(Response::new(pb::PutThirdPartyJobSuccessResultResponse {}))
+        self.third_party::<ThirdPartySuccess, _, _>(request).await
     }
 
     async fn put_third_party_job_failure_result(
         &self,
         request: Request<pb::PutThirdPartyJobFailureResultRequest>,
     ) -> Result<Response<pb::PutThirdPartyJobFailureResultResponse>, Status> {
-        let (input, deadline, token_from) = self.with_client_token::<_, FailureDetails>(request)?;
-        let job_id = input.job_id.clone();
-        self.forward(
-            Operation::PutThirdPartyJobFailureResult,
-            job_id.as_str(),
-            deadline,
-            || {
-                self.upstream
-                    .put_third_party_job_failure_result(input.clone())
-            },
-        )
-        .await
-        .map_err(|status| token_from.failure(status, job_id.as_str()))?;
-        Ok(Response::new(pb::PutThirdPartyJobFailureResultResponse {}))
+        self.third_party::<FailureDetails, _, _>(request).await
     }
 }

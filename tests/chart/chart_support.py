@@ -68,7 +68,12 @@ HEALTH_STATUS = {0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNO
 
 
 def cargo_version() -> str:
-    return tomllib.loads((REPO_ROOT / "Cargo.toml").read_text())["package"]["version"]
+    """The gateway package's version, which it may inherit from the workspace."""
+    manifest = tomllib.loads((REPO_ROOT / "Cargo.toml").read_text())
+    version = manifest["package"]["version"]
+    if isinstance(version, dict) and version.get("workspace"):
+        version = manifest["workspace"]["package"]["version"]
+    return str(version)
 
 
 def chart_metadata() -> dict[str, Any]:

@@ -5,15 +5,9 @@ use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use codepipeline_gateway::{
-    domain::{
-        AcknowledgeJobInput, AcknowledgeThirdParty, FailureDetails, GetJobDetailsInput, Job,
-        JobDetails, JobStatus, PollForJobsInput, PollForThirdPartyJobsInput,
-        PutJobFailureResultInput, PutJobSuccessResultInput, ThirdPartyInput, ThirdPartyJob,
-        ThirdPartyJobDetails, ThirdPartySuccess,
-    },
     limits::LimitClock,
     pb::jobworker as pb,
-    upstream::{Upstream, UpstreamError},
+    upstream::{Upstream, UpstreamAnswer, UpstreamCall, UpstreamError},
 };
 use governor::clock::FakeRelativeClock;
 use pb::job_worker_service_client::JobWorkerServiceClient;
@@ -251,56 +245,8 @@ struct PanickingUpstream;
 
 #[async_trait]
 impl Upstream for PanickingUpstream {
-    async fn poll_for_jobs(&self, _: PollForJobsInput) -> Result<Vec<Job>, UpstreamError> {
-        panic!("poll bug")
-    }
-    async fn acknowledge_job(&self, _: AcknowledgeJobInput) -> Result<JobStatus, UpstreamError> {
-        panic!("acknowledge bug")
-    }
-    async fn get_job_details(&self, _: GetJobDetailsInput) -> Result<JobDetails, UpstreamError> {
-        panic!("details bug")
-    }
-    async fn put_job_success_result(
-        &self,
-        _: PutJobSuccessResultInput,
-    ) -> Result<(), UpstreamError> {
-        panic!("success bug")
-    }
-    async fn put_job_failure_result(
-        &self,
-        _: PutJobFailureResultInput,
-    ) -> Result<(), UpstreamError> {
-        panic!("failure bug")
-    }
-    async fn poll_for_third_party_jobs(
-        &self,
-        _: PollForThirdPartyJobsInput,
-    ) -> Result<Vec<ThirdPartyJob>, UpstreamError> {
-        panic!("third-party poll bug")
-    }
-    async fn acknowledge_third_party_job(
-        &self,
-        _: ThirdPartyInput<AcknowledgeThirdParty>,
-    ) -> Result<JobStatus, UpstreamError> {
-        panic!("third-party acknowledge bug")
-    }
-    async fn get_third_party_job_details(
-        &self,
-        _: ThirdPartyInput<()>,
-    ) -> Result<ThirdPartyJobDetails, UpstreamError> {
-        panic!("third-party details bug")
-    }
-    async fn put_third_party_job_success_result(
-        &self,
-        _: ThirdPartyInput<ThirdPartySuccess>,
-    ) -> Result<(), UpstreamError> {
-        panic!("third-party success bug")
-    }
-    async fn put_third_party_job_failure_result(
-        &self,
-        _: ThirdPartyInput<FailureDetails>,
-    ) -> Result<(), UpstreamError> {
-        panic!("third-party failure bug")
+    async fn call(&self, call: UpstreamCall) -> Result<UpstreamAnswer, UpstreamError> {
+        panic!("{} bug", call.operation())
     }
 }
 

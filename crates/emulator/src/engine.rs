@@ -29,7 +29,9 @@ use codepipeline_job_port::domain::{
     PutJobFailureResultInput, PutJobSuccessResultInput, QueryParam, S3Location, ThirdPartyInput,
     ThirdPartyJob, ThirdPartyJobDetails, ThirdPartySuccess,
 };
-use codepipeline_job_port::upstream::{AwsErrorCode, Operation, Upstream, UpstreamError};
+use codepipeline_job_port::upstream::{
+    AwsErrorCode, Operation, Upstream, UpstreamAnswer, UpstreamCall, UpstreamError,
+};
 
 /// The most characters (keys and values together) a job's output variables may have, as AWS
 /// documents for OutputVariablesSizeExceededException (122,880).
@@ -803,93 +805,46 @@ impl Emulator {
     }
 }
 
+impl Emulator {
+    /// Applies one call to the jobs, as CodePipeline would: the one place an operation meets
+    /// its behaviour, for the in-process upstream and both wire fronts alike.
+    pub fn apply(&self, call: UpstreamCall) -> Result<UpstreamAnswer, UpstreamError> {
+        use UpstreamAnswer as Answer;
+        Ok(match call {
+            UpstreamCall::PollForJobs(input) => Answer::PollForJobs(self.poll(&input)?),
+            UpstreamCall::AcknowledgeJob(input) => {
+                Answer::AcknowledgeJob(self.acknowledge(&input)?)
+            }
+            UpstreamCall::GetJobDetails(input) => Answer::GetJobDetails(self.details(&input)?),
+            UpstreamCall::PutJobSuccessResult(input) => {
+                Answer::PutJobSuccessResult(self.succeed(input)?)
+            }
+            UpstreamCall::PutJobFailureResult(input) => {
+                Answer::PutJobFailureResult(self.fail(input)?)
+            }
+            UpstreamCall::PollForThirdPartyJobs(input) => {
+                Answer::PollForThirdPartyJobs(self.poll_third_party(&input)?)
+            }
+            UpstreamCall::AcknowledgeThirdPartyJob(input) => {
+                Answer::AcknowledgeThirdPartyJob(self.acknowledge_third_party(&input)?)
+            }
+            UpstreamCall::GetThirdPartyJobDetails(input) => {
+                Answer::GetThirdPartyJobDetails(self.details_third_party(&input)?)
+            }
+            UpstreamCall::PutThirdPartyJobSuccessResult(input) => {
+                Answer::PutThirdPartyJobSuccessResult(self.succeed_third_party(input)?)
+            }
+            UpstreamCall::PutThirdPartyJobFailureResult(input) => {
+                Answer::PutThirdPartyJobFailureResult(self.fail_third_party(input)?)
+            }
+        })
+    }
+}
+
 #[async_trait]
 impl Upstream for Emulator {
-    async fn poll_for_jobs(&self, input: PollForJobsInput) -> Result<Vec<Job>, UpstreamError> {
-        self.serve(Operation::PollForJobs, || self.poll(&input))
-            .await
-    }
-
-    async fn acknowledge_job(
-        &self,
-        input: AcknowledgeJobInput,
-    ) -> Result<JobStatus, UpstreamError> {
-        self.serve(Operation::AcknowledgeJob, || self.acknowledge(&input))
-            .await
-    }
-
-    async fn get_job_details(
-        &self,
-        input: GetJobDetailsInput,
-    ) -> Result<JobDetails, UpstreamError> {
-        self.serve(Operation::GetJobDetails, || self.details(&input))
-            .await
-    }
-
-    async fn put_job_success_result(
-        &self,
-        input: PutJobSuccessResultInput,
-    ) -> Result<(), UpstreamError> {
-        self.serve(Operation::PutJobSuccessResult, || self.succeed(input))
-            .await
-    }
-
-    async fn put_job_failure_result(
-        &self,
-        input: PutJobFailureResultInput,
-    ) -> Result<(), UpstreamError> {
-        self.serve(Operation::PutJobFailureResult, || self.fail(input))
-            .await
-    }
-
-    async fn poll_for_third_party_jobs(
-        &self,
-        input: PollForThirdPartyJobsInput,
-    ) -> Result<Vec<ThirdPartyJob>, UpstreamError> {
-        self.serve(Operation::PollForThirdPartyJobs, || {
-            self.poll_third_party(&input)
-        })
-        .await
-    }
-
-    async fn acknowledge_third_party_job(
-        &self,
-        input: ThirdPartyInput<AcknowledgeThirdParty>,
-    ) -> Result<JobStatus, UpstreamError> {
-        self.serve(Operation::AcknowledgeThirdPartyJob, || {
-            self.acknowledge_third_party(&input)
-        })
-        .await
-    }
-
-    async fn get_third_party_job_details(
-        &self,
-        input: ThirdPartyInput<()>,
-    ) -> Result<ThirdPartyJobDetails, UpstreamError> {
-        self.serve(Operation::GetThirdPartyJobDetails, || {
-            self.details_third_party(&input)
-        })
-        .await
-    }
-
-    async fn put_third_party_job_success_result(
-        &self,
-        input: ThirdPartyInput<ThirdPartySuccess>,
-    ) -> Result<(), UpstreamError> {
-        self.serve(Operation::PutThirdPartyJobSuccessResult, || {
-            self.succeed_third_party(input)
-        })
-        .await
-    }
-
-    async fn put_third_party_job_failure_result(
-        &self,
-        input: ThirdPartyInput<FailureDetails>,
-    ) -> Result<(), UpstreamError> {
-        self.serve(Operation::PutThirdPartyJobFailureResult, || {
-            self.fail_third_party(input)
-        })
-        .await
+    async fn call(&self, call: UpstreamCall) -> Result<UpstreamAnswer, UpstreamError> {
+        self.serve(call.operation(), || self.apply(call)).await
     }
 
     fn new_jobs(&self) -> Option<broadcast::Receiver<ActionTypeId>> {

@@ -15,7 +15,6 @@ use axum::{
     response::{IntoResponse, Response},
     routing::post,
 };
-use serde::de::DeserializeOwned;
 
 mod protocol;
 mod shapes;
@@ -27,11 +26,7 @@ use super::{
     faults::Fault,
     sigv4::{self, Payload, Scope, SignedRequest},
 };
-use crate::pb::jobworker as pb;
-use codepipeline_job_port::domain::{
-    ThirdPartyInput, ThirdPartyRequest,
-    validate::{self, InvalidRequest},
-};
+use codepipeline_job_port::domain::validate::InvalidRequest;
 use codepipeline_job_port::upstream::{AwsErrorCode, Operation, UpstreamError};
 pub use protocol::Protocol;
 
@@ -319,88 +314,9 @@ async fn serve_call(
     if let Some(fault) = fault.filter(|fault| !fault.after_effect()) {
         return Err(fault.as_upstream_error().into());
     }
-    let call = Call { protocol, body };
-    let result = match operation {
-        Operation::PollForJobs => {
-            call.run::<shapes::PollForJobsIn, pb::PollForJobsRequest, _, _>(|input| {
-                let jobs = emulator.poll(&input)?;
-                Ok(shapes::PollForJobsOut {
-                    jobs: jobs.into_iter().map(Into::into).collect(),
-                })
-            })
-        }
-        Operation::AcknowledgeJob => {
-            call.run::<shapes::AcknowledgeJobIn, pb::AcknowledgeJobRequest, _, _>(|input| {
-                emulator
-                    .acknowledge(&input)
-                    .map(shapes::AcknowledgeJobOut::from)
-            })
-        }
-        Operation::GetJobDetails => {
-            call.run::<shapes::GetJobDetailsIn, pb::GetJobDetailsRequest, _, _>(|input| {
-                emulator.details(&input).map(shapes::GetJobDetailsOut::from)
-            })
-        }
-        Operation::PutJobSuccessResult => call
-            .run::<shapes::PutJobSuccessResultIn, pb::PutJobSuccessResultRequest, _, _>(
-                |input| emulator.succeed(input).map(|()| shapes::Empty {}),
-            ),
-        Operation::PutJobFailureResult => call
-            .run::<shapes::PutJobFailureResultIn, pb::PutJobFailureResultRequest, _, _>(
-                |input| emulator.fail(input).map(|()| shapes::Empty {}),
-            ),
-        Operation::PollForThirdPartyJobs => call.run::<
-            shapes::PollForThirdPartyJobsIn,
-            pb::PollForThirdPartyJobsRequest,
-            _,
-            _,
-        >(|input| {
-            let jobs = emulator.poll_third_party(&input)?;
-            Ok(shapes::PollForThirdPartyJobsOut {
-                jobs: jobs.into_iter().map(Into::into).collect(),
-            })
-        }),
-        Operation::AcknowledgeThirdPartyJob => call.run_third_party::<
-            shapes::AcknowledgeThirdPartyJobIn,
-            pb::AcknowledgeThirdPartyJobRequest,
-            _,
-            _,
-        >(|input| {
-            emulator
-                .acknowledge_third_party(&input)
-                .map(shapes::AcknowledgeJobOut::from)
-        }),
-        Operation::GetThirdPartyJobDetails => call.run_third_party::<
-            shapes::GetThirdPartyJobDetailsIn,
-            pb::GetThirdPartyJobDetailsRequest,
-            _,
-            _,
-        >(|input| {
-            emulator
-                .details_third_party(&input)
-                .map(shapes::GetThirdPartyJobDetailsOut::from)
-        }),
-        Operation::PutThirdPartyJobSuccessResult => call.run_third_party::<
-            shapes::PutThirdPartyJobSuccessResultIn,
-            pb::PutThirdPartyJobSuccessResultRequest,
-            _,
-            _,
-        >(|input| {
-            emulator
-                .succeed_third_party(input)
-                .map(|()| shapes::Empty {})
-        }),
-        Operation::PutThirdPartyJobFailureResult => call.run_third_party::<
-            shapes::PutThirdPartyJobFailureResultIn,
-            pb::PutThirdPartyJobFailureResultRequest,
-            _,
-            _,
-        >(|input| {
-            emulator
-                .fail_third_party(input)
-                .map(|()| shapes::Empty {})
-        }),
-    };
+    let result = shapes::decode_call(protocol, operation, body)
+        .and_then(|call| Ok(emulator.apply(call)?))
+        .map(|answer| shapes::encode_answer(protocol, answer));
     Ok(match fault {
         Some(Fault::DropConnection) => Answer::Drop,
         Some(Fault::TruncatedResponse) => {
@@ -411,147 +327,12 @@ async fn serve_call(
     })
 }
 
-/// One call's request, in its protocol.
-struct Call<'a> {
-    protocol: Protocol,
-    body: &'a [u8],
-}
-
-impl Call<'_> {
-    /// Runs one operation: body -> protobuf request -> validated input -> engine -> body.
-    fn run<Body, Proto, Input, Out>(
-        &self,
-        run: impl FnOnce(Input) -> Result<Out, UpstreamError>,
-    ) -> Result<Option<Vec<u8>>, ApiError>
-    where
-        Body: DeserializeOwned + Into<Proto> + shapes::EnumNames,
-        Input: TryFrom<Proto, Error = InvalidRequest>,
-        Out: shapes::Output,
-    {
-        let input = decode::<Body, Proto, Input>(self.protocol, self.body)?;
-        Ok(self.protocol.encode(&run(input)?))
-    }
-
-    /// Runs one third-party operation, whose request must carry its client token itself: the
-    /// front is CodePipeline, which has no tokens to supply.
-    fn run_third_party<Body, Proto, T, Out>(
-        &self,
-        run: impl FnOnce(ThirdPartyInput<T>) -> Result<Out, UpstreamError>,
-    ) -> Result<Option<Vec<u8>>, ApiError>
-    where
-        Body: DeserializeOwned + Into<Proto> + shapes::EnumNames,
-        ThirdPartyRequest<T>: TryFrom<Proto, Error = InvalidRequest>,
-        Out: shapes::Output,
-    {
-        let request = decode::<Body, Proto, ThirdPartyRequest<T>>(self.protocol, self.body)?;
-        let input = validate::with_own_client_token(request)?;
-        Ok(self.protocol.encode(&run(input)?))
-    }
-}
-
-/// Decodes and validates a request body. Decoding into the protobuf request first lets the
-/// gRPC edge's validator check it, so both doors enforce the same constraints.
-fn decode<Body, Proto, Input>(protocol: Protocol, body: &[u8]) -> Result<Input, ApiError>
-where
-    Body: DeserializeOwned + Into<Proto> + shapes::EnumNames,
-    Input: TryFrom<Proto, Error = InvalidRequest>,
-{
-    let request: Body = protocol.decode(body).map_err(|protocol::Undecodable| {
-        ApiError::bad_request("SerializationException", protocol.undecodable_message())
-    })?;
-    let unknown_names = request.unknown_enum_names();
-    Input::try_from(request.into()).map_err(|mut invalid| {
-        // An unknown name reached the validator as "unset": say what it was.
-        for named in unknown_names {
-            if let Some(violation) = invalid
-                .violations
-                .iter_mut()
-                .find(|v| v.field == named.field)
-            {
-                *violation = named;
-            }
-        }
-        ApiError::from(invalid)
-    })
-}
-
 /// Decodes and validates a request body as the front does, without running it: `Err` carries
 /// the AWS error code the front would answer with. For fuzzing and property tests.
 pub fn check_request(protocol: Protocol, operation: Operation, body: &[u8]) -> Result<(), String> {
-    use codepipeline_job_port::domain::{
-        AcknowledgeJobInput, AcknowledgeThirdParty, FailureDetails, GetJobDetailsInput,
-        PollForJobsInput, PollForThirdPartyJobsInput, PutJobFailureResultInput,
-        PutJobSuccessResultInput, ThirdPartySuccess,
-    };
-    let result = match operation {
-        Operation::PollForJobs => {
-            decode::<shapes::PollForJobsIn, pb::PollForJobsRequest, PollForJobsInput>(
-                protocol, body,
-            )
-            .map(drop)
-        }
-        Operation::AcknowledgeJob => {
-            decode::<shapes::AcknowledgeJobIn, pb::AcknowledgeJobRequest, AcknowledgeJobInput>(
-                protocol, body,
-            )
-            .map(drop)
-        }
-        Operation::GetJobDetails => {
-            decode::<shapes::GetJobDetailsIn, pb::GetJobDetailsRequest, GetJobDetailsInput>(
-                protocol, body,
-            )
-            .map(drop)
-        }
-        Operation::PutJobSuccessResult => decode::<
-            shapes::PutJobSuccessResultIn,
-            pb::PutJobSuccessResultRequest,
-            PutJobSuccessResultInput,
-        >(protocol, body)
-        .map(drop),
-        Operation::PutJobFailureResult => decode::<
-            shapes::PutJobFailureResultIn,
-            pb::PutJobFailureResultRequest,
-            PutJobFailureResultInput,
-        >(protocol, body)
-        .map(drop),
-        Operation::PollForThirdPartyJobs => decode::<
-            shapes::PollForThirdPartyJobsIn,
-            pb::PollForThirdPartyJobsRequest,
-            PollForThirdPartyJobsInput,
-        >(protocol, body)
-        .map(drop),
-        Operation::AcknowledgeThirdPartyJob => check_third_party::<
-            shapes::AcknowledgeThirdPartyJobIn,
-            pb::AcknowledgeThirdPartyJobRequest,
-            AcknowledgeThirdParty,
-        >(protocol, body),
-        Operation::GetThirdPartyJobDetails => check_third_party::<
-            shapes::GetThirdPartyJobDetailsIn,
-            pb::GetThirdPartyJobDetailsRequest,
-            (),
-        >(protocol, body),
-        Operation::PutThirdPartyJobSuccessResult => check_third_party::<
-            shapes::PutThirdPartyJobSuccessResultIn,
-            pb::PutThirdPartyJobSuccessResultRequest,
-            ThirdPartySuccess,
-        >(protocol, body),
-        Operation::PutThirdPartyJobFailureResult => check_third_party::<
-            shapes::PutThirdPartyJobFailureResultIn,
-            pb::PutThirdPartyJobFailureResultRequest,
-            FailureDetails,
-        >(protocol, body),
-    };
-    result.map_err(|error| error.code)
-}
-
-fn check_third_party<Body, Proto, T>(protocol: Protocol, body: &[u8]) -> Result<(), ApiError>
-where
-    Body: DeserializeOwned + Into<Proto> + shapes::EnumNames,
-    ThirdPartyRequest<T>: TryFrom<Proto, Error = InvalidRequest>,
-{
-    let request = decode::<Body, Proto, ThirdPartyRequest<T>>(protocol, body)?;
-    validate::with_own_client_token(request)?;
-    Ok(())
+    shapes::decode_call(protocol, operation, body)
+        .map(drop)
+        .map_err(|error| error.code)
 }
 
 #[cfg(test)]
@@ -590,13 +371,9 @@ mod tests {
         }
     }
 
-    /// The message the front answers a body with, in awsJson1_1.
-    fn validation_message<Body, Proto, Input>(body: &str) -> String
-    where
-        Body: DeserializeOwned + Into<Proto> + shapes::EnumNames,
-        Input: TryFrom<Proto, Error = InvalidRequest>,
-    {
-        match decode::<Body, Proto, Input>(Protocol::AwsJson, body.as_bytes()) {
+    /// The message the front answers `operation`'s `body` with, in awsJson1_1.
+    fn validation_message(operation: Operation, body: &str) -> String {
+        match shapes::decode_call(Protocol::AwsJson, operation, body.as_bytes()) {
             Ok(_) => panic!("{body} is valid"),
             Err(error) => {
                 assert_eq!(error.code, "ValidationException");
@@ -607,21 +384,18 @@ mod tests {
 
     #[test]
     fn validation_errors_are_worded_as_aws_words_them() {
-        use codepipeline_job_port::domain::{
-            AcknowledgeJobInput, PollForJobsInput, PutJobFailureResultInput,
-        };
         assert_eq!(
-            validation_message::<
-                shapes::AcknowledgeJobIn,
-                pb::AcknowledgeJobRequest,
-                AcknowledgeJobInput,
-            >(r#"{"jobId": "not-a-job", "nonce": ""}"#),
+            validation_message(
+                Operation::AcknowledgeJob,
+                r#"{"jobId": "not-a-job", "nonce": ""}"#
+            ),
             "2 validation errors detected: \
              Value 'not-a-job' at 'jobId' failed to satisfy constraint: Member must satisfy regular expression pattern: [0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}; \
              Value '' at 'nonce' failed to satisfy constraint: Member must have length greater than or equal to 1"
         );
         assert_eq!(
-            validation_message::<shapes::PollForJobsIn, pb::PollForJobsRequest, PollForJobsInput>(
+            validation_message(
+                Operation::PollForJobs,
                 r#"{"actionTypeId": {"category": "Build", "owner": "Partner", "provider": "x.y", "version": "1"}, "maxBatchSize": 0}"#
             ),
             "3 validation errors detected: \
@@ -630,22 +404,18 @@ mod tests {
              Value '0' at 'maxBatchSize' failed to satisfy constraint: Member must have value greater than or equal to 1"
         );
         assert_eq!(
-            validation_message::<
-                shapes::PutJobFailureResultIn,
-                pb::PutJobFailureResultRequest,
-                PutJobFailureResultInput,
-            >(
+            validation_message(
+                Operation::PutJobFailureResult,
                 r#"{"jobId": "f4f4ff82-2d11-4a2b-9c3d-0123456789ab", "failureDetails": {"type": "Oops", "message": "m"}}"#
             ),
             "1 validation error detected: \
              Value 'Oops' at 'failureDetails.type' failed to satisfy constraint: Member must satisfy enum value set: \
              [JobFailed, ConfigurationError, PermissionError, RevisionOutOfSync, RevisionUnavailable, SystemUnavailable]"
         );
-        let missing = validation_message::<
-            shapes::PutJobFailureResultIn,
-            pb::PutJobFailureResultRequest,
-            PutJobFailureResultInput,
-        >(r#"{"jobId": "f4f4ff82-2d11-4a2b-9c3d-0123456789ab"}"#);
+        let missing = validation_message(
+            Operation::PutJobFailureResult,
+            r#"{"jobId": "f4f4ff82-2d11-4a2b-9c3d-0123456789ab"}"#,
+        );
         assert_eq!(
             missing,
             "1 validation error detected: Value null at 'failureDetails' failed to satisfy constraint: Member must not be null"

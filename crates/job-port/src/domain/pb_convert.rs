@@ -243,3 +243,77 @@ impl From<&FailureDetails> for pb::FailureDetails {
         }
     }
 }
+
+// The answers as the gRPC responses: what each operation's output becomes on the way back.
+
+impl From<Vec<Job>> for pb::PollForJobsResponse {
+    fn from(jobs: Vec<Job>) -> Self {
+        Self {
+            jobs: jobs.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl From<JobStatus> for pb::AcknowledgeJobResponse {
+    fn from(status: JobStatus) -> Self {
+        Self {
+            status: status.to_pb().into(),
+        }
+    }
+}
+
+impl From<JobDetails> for pb::GetJobDetailsResponse {
+    fn from(details: JobDetails) -> Self {
+        Self {
+            job_details: Some(details.into()),
+        }
+    }
+}
+
+impl From<()> for pb::PutJobSuccessResultResponse {
+    fn from((): ()) -> Self {
+        Self {}
+    }
+}
+
+impl From<()> for pb::PutJobFailureResultResponse {
+    fn from((): ()) -> Self {
+        Self {}
+    }
+}
+
+impl From<Vec<ThirdPartyJob>> for pb::PollForThirdPartyJobsResponse {
+    fn from(jobs: Vec<ThirdPartyJob>) -> Self {
+        Self {
+            jobs: jobs.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl From<JobStatus> for pb::AcknowledgeThirdPartyJobResponse {
+    fn from(status: JobStatus) -> Self {
+        Self {
+            status: status.to_pb().into(),
+        }
+    }
+}
+
+impl From<ThirdPartyJobDetails> for pb::GetThirdPartyJobDetailsResponse {
+    fn from(details: ThirdPartyJobDetails) -> Self {
+        Self {
+            job_details: Some(details.into()),
+        }
+    }
+}
+
+impl From<()> for pb::PutThirdPartyJobSuccessResultResponse {
+    fn from((): ()) -> Self {
+        Self {}
+    }
+}
+
+impl From<()> for pb::PutThirdPartyJobFailureResultResponse {
+    fn from((): ()) -> Self {
+        Self {}
+    }
+}

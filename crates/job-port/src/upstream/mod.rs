@@ -1,80 +1,59 @@
-//! The port: where validated calls go. The [`Upstream`] trait has one async method per
-//! job-worker operation, with domain types in and out, and every implementation reports failure
-//! with the one [`UpstreamError`].
+//! The port: where validated calls go. An [`Upstream`] takes any operation's [`UpstreamCall`]
+//! and gives its [`UpstreamAnswer`], or the one [`UpstreamError`]; callers use the typed door,
+//! [`UpstreamExt::send`], with an operation's input ([`Call`]). The operations themselves are
+//! declared once, in the table of [`operation`].
 //!
-//! This module knows no implementation: the AWS SDK adapter ([`crate::aws`]) and the emulator
-//! ([`crate::emulator`]) depend on it, never the other way round.
+//! This module knows no implementation: the AWS SDK adapter (in the gateway) and the emulator
+//! (its own crate) depend on it, never the other way round.
 
 mod error;
 mod operation;
 mod retry;
 
+use std::future::Future;
+
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
 pub use error::{AwsErrorCode, BoxError, UpstreamError};
-pub use operation::Operation;
+pub use operation::{Call, Family, Kind, Operation, UpstreamAnswer, UpstreamCall};
 pub use retry::Retries;
 
-use crate::domain::{
-    AcknowledgeJobInput, AcknowledgeThirdParty, ActionTypeId, FailureDetails, GetJobDetailsInput,
-    Job, JobDetails, JobStatus, PollForJobsInput, PollForThirdPartyJobsInput,
-    PutJobFailureResultInput, PutJobSuccessResultInput, ThirdPartyInput, ThirdPartyJob,
-    ThirdPartyJobDetails, ThirdPartySuccess,
-};
+use crate::domain::ActionTypeId;
 
 /// The CodePipeline job-worker API, as the gateway calls it.
 #[async_trait]
 pub trait Upstream: Send + Sync + 'static {
-    /// PollForJobs.
-    async fn poll_for_jobs(&self, input: PollForJobsInput) -> Result<Vec<Job>, UpstreamError>;
-    /// AcknowledgeJob.
-    async fn acknowledge_job(&self, input: AcknowledgeJobInput)
-    -> Result<JobStatus, UpstreamError>;
-    /// GetJobDetails.
-    async fn get_job_details(&self, input: GetJobDetailsInput)
-    -> Result<JobDetails, UpstreamError>;
-    /// PutJobSuccessResult.
-    async fn put_job_success_result(
-        &self,
-        input: PutJobSuccessResultInput,
-    ) -> Result<(), UpstreamError>;
-    /// PutJobFailureResult.
-    async fn put_job_failure_result(
-        &self,
-        input: PutJobFailureResultInput,
-    ) -> Result<(), UpstreamError>;
-
-    /// PollForThirdPartyJobs.
-    async fn poll_for_third_party_jobs(
-        &self,
-        input: PollForThirdPartyJobsInput,
-    ) -> Result<Vec<ThirdPartyJob>, UpstreamError>;
-    /// AcknowledgeThirdPartyJob.
-    async fn acknowledge_third_party_job(
-        &self,
-        input: ThirdPartyInput<AcknowledgeThirdParty>,
-    ) -> Result<JobStatus, UpstreamError>;
-    /// GetThirdPartyJobDetails.
-    async fn get_third_party_job_details(
-        &self,
-        input: ThirdPartyInput<()>,
-    ) -> Result<ThirdPartyJobDetails, UpstreamError>;
-    /// PutThirdPartyJobSuccessResult.
-    async fn put_third_party_job_success_result(
-        &self,
-        input: ThirdPartyInput<ThirdPartySuccess>,
-    ) -> Result<(), UpstreamError>;
-    /// PutThirdPartyJobFailureResult.
-    async fn put_third_party_job_failure_result(
-        &self,
-        input: ThirdPartyInput<FailureDetails>,
-    ) -> Result<(), UpstreamError>;
+    /// Makes one call: one attempt, no retry (the gateway decides what is repeated).
+    async fn call(&self, call: UpstreamCall) -> Result<UpstreamAnswer, UpstreamError>;
 
     /// Hints that jobs were just created, by action type, so a job feed can poll at once
     /// instead of at its next interval. Only an upstream that sees jobs being created can give
     /// them (the in-process emulator); CodePipeline cannot, and feeds on it rely on polling.
     fn new_jobs(&self) -> Option<broadcast::Receiver<ActionTypeId>> {
         None
+    }
+}
+
+/// The typed door to an [`Upstream`]: an operation's input in, its own output out.
+pub trait UpstreamExt {
+    /// Makes the call `input` is for.
+    fn send<C: Call>(
+        &self,
+        input: C,
+    ) -> impl Future<Output = Result<C::Output, UpstreamError>> + Send;
+}
+
+impl<U: Upstream + ?Sized> UpstreamExt for U {
+    async fn send<C: Call>(&self, input: C) -> Result<C::Output, UpstreamError> {
+        let answer = self.call(input.into()).await?;
+        C::answered(answer).map_err(|other| UpstreamError::Unexpected {
+            source: format!(
+                "{} was answered as {}: an upstream bug",
+                C::OPERATION,
+                other
+            )
+            .into(),
+        })
     }
 }

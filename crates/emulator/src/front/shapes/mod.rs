@@ -2,85 +2,175 @@
 //! CodePipeline accepts them (turned into the protobuf requests, so one validator serves both
 //! the gRPC edge and this front) and responses as CodePipeline sends them. serde maps them to
 //! either wire protocol, JSON (awsJson1_1) or CBOR (rpcv2Cbor), which share the model's shapes.
+//!
+//! The top of this file is the front's table of operations: which request shape each
+//! operation's body is and which response shape its answer becomes. Adding an operation adds a
+//! row to each of [`decode_call`] and [`encode_answer`], and its shapes below them.
+
+mod members;
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use codepipeline_job_port::domain::{
-    self, ActionCategory, ActionOwner, FailureType, JobStatus,
-    validate::{Constraint, FieldViolation, Shown},
+use codepipeline_job_port::{
+    domain::{
+        self, JobStatus, ThirdPartyInput, ThirdPartyRequest,
+        validate::{self, FieldViolation, InvalidRequest},
+    },
+    upstream::{Operation, UpstreamAnswer, UpstreamCall},
 };
 
+pub use members::EnumNames;
+use members::{
+    ActionTypeIdIn, CurrentRevisionIn, ExecutionDetailsIn, FailureDetailsIn, JobDataOut, saturate,
+};
+
+use super::{ApiError, protocol::Protocol};
 use crate::pb::jobworker as pb;
 
-/// A request body whose AWS enum names the protobuf request cannot carry when they are unknown
-/// (they become 0, "unset"): it names them, so the error can quote them as AWS does.
-pub trait EnumNames {
-    /// The unknown enum names of the body, as violations on their proto paths.
-    fn unknown_enum_names(&self) -> Vec<FieldViolation> {
-        Vec::new()
-    }
-}
-
-/// A violation for `name` at `field` if it is not one of `D`'s AWS names.
-fn unknown_name<D: Copy>(
-    field: &str,
-    name: Option<&str>,
-    all: &[D],
-    from_aws: fn(&str) -> Option<D>,
-    aws: fn(D) -> &'static str,
-) -> Option<FieldViolation> {
-    let name = name?;
-    from_aws(name).is_none().then(|| {
-        FieldViolation::new(
-            field,
-            Constraint::OneOf {
-                proto: Vec::new(),
-                aws: all.iter().map(|value| aws(*value)).collect(),
-            },
-            Shown::text(name),
-        )
+/// Decodes and validates an operation's request body into its call. Decoding into the protobuf
+/// request first lets the gRPC edge's validator check it, so both doors enforce the same
+/// constraints.
+pub fn decode_call(
+    protocol: Protocol,
+    operation: Operation,
+    body: &[u8],
+) -> Result<UpstreamCall, ApiError> {
+    let call = Request { protocol, body };
+    Ok(match operation {
+        Operation::PollForJobs => UpstreamCall::PollForJobs(call.custom::<PollForJobsIn, _>()?),
+        Operation::AcknowledgeJob => {
+            UpstreamCall::AcknowledgeJob(call.custom::<AcknowledgeJobIn, _>()?)
+        }
+        Operation::GetJobDetails => {
+            UpstreamCall::GetJobDetails(call.custom::<GetJobDetailsIn, _>()?)
+        }
+        Operation::PutJobSuccessResult => {
+            UpstreamCall::PutJobSuccessResult(call.custom::<PutJobSuccessResultIn, _>()?)
+        }
+        Operation::PutJobFailureResult => {
+            UpstreamCall::PutJobFailureResult(call.custom::<PutJobFailureResultIn, _>()?)
+        }
+        Operation::PollForThirdPartyJobs => {
+            UpstreamCall::PollForThirdPartyJobs(call.custom::<PollForThirdPartyJobsIn, _>()?)
+        }
+        Operation::AcknowledgeThirdPartyJob => UpstreamCall::AcknowledgeThirdPartyJob(
+            call.third_party::<AcknowledgeThirdPartyJobIn, _>()?,
+        ),
+        Operation::GetThirdPartyJobDetails => UpstreamCall::GetThirdPartyJobDetails(
+            call.third_party::<GetThirdPartyJobDetailsIn, _>()?,
+        ),
+        Operation::PutThirdPartyJobSuccessResult => UpstreamCall::PutThirdPartyJobSuccessResult(
+            call.third_party::<PutThirdPartyJobSuccessResultIn, _>()?,
+        ),
+        Operation::PutThirdPartyJobFailureResult => UpstreamCall::PutThirdPartyJobFailureResult(
+            call.third_party::<PutThirdPartyJobFailureResultIn, _>()?,
+        ),
     })
 }
 
-impl ActionTypeIdIn {
-    fn unknown_enum_names(&self) -> Vec<FieldViolation> {
-        [
-            unknown_name(
-                "action_type_id.category",
-                self.category.as_deref(),
-                ActionCategory::ALL,
-                ActionCategory::from_aws,
-                ActionCategory::as_str,
-            ),
-            unknown_name(
-                "action_type_id.owner",
-                self.owner.as_deref(),
-                ActionOwner::ALL,
-                ActionOwner::from_aws,
-                ActionOwner::as_str,
-            ),
-        ]
-        .into_iter()
-        .flatten()
-        .collect()
+/// An operation's answer as its response body (`None`: no body, rpcv2Cbor's `Unit`).
+pub fn encode_answer(protocol: Protocol, answer: UpstreamAnswer) -> Option<Vec<u8>> {
+    match answer {
+        UpstreamAnswer::PollForJobs(jobs) => protocol.encode(&PollForJobsOut {
+            jobs: jobs.into_iter().map(Into::into).collect(),
+        }),
+        UpstreamAnswer::AcknowledgeJob(status)
+        | UpstreamAnswer::AcknowledgeThirdPartyJob(status) => {
+            protocol.encode(&AcknowledgeJobOut::from(status))
+        }
+        UpstreamAnswer::GetJobDetails(details) => protocol.encode(&GetJobDetailsOut::from(details)),
+        UpstreamAnswer::PollForThirdPartyJobs(jobs) => protocol.encode(&PollForThirdPartyJobsOut {
+            jobs: jobs.into_iter().map(Into::into).collect(),
+        }),
+        UpstreamAnswer::GetThirdPartyJobDetails(details) => {
+            protocol.encode(&GetThirdPartyJobDetailsOut::from(details))
+        }
+        UpstreamAnswer::PutJobSuccessResult(())
+        | UpstreamAnswer::PutJobFailureResult(())
+        | UpstreamAnswer::PutThirdPartyJobSuccessResult(())
+        | UpstreamAnswer::PutThirdPartyJobFailureResult(()) => protocol.encode(&Empty {}),
     }
 }
 
-impl FailureDetailsIn {
-    fn unknown_enum_names(&self) -> Vec<FieldViolation> {
-        unknown_name(
-            "failure_details.type",
-            self.r#type.as_deref(),
-            FailureType::ALL,
-            FailureType::from_aws,
-            FailureType::as_str,
-        )
-        .into_iter()
-        .collect()
+/// A request body in the model's member names, and the protobuf request it becomes.
+pub trait RequestShape: DeserializeOwned + EnumNames + Into<Self::Proto> {
+    /// The protobuf request.
+    type Proto;
+}
+
+/// One call's request body, in its protocol.
+struct Request<'a> {
+    protocol: Protocol,
+    body: &'a [u8],
+}
+
+impl Request<'_> {
+    /// A custom (or third-party poll) request: body -> protobuf request -> validated input.
+    fn custom<Shape, Input>(&self) -> Result<Input, ApiError>
+    where
+        Shape: RequestShape,
+        Input: TryFrom<Shape::Proto, Error = InvalidRequest>,
+    {
+        let request: Shape = self.protocol.decode(self.body).map_err(|_| {
+            ApiError::bad_request(
+                "SerializationException",
+                self.protocol.undecodable_message(),
+            )
+        })?;
+        let unknown_names = request.unknown_enum_names();
+        Input::try_from(request.into()).map_err(|invalid| with_names(invalid, unknown_names).into())
+    }
+
+    /// A third-party request, which must carry its client token itself: the front is
+    /// CodePipeline, which has no tokens to supply.
+    fn third_party<Shape, T>(&self) -> Result<ThirdPartyInput<T>, ApiError>
+    where
+        Shape: RequestShape,
+        ThirdPartyRequest<T>: TryFrom<Shape::Proto, Error = InvalidRequest>,
+    {
+        let request = self.custom::<Shape, ThirdPartyRequest<T>>()?;
+        Ok(validate::with_own_client_token(request)?)
     }
 }
+
+/// An unknown enum name reached the validator as "unset": say what it was.
+fn with_names(mut invalid: InvalidRequest, names: Vec<FieldViolation>) -> InvalidRequest {
+    for named in names {
+        if let Some(violation) = invalid
+            .violations
+            .iter_mut()
+            .find(|v| v.field == named.field)
+        {
+            *violation = named;
+        }
+    }
+    invalid
+}
+
+macro_rules! request_shapes {
+    ($($shape:ident => $proto:ident,)*) => {
+        $(impl RequestShape for $shape {
+            type Proto = pb::$proto;
+        })*
+    };
+}
+
+request_shapes! {
+    PollForJobsIn => PollForJobsRequest,
+    AcknowledgeJobIn => AcknowledgeJobRequest,
+    GetJobDetailsIn => GetJobDetailsRequest,
+    PutJobSuccessResultIn => PutJobSuccessResultRequest,
+    PutJobFailureResultIn => PutJobFailureResultRequest,
+    PollForThirdPartyJobsIn => PollForThirdPartyJobsRequest,
+    AcknowledgeThirdPartyJobIn => AcknowledgeThirdPartyJobRequest,
+    GetThirdPartyJobDetailsIn => GetThirdPartyJobDetailsRequest,
+    PutThirdPartyJobSuccessResultIn => PutThirdPartyJobSuccessResultRequest,
+    PutThirdPartyJobFailureResultIn => PutThirdPartyJobFailureResultRequest,
+}
+
+// ---- requests ----
 
 impl EnumNames for PollForJobsIn {
     fn unknown_enum_names(&self) -> Vec<FieldViolation> {
@@ -124,51 +214,6 @@ impl EnumNames for PutJobSuccessResultIn {}
 impl EnumNames for AcknowledgeThirdPartyJobIn {}
 impl EnumNames for GetThirdPartyJobDetailsIn {}
 impl EnumNames for PutThirdPartyJobSuccessResultIn {}
-
-/// Maps an AWS enum name to its protobuf number; unknown names become 0 (`*_UNSPECIFIED`),
-/// which validation rejects ([`EnumNames`] keeps the name for the message).
-fn enum_number<D: Copy, P: Into<i32>>(
-    name: Option<&str>,
-    from_aws: fn(&str) -> Option<D>,
-    to_pb: fn(D) -> P,
-) -> i32 {
-    name.and_then(from_aws)
-        .map_or(0, |value| to_pb(value).into())
-}
-
-/// JSON numbers can be anything; the model's integers are 32-bit. Out-of-range values are
-/// saturated, which keeps them out of range for validation.
-fn saturate(value: i64) -> i32 {
-    i32::try_from(value).unwrap_or(if value < 0 { i32::MIN } else { i32::MAX })
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ActionTypeIdIn {
-    category: Option<String>,
-    owner: Option<String>,
-    provider: Option<String>,
-    version: Option<String>,
-}
-
-impl From<ActionTypeIdIn> for pb::ActionTypeId {
-    fn from(id: ActionTypeIdIn) -> Self {
-        Self {
-            category: enum_number(
-                id.category.as_deref(),
-                ActionCategory::from_aws,
-                ActionCategory::to_pb,
-            ),
-            owner: enum_number(
-                id.owner.as_deref(),
-                ActionOwner::from_aws,
-                ActionOwner::to_pb,
-            ),
-            provider: id.provider.unwrap_or_default(),
-            version: id.version.unwrap_or_default(),
-        }
-    }
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -224,45 +269,6 @@ impl From<GetJobDetailsIn> for pb::GetJobDetailsRequest {
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct CurrentRevisionIn {
-    revision: Option<String>,
-    change_identifier: Option<String>,
-    /// Epoch seconds, as awsJson1_1 sends timestamps.
-    created: Option<f64>,
-    revision_summary: Option<String>,
-}
-
-impl From<CurrentRevisionIn> for pb::CurrentRevision {
-    fn from(revision: CurrentRevisionIn) -> Self {
-        Self {
-            revision: revision.revision.unwrap_or_default(),
-            change_identifier: revision.change_identifier.unwrap_or_default(),
-            created: revision.created.map(epoch_seconds_to_timestamp),
-            revision_summary: revision.revision_summary,
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ExecutionDetailsIn {
-    summary: Option<String>,
-    external_execution_id: Option<String>,
-    percent_complete: Option<i64>,
-}
-
-impl From<ExecutionDetailsIn> for pb::ExecutionDetails {
-    fn from(details: ExecutionDetailsIn) -> Self {
-        Self {
-            summary: details.summary,
-            external_execution_id: details.external_execution_id,
-            percent_complete: details.percent_complete.map(saturate),
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
 pub struct PutJobSuccessResultIn {
     job_id: Option<String>,
     current_revision: Option<CurrentRevisionIn>,
@@ -287,23 +293,6 @@ impl From<PutJobSuccessResultIn> for pb::PutJobSuccessResultRequest {
     }
 }
 
-fn epoch_seconds_to_timestamp(seconds: f64) -> prost_types::Timestamp {
-    let whole = seconds.floor();
-    prost_types::Timestamp {
-        // `as` saturates out-of-range floats, and validation rejects what no time can be.
-        seconds: whole as i64,
-        nanos: ((seconds - whole) * 1e9) as i32,
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct FailureDetailsIn {
-    r#type: Option<String>,
-    message: Option<String>,
-    external_execution_id: Option<String>,
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PutJobFailureResultIn {
@@ -316,20 +305,6 @@ impl From<PutJobFailureResultIn> for pb::PutJobFailureResultRequest {
         Self {
             job_id: request.job_id.unwrap_or_default(),
             failure_details: request.failure_details.map(Into::into),
-        }
-    }
-}
-
-impl From<FailureDetailsIn> for pb::FailureDetails {
-    fn from(details: FailureDetailsIn) -> Self {
-        Self {
-            r#type: enum_number(
-                details.r#type.as_deref(),
-                FailureType::from_aws,
-                FailureType::to_pb,
-            ),
-            message: details.message.unwrap_or_default(),
-            external_execution_id: details.external_execution_id,
         }
     }
 }
@@ -569,158 +544,3 @@ impl Output for AcknowledgeJobOut {}
 impl Output for GetJobDetailsOut {}
 impl Output for PollForThirdPartyJobsOut {}
 impl Output for GetThirdPartyJobDetailsOut {}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct JobDataOut {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    action_type_id: Option<ActionTypeIdOut>,
-    action_configuration: ActionConfigurationOut,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pipeline_context: Option<PipelineContextOut>,
-    input_artifacts: Vec<ArtifactOut>,
-    output_artifacts: Vec<ArtifactOut>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    artifact_credentials: Option<CredentialsOut>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    continuation_token: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    encryption_key: Option<EncryptionKeyOut>,
-}
-
-impl From<domain::JobData> for JobDataOut {
-    fn from(data: domain::JobData) -> Self {
-        Self {
-            action_type_id: data.action_type_id.map(|id| ActionTypeIdOut {
-                category: id.category.as_str(),
-                owner: id.owner.as_str(),
-                provider: id.provider,
-                version: id.version,
-            }),
-            action_configuration: ActionConfigurationOut {
-                configuration: data.action_configuration.0,
-            },
-            pipeline_context: data.pipeline_context.map(|context| PipelineContextOut {
-                pipeline_name: context.pipeline_name,
-                stage: context.stage_name.map(|name| NameOut { name }),
-                action: Some(ActionContextOut {
-                    name: context.action_name,
-                    action_execution_id: context.action_execution_id,
-                }),
-                pipeline_arn: context.pipeline_arn,
-                pipeline_execution_id: context.pipeline_execution_id,
-            }),
-            input_artifacts: data.input_artifacts.into_iter().map(Into::into).collect(),
-            output_artifacts: data.output_artifacts.into_iter().map(Into::into).collect(),
-            artifact_credentials: data.artifact_credentials.map(|c| CredentialsOut {
-                access_key_id: c.access_key_id,
-                secret_access_key: c.secret_access_key,
-                session_token: c.session_token,
-            }),
-            continuation_token: data.continuation_token,
-            encryption_key: data.encryption_key.map(|key| EncryptionKeyOut {
-                id: key.id,
-                r#type: "KMS",
-            }),
-        }
-    }
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ActionTypeIdOut {
-    category: &'static str,
-    owner: &'static str,
-    provider: String,
-    version: String,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ActionConfigurationOut {
-    configuration: BTreeMap<String, String>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct PipelineContextOut {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pipeline_name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    stage: Option<NameOut>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    action: Option<ActionContextOut>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pipeline_arn: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pipeline_execution_id: Option<String>,
-}
-
-#[derive(Serialize)]
-struct NameOut {
-    name: String,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ActionContextOut {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    action_execution_id: Option<String>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ArtifactOut {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    revision: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    location: Option<LocationOut>,
-}
-
-impl From<domain::Artifact> for ArtifactOut {
-    fn from(artifact: domain::Artifact) -> Self {
-        Self {
-            name: artifact.name,
-            revision: artifact.revision,
-            location: artifact.s3_location.map(|s3| LocationOut {
-                r#type: "S3",
-                s3_location: S3LocationOut {
-                    bucket_name: s3.bucket_name,
-                    object_key: s3.object_key,
-                },
-            }),
-        }
-    }
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct LocationOut {
-    r#type: &'static str,
-    s3_location: S3LocationOut,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct S3LocationOut {
-    bucket_name: String,
-    object_key: String,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct CredentialsOut {
-    access_key_id: String,
-    secret_access_key: String,
-    session_token: String,
-}
-
-#[derive(Serialize)]
-struct EncryptionKeyOut {
-    id: String,
-    r#type: &'static str,
-}
