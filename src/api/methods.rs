@@ -4,33 +4,19 @@
 
 use enum_map::Enum;
 
-use crate::pb;
+use crate::{
+    pb,
+    upstream::{Family, Operation},
+};
 
 /// Every RPC the gateway serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Enum)]
 pub enum Method {
-    /// `JobWorkerService/PollForJobs`.
-    PollForJobs,
-    /// `JobWorkerService/AcknowledgeJob`.
-    AcknowledgeJob,
-    /// `JobWorkerService/GetJobDetails`.
-    GetJobDetails,
-    /// `JobWorkerService/PutJobSuccessResult`.
-    PutJobSuccessResult,
-    /// `JobWorkerService/PutJobFailureResult`.
-    PutJobFailureResult,
+    /// An upstream operation's RPC, named as the operation: `JobWorkerService/<Operation>` or,
+    /// for the third-party ones, `ThirdPartyJobWorkerService/<Operation>`.
+    Upstream(Operation),
     /// `JobWorkerService/StreamJobs`.
     StreamJobs,
-    /// `ThirdPartyJobWorkerService/PollForThirdPartyJobs`.
-    PollForThirdPartyJobs,
-    /// `ThirdPartyJobWorkerService/AcknowledgeThirdPartyJob`.
-    AcknowledgeThirdPartyJob,
-    /// `ThirdPartyJobWorkerService/GetThirdPartyJobDetails`.
-    GetThirdPartyJobDetails,
-    /// `ThirdPartyJobWorkerService/PutThirdPartyJobSuccessResult`.
-    PutThirdPartyJobSuccessResult,
-    /// `ThirdPartyJobWorkerService/PutThirdPartyJobFailureResult`.
-    PutThirdPartyJobFailureResult,
     /// `ArtifactService/DownloadInputArtifact`.
     DownloadInputArtifact,
     /// `ArtifactService/UploadOutputArtifact`.
@@ -114,49 +100,47 @@ const REFLECTION_V1ALPHA: &str =
 
 impl Method {
     /// Every method, for iteration; per-method state lives in an [`enum_map::EnumMap`].
-    pub const ALL: [Self; 26] = [
-        Self::PollForJobs,
-        Self::AcknowledgeJob,
-        Self::GetJobDetails,
-        Self::PutJobSuccessResult,
-        Self::PutJobFailureResult,
-        Self::StreamJobs,
-        Self::PollForThirdPartyJobs,
-        Self::AcknowledgeThirdPartyJob,
-        Self::GetThirdPartyJobDetails,
-        Self::PutThirdPartyJobSuccessResult,
-        Self::PutThirdPartyJobFailureResult,
-        Self::DownloadInputArtifact,
-        Self::UploadOutputArtifact,
-        Self::RegisterActionType,
-        Self::CreateJob,
-        Self::GetJob,
-        Self::ListJobs,
-        Self::GetCallCounts,
-        Self::SetFaults,
-        Self::AttachInputArtifact,
-        Self::ReadOutputArtifact,
-        Self::HealthCheck,
-        Self::HealthWatch,
-        Self::HealthList,
-        Self::ReflectionV1,
-        Self::ReflectionV1Alpha,
-    ];
+    pub const ALL: [Self; <Self as Enum>::LENGTH] = Self::all();
+
+    /// The methods of [`Self::ALL`]: the operations' first, in the table's order.
+    const fn all() -> [Self; <Self as Enum>::LENGTH] {
+        let mut all = [Self::StreamJobs; <Self as Enum>::LENGTH];
+        let mut at = 0;
+        while at < Operation::ALL.len() {
+            all[at] = Self::Upstream(Operation::ALL[at]);
+            at += 1;
+        }
+        let others = [
+            Self::StreamJobs,
+            Self::DownloadInputArtifact,
+            Self::UploadOutputArtifact,
+            Self::RegisterActionType,
+            Self::CreateJob,
+            Self::GetJob,
+            Self::ListJobs,
+            Self::GetCallCounts,
+            Self::SetFaults,
+            Self::AttachInputArtifact,
+            Self::ReadOutputArtifact,
+            Self::HealthCheck,
+            Self::HealthWatch,
+            Self::HealthList,
+            Self::ReflectionV1,
+            Self::ReflectionV1Alpha,
+        ];
+        let mut other = 0;
+        while other < others.len() {
+            all[at + other] = others[other];
+            other += 1;
+        }
+        all
+    }
 
     /// Which part of the API the method belongs to.
     pub const fn api(self) -> Api {
         match self {
-            Self::PollForJobs
-            | Self::AcknowledgeJob
-            | Self::GetJobDetails
-            | Self::PutJobSuccessResult
-            | Self::PutJobFailureResult
+            Self::Upstream(_)
             | Self::StreamJobs
-            | Self::PollForThirdPartyJobs
-            | Self::AcknowledgeThirdPartyJob
-            | Self::GetThirdPartyJobDetails
-            | Self::PutThirdPartyJobSuccessResult
-            | Self::PutThirdPartyJobFailureResult
             | Self::DownloadInputArtifact
             | Self::UploadOutputArtifact => Api::JobWorker,
             Self::RegisterActionType
@@ -175,14 +159,10 @@ impl Method {
     /// The fully qualified service, as the generated code names it.
     pub const fn service(self) -> &'static str {
         match (self.api(), self) {
-            (
-                Api::JobWorker,
-                Self::PollForThirdPartyJobs
-                | Self::AcknowledgeThirdPartyJob
-                | Self::GetThirdPartyJobDetails
-                | Self::PutThirdPartyJobSuccessResult
-                | Self::PutThirdPartyJobFailureResult,
-            ) => THIRD_PARTY_JOB_WORKER,
+            (_, Self::Upstream(operation)) => match operation.family() {
+                Family::Custom => JOB_WORKER,
+                Family::ThirdParty => THIRD_PARTY_JOB_WORKER,
+            },
             (Api::JobWorker, Self::DownloadInputArtifact | Self::UploadOutputArtifact) => ARTIFACT,
             (Api::JobWorker, _) => JOB_WORKER,
             (Api::EmulatorAdmin, _) => EMULATOR_ADMIN,
@@ -195,17 +175,8 @@ impl Method {
     /// The method's name within its service.
     pub const fn name(self) -> &'static str {
         match self {
-            Self::PollForJobs => "PollForJobs",
-            Self::AcknowledgeJob => "AcknowledgeJob",
-            Self::GetJobDetails => "GetJobDetails",
-            Self::PutJobSuccessResult => "PutJobSuccessResult",
-            Self::PutJobFailureResult => "PutJobFailureResult",
+            Self::Upstream(operation) => operation.as_str(),
             Self::StreamJobs => "StreamJobs",
-            Self::PollForThirdPartyJobs => "PollForThirdPartyJobs",
-            Self::AcknowledgeThirdPartyJob => "AcknowledgeThirdPartyJob",
-            Self::GetThirdPartyJobDetails => "GetThirdPartyJobDetails",
-            Self::PutThirdPartyJobSuccessResult => "PutThirdPartyJobSuccessResult",
-            Self::PutThirdPartyJobFailureResult => "PutThirdPartyJobFailureResult",
             Self::DownloadInputArtifact => "DownloadInputArtifact",
             Self::UploadOutputArtifact => "UploadOutputArtifact",
             Self::RegisterActionType => "RegisterActionType",
@@ -286,7 +257,10 @@ mod tests {
     fn served_paths_are_found_and_others_are_not() {
         let ack = Method::from_path("/codepipeline.jobworker.v1.JobWorkerService/AcknowledgeJob")
             .unwrap();
-        assert_eq!((ack, ack.api()), (Method::AcknowledgeJob, Api::JobWorker));
+        assert_eq!(
+            (ack, ack.api()),
+            (Method::Upstream(Operation::AcknowledgeJob), Api::JobWorker)
+        );
         assert_eq!(
             Method::from_path("/grpc.health.v1.Health/Check").map(Method::api),
             Some(Api::Health)
@@ -304,7 +278,7 @@ mod tests {
 
     #[test]
     fn allowed_rpcs_entries_name_a_method_by_name_full_name_or_star() {
-        let ack = Method::AcknowledgeJob;
+        let ack = Method::Upstream(Operation::AcknowledgeJob);
         assert!(ack.is_named_by("AcknowledgeJob"));
         assert!(ack.is_named_by("codepipeline.jobworker.v1.JobWorkerService/AcknowledgeJob"));
         assert!(ack.is_named_by("*"));

@@ -197,6 +197,7 @@ impl FileContent for TokenSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::Operation;
 
     fn digest(token: &str) -> String {
         hex::encode(Sha256::digest(token.as_bytes()))
@@ -230,9 +231,9 @@ mod tests {
         ))
         .unwrap();
         let client = &set.by_token("t").unwrap().allowed;
-        assert!(client.allows(Method::PollForJobs));
-        assert!(client.allows(Method::AcknowledgeJob));
-        assert!(!client.allows(Method::PutJobSuccessResult));
+        assert!(client.allows(Method::Upstream(Operation::PollForJobs)));
+        assert!(client.allows(Method::Upstream(Operation::AcknowledgeJob)));
+        assert!(!client.allows(Method::Upstream(Operation::PutJobSuccessResult)));
     }
 
     #[test]

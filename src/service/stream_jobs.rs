@@ -34,6 +34,7 @@ use crate::{
         self as pb, stream_jobs_request::Request as Inbound,
         stream_jobs_response::Response as Outbound,
     },
+    upstream::Operation,
 };
 
 /// What a stream sends: jobs, acknowledgement answers, and finally its status.
@@ -110,7 +111,7 @@ pub(super) async fn open(
     };
     let input = SubscribeInput::try_from(subscription).map_err(status::invalid_request)?;
     if let Some(credentials) = &credentials {
-        credentials.authorize_also(Method::AcknowledgeJob)?;
+        credentials.authorize_also(Method::Upstream(Operation::AcknowledgeJob))?;
     }
     let places = worker.streams.enter(&caller.id)?;
     let (outbound, responses) = mpsc::channel(OUTBOUND_QUEUE);
@@ -254,7 +255,7 @@ impl Session {
             return Ok(());
         };
         let caller = credentials.authorize()?;
-        credentials.authorize_also(Method::AcknowledgeJob)?;
+        credentials.authorize_also(Method::Upstream(Operation::AcknowledgeJob))?;
         if caller.id != self.caller.id {
             // The token now names another client: the stream's feed place and limits are the
             // old client's, so the token is not valid for this stream any more.
