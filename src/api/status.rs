@@ -68,7 +68,7 @@ pub const S3_DOMAIN: &str = "s3.amazonaws.com";
 /// | BadDigest / InvalidDigest, bytes not the object's | DATA_LOSS |
 /// | anything else | INTERNAL |
 pub fn artifact_status(error: crate::artifacts::ArtifactError, job_id: &str, name: &str) -> Status {
-    use crate::artifacts::ArtifactError;
+    use crate::artifacts::{ArtifactError, S3ErrorCode};
     let mut details = ErrorDetails::new();
     let (code, message) = match error {
         ArtifactError::Store {
@@ -81,29 +81,32 @@ pub fn artifact_status(error: crate::artifacts::ArtifactError, job_id: &str, nam
             if let Some(request_id) = request_id {
                 metadata.insert("s3_request_id".to_owned(), request_id);
             }
-            details.set_error_info(&s3_code, S3_DOMAIN, metadata);
+            details.set_error_info(s3_code.as_str(), S3_DOMAIN, metadata);
             details.set_resource_info("codepipeline.artifact", name, job_id, "");
             let message = bounded(&message);
-            match s3_code.as_str() {
-                "NoSuchKey" | "NoSuchBucket" | "NotFound" => (
+            match s3_code {
+                S3ErrorCode::NoSuchKey | S3ErrorCode::NoSuchBucket | S3ErrorCode::NotFound => (
                     Code::NotFound,
                     format!(
                         "artifact {name} of job {job_id} is not in the artifact store ({s3_code})"
                     ),
                 ),
-                "AccessDenied"
-                | "InvalidAccessKeyId"
-                | "InvalidToken"
-                | "ExpiredToken"
-                | "SignatureDoesNotMatch"
-                | "AllAccessDisabled" => (
+                S3ErrorCode::AccessDenied
+                | S3ErrorCode::InvalidAccessKeyId
+                | S3ErrorCode::InvalidToken
+                | S3ErrorCode::ExpiredToken
+                | S3ErrorCode::SignatureDoesNotMatch
+                | S3ErrorCode::AllAccessDisabled => (
                     Code::FailedPrecondition,
                     format!(
                         "the artifact store refused job {job_id}'s credentials ({s3_code}): \
                          the job is no longer in progress, or the artifact is not the job's"
                     ),
                 ),
-                "SlowDown" | "InternalError" | "ServiceUnavailable" | "RequestTimeout" => {
+                S3ErrorCode::SlowDown
+                | S3ErrorCode::InternalError
+                | S3ErrorCode::ServiceUnavailable
+                | S3ErrorCode::RequestTimeout => {
                     details.set_retry_info(Some(UPSTREAM_RETRY_AFTER));
                     (
                         Code::Unavailable,
@@ -117,12 +120,14 @@ pub fn artifact_status(error: crate::artifacts::ArtifactError, job_id: &str, nam
                         format!("the artifact store is unavailable ({s3_code}); retry"),
                     )
                 }
-                "BadDigest" | "InvalidDigest" | "XAmzContentSHA256Mismatch" => (
+                S3ErrorCode::BadDigest
+                | S3ErrorCode::InvalidDigest
+                | S3ErrorCode::XAmzContentSHA256Mismatch => (
                     Code::DataLoss,
                     format!("the artifact store received other bytes than were sent ({s3_code})"),
                 ),
                 _ => {
-                    tracing::warn!(s3_code, http_status, %message, "artifact store refused a request");
+                    tracing::warn!(%s3_code, http_status, %message, "artifact store refused a request");
                     (
                         Code::Internal,
                         format!("the artifact store refused the transfer ({s3_code})"),

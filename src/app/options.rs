@@ -87,14 +87,32 @@ pub struct GatewayOptions {
     pub http2: Http2Settings,
     /// How job feeds poll and lease.
     pub feed: FeedConfig,
-    /// StreamJobs streams open at once, over all clients and per client.
-    pub job_streams: (u32, u32),
-    /// HTTP/2 keepalive ping interval and timeout.
-    pub http2_keepalive: (Duration, Duration),
+    /// StreamJobs streams open at once.
+    pub job_streams: JobStreamLimits,
+    /// HTTP/2 keepalive pings.
+    pub http2_keepalive: Keepalive,
     /// After shutdown starts, how long health says NOT_SERVING before the listener closes.
     pub lame_duck: Duration,
     /// How long in-flight calls may take to finish once the listener closed.
     pub shutdown_timeout: Duration,
+}
+
+/// How many StreamJobs streams may be open at once.
+#[derive(Debug, Clone, Copy)]
+pub struct JobStreamLimits {
+    /// Over all clients.
+    pub gateway: u32,
+    /// Per client.
+    pub per_client: u32,
+}
+
+/// HTTP/2 keepalive pings of every connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Keepalive {
+    /// How often a ping is sent.
+    pub interval: Duration,
+    /// How long its answer may take before the connection is closed.
+    pub timeout: Duration,
 }
 
 impl GatewayOptions {
@@ -199,14 +217,14 @@ impl GatewayOptions {
                 max_idle_interval: args.feed.feed_max_idle_interval,
                 ack_deadline: args.feed.feed_ack_deadline,
             },
-            job_streams: (
-                args.feed.max_job_streams,
-                args.feed.max_job_streams_per_client,
-            ),
-            http2_keepalive: (
-                limits.http2_keepalive_interval,
-                limits.http2_keepalive_timeout,
-            ),
+            job_streams: JobStreamLimits {
+                gateway: args.feed.max_job_streams,
+                per_client: args.feed.max_job_streams_per_client,
+            },
+            http2_keepalive: Keepalive {
+                interval: limits.http2_keepalive_interval,
+                timeout: limits.http2_keepalive_timeout,
+            },
             lame_duck: args.lame_duck,
             shutdown_timeout: args.shutdown_timeout,
         })

@@ -28,7 +28,10 @@ use crate::{
         load_shed::LoadShedLayer, message_size::MessageSizeLayer, panic,
         rate_limit::RateLimitLayer,
     },
-    observability::{Metrics, metrics::RateLimitBackendLabels},
+    observability::{
+        Metrics,
+        metrics::{RateLimitBackend, RateLimitBackendLabels},
+    },
     pb::{
         self,
         jobworker::{
@@ -112,10 +115,10 @@ pub(super) async fn start_gateway(
         ),
     });
     let backend = if options.shared_rates.is_some() {
-        "redis"
+        RateLimitBackend::Redis
     } else {
         metrics.rate_limit_backend_up.set(1);
-        "memory"
+        RateLimitBackend::Memory
     };
     metrics
         .rate_limit_backend
@@ -125,14 +128,14 @@ pub(super) async fn start_gateway(
     let upstream_budget = UpstreamBudget::new(options.upstream_rate, rates);
     let client_concurrency =
         ClientConcurrency::new(options.max_concurrent_calls_per_client, metrics.clone());
-    let (keepalive_interval, keepalive_timeout) = options.http2_keepalive;
+    let keepalive = options.http2_keepalive;
     let http2 = options.http2;
     // No max_connection_age here: tonic 0.14, given an age and a grace, says nothing at the age
     // and resets the connection at age + grace. Each connection's age is its own, and its
     // GOAWAY comes from `serve_connections`.
     let mut server = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(keepalive_interval))
-        .http2_keepalive_timeout(Some(keepalive_timeout))
+        .http2_keepalive_interval(Some(keepalive.interval))
+        .http2_keepalive_timeout(Some(keepalive.timeout))
         .max_concurrent_streams(http2.max_concurrent_streams)
         .http2_max_local_error_reset_streams(Some(http2.max_local_error_reset_streams))
         .http2_max_pending_accept_reset_streams(Some(http2.max_pending_accept_reset_streams))
@@ -177,7 +180,7 @@ pub(super) async fn start_gateway(
 
     let upstream_budget = Arc::new(upstream_budget);
     let draining = CancellationToken::new();
-    let (max_streams, max_streams_per_client) = options.job_streams;
+    let job_streams = options.job_streams;
     let job_worker = JobWorker {
         feeds: Feeds::new(
             options.feed,
@@ -193,8 +196,8 @@ pub(super) async fn start_gateway(
         metrics: metrics.clone(),
         client_limits: client_limits.clone(),
         streams: Arc::new(StreamLimits::new(
-            max_streams,
-            ClientConcurrency::new(max_streams_per_client, metrics.clone()),
+            job_streams.gateway,
+            ClientConcurrency::new(job_streams.per_client, metrics.clone()),
         )),
         draining: draining.clone(),
         default_deadline: options.default_deadline,

@@ -24,7 +24,6 @@ use aws_sdk_s3::{
     Client,
     config::{IdentityCache, RequestChecksumCalculation, ResponseChecksumValidation},
     error::{ProvideErrorMetadata, SdkError},
-    operation::RequestId,
     primitives::ByteStream,
     types::{
         ChecksumAlgorithm, ChecksumMode, CompletedMultipartUpload, CompletedPart,
@@ -35,6 +34,11 @@ use bytes::{Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 
 use crate::domain::{S3Location, SessionCredentials};
+
+mod error;
+
+use error::store_error;
+pub use error::{ArtifactError, S3ErrorCode};
 
 /// The smallest part S3 takes in a multipart upload (but the last).
 pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
@@ -50,86 +54,6 @@ pub struct ArtifactSettings {
     pub part_size: usize,
     /// An S3 endpoint to use instead of AWS's (path-style requests then).
     pub endpoint_url: Option<String>,
-}
-
-/// Why a transfer failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ArtifactError {
-    /// The store refused a request.
-    #[error("S3 answered {code} (HTTP {http_status}): {message}")]
-    Store {
-        /// The S3 error code (`NoSuchKey`, `AccessDenied`, ...).
-        code: String,
-        /// Its message.
-        message: String,
-        /// The HTTP status.
-        http_status: u16,
-        /// The request ID S3 gave.
-        request_id: Option<String>,
-    },
-    /// The store could not be reached, or answered unreadably.
-    #[error("S3 could not be reached")]
-    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
-    /// The bytes read are not the object's.
-    #[error("the bytes read do not match the object's {what}")]
-    Corrupt {
-        /// What did not match: its size, or its SHA-256.
-        what: &'static str,
-    },
-    /// The worker sent more or fewer bytes than it declared.
-    #[error("{sent} bytes were sent where {declared} were declared")]
-    SizeMismatch {
-        /// The size declared in the header.
-        declared: u64,
-        /// The bytes sent.
-        sent: u64,
-    },
-    /// The object is larger than a multipart upload of this part size can hold.
-    #[error("the object is larger than {MAX_PARTS} parts of {part_size} bytes")]
-    TooLarge {
-        /// The part size in force.
-        part_size: usize,
-    },
-    /// Fresh credentials could not be had (the job's details call failed).
-    #[error("fresh artifact credentials could not be had")]
-    Refresh(tonic::Status),
-}
-
-impl ArtifactError {
-    fn is_expired_token(&self) -> bool {
-        matches!(self, Self::Store { code, .. } if code == "ExpiredToken")
-    }
-}
-
-fn store_error<E>(error: SdkError<E, aws_smithy_runtime_api::http::Response>) -> ArtifactError
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    match &error {
-        SdkError::ServiceError(service) => {
-            let raw = service.raw();
-            let http_status = raw.status().as_u16();
-            let meta = service.err().meta();
-            // HEAD answers carry no body: the status says what the code would have.
-            let code = meta.code().map(str::to_owned).unwrap_or_else(|| {
-                match http_status {
-                    404 => "NotFound",
-                    403 => "AccessDenied",
-                    400 => "BadRequest",
-                    503 => "SlowDown",
-                    _ => "InternalError",
-                }
-                .to_owned()
-            });
-            ArtifactError::Store {
-                code,
-                message: meta.message().unwrap_or_default().to_owned(),
-                http_status,
-                request_id: error.request_id().map(str::to_owned),
-            }
-        }
-        _ => ArtifactError::Unavailable(Box::new(error)),
-    }
 }
 
 /// Where a transfer gets fresh credentials for its job when the store says they expired.

@@ -18,6 +18,7 @@
 
 use std::{collections::HashSet, num::NonZeroU32, sync::Arc};
 
+use enum_map::EnumMap;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -48,14 +49,22 @@ struct ClientToml {
     burst: Option<NonZeroU32>,
 }
 
-/// The RPCs a client may call, as its token file entry lists them.
+/// The RPCs a client may call: the methods its token file entry names, resolved when the file
+/// is read, so a call looks its method up rather than matching names.
 #[derive(Debug)]
-pub(super) struct AllowedRpcs(Vec<String>);
+pub(super) struct AllowedRpcs(EnumMap<Method, bool>);
 
 impl AllowedRpcs {
-    /// Whether an entry names `method` (see [`Method::is_named_by`]).
+    /// The methods `entries` name (see [`Method::is_named_by`]).
+    fn named_by(entries: &[String]) -> Self {
+        Self(EnumMap::from_fn(|method: Method| {
+            entries.iter().any(|entry| method.is_named_by(entry))
+        }))
+    }
+
+    /// Whether `method` is one of them.
     pub(super) fn allows(&self, method: Method) -> bool {
-        self.0.iter().any(|entry| method.is_named_by(entry))
+        self.0[method]
     }
 }
 
@@ -145,7 +154,7 @@ impl TokenSet {
             clients.push(Client {
                 id: Arc::from(entry.id.as_str()),
                 token_sha256,
-                allowed: Arc::new(AllowedRpcs(entry.allowed_rpcs)),
+                allowed: Arc::new(AllowedRpcs::named_by(&entry.allowed_rpcs)),
                 rate,
             });
         }

@@ -188,7 +188,7 @@ async fn poll(feeds: &Feeds, shared: &Shared, asked: u32) -> Polled {
     let outcome = result
         .as_ref()
         .map(drop)
-        .map_err(crate::upstream::UpstreamError::outcome);
+        .map_err(crate::upstream::UpstreamError::kind);
     feeds.metrics.upstream_call(
         Operation::PollForJobs,
         outcome,

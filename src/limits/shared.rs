@@ -6,11 +6,12 @@
 //!   theoretical arrival time, and expires when that time has passed: nothing grows without
 //!   bound.
 //! - **Cheap.** One multiplexed connection (the `redis` crate's `ConnectionManager`) carries
-//!   every check, pipelined. A hot key takes a few tokens per round trip (a lease of at most
-//!   half of what its rate refills in 50 ms), used locally until they run out or the 50 ms
-//!   pass; unused leased tokens are lost, never given twice, so the leases can only
-//!   under-admit. A lease of several tokens is renewed in the background once half of it is
-//!   used, so the calls of a hot key do not queue behind a round trip.
+//!   every check, pipelined. A key takes a lease of tokens per round trip: half of what its
+//!   rate refills in 50 ms, at least one, at most its burst and 1,000 (so a slow rate takes one
+//!   token a round trip, and is exact). Leased tokens are used locally until they run out or
+//!   the 50 ms pass; unused ones are lost, never given twice, so the leases can only
+//!   under-admit. A lease of four tokens or more is renewed in the background once half of it
+//!   is used, so the calls of a hot key do not queue behind a round trip.
 //! - **Never the reason a call fails.** A check Redis does not answer within the timeout falls
 //!   back to this process's own limiters at once (`gateway_rate_limit_backend_up` 0, logged
 //!   once); a probe every half second brings the shared limits back once Redis runs the script

@@ -4,10 +4,12 @@
 //! the services. [`connection`] is what the instrument layer shares with the connection a call
 //! came on.
 //!
-//! The layers that only decide whether a call may go on (gRPC only, authenticate, rate limit)
-//! are validators for tower-http's `ValidateRequestHeaderLayer`: a refusal is answered
-//! at once (for gRPC, a trailers-only status), so the call never reaches the services or the
-//! upstream. The panic guard is tower-http's `CatchPanicLayer` with the gateway's answer.
+//! The layers that only decide at once whether a call may go on (gRPC only, authenticate) are
+//! validators for tower-http's `ValidateRequestHeaderLayer`. The rate limit is a layer of its
+//! own ([`rate_limit`]), because a verdict may need a round trip to Redis: it answers at once
+//! when the verdict is at hand and waits only for that round trip. Every refusal is answered
+//! before the call reaches the services (for gRPC, a trailers-only status), so it never reaches
+//! the upstream. The panic guard is tower-http's `CatchPanicLayer` with the gateway's answer.
 
 pub mod authenticate;
 pub mod client_concurrency;

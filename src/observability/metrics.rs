@@ -19,7 +19,7 @@ use tonic::Code;
 
 use crate::{
     api::{LimitScope, Method, RpcKind},
-    upstream::Operation,
+    upstream::{FailureKind, Operation},
 };
 
 /// `grpc_type`, `grpc_service`, `grpc_method`.
@@ -28,9 +28,9 @@ pub struct MethodLabels {
     /// `unary`, `server_stream` (health Watch) or `bidi_stream` (reflection).
     pub grpc_type: RpcKind,
     /// The fully qualified service, or `unknown`.
-    pub grpc_service: &'static str,
+    pub grpc_service: ServiceLabel,
     /// The method, or `unknown`.
-    pub grpc_method: &'static str,
+    pub grpc_method: MethodNameLabel,
 }
 
 /// [`MethodLabels`] plus the status code name (`OK`, `NotFound`, ...).
@@ -39,11 +39,11 @@ pub struct HandledLabels {
     /// `unary`, `server_stream` or `bidi_stream`.
     pub grpc_type: RpcKind,
     /// The fully qualified service, or `unknown`.
-    pub grpc_service: &'static str,
+    pub grpc_service: ServiceLabel,
     /// The method, or `unknown`.
-    pub grpc_method: &'static str,
+    pub grpc_method: MethodNameLabel,
     /// The gRPC status code, as go-grpc-prometheus names it.
-    pub grpc_code: &'static str,
+    pub grpc_code: CodeLabel,
 }
 
 /// An upstream call: the AWS operation and how it ended.
@@ -52,7 +52,7 @@ pub struct UpstreamLabels {
     /// The AWS operation.
     pub operation: OperationLabel,
     /// `success`, or the failure's kind (`InvalidNonceException`, `timeout`, ...).
-    pub outcome: &'static str,
+    pub outcome: UpstreamOutcome,
 }
 
 /// A rejection by the rate limiter.
@@ -245,8 +245,27 @@ impl FeedJob {
 /// The rate-limit backend configured.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RateLimitBackendLabels {
-    /// `memory` or `redis`.
-    pub backend: &'static str,
+    /// Where the limits are kept.
+    pub backend: RateLimitBackend,
+}
+
+/// Where the rate limits are kept.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum RateLimitBackend {
+    /// In this process.
+    Memory,
+    /// In Redis, shared by the replicas.
+    Redis,
+}
+
+impl RateLimitBackend {
+    /// The label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Redis => "redis",
+        }
+    }
 }
 
 /// A feed's polls, by outcome.
@@ -254,7 +273,7 @@ pub struct RateLimitBackendLabels {
 pub struct FeedPollLabels {
     /// The feed: its action type (`Build/Custom/DemoBuilder/1`), or `other` past the
     /// [`MAX_FEED_LABELS`] first feeds.
-    pub feed: Arc<str>,
+    pub feed: FeedLabel,
     /// How the poll ended.
     pub outcome: FeedPoll,
 }
@@ -263,7 +282,7 @@ pub struct FeedPollLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FeedJobLabels {
     /// The feed.
-    pub feed: Arc<str>,
+    pub feed: FeedLabel,
     /// What happened.
     pub event: FeedJob,
 }
@@ -272,7 +291,7 @@ pub struct FeedJobLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FeedLabels {
     /// The feed.
-    pub feed: Arc<str>,
+    pub feed: FeedLabel,
 }
 
 /// The most feeds with a label of their own; later ones share `feed="other"`, so subscribers
@@ -282,7 +301,7 @@ pub const MAX_FEED_LABELS: usize = 64;
 /// The series of one feed, resolved when the feed starts.
 #[derive(Clone)]
 pub struct FeedMetrics {
-    label: Arc<str>,
+    label: FeedLabel,
     polls: Family<FeedPollLabels, Counter>,
     jobs: Family<FeedJobLabels, Counter>,
     /// Subscribers now.
@@ -317,6 +336,17 @@ impl FeedMetrics {
     }
 }
 
+/// A feed as a label value: its action type, one of the first [`MAX_FEED_LABELS`], or `other`.
+/// Made only by [`Metrics::feed`], which keeps the set bounded.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+pub struct FeedLabel(Arc<str>);
+
+impl FeedLabel {
+    fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// The port's [`Operation`] as a label value (the trait and the type are both foreign here).
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub struct OperationLabel(pub Operation);
@@ -324,6 +354,49 @@ pub struct OperationLabel(pub Operation);
 impl OperationLabel {
     fn as_str(self) -> &'static str {
         self.0.as_str()
+    }
+}
+
+/// A served method's service as a label value; `unknown` for a path the gateway does not serve.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub struct ServiceLabel(pub Option<Method>);
+
+impl ServiceLabel {
+    fn as_str(self) -> &'static str {
+        self.0.map_or("unknown", Method::service)
+    }
+}
+
+/// A served method's name as a label value; `unknown` for a path the gateway does not serve.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub struct MethodNameLabel(pub Option<Method>);
+
+impl MethodNameLabel {
+    fn as_str(self) -> &'static str {
+        self.0.map_or("unknown", Method::name)
+    }
+}
+
+/// A gRPC status code as a label value, as go-grpc-prometheus names it.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub struct CodeLabel(pub Code);
+
+impl CodeLabel {
+    fn as_str(self) -> &'static str {
+        code_name(self.0)
+    }
+}
+
+/// How an upstream call ended, as a label value: `success` or the failure's kind.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub struct UpstreamOutcome(pub Result<(), FailureKind>);
+
+impl UpstreamOutcome {
+    fn as_str(self) -> &'static str {
+        match self.0 {
+            Ok(()) => "success",
+            Err(failure) => failure.as_str(),
+        }
     }
 }
 
@@ -342,6 +415,12 @@ label_value_as_str!(
     RpcKind,
     LimitScope,
     OperationLabel,
+    FeedLabel,
+    ServiceLabel,
+    MethodNameLabel,
+    CodeLabel,
+    UpstreamOutcome,
+    RateLimitBackend,
     AuthRejection,
     ReloadResult,
     ClientFrom,
@@ -375,7 +454,7 @@ impl MethodSeries {
                     grpc_type: self.labels.grpc_type,
                     grpc_service: self.labels.grpc_service,
                     grpc_method: self.labels.grpc_method,
-                    grpc_code: code_name(code),
+                    grpc_code: CodeLabel(code),
                 })
                 .clone()
         })
@@ -503,14 +582,14 @@ impl Metrics {
         let methods = EnumMap::from_fn(|method: Method| {
             method_series(MethodLabels {
                 grpc_type: method.kind(),
-                grpc_service: method.service(),
-                grpc_method: method.name(),
+                grpc_service: ServiceLabel(Some(method)),
+                grpc_method: MethodNameLabel(Some(method)),
             })
         });
         let unknown_method = method_series(MethodLabels {
             grpc_type: RpcKind::Unary,
-            grpc_service: "unknown",
-            grpc_method: "unknown",
+            grpc_service: ServiceLabel(None),
+            grpc_method: MethodNameLabel(None),
         });
         let upstream_calls = Family::<UpstreamLabels, Counter>::default();
         let upstream_seconds =
@@ -518,7 +597,7 @@ impl Metrics {
         let upstream_success = EnumMap::from_fn(|operation| {
             let labels = UpstreamLabels {
                 operation: OperationLabel(operation),
-                outcome: "success",
+                outcome: UpstreamOutcome(Ok(())),
             };
             UpstreamSuccess {
                 calls: upstream_calls.get_or_create(&labels).clone(),
@@ -738,7 +817,7 @@ impl Metrics {
     pub fn upstream_call(
         &self,
         operation: Operation,
-        outcome: Result<(), &'static str>,
+        outcome: Result<(), FailureKind>,
         seconds: f64,
     ) {
         match outcome {
@@ -747,10 +826,10 @@ impl Metrics {
                 series.calls.inc();
                 series.seconds.observe(seconds);
             }
-            Err(outcome) => {
+            Err(failure) => {
                 let labels = UpstreamLabels {
                     operation: OperationLabel(operation),
-                    outcome,
+                    outcome: UpstreamOutcome(Err(failure)),
                 };
                 self.upstream_calls.get_or_create(&labels).inc();
                 self.upstream_seconds
@@ -762,7 +841,7 @@ impl Metrics {
 
     /// The series of the feed labelled `feed` (its action type).
     pub fn feed(&self, feed: &str) -> FeedMetrics {
-        let label: Arc<str> = {
+        let label = FeedLabel({
             let mut labels = self.feed_labels.lock().unwrap_or_else(|p| p.into_inner());
             match labels.get(feed) {
                 Some(label) => label.clone(),
@@ -773,7 +852,7 @@ impl Metrics {
                 }
                 None => Arc::from("other"),
             }
-        };
+        });
         let labels = FeedLabels {
             feed: label.clone(),
         };

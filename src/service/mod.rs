@@ -149,10 +149,10 @@ impl JobWorker {
         let result = traces::upstream_call(operation, bounded, |result| {
             result
                 .as_ref()
-                .map_or_else(UpstreamError::outcome, |_| "success")
+                .map_or_else(|error| error.kind().as_str(), |_| "success")
         })
         .await;
-        let outcome = result.as_ref().map(drop).map_err(UpstreamError::outcome);
+        let outcome = result.as_ref().map(drop).map_err(UpstreamError::kind);
         self.metrics
             .upstream_call(operation, outcome, started.elapsed().as_secs_f64());
         result

@@ -361,6 +361,51 @@ fn status_constructors(code: &str) -> Vec<String> {
     found
 }
 
+/// The fields of every metrics label set (a struct deriving `EncodeLabelSet`) whose type is a
+/// string: label values come from closed sets (enums, or newtypes that keep their set bounded),
+/// never from a string a caller could make up.
+fn string_labels(code: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for (at, _) in code.match_indices("EncodeLabelSet)]") {
+        let rest = &code[at..];
+        let Some(start) = rest.find("struct ") else {
+            continue;
+        };
+        let rest = &rest[start + "struct ".len()..];
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        let (Some(open), Some(close)) = (rest.find('{'), rest.find('}')) else {
+            continue;
+        };
+        if close < open {
+            continue;
+        }
+        for field in rest[open + 1..close].split(',') {
+            let Some((field, ty)) = field.split_once(':') else {
+                continue;
+            };
+            let ty: String = ty.split_whitespace().collect();
+            let is_string = [
+                "&'staticstr",
+                "&str",
+                "String",
+                "Arc<str>",
+                "Box<str>",
+                "Cow<",
+            ]
+            .iter()
+            .any(|string| ty.starts_with(string));
+            if is_string {
+                let field = field.split_whitespace().last().unwrap_or_default();
+                found.push(format!("{name}.{field}: {ty}"));
+            }
+        }
+    }
+    found
+}
+
 /// The names of a crate's dependencies (normal and build), from its `Cargo.toml`.
 fn dependencies(krate: &Crate) -> BTreeSet<String> {
     let manifest: toml::Table =
@@ -480,7 +525,44 @@ fn only_the_error_tables_build_a_status() {
     );
 }
 
+#[test]
+fn every_metrics_label_is_keyed_by_a_closed_set_never_a_string() {
+    let mut found = Vec::new();
+    let mut label_sets = 0;
+    for krate in crates(&code_map_section()) {
+        for file in rust_files(&krate.src()) {
+            let code = code(&std::fs::read_to_string(&file).unwrap());
+            label_sets += code.matches("EncodeLabelSet)]").count();
+            for label in string_labels(&code) {
+                let relative = file.strip_prefix(ROOT).unwrap().display().to_string();
+                found.push(format!("{relative}: {label}"));
+            }
+        }
+    }
+    assert!(
+        label_sets > 10,
+        "the rule found the label sets ({label_sets})"
+    );
+    assert!(found.is_empty(), "labels typed as strings: {found:?}");
+}
+
 // The rules themselves, on code written to break them.
+
+#[test]
+fn a_label_typed_as_a_string_is_found_and_a_closed_set_is_not() {
+    let code = "#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]\npub struct UpstreamLabels {\n    pub operation: OperationLabel,\n    pub outcome: &'static str,\n    pub backend: String,\n    pub feed: Arc<str>,\n}";
+    assert_eq!(
+        string_labels(code),
+        [
+            "UpstreamLabels.outcome: &'staticstr",
+            "UpstreamLabels.backend: String",
+            "UpstreamLabels.feed: Arc<str>",
+        ]
+    );
+    let typed =
+        "#[derive(EncodeLabelSet)]\nstruct L {\n    result: ReloadResult,\n    feed: FeedLabel,\n}";
+    assert!(string_labels(typed).is_empty());
+}
 
 fn module(path: &[&str]) -> Vec<String> {
     path.iter().map(|s| (*s).to_owned()).collect()

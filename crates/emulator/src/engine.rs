@@ -466,11 +466,11 @@ impl Emulator {
     /// fault. (The engine's `--latency` is for job-worker calls only.)
     pub(super) async fn enter_store(&self, op: StoreOperation) -> Option<faults::Fault> {
         self.store_calls[op].fetch_add(1, Ordering::Relaxed);
-        let (latency, fault) = self.faults.load().draw(op);
-        if !latency.is_zero() {
-            tokio::time::sleep(latency).await;
+        let drawn = self.faults.load().draw(op);
+        if !drawn.latency.is_zero() {
+            tokio::time::sleep(drawn.latency).await;
         }
-        fault
+        drawn.fault
     }
 
     /// The artifact store's objects.
@@ -552,12 +552,12 @@ impl Emulator {
     /// first.
     pub(super) async fn enter(&self, op: Operation) -> Option<faults::Fault> {
         self.calls[op].fetch_add(1, Ordering::Relaxed);
-        let (fault_latency, fault) = self.faults.load().draw(op);
-        let latency = self.config.latency + fault_latency;
+        let drawn = self.faults.load().draw(op);
+        let latency = self.config.latency + drawn.latency;
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
         }
-        fault
+        drawn.fault
     }
 
     /// Runs an in-process call through [`Self::enter`]: a fault that strikes after the effect

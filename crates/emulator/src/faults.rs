@@ -215,20 +215,31 @@ impl FaultPlan {
     }
 
     /// Draws this call's latency and fault.
-    pub fn draw(&self, operation: impl Into<FaultTarget>) -> (Duration, Option<Fault>) {
+    pub fn draw(&self, operation: impl Into<FaultTarget>) -> Drawn {
         let faults = self.for_operation(operation);
-        if faults.chances.is_empty() {
-            return (faults.latency, None);
-        }
         let mut roll: f64 = rand::rng().random();
-        for (fault, chance) in &faults.chances {
+        let mut fault = None;
+        for (candidate, chance) in &faults.chances {
             if roll < *chance {
-                return (faults.latency, Some(*fault));
+                fault = Some(*candidate);
+                break;
             }
             roll -= chance;
         }
-        (faults.latency, None)
+        Drawn {
+            latency: faults.latency,
+            fault,
+        }
     }
+}
+
+/// What one call drew from the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drawn {
+    /// How long the call waits first.
+    pub latency: Duration,
+    /// How it fails, if it does.
+    pub fault: Option<Fault>,
 }
 
 #[cfg(test)]
@@ -241,7 +252,10 @@ mod tests {
             FaultPlan::parse("*:throttling=0.5; AcknowledgeJob:latency=20ms,drop=1").unwrap();
         assert_eq!(
             plan.draw(Operation::AcknowledgeJob),
-            (Duration::from_millis(20), Some(Fault::DropConnection))
+            Drawn {
+                latency: Duration::from_millis(20),
+                fault: Some(Fault::DropConnection)
+            }
         );
         let poll = plan.for_operation(Operation::PollForJobs);
         assert_eq!(poll.chances, vec![(Fault::Throttling, 0.5)]);
@@ -253,15 +267,18 @@ mod tests {
         let plan = FaultPlan::parse("*:http500=1;UploadPart:http503=0.5;GetObject:drop=1").unwrap();
         assert_eq!(
             plan.draw(StoreOperation::GetObject),
-            (Duration::ZERO, Some(Fault::DropConnection))
+            Drawn {
+                latency: Duration::ZERO,
+                fault: Some(Fault::DropConnection)
+            }
         );
         assert_eq!(
             plan.for_operation(StoreOperation::UploadPart).chances,
             vec![(Fault::Http503, 0.5)]
         );
-        assert_eq!(plan.draw(StoreOperation::PutObject), (Duration::ZERO, None));
+        assert_eq!(plan.draw(StoreOperation::PutObject).fault, None);
         assert_eq!(
-            plan.draw(Operation::PollForJobs).1,
+            plan.draw(Operation::PollForJobs).fault,
             Some(Fault::Http500),
             "the CodePipeline operations keep their names and `*`"
         );
@@ -292,7 +309,7 @@ mod tests {
         let plan = FaultPlan::parse("*:http500=0.25,drop=0.25").unwrap();
         let draws = 4000;
         let faulty = (0..draws)
-            .filter(|_| plan.draw(Operation::GetJobDetails).1.is_some())
+            .filter(|_| plan.draw(Operation::GetJobDetails).fault.is_some())
             .count();
         // Binomial(4000, 0.5): 6 standard deviations is about 190.
         assert!((1810..=2190).contains(&faulty), "{faulty}");

@@ -149,28 +149,29 @@ impl UpstreamError {
         }
     }
 
-    /// The failure's kind as a metrics label: the AWS error code for modelled errors, else a
-    /// fixed word, so the label has a bounded set of values.
-    pub fn outcome(&self) -> &'static str {
+    /// The failure's kind, a closed set (the values of a metrics label).
+    pub fn kind(&self) -> FailureKind {
         match self {
             Self::Service { code, .. } => match code {
-                AwsErrorCode::Validation => "ValidationException",
-                AwsErrorCode::InvalidNonce => "InvalidNonceException",
-                AwsErrorCode::JobNotFound => "JobNotFoundException",
-                AwsErrorCode::ActionTypeNotFound => "ActionTypeNotFoundException",
-                AwsErrorCode::InvalidJobState => "InvalidJobStateException",
-                AwsErrorCode::OutputVariablesSizeExceeded => "OutputVariablesSizeExceededException",
-                AwsErrorCode::InvalidClientToken => "InvalidClientTokenException",
-                AwsErrorCode::InvalidJob => "InvalidJobException",
-                AwsErrorCode::Throttling => "ThrottlingException",
-                AwsErrorCode::IdentityRejected(_) => "identity_rejected",
-                AwsErrorCode::ServiceFault(_) => "service_fault",
-                AwsErrorCode::Other(_) => "other_error",
+                AwsErrorCode::Validation => FailureKind::Validation,
+                AwsErrorCode::InvalidNonce => FailureKind::InvalidNonce,
+                AwsErrorCode::JobNotFound => FailureKind::JobNotFound,
+                AwsErrorCode::ActionTypeNotFound => FailureKind::ActionTypeNotFound,
+                AwsErrorCode::InvalidJobState => FailureKind::InvalidJobState,
+                AwsErrorCode::OutputVariablesSizeExceeded => {
+                    FailureKind::OutputVariablesSizeExceeded
+                }
+                AwsErrorCode::InvalidClientToken => FailureKind::InvalidClientToken,
+                AwsErrorCode::InvalidJob => FailureKind::InvalidJob,
+                AwsErrorCode::Throttling => FailureKind::Throttling,
+                AwsErrorCode::IdentityRejected(_) => FailureKind::IdentityRejected,
+                AwsErrorCode::ServiceFault(_) => FailureKind::ServiceFault,
+                AwsErrorCode::Other(_) => FailureKind::OtherError,
             },
-            Self::Timeout { .. } => "timeout",
-            Self::Unavailable { .. } => "unavailable",
-            Self::NoCredentials { .. } => "no_credentials",
-            Self::Unexpected { .. } => "unexpected",
+            Self::Timeout { .. } => FailureKind::Timeout,
+            Self::Unavailable { .. } => FailureKind::Unavailable,
+            Self::NoCredentials { .. } => FailureKind::NoCredentials,
+            Self::Unexpected { .. } => FailureKind::Unexpected,
         }
     }
 
@@ -181,6 +182,68 @@ impl UpstreamError {
                 request_id.as_deref()
             }
             _ => None,
+        }
+    }
+}
+
+/// How an upstream call failed, as a closed set: the AWS error code for modelled errors, else
+/// what happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureKind {
+    /// ValidationException.
+    Validation,
+    /// InvalidNonceException.
+    InvalidNonce,
+    /// JobNotFoundException.
+    JobNotFound,
+    /// ActionTypeNotFoundException.
+    ActionTypeNotFound,
+    /// InvalidJobStateException.
+    InvalidJobState,
+    /// OutputVariablesSizeExceededException.
+    OutputVariablesSizeExceeded,
+    /// InvalidClientTokenException.
+    InvalidClientToken,
+    /// InvalidJobException.
+    InvalidJob,
+    /// ThrottlingException.
+    Throttling,
+    /// The gateway's own AWS identity was refused.
+    IdentityRejected,
+    /// A 5xx.
+    ServiceFault,
+    /// Another AWS error.
+    OtherError,
+    /// No answer in time.
+    Timeout,
+    /// CodePipeline could not be reached.
+    Unavailable,
+    /// The gateway has no AWS credentials.
+    NoCredentials,
+    /// Anything else.
+    Unexpected,
+}
+
+impl FailureKind {
+    /// The label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Validation => "ValidationException",
+            Self::InvalidNonce => "InvalidNonceException",
+            Self::JobNotFound => "JobNotFoundException",
+            Self::ActionTypeNotFound => "ActionTypeNotFoundException",
+            Self::InvalidJobState => "InvalidJobStateException",
+            Self::OutputVariablesSizeExceeded => "OutputVariablesSizeExceededException",
+            Self::InvalidClientToken => "InvalidClientTokenException",
+            Self::InvalidJob => "InvalidJobException",
+            Self::Throttling => "ThrottlingException",
+            Self::IdentityRejected => "identity_rejected",
+            Self::ServiceFault => "service_fault",
+            Self::OtherError => "other_error",
+            Self::Timeout => "timeout",
+            Self::Unavailable => "unavailable",
+            Self::NoCredentials => "no_credentials",
+            Self::Unexpected => "unexpected",
         }
     }
 }

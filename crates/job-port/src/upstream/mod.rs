@@ -15,7 +15,7 @@ use std::future::Future;
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
-pub use error::{AwsErrorCode, BoxError, UpstreamError};
+pub use error::{AwsErrorCode, BoxError, FailureKind, UpstreamError};
 pub use operation::{Call, Family, Kind, Operation, UpstreamAnswer, UpstreamCall};
 pub use retry::Retries;
 
