@@ -13,9 +13,15 @@ use std::{
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-/// The files allowed to build a `tonic::Status`: the gateway's error table and the emulator
-/// admin service's.
-const ERROR_TABLES: [&str; 2] = ["src/api/status.rs", "crates/emulator/src/admin/status.rs"];
+/// The files allowed to build a `tonic::Status`: the gateway's error table (the files of
+/// `src/api/status/`) and the emulator admin service's.
+const ERROR_TABLES: [&str; 5] = [
+    "src/api/status/mod.rs",
+    "src/api/status/artifact.rs",
+    "src/api/status/refusal.rs",
+    "src/api/status/upstream.rs",
+    "crates/emulator/src/admin/status.rs",
+];
 
 /// In the gateway, the crates it re-exports, as the module names its code imports them by
 /// (`pub use codepipeline_emulator as emulator`, `pub use codepipeline_job_port::{domain, upstream}`):
