@@ -14,12 +14,10 @@ import copy
 import hashlib
 import json
 import os
-import queue
 import re
 import shutil
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 import tomllib
@@ -39,11 +37,18 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from gateway_process import (
+    GATEWAY_BIN,
+    GATEWAY_READY,
+    READY_TIMEOUT_SECONDS,
+    REPO_ROOT,
+    TOOLS_BIN,
+    RunningBinary,
+    require_binary,
+)
+
 CHART_DIR = REPO_ROOT / "helm" / "codepipeline-gateway"
 VALUES_DIR = Path(__file__).resolve().parent / "values"
-GATEWAY_BIN = Path(os.environ.get("GATEWAY_BIN", REPO_ROOT / "target/debug/codepipeline-gateway"))
-TOOLS_BIN = REPO_ROOT / ".tools/bin"
 
 RELEASE = "gw"
 NAMESPACE = "ci"
@@ -56,8 +61,6 @@ KUBERNETES_VERSION = "1.34"
 
 VALUE_SETS = sorted(path.stem for path in VALUES_DIR.glob("*.yaml"))
 
-READY = re.compile(r"grpc listening on (\S+)")
-READY_TIMEOUT_SECONDS = 30
 
 # The emulator's identity (its defaults), standing in for the AWS identity that IRSA or EKS Pod
 # Identity would inject into the pod.
@@ -312,82 +315,26 @@ def run_binary(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(GATEWAY_BIN), *args], capture_output=True, text=True, timeout=30, check=True)
 
 
-def require_binary() -> None:
-    if not GATEWAY_BIN.is_file():
-        pytest.fail(f"{GATEWAY_BIN} does not exist: run `cargo build` first, or set GATEWAY_BIN")
-
-
-class Process:
-    """The binary started with some arguments and environment; stdout drained by a thread,
-    stderr kept in a file, so both can be shown when something goes wrong."""
+class Process(RunningBinary):
+    """The binary started with a rendered pod's arguments and environment (`args[0]` is the
+    binary). Stopping kills it: a rendered gateway would spend its lame-duck period on SIGTERM,
+    and the one check of graceful shutdown sends SIGTERM itself."""
 
     def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
-        require_binary()
-        self.args = args
+        super().__init__(*args[1:], binary=Path(args[0]), env=env, cwd=cwd)
         self.env = env
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        self._stdout: list[str] = []
-        self._stderr = tempfile.TemporaryFile("w+", errors="replace")
-        self.process = subprocess.Popen(
-            args,
-            env=env,
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            text=True,
-            errors="replace",
-        )
-        threading.Thread(target=self._drain, daemon=True).start()
-
-    def _drain(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self._lines.put(line.rstrip("\n"))
-        self._lines.put(None)
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_SECONDS) -> str | None:
         """The address from the `grpc listening on ADDR` line, or None if the process exited
-        first. Fails the test if neither happens within `timeout`."""
-        deadline = time.monotonic() + timeout
-        while (remaining := deadline - time.monotonic()) > 0:
-            try:
-                line = self._lines.get(timeout=remaining)
-            except queue.Empty:
-                break
-            if line is None:
-                self.process.wait(timeout=10)
-                return None
-            self._stdout.append(line)
-            if match := READY.search(line):
-                return match.group(1)
-        pytest.fail(f"the gateway did not report `grpc listening on` in {timeout} s\n{self.output()}")
+        first."""
+        return self.first_match(GATEWAY_READY, timeout)
 
     def wait_url(self, pattern: re.Pattern[str], timeout: float = READY_TIMEOUT_SECONDS) -> str:
-        deadline = time.monotonic() + timeout
-        while (remaining := deadline - time.monotonic()) > 0:
-            try:
-                line = self._lines.get(timeout=remaining)
-            except queue.Empty:
-                break
-            if line is None:
-                break
-            self._stdout.append(line)
-            if match := pattern.search(line):
-                return match.group(1)
-        pytest.fail(f"`{' '.join(self.args)}` did not become ready\n{self.output()}")
+        return self.wait_until_ready(pattern, timeout)
 
-    def stop(self) -> None:
-        """Kills the process: a rendered gateway would spend its lame-duck period on SIGTERM, and
-        the one check of graceful shutdown sends SIGTERM itself."""
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait()
-
-    def output(self) -> str:
-        self._stderr.seek(0)
-        stdout = "\n".join(self._stdout)
-        return f"--- stdout ---\n{stdout}\n--- stderr ---\n{self._stderr.read()}"
+    def stop(self) -> int:
+        self.kill()
+        return self.process.returncode
 
 
 @dataclass

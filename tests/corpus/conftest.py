@@ -3,14 +3,12 @@ module (on the embedded emulator, with a token file and a 64 KiB message limit),
 module's cases. Every case checks, besides its own answer, that the emulator counted no job-worker
 call and that the gateway still reports SERVING.
 
-The binary is `target/debug/codepipeline-gateway` unless `GATEWAY_BIN` names another one (the
-same rule and process handling as tests/clients, whose support module is reused).
+The binary and its launcher are tests/shared/gateway_process.py's.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,16 +17,8 @@ import grpc
 import pytest
 
 from corpus_protos import emulator, health
+from gateway_process import GATEWAY_READY, RunningBinary
 from corpus_wire import EMULATOR_ADMIN, HEALTH_CHECK, MAX_MESSAGE_SIZE, Answer, grpc_call
-
-# tests/clients/support.py, loaded under its own name so it cannot clash with another suite's
-# module called `support` in the same interpreter.
-_spec = importlib.util.spec_from_file_location(
-    "clients_support", Path(__file__).resolve().parents[1] / "clients" / "support.py"
-)
-clients_support = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(clients_support)
-
 
 
 class Gateway:
@@ -95,7 +85,7 @@ def gateway(tmp_path_factory) -> Iterator[Gateway]:
     and must not have logged a panic."""
     tokens = {client: secrets.token_hex(32) for client in ("worker", "admin", "ack_only")}
     token_file = _token_file(tmp_path_factory.mktemp("corpus"), tokens)
-    binary = clients_support.RunningBinary(
+    binary = RunningBinary(
         "serve",
         "--upstream", "emulator",
         "--listen", "127.0.0.1:0",
@@ -107,7 +97,7 @@ def gateway(tmp_path_factory) -> Iterator[Gateway]:
         "--rate-limit-burst", "100000",
     )  # fmt: skip
     try:
-        binary.wait_until_ready(clients_support.GATEWAY_READY)
+        binary.wait_until_ready(GATEWAY_READY)
         running = Gateway(binary, tokens)
         yield running
         running.close()

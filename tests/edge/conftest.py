@@ -12,9 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from edge_support import (  # noqa: E402
+from edge_support import (
     REPO_ROOT,
     UNKNOWN_JOB_ID,
     Gateway,

@@ -10,8 +10,7 @@ Two ways to speak HTTP/2 to the gateway:
   allows, HEADERS that never end, floods of CONTINUATION, SETTINGS and PING frames). It decodes
   the server's header blocks with `hpack` and parses the server's frames itself.
 
-The binary is GATEWAY_BIN, else $CARGO_TARGET_DIR/debug/codepipeline-gateway, else
-target/debug/codepipeline-gateway.
+The binary and its launcher are tests/shared/gateway_process.py's.
 """
 
 from __future__ import annotations
@@ -20,9 +19,6 @@ import errno
 import hashlib
 import json
 import math
-import os
-import queue
-import re
 import select
 import signal
 import socket
@@ -32,27 +28,20 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from gateway_process import (
+    GATEWAY_READY,
+    METRICS_READY,
+    REPO_ROOT,
+    STOP_TIMEOUT_SECONDS,
+    RunningBinary,
+    metrics_samples,
+)
 
-
-def _default_binary() -> Path:
-    target = Path(os.environ.get("CARGO_TARGET_DIR", "target"))
-    if not target.is_absolute():
-        target = REPO_ROOT / target
-    return target / "debug/codepipeline-gateway"
-
-
-GATEWAY_BIN = Path(os.environ.get("GATEWAY_BIN") or _default_binary())
-
-READY_TIMEOUT_SECONDS = 30
-STOP_TIMEOUT_SECONDS = 10
 MIB = 1024 * 1024
 
 # The job-worker API's paths and the two tokens of the token file every test uses.
@@ -85,9 +74,6 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 # gRPC status codes the tests look for.
 GRPC_OK, GRPC_DEADLINE_EXCEEDED, GRPC_NOT_FOUND, GRPC_RESOURCE_EXHAUSTED = 0, 4, 5, 8
 GRPC_UNAUTHENTICATED = 16
-
-GATEWAY_READY = re.compile(r"grpc listening on (\S+)")
-METRICS_READY = re.compile(r"metrics listening on (\S+)")
 
 # The broken connections of a test: EPIPE and ECONNRESET mean "the server closed it".
 CLOSED_ERRNOS = {errno.EPIPE, errno.ECONNRESET, errno.ECONNABORTED, errno.ENOTCONN}
@@ -122,17 +108,12 @@ def merge_flags(defaults: Iterable[str], flags: Iterable[str]) -> list[str]:
     return kept + flags
 
 
-class Gateway:
-    """The binary under test, serving on the emulator with the edge suite's token file.
-
-    stdout is read by a thread (the process never blocks on a full pipe) and stderr goes to a
-    temporary file, both shown when something goes wrong.
-    """
+class Gateway(RunningBinary):
+    """The binary under test, serving on the emulator with the edge suite's token file, with its
+    metrics."""
 
     def __init__(self, token_file: Path, *flags: str) -> None:
         """`flags`: (flag, value) pairs, each replacing the default of the same name."""
-        if not GATEWAY_BIN.is_file():
-            pytest.fail(f"{GATEWAY_BIN} does not exist: run `cargo build` first, or set GATEWAY_BIN")
         defaults = (
             "--upstream", "emulator",
             "--listen", "127.0.0.1:0",
@@ -142,78 +123,15 @@ class Gateway:
             "--log", "warn",
             "--shutdown-timeout", "2s",
         )  # fmt: skip
-        self.args = [str(GATEWAY_BIN), "serve", *merge_flags(defaults, flags)]
-        self._stderr = tempfile.TemporaryFile("w+", errors="replace")
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        self._seen: list[str] = []
-        self.process = subprocess.Popen(
-            self.args,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            text=True,
-            errors="replace",
-            cwd=REPO_ROOT,
-        )
-        threading.Thread(target=self._drain, daemon=True).start()
-        self.metrics_address = self._wait_for(METRICS_READY)
-        self.address = self._wait_for(GATEWAY_READY)
+        super().__init__("serve", *merge_flags(defaults, flags))
+        self.metrics_address = self.wait_until_ready(METRICS_READY)
+        self.address = self.wait_until_ready(GATEWAY_READY)
         host, port = self.address.rsplit(":", 1)
         self.host, self.port = host, int(port)
 
-    def _drain(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self._lines.put(line.rstrip("\n"))
-        self._lines.put(None)
-
-    def _wait_for(self, pattern: re.Pattern[str]) -> str:
-        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-        while (remaining := deadline - time.monotonic()) > 0:
-            try:
-                line = self._lines.get(timeout=remaining)
-            except queue.Empty:
-                break
-            if line is None:
-                self.process.wait()
-                pytest.fail(f"the gateway exited ({self.process.returncode}) before {pattern.pattern!r}\n{self.output()}")
-            self._seen.append(line)
-            if match := pattern.search(line):
-                return match.group(1)
-        pytest.fail(f"the gateway did not print {pattern.pattern!r} in {READY_TIMEOUT_SECONDS} s\n{self.output()}")
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def rss_bytes(self) -> int:
-        """VmRSS of the process, from /proc/PID/status."""
-        with open(f"/proc/{self.pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        raise AssertionError("no VmRSS line")
-
-    def open_fds(self) -> int:
-        return len(os.listdir(f"/proc/{self.pid}/fd"))
-
     def metrics(self) -> dict[tuple[str, frozenset], float]:
         """The Prometheus text at /metrics as {(sample name, labels): value}."""
-        with urllib.request.urlopen(f"http://{self.metrics_address}/metrics", timeout=5) as response:
-            text = response.read().decode()
-        samples: dict[tuple[str, frozenset], float] = {}
-        for line in text.splitlines():
-            if not line or line.startswith("#"):
-                continue
-            match = re.fullmatch(r"([a-zA-Z_:][\w:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\S+)?", line)
-            if match is None:
-                continue
-            labels = frozenset(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match.group(2) or ""))
-            samples[(match.group(1), labels)] = float(match.group(3))
-        return samples
+        return metrics_samples(self.metrics_address)
 
     def metric(self, name: str, **labels: str) -> float:
         """The sum of the samples named `name` whose labels include `labels` (0 when none)."""
@@ -228,19 +146,18 @@ class Gateway:
                 return value
             time.sleep(0.05)
 
-    def stop(self) -> None:
+    def stop(self) -> int:
+        """SIGTERM; a gateway that outlives it is killed (the edge tests judge its exit elsewhere)."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout=STOP_TIMEOUT_SECONDS)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+                self.kill()
+        return self.process.returncode
 
-    def output(self) -> str:
-        self._stderr.seek(0)
-        stdout = "\n".join(self._seen)
-        return f"--- stdout ---\n{stdout}\n--- stderr (last 8000 chars) ---\n{self._stderr.read()[-8000:]}"
+    def output(self, stderr_tail: int | None = 8000) -> str:
+        return super().output(stderr_tail)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,11 +19,9 @@ from types import SimpleNamespace
 import grpc
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workers"))
-
-from otlp_receiver import OtlpReceiver  # noqa: E402
-from traces_support import ADMIN_TOKEN, RECORD_SECRETS, TOKENS, WORKER_TOKEN, RecordedWorker  # noqa: E402
-from workers_support import (  # noqa: E402
+from otlp_receiver import OtlpReceiver
+from traces_support import ADMIN_TOKEN, RECORD_SECRETS, TOKENS, WORKER_TOKEN, RecordedWorker
+from workers_support import (
     EXAMPLES,
     GATEWAY_READY,
     VENV_PYTHON,
@@ -35,7 +32,7 @@ from workers_support import (  # noqa: E402
     generate_python_stubs,
 )
 
-from support import (  # noqa: E402  (tests/clients, put on sys.path by workers_support)
+from gateway_process import (
     EMULATOR_ACCESS_KEY_ID,
     EMULATOR_READY,
     EMULATOR_REGION,

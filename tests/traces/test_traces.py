@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import pytest
 
 from otlp_receiver import CLIENT, INTERNAL, SERVER, OtlpReceiver
-from support import DEMO_CLIENT_ID, DEMO_CLIENT_TOKEN, EMULATOR_SECRET_ACCESS_KEY
+from gateway_process import DEMO_CLIENT_ID, DEMO_CLIENT_TOKEN, EMULATOR_SECRET_ACCESS_KEY
 from traces_support import ADMIN_TOKEN, WORKER_TOKEN
 from workers_support import wait_until
 

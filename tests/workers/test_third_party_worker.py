@@ -14,7 +14,7 @@ import urllib.request
 import grpc
 import pytest
 
-from support import DEMO_CLIENT_ID, DEMO_CLIENT_TOKEN
+from gateway_process import DEMO_CLIENT_ID, DEMO_CLIENT_TOKEN
 from workers_support import WORKER_READY, Emulator, wait_until
 
 CLIENT_TOKEN_FILE = "examples/client-tokens.toml"  # the demo client's token, as docs/third-party-actions.md shows

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-from support import REPO_ROOT
+from gateway_process import REPO_ROOT
 
 VENV_PYTHON = REPO_ROOT / ".tools/venv/bin/python"
 

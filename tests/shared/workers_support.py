@@ -1,7 +1,8 @@
 """What the worker tests share: generated stubs, the example workers as processes, the emulator's
 admin service, and the google.rpc details of a failed call.
 
-The gateway binary and its launcher come from tests/clients/support.py.
+Shared by the worker and trace suites; the gateway binary and its launcher come from
+gateway_process.
 """
 
 from __future__ import annotations
@@ -10,22 +11,18 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from types import SimpleNamespace
 
 import grpc
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "clients"))
-
-from grpc_stubs import generate_python_stubs, load_python_stubs  # noqa: E402
-from support import GATEWAY_BIN, GATEWAY_READY, REPO_ROOT, TOOLS_BIN, RunningBinary  # noqa: E402
+from gateway_process import GATEWAY_BIN, GATEWAY_READY, REPO_ROOT, TOOLS_BIN, RunningBinary
+from grpc_stubs import generate_python_stubs, load_python_stubs
 
 TOOLS = REPO_ROOT / ".tools"
 VENV_PYTHON = TOOLS / "venv/bin/python"
@@ -51,7 +48,7 @@ def alternating_modes(offset: int) -> dict[str, str]:
     them in each mode, and with offsets 0 and 1 each language in both."""
     return {language: MODES[(index + offset) % len(MODES)] for index, language in enumerate(LANGUAGES)}
 
-# Re-exported from tests/clients.
+# Re-exported from gateway_process and grpc_stubs.
 __all__ = [
     "GATEWAY_BIN", "GATEWAY_READY", "REPO_ROOT", "RunningBinary", "generate_python_stubs", "load_python_stubs",
 ]  # fmt: skip
