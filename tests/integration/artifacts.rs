@@ -10,12 +10,16 @@ use codepipeline_gateway::pb::{
         upload_output_artifact_request::Request as Uploading,
     },
 };
-use rstest::rstest;
 use sha2::{Digest, Sha256};
 use tonic::Code;
 use tonic_types::StatusExt;
 
-use crate::support::{Backend, TestGateway, demo_action_type, gateway};
+use rstest::rstest;
+use rstest_reuse::apply;
+
+use crate::support::{
+    Backend, TestGateway, demo_action_type, every_backend, gateway, in_process_and_real_sdk,
+};
 
 const BUCKET: &str = "codepipeline-us-east-1-artifact-tests";
 const MIB: usize = 1024 * 1024;
@@ -206,10 +210,7 @@ const END: pb::UploadOutputArtifactRequest = pb::UploadOutputArtifactRequest {
 /// Parts of 5 MiB, S3's smallest: 5 MiB + 1 byte is then two parts.
 const SMALL_PARTS: [&str; 2] = ["--artifact-part-size", "5MiB"];
 
-#[rstest]
-#[case::in_process(Backend::InProcess)]
-#[case::real_sdk(Backend::RealSdk)]
-#[case::real_sdk_cbor(Backend::RealSdkCbor)]
+#[apply(every_backend)]
 #[tokio::test]
 async fn artifacts_of_every_size_go_down_and_up_whole(#[case] backend: Backend) {
     let mut gw = gateway(backend).flags(&SMALL_PARTS).spawn().await;
@@ -269,9 +270,7 @@ async fn two_hundred_mebibytes_go_down_and_up_whole() {
     gw.stop().await;
 }
 
-#[rstest]
-#[case::in_process(Backend::InProcess)]
-#[case::real_sdk(Backend::RealSdk)]
+#[apply(in_process_and_real_sdk)]
 #[tokio::test]
 async fn the_jobs_kms_key_encrypts_its_outputs(#[case] backend: Backend) {
     let mut gw = gateway(backend).spawn().await;
@@ -291,9 +290,7 @@ async fn the_jobs_kms_key_encrypts_its_outputs(#[case] backend: Backend) {
     gw.stop().await;
 }
 
-#[rstest]
-#[case::in_process(Backend::InProcess)]
-#[case::real_sdk(Backend::RealSdk)]
+#[apply(in_process_and_real_sdk)]
 #[tokio::test]
 async fn an_upload_cut_mid_stream_leaves_no_object_and_the_job_unchanged(#[case] backend: Backend) {
     let mut gw = gateway(backend).flags(&SMALL_PARTS).spawn().await;
@@ -337,9 +334,7 @@ async fn an_upload_cut_mid_stream_leaves_no_object_and_the_job_unchanged(#[case]
 
 /// To the handler, a worker's RST_STREAM and a clean end of its stream look the same, so an
 /// upload is stored only on evidence that it is whole: no timing decides it.
-#[rstest]
-#[case::in_process(Backend::InProcess)]
-#[case::real_sdk(Backend::RealSdk)]
+#[apply(in_process_and_real_sdk)]
 #[tokio::test]
 async fn an_upload_is_stored_only_after_its_end_message_or_its_declared_size(
     #[case] backend: Backend,
@@ -404,9 +399,7 @@ async fn an_upload_is_stored_only_after_its_end_message_or_its_declared_size(
     gw.stop().await;
 }
 
-#[rstest]
-#[case::in_process(Backend::InProcess)]
-#[case::real_sdk(Backend::RealSdk)]
+#[apply(in_process_and_real_sdk)]
 #[tokio::test]
 async fn expired_credentials_are_renewed_mid_transfer(#[case] backend: Backend) {
     let mut gw = gateway(backend)
@@ -450,9 +443,7 @@ async fn expired_credentials_are_renewed_mid_transfer(#[case] backend: Backend) 
     gw.stop().await;
 }
 
-#[rstest]
-#[case::in_process(Backend::InProcess)]
-#[case::real_sdk(Backend::RealSdk)]
+#[apply(in_process_and_real_sdk)]
 #[tokio::test]
 async fn an_unknown_job_or_artifact_is_not_found_before_any_s3_request(#[case] backend: Backend) {
     let mut gw = gateway(backend).spawn().await;
@@ -501,9 +492,7 @@ async fn an_unknown_job_or_artifact_is_not_found_before_any_s3_request(#[case] b
     gw.stop().await;
 }
 
-#[rstest]
-#[case::in_process(Backend::InProcess)]
-#[case::real_sdk(Backend::RealSdk)]
+#[apply(in_process_and_real_sdk)]
 #[tokio::test]
 async fn store_faults_and_refusals_arrive_as_their_codes(#[case] backend: Backend) {
     let mut gw = gateway(backend).flags(&SMALL_PARTS).spawn().await;

@@ -4,9 +4,11 @@
 use std::collections::HashMap;
 
 use codepipeline_gateway::pb::jobworker as pb;
-use rstest::rstest;
 
-use crate::support::{Backend, demo_action_type, spawn};
+use rstest::rstest;
+use rstest_reuse::apply;
+
+use crate::support::{Backend, demo_action_type, every_backend, spawn};
 use tonic::Code;
 use tonic_types::StatusExt;
 
@@ -327,10 +329,7 @@ fn cases() -> Vec<(&'static str, Call, &'static str)> {
     ]
 }
 
-#[rstest]
-#[case::in_process(Backend::InProcess)]
-#[case::real_sdk(Backend::RealSdk)]
-#[case::real_sdk_cbor(Backend::RealSdkCbor)]
+#[apply(every_backend)]
 #[tokio::test]
 async fn every_broken_constraint_is_invalid_argument_naming_the_field_with_no_upstream_call(
     #[case] backend: Backend,

@@ -16,13 +16,15 @@ use codepipeline_gateway::{
     },
     upstream::Operation,
 };
-use rstest::rstest;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status, Streaming, transport::Channel};
 use tonic_types::StatusExt;
 
-use crate::support::{Backend, TestGateway, demo_action_type, gateway, spawn};
+use rstest::rstest;
+use rstest_reuse::apply;
+
+use crate::support::{Backend, TestGateway, demo_action_type, every_backend, gateway, spawn};
 
 /// A worker's end of a StreamJobs stream.
 struct Stream {
@@ -136,10 +138,7 @@ fn acknowledgements(gw: &TestGateway) -> u64 {
     gw.emulator.call_counts()[&Operation::AcknowledgeJob]
 }
 
-#[rstest]
-#[case::in_process(Backend::InProcess)]
-#[case::real_sdk(Backend::RealSdk)]
-#[case::real_sdk_cbor(Backend::RealSdkCbor)]
+#[apply(every_backend)]
 #[tokio::test]
 async fn a_job_is_delivered_on_the_stream_taken_with_an_acknowledgement_and_finished(
     #[case] backend: Backend,
@@ -265,10 +264,7 @@ async fn no_subscriber_holds_more_unacknowledged_jobs_than_its_credit() {
     gw.stop().await;
 }
 
-#[rstest]
-#[case::in_process(Backend::InProcess)]
-#[case::real_sdk(Backend::RealSdk)]
-#[case::real_sdk_cbor(Backend::RealSdkCbor)]
+#[apply(every_backend)]
 #[tokio::test]
 async fn jobs_a_subscriber_leaves_with_go_to_another_at_once_with_the_same_nonce(
     #[case] backend: Backend,

@@ -4,14 +4,13 @@
 use std::time::Duration;
 
 use codepipeline_gateway::pb::jobworker as pb;
+
 use rstest::rstest;
+use rstest_reuse::apply;
 
-use crate::support::{Backend, gateway, spawn};
+use crate::support::{Backend, every_backend, gateway, spawn};
 
-#[rstest]
-#[case::in_process(Backend::InProcess)]
-#[case::real_sdk(Backend::RealSdk)]
-#[case::real_sdk_cbor(Backend::RealSdkCbor)]
+#[apply(every_backend)]
 #[tokio::test]
 async fn a_job_goes_from_poll_to_acknowledge_to_success(#[case] backend: Backend) {
     let mut gw = spawn(backend).await;
@@ -119,10 +118,7 @@ async fn a_job_goes_from_poll_to_acknowledge_to_success(#[case] backend: Backend
     gw.stop().await;
 }
 
-#[rstest]
-#[case::in_process(Backend::InProcess)]
-#[case::real_sdk(Backend::RealSdk)]
-#[case::real_sdk_cbor(Backend::RealSdkCbor)]
+#[apply(every_backend)]
 #[tokio::test]
 async fn a_continuation_token_creates_a_follow_up_job_that_carries_it(#[case] backend: Backend) {
     let mut gw = spawn(backend).await;
@@ -163,10 +159,7 @@ async fn a_continuation_token_creates_a_follow_up_job_that_carries_it(#[case] ba
     gw.stop().await;
 }
 
-#[rstest]
-#[case::in_process(Backend::InProcess)]
-#[case::real_sdk(Backend::RealSdk)]
-#[case::real_sdk_cbor(Backend::RealSdkCbor)]
+#[apply(every_backend)]
 #[tokio::test]
 async fn a_failure_result_fails_the_job_with_its_details(#[case] backend: Backend) {
     let mut gw = spawn(backend).await;
@@ -190,10 +183,7 @@ async fn a_failure_result_fails_the_job_with_its_details(#[case] backend: Backen
     gw.stop().await;
 }
 
-#[rstest]
-#[case::in_process(Backend::InProcess)]
-#[case::real_sdk(Backend::RealSdk)]
-#[case::real_sdk_cbor(Backend::RealSdkCbor)]
+#[apply(every_backend)]
 #[tokio::test]
 async fn an_unacknowledged_job_is_handed_out_again_with_a_new_nonce(#[case] backend: Backend) {
     let mut gw = gateway(backend)
@@ -223,10 +213,7 @@ async fn an_unacknowledged_job_is_handed_out_again_with_a_new_nonce(#[case] back
     gw.stop().await;
 }
 
-#[rstest]
-#[case::in_process(Backend::InProcess)]
-#[case::real_sdk(Backend::RealSdk)]
-#[case::real_sdk_cbor(Backend::RealSdkCbor)]
+#[apply(every_backend)]
 #[tokio::test]
 async fn a_query_param_hands_out_only_matching_jobs(#[case] backend: Backend) {
     let mut gw = spawn(backend).await;
@@ -273,10 +260,7 @@ async fn a_job_not_finished_in_time_is_timed_out() {
     gw.stop().await;
 }
 
-#[rstest]
-#[case::in_process(Backend::InProcess)]
-#[case::real_sdk(Backend::RealSdk)]
-#[case::real_sdk_cbor(Backend::RealSdkCbor)]
+#[apply(every_backend)]
 #[tokio::test]
 async fn batch_size_bounds_a_poll_and_each_job_gets_its_own_nonce(#[case] backend: Backend) {
     let mut gw = spawn(backend).await;

@@ -11,6 +11,8 @@
 
 use std::sync::Arc;
 
+use rstest_reuse::template;
+
 use aws_credential_types::{Credentials, provider::SharedCredentialsProvider};
 use codepipeline_gateway::{
     app::{App, EmulatorApp, Seams},
@@ -44,6 +46,24 @@ pub enum Backend {
     /// The same in Smithy RPC v2 CBOR.
     RealSdkCbor,
 }
+
+/// A test of the job-worker path runs on every backend: the emulator in process, and the real SDK
+/// to the emulator's front in each wire protocol. `#[apply(every_backend)]` on a test taking
+/// `#[case] backend: Backend`.
+#[template]
+#[rstest]
+#[case::in_process(Backend::InProcess)]
+#[case::real_sdk(Backend::RealSdk)]
+#[case::real_sdk_cbor(Backend::RealSdkCbor)]
+pub fn every_backend(#[case] backend: Backend) {}
+
+/// What the wire protocol of CodePipeline cannot change (artifacts, credentials, logs) runs in
+/// process and on the real SDK in one protocol.
+#[template]
+#[rstest]
+#[case::in_process(Backend::InProcess)]
+#[case::real_sdk(Backend::RealSdk)]
+pub fn in_process_and_real_sdk(#[case] backend: Backend) {}
 
 impl Backend {
     /// Whether calls go through the real SDK (either protocol).

@@ -8,12 +8,14 @@ use codepipeline_gateway::{
     pb::jobworker as pb,
     upstream::Operation,
 };
-use rstest::rstest;
 use tonic::Code;
 use tonic_types::StatusExt;
 
+use rstest::rstest;
+use rstest_reuse::apply;
+
 use crate::support::{
-    Backend, PartnerJob, TestGateway, demo_third_party_action_type, gateway, spawn,
+    Backend, PartnerJob, TestGateway, demo_third_party_action_type, every_backend, gateway, spawn,
 };
 
 const CLIENT: &str = "0e1d2c3b-4a59-4687-9a8b-7c6d5e4f3a21";
@@ -173,10 +175,7 @@ fn assert_aws_error(status: &tonic::Status, code: Code, reason: &str, context: &
     );
 }
 
-#[rstest]
-#[case::in_process(Backend::InProcess)]
-#[case::real_sdk(Backend::RealSdk)]
-#[case::real_sdk_cbor(Backend::RealSdkCbor)]
+#[apply(every_backend)]
 #[tokio::test]
 async fn a_third_party_job_runs_its_lifecycle_from_poll_to_continuation_to_failure(
     #[case] backend: Backend,
@@ -274,10 +273,7 @@ async fn a_third_party_job_runs_its_lifecycle_from_poll_to_continuation_to_failu
     gw.stop().await;
 }
 
-#[rstest]
-#[case::in_process(Backend::InProcess)]
-#[case::real_sdk(Backend::RealSdk)]
-#[case::real_sdk_cbor(Backend::RealSdkCbor)]
+#[apply(every_backend)]
 #[tokio::test]
 async fn every_modelled_third_party_error_arrives_with_its_code_and_never_a_token(
     #[case] backend: Backend,
@@ -556,10 +552,7 @@ enum ThirdPartyCall {
     Failure(pb::PutThirdPartyJobFailureResultRequest),
 }
 
-#[rstest]
-#[case::in_process(Backend::InProcess)]
-#[case::real_sdk(Backend::RealSdk)]
-#[case::real_sdk_cbor(Backend::RealSdkCbor)]
+#[apply(every_backend)]
 #[tokio::test]
 async fn every_broken_third_party_constraint_is_invalid_argument_with_no_upstream_call(
     #[case] backend: Backend,
@@ -644,10 +637,7 @@ fn assert_no_client_token(status: &tonic::Status, context: &str) {
     );
 }
 
-#[rstest]
-#[case::in_process(Backend::InProcess)]
-#[case::real_sdk(Backend::RealSdk)]
-#[case::real_sdk_cbor(Backend::RealSdkCbor)]
+#[apply(every_backend)]
 #[tokio::test]
 async fn the_gateway_supplies_the_client_token_by_named_client_or_by_its_own_poll(
     #[case] backend: Backend,
@@ -708,10 +698,7 @@ async fn the_gateway_supplies_the_client_token_by_named_client_or_by_its_own_pol
     gw.stop().await;
 }
 
-#[rstest]
-#[case::in_process(Backend::InProcess)]
-#[case::real_sdk(Backend::RealSdk)]
-#[case::real_sdk_cbor(Backend::RealSdkCbor)]
+#[apply(every_backend)]
 #[tokio::test]
 async fn a_missing_client_token_is_a_failed_precondition_and_no_upstream_call(
     #[case] backend: Backend,
@@ -848,10 +835,7 @@ async fn wait_for(mut done: impl FnMut() -> bool) -> bool {
     done()
 }
 
-#[rstest]
-#[case::in_process(Backend::InProcess)]
-#[case::real_sdk(Backend::RealSdk)]
-#[case::real_sdk_cbor(Backend::RealSdkCbor)]
+#[apply(every_backend)]
 #[tokio::test]
 async fn third_party_calls_are_counted_per_operation(#[case] backend: Backend) {
     let mut gw = spawn(backend).await;

@@ -7,7 +7,9 @@ use aws_credential_types::provider::{
 use codepipeline_gateway::{api::status::AWS_DOMAIN, pb::jobworker as pb};
 use rstest::rstest;
 
-use crate::support::{Backend, gateway, spawn};
+use rstest_reuse::apply;
+
+use crate::support::{Backend, every_backend, gateway, spawn};
 use tonic::Code;
 use tonic_types::StatusExt;
 
@@ -27,10 +29,7 @@ fn assert_aws_error(
     info
 }
 
-#[rstest]
-#[case::in_process(Backend::InProcess)]
-#[case::real_sdk(Backend::RealSdk)]
-#[case::real_sdk_cbor(Backend::RealSdkCbor)]
+#[apply(every_backend)]
 #[tokio::test]
 async fn acknowledging_with_a_stale_nonce_is_aborted(#[case] backend: Backend) {
     let mut gw = spawn(backend).await;
@@ -47,10 +46,7 @@ async fn acknowledging_with_a_stale_nonce_is_aborted(#[case] backend: Backend) {
     gw.stop().await;
 }
 
-#[rstest]
-#[case::in_process(Backend::InProcess)]
-#[case::real_sdk(Backend::RealSdk)]
-#[case::real_sdk_cbor(Backend::RealSdkCbor)]
+#[apply(every_backend)]
 #[tokio::test]
 async fn calls_about_an_unknown_job_are_not_found(#[case] backend: Backend) {
     let mut gw = spawn(backend).await;
@@ -94,10 +90,7 @@ async fn calls_about_an_unknown_job_are_not_found(#[case] backend: Backend) {
     gw.stop().await;
 }
 
-#[rstest]
-#[case::in_process(Backend::InProcess)]
-#[case::real_sdk(Backend::RealSdk)]
-#[case::real_sdk_cbor(Backend::RealSdkCbor)]
+#[apply(every_backend)]
 #[tokio::test]
 async fn a_result_for_a_job_that_is_not_in_progress_is_a_failed_precondition(
     #[case] backend: Backend,
@@ -144,10 +137,7 @@ async fn a_result_for_a_job_that_is_not_in_progress_is_a_failed_precondition(
     gw.stop().await;
 }
 
-#[rstest]
-#[case::in_process(Backend::InProcess)]
-#[case::real_sdk(Backend::RealSdk)]
-#[case::real_sdk_cbor(Backend::RealSdkCbor)]
+#[apply(every_backend)]
 #[tokio::test]
 async fn polling_an_unregistered_action_type_is_not_found(#[case] backend: Backend) {
     let mut gw = spawn(backend).await;
@@ -171,10 +161,7 @@ async fn polling_an_unregistered_action_type_is_not_found(#[case] backend: Backe
     gw.stop().await;
 }
 
-#[rstest]
-#[case::in_process(Backend::InProcess)]
-#[case::real_sdk(Backend::RealSdk)]
-#[case::real_sdk_cbor(Backend::RealSdkCbor)]
+#[apply(every_backend)]
 #[tokio::test]
 async fn output_variables_over_the_size_limit_are_a_failed_precondition(#[case] backend: Backend) {
     let mut gw = spawn(backend).await;
