@@ -163,7 +163,7 @@ def test_polling_and_streaming_workers_share_one_pool(pb, gateway, emulator, sta
     for worker in workers.values():
         worker.wait_for(WORKER_READY)
 
-    done_by = check_every_job_done_once_as_asked(pb, emulator, create_pool(emulator, size=40), workers)
+    done_by = check_every_job_done_once_as_asked(pb, emulator, create_pool(emulator, size=80), workers)
 
     assert {mode for _, mode in done_by.values()} == set(MODES), collections.Counter(done_by.values())
     assert {language for language, _ in done_by.values()} == set(LANGUAGES), collections.Counter(done_by.values())
