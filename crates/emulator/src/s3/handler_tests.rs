@@ -8,7 +8,7 @@ use http::{HeaderMap, Request, StatusCode};
 use sha2::{Digest, Sha256};
 
 use super::*;
-use crate::store::MIN_PART_SIZE;
+use crate::store::{Encryption, MIN_PART_SIZE, Object};
 use crate::{Emulator, EmulatorConfig, JobSpec, demo_action_type, faults::FaultPlan};
 use codepipeline_job_port::domain::{
     AcknowledgeJobInput, Artifact, JobId, Nonce, PollForJobsInput, PutJobSuccessResultInput,
