@@ -28,13 +28,16 @@ pub use servers::{Server, ShutdownSignal};
 pub use tls::TlsFiles;
 
 use crate::{
-    artifacts::Artifacts,
-    auth::{ClientTokens, TokenStore, watched_file::WatchedFile},
+    artifacts::{ArtifactSettings, Artifacts},
+    auth::{
+        ClientTokens, TokenStore,
+        watched_file::{FileContent, WatchedFile},
+    },
     aws::AwsUpstream,
     config::{EmulatorArgs, ServeArgs},
     emulator::{Emulator, s3::StoreConfig},
     limits::LimitClock,
-    observability::Metrics,
+    observability::{Metrics, metrics::WatchedFileMetrics},
     upstream::Upstream,
 };
 
@@ -69,50 +72,22 @@ impl App {
     pub async fn build(args: ServeArgs, seams: Seams) -> anyhow::Result<Self> {
         let options = GatewayOptions::from_args(&args)?;
         let metrics = Metrics::new();
-        let tokens = options
-            .token_file
-            .as_ref()
-            .map(|file| {
-                let store = TokenStore::load(&file.path, metrics.token_file.clone())?;
-                store.watch(file.poll_interval);
-                anyhow::Ok(store)
-            })
-            .transpose()?;
-        let client_token_file = options
-            .client_token_file
-            .as_ref()
-            .map(|file| {
-                let client_tokens =
-                    WatchedFile::load(&file.path, metrics.client_token_file.clone())?;
-                client_tokens.watch(file.poll_interval);
-                anyhow::Ok(client_tokens)
-            })
-            .transpose()?;
-        let (configured, emulator, sdk_config): (Option<Arc<dyn Upstream>>, _, _) = match &options
-            .upstream
-        {
-            UpstreamChoice::Aws(settings) => {
-                let sdk_config = AwsUpstream::sdk_config(settings, seams.aws_credentials).await?;
-                let upstream = seams.upstream.is_none().then(|| {
-                    Arc::new(AwsUpstream::new(&sdk_config, settings)) as Arc<dyn Upstream>
-                });
-                (upstream, None, sdk_config)
-            }
-            UpstreamChoice::Emulator { config, demo_jobs } => {
-                let emulator = Arc::new(Emulator::new(config.clone()));
-                emulator.seed_demo(*demo_jobs);
-                // The artifact store's S3 client signs for the emulator's region.
-                let sdk_config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-                    .region(aws_config::Region::new(EMULATOR_REGION))
-                    .load()
-                    .await;
-                (
-                    Some(emulator.clone() as Arc<dyn Upstream>),
-                    Some(emulator),
-                    sdk_config,
-                )
-            }
-        };
+        let tokens: Option<Arc<TokenStore>> =
+            load_watched(options.token_file.as_ref(), metrics.token_file.clone())?;
+        let client_token_file = load_watched(
+            options.client_token_file.as_ref(),
+            metrics.client_token_file.clone(),
+        )?;
+        let Configured {
+            upstream: configured,
+            emulator,
+            sdk_config,
+        } = Configured::new(
+            &options.upstream,
+            seams.aws_credentials,
+            seams.upstream.is_some(),
+        )
+        .await?;
         let upstream = seams
             .upstream
             .or(configured)
@@ -120,22 +95,10 @@ impl App {
         let metrics_listener = bind(args.metrics_listen, "metrics").await?;
         let metrics_server = servers::start_metrics_server(metrics_listener, metrics.clone())?;
         let s3_store = match &emulator {
-            Some(emulator) => {
-                let listener =
-                    bind(args.emulator_s3_listen, "the emulator's artifact store").await?;
-                let config = StoreConfig {
-                    region: EMULATOR_REGION.to_owned(),
-                };
-                Some(servers::start_s3_store(listener, emulator.clone(), config)?)
-            }
+            Some(emulator) => Some(start_emulator_store(args.emulator_s3_listen, emulator).await?),
             None => None,
         };
-        let mut artifact_settings = options.artifacts.clone();
-        if let Some(store) = &s3_store
-            && artifact_settings.endpoint_url.is_none()
-        {
-            artifact_settings.endpoint_url = Some(format!("http://{}", store.local_addr()));
-        }
+        let artifact_settings = artifact_settings(&options, s3_store.as_ref());
         let artifacts = Arc::new(Artifacts::new(&sdk_config, &artifact_settings));
         let grpc_listener = bind(args.listen, "gRPC").await?;
         let shared = stack::Shared {
@@ -286,6 +249,89 @@ impl EmulatorApp {
         self.s3_store.shutdown().await?;
         result
     }
+}
+
+/// A secrets file loaded and watched for changes, when one is configured.
+fn load_watched<T: FileContent>(
+    file: Option<&WatchedFilePath>,
+    metrics: WatchedFileMetrics,
+) -> anyhow::Result<Option<Arc<WatchedFile<T>>>> {
+    file.map(|file| {
+        let loaded = WatchedFile::load(&file.path, metrics)?;
+        loaded.watch(file.poll_interval);
+        anyhow::Ok(loaded)
+    })
+    .transpose()
+}
+
+/// What the configured upstream is made of.
+struct Configured {
+    /// The upstream, unless a test gives its own (then the AWS one is not built).
+    upstream: Option<Arc<dyn Upstream>>,
+    /// The in-process emulator, with `--upstream emulator`.
+    emulator: Option<Arc<Emulator>>,
+    /// The SDK configuration the artifact store's client is made from.
+    sdk_config: aws_config::SdkConfig,
+}
+
+impl Configured {
+    async fn new(
+        choice: &UpstreamChoice,
+        aws_credentials: Option<SharedCredentialsProvider>,
+        replaced: bool,
+    ) -> anyhow::Result<Self> {
+        Ok(match choice {
+            UpstreamChoice::Aws(settings) => {
+                let sdk_config = AwsUpstream::sdk_config(settings, aws_credentials).await?;
+                let upstream = (!replaced).then(|| {
+                    Arc::new(AwsUpstream::new(&sdk_config, settings)) as Arc<dyn Upstream>
+                });
+                Self {
+                    upstream,
+                    emulator: None,
+                    sdk_config,
+                }
+            }
+            UpstreamChoice::Emulator { config, demo_jobs } => {
+                let emulator = Arc::new(Emulator::new(config.clone()));
+                emulator.seed_demo(*demo_jobs);
+                // The artifact store's S3 client signs for the emulator's region.
+                let sdk_config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                    .region(aws_config::Region::new(EMULATOR_REGION))
+                    .load()
+                    .await;
+                Self {
+                    upstream: Some(emulator.clone() as Arc<dyn Upstream>),
+                    emulator: Some(emulator),
+                    sdk_config,
+                }
+            }
+        })
+    }
+}
+
+/// The in-process emulator's artifact store, listening on `addr`.
+async fn start_emulator_store(
+    addr: SocketAddr,
+    emulator: &Arc<Emulator>,
+) -> anyhow::Result<Server> {
+    let listener = bind(addr, "the emulator's artifact store").await?;
+    let config = StoreConfig {
+        region: EMULATOR_REGION.to_owned(),
+    };
+    servers::start_s3_store(listener, emulator.clone(), config)
+}
+
+/// Where the artifact client finds the store: the configured endpoint, else the in-process
+/// emulator's store when there is one.
+fn artifact_settings(options: &GatewayOptions, s3_store: Option<&Server>) -> ArtifactSettings {
+    let mut settings = options.artifacts.clone();
+    if let Some(store) = s3_store
+        && settings.endpoint_url.is_none()
+    {
+        settings.endpoint_url = Some(format!("http://{}", store.local_addr()));
+    }
+    settings
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {

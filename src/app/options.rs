@@ -14,7 +14,8 @@ use crate::{
     artifacts::ArtifactSettings,
     aws::{SdkSettings, WireProtocol},
     config::{
-        AwsArgs, AwsProtocol, EmulatorArgs, EngineArgs, RateLimitBackend, ServeArgs, UpstreamKind,
+        AuthArgs, AwsArgs, AwsProtocol, EmulatorArgs, EngineArgs, FeedArgs, LimitArgs,
+        RateLimitBackend, ServeArgs, UpstreamKind,
     },
     emulator::{
         EmulatorConfig,
@@ -118,19 +119,9 @@ pub struct Keepalive {
 impl GatewayOptions {
     /// The options `serve` runs with; refuses combinations the gateway must not run with.
     pub fn from_args(args: &ServeArgs) -> anyhow::Result<Self> {
+        refuse_unsafe_combinations(args)?;
         let auth = &args.auth;
-        let authenticates = auth.token_file.is_some() || auth.tls_client_ca.is_some();
-        if args.upstream == UpstreamKind::Aws && !authenticates && !auth.allow_unauthenticated {
-            bail!(
-                "refusing to forward to AWS without authenticating callers: give --token-file or \
-                 --tls-client-ca, or --allow-unauthenticated to serve openly"
-            );
-        }
         let limits = &args.limits;
-        let feed = &args.feed;
-        if feed.feed_min_idle_interval > feed.feed_max_idle_interval {
-            bail!("--feed-min-idle-interval must not be longer than --feed-max-idle-interval");
-        }
         Ok(Self {
             upstream: match args.upstream {
                 UpstreamKind::Aws => UpstreamChoice::Aws(sdk_settings(&args.aws)),
@@ -143,23 +134,9 @@ impl GatewayOptions {
                 part_size: args.aws.artifact_part_size,
                 endpoint_url: args.aws.s3_endpoint_url.clone(),
             },
-            token_file: auth.token_file.clone().map(|path| WatchedFilePath {
-                path,
-                poll_interval: auth.token_file_poll_interval,
-            }),
-            client_token_file: auth.client_token_file.clone().map(|path| WatchedFilePath {
-                path,
-                poll_interval: auth.token_file_poll_interval,
-            }),
-            tls: auth
-                .tls_cert
-                .clone()
-                .zip(auth.tls_key.clone())
-                .map(|(cert, key)| TlsFiles {
-                    cert,
-                    key,
-                    client_ca: auth.tls_client_ca.clone(),
-                }),
+            token_file: watched(auth.token_file.as_ref(), auth),
+            client_token_file: watched(auth.client_token_file.as_ref(), auth),
+            tls: tls_files(auth),
             reflection_requires_auth: auth.reflection_requires_auth,
             client_rate: Rate {
                 per_second: limits.rate_limit_per_second,
@@ -171,52 +148,18 @@ impl GatewayOptions {
                     per_second,
                     burst: limits.upstream_rate_limit_burst.unwrap_or(per_second),
                 }),
-            shared_rates: match limits.rate_limit_backend {
-                RateLimitBackend::Memory => None,
-                RateLimitBackend::Redis => Some(SharedRatesConfig {
-                    url: limits
-                        .redis_url
-                        .clone()
-                        .context("--rate-limit-backend redis needs --redis-url")?
-                        .0,
-                    password_file: limits.redis_password_file.clone(),
-                    tls_ca: limits.redis_tls_ca.clone(),
-                    key_prefix: limits.redis_key_prefix.clone(),
-                    timeout: limits.redis_timeout,
-                    fail_closed: limits.rate_limit_fail_closed,
-                }),
-            },
+            shared_rates: shared_rates(limits)?,
             max_concurrent_calls: limits.max_concurrent_calls as usize,
             max_message_size: limits.max_message_size as usize,
             max_concurrent_calls_per_client: limits.max_concurrent_calls_per_client,
             default_deadline: limits.default_deadline,
-            connections: ConnectionLimits {
-                max_connections: limits.max_connections as usize,
-                handshake_timeout: limits.handshake_timeout,
-                idle_timeout: limits.idle_timeout,
-                age: ConnectionAge {
-                    max: limits.max_connection_age,
-                    grace: limits.max_connection_age_grace,
-                },
-                plaintext: auth.tls_cert.is_none(),
-            },
-            http2: Http2Settings {
-                max_concurrent_streams: limits.http2_max_concurrent_streams,
-                max_local_error_reset_streams: limits.http2_max_local_error_reset_streams as usize,
-                max_pending_accept_reset_streams: limits.http2_max_pending_accept_reset_streams
-                    as usize,
-                max_header_list_size: limits.http2_max_header_list_size,
-            },
+            connections: connection_limits(limits, auth),
+            http2: http2_settings(limits),
             retries: Retries {
                 max_attempts: args.aws.aws_max_attempts,
                 within: args.aws.aws_operation_timeout,
             },
-            feed: FeedConfig {
-                max_batch_size: args.feed.feed_max_batch_size,
-                min_idle_interval: args.feed.feed_min_idle_interval,
-                max_idle_interval: args.feed.feed_max_idle_interval,
-                ack_deadline: args.feed.feed_ack_deadline,
-            },
+            feed: feed_config(&args.feed),
             job_streams: JobStreamLimits {
                 gateway: args.feed.max_job_streams,
                 per_client: args.feed.max_job_streams_per_client,
@@ -228,6 +171,94 @@ impl GatewayOptions {
             lame_duck: args.lame_duck,
             shutdown_timeout: args.shutdown_timeout,
         })
+    }
+}
+
+/// The rules that span several flags: the gateway forwards to AWS only if it authenticates its
+/// callers (or is told to serve openly), and a feed's idle interval grows, never shrinks.
+fn refuse_unsafe_combinations(args: &ServeArgs) -> anyhow::Result<()> {
+    let auth = &args.auth;
+    let authenticates = auth.token_file.is_some() || auth.tls_client_ca.is_some();
+    if args.upstream == UpstreamKind::Aws && !authenticates && !auth.allow_unauthenticated {
+        bail!(
+            "refusing to forward to AWS without authenticating callers: give --token-file or \
+             --tls-client-ca, or --allow-unauthenticated to serve openly"
+        );
+    }
+    let feed = &args.feed;
+    if feed.feed_min_idle_interval > feed.feed_max_idle_interval {
+        bail!("--feed-min-idle-interval must not be longer than --feed-max-idle-interval");
+    }
+    Ok(())
+}
+
+/// A secrets file, checked as often as the auth flags say.
+fn watched(path: Option<&PathBuf>, auth: &AuthArgs) -> Option<WatchedFilePath> {
+    path.cloned().map(|path| WatchedFilePath {
+        path,
+        poll_interval: auth.token_file_poll_interval,
+    })
+}
+
+/// TLS on the gRPC port when a certificate and its key are given; mTLS with a client CA.
+fn tls_files(auth: &AuthArgs) -> Option<TlsFiles> {
+    auth.tls_cert
+        .clone()
+        .zip(auth.tls_key.clone())
+        .map(|(cert, key)| TlsFiles {
+            cert,
+            key,
+            client_ca: auth.tls_client_ca.clone(),
+        })
+}
+
+/// Where the rates are kept: Redis (which needs its URL), or (`None`) this process.
+fn shared_rates(limits: &LimitArgs) -> anyhow::Result<Option<SharedRatesConfig>> {
+    Ok(match limits.rate_limit_backend {
+        RateLimitBackend::Memory => None,
+        RateLimitBackend::Redis => Some(SharedRatesConfig {
+            url: limits
+                .redis_url
+                .clone()
+                .context("--rate-limit-backend redis needs --redis-url")?
+                .0,
+            password_file: limits.redis_password_file.clone(),
+            tls_ca: limits.redis_tls_ca.clone(),
+            key_prefix: limits.redis_key_prefix.clone(),
+            timeout: limits.redis_timeout,
+            fail_closed: limits.rate_limit_fail_closed,
+        }),
+    })
+}
+
+fn connection_limits(limits: &LimitArgs, auth: &AuthArgs) -> ConnectionLimits {
+    ConnectionLimits {
+        max_connections: limits.max_connections as usize,
+        handshake_timeout: limits.handshake_timeout,
+        idle_timeout: limits.idle_timeout,
+        age: ConnectionAge {
+            max: limits.max_connection_age,
+            grace: limits.max_connection_age_grace,
+        },
+        plaintext: auth.tls_cert.is_none(),
+    }
+}
+
+fn http2_settings(limits: &LimitArgs) -> Http2Settings {
+    Http2Settings {
+        max_concurrent_streams: limits.http2_max_concurrent_streams,
+        max_local_error_reset_streams: limits.http2_max_local_error_reset_streams as usize,
+        max_pending_accept_reset_streams: limits.http2_max_pending_accept_reset_streams as usize,
+        max_header_list_size: limits.http2_max_header_list_size,
+    }
+}
+
+fn feed_config(args: &FeedArgs) -> FeedConfig {
+    FeedConfig {
+        max_batch_size: args.feed_max_batch_size,
+        min_idle_interval: args.feed_min_idle_interval,
+        max_idle_interval: args.feed_max_idle_interval,
+        ack_deadline: args.feed_ack_deadline,
     }
 }
 
