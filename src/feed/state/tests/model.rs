@@ -10,7 +10,10 @@
 //! - a job handed to the feed whose nonce is still current is still in the feed with that nonce;
 //! - no subscriber holds more credit than its maximum.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    ops::ControlFlow,
+};
 
 use proptest::prelude::*;
 
@@ -238,30 +241,7 @@ impl World {
                     let _ = self.feed.grant(*id, 1);
                 }
             }
-            Op::Poll { max, redispatch } => {
-                let room = self.feed.room().min(max) as usize;
-                let mut handed = Vec::new();
-                for index in 0..self.upstream.len() {
-                    if handed.len() >= room {
-                        break;
-                    }
-                    let eligible = match self.upstream[index].state {
-                        UpState::Queued => true,
-                        UpState::Dispatched => redispatch,
-                        _ => false,
-                    };
-                    if eligible {
-                        let nonce = self.nonce();
-                        let up = &mut self.upstream[index];
-                        up.state = UpState::Dispatched;
-                        up.nonce = nonce;
-                        up.fed = Some(nonce);
-                        handed.push(with_nonce(&Self::job_id(index), &nonce.to_string()));
-                    }
-                }
-                self.feed.offer(handed, self.now);
-                self.feed.deliver(self.now);
-            }
+            Op::Poll { max, redispatch } => self.poll(max, redispatch),
             Op::RedispatchElsewhere { job } => {
                 if job < self.upstream.len() && self.upstream[job].state == UpState::Dispatched {
                     let nonce = self.nonce();
@@ -274,86 +254,13 @@ impl World {
                 self.feed.deliver(self.now);
             }
             Op::Ack { worker, pick } => {
-                let Some((stream, _)) = &self.workers[worker].stream else {
+                if self.acknowledge_on_stream(worker, pick).is_break() {
                     return;
-                };
-                let stream = *stream;
-                let w = &self.workers[worker];
-                let candidates: Vec<String> =
-                    w.received.keys().chain(w.pending.keys()).cloned().collect();
-                let Some(job) = candidates.get(pick % candidates.len().max(1)).cloned() else {
-                    return;
-                };
-                let taken = self.feed.take(stream, &job);
-                self.log.push(format!(
-                    "  w{worker} (stream {stream}) takes {job}: {taken:?}"
-                ));
-                match taken {
-                    Ok((nonce, generation)) => self.in_flight.push(InFlight {
-                        worker,
-                        stream,
-                        job,
-                        nonce,
-                        generation,
-                    }),
-                    Err(TakeRefusal::LeaseEnded) => {
-                        let w = &mut self.workers[worker];
-                        w.received.remove(&job);
-                        w.pending.remove(&job);
-                    }
-                    Err(TakeRefusal::InProgress | TakeRefusal::ClaimPending) => {}
-                    Err(TakeRefusal::NotDelivered) => {
-                        panic!("a well-behaved worker's acknowledgement of {job} was a violation")
-                    }
                 }
             }
             Op::Resolve { pick, fault } => {
-                if self.in_flight.is_empty() {
+                if self.resolve(pick, fault).is_break() {
                     return;
-                }
-                let ack = self.in_flight.remove(pick % self.in_flight.len());
-                let answer = self.upstream_acknowledge(&ack.job, &ack.nonce, fault);
-                let open = self.workers[ack.worker]
-                    .stream
-                    .as_ref()
-                    .is_some_and(|(id, _)| *id == ack.stream);
-                let announced = open || self.closed.get(&ack.stream).copied().unwrap_or(false);
-                let outcome = match (&answer, fault) {
-                    (Answer::NotSent, _) => AckOutcome::NotSent,
-                    (_, Fault::Lost) => AckOutcome::Indeterminate,
-                    (Answer::Accepted(_), _) => AckOutcome::Accepted,
-                    (Answer::Refused, _) => AckOutcome::Refused,
-                };
-                self.log.push(format!(
-                    "  w{} (stream {}) {} gen {}: {outcome:?}, announced {announced}",
-                    ack.worker, ack.stream, ack.job, ack.generation
-                ));
-                self.feed
-                    .acknowledged(&ack.job, ack.generation, outcome, announced, self.now);
-                let worker = &mut self.workers[ack.worker];
-                if !announced {
-                    // No answer came: as good as indeterminate, to the worker.
-                    worker.received.remove(&ack.job);
-                    worker.pending.insert(ack.job, ack.nonce);
-                    return;
-                }
-                match outcome {
-                    AckOutcome::Accepted => {
-                        worker.received.remove(&ack.job);
-                        worker.pending.remove(&ack.job);
-                        if matches!(answer, Answer::Accepted(UpState::InProgress)) {
-                            worker.holding.insert(ack.job);
-                        }
-                    }
-                    AckOutcome::Refused => {
-                        worker.received.remove(&ack.job);
-                        worker.pending.remove(&ack.job);
-                    }
-                    AckOutcome::NotSent => {}
-                    AckOutcome::Indeterminate => {
-                        worker.received.remove(&ack.job);
-                        worker.pending.insert(ack.job, ack.nonce);
-                    }
                 }
             }
             Op::Unary {
@@ -361,47 +268,8 @@ impl World {
                 pick,
                 fault,
             } => {
-                let w = &self.workers[worker];
-                let candidates: Vec<(String, String)> = w
-                    .received
-                    .iter()
-                    .chain(w.pending.iter())
-                    .map(|(j, n)| (j.clone(), n.clone()))
-                    .collect();
-                let Some((job, nonce)) = candidates.get(pick % candidates.len().max(1)).cloned()
-                else {
+                if self.unary_acknowledge(worker, pick, fault).is_break() {
                     return;
-                };
-                let refused = self.feed.holds_for_a_stream(&job, &nonce);
-                self.log.push(format!(
-                    "  w{worker} unary {job} nonce {nonce}: refused {refused}, {fault:?}"
-                ));
-                if refused {
-                    let w = &mut self.workers[worker];
-                    w.received.remove(&job);
-                    w.pending.remove(&job);
-                    return;
-                }
-                let answer = self.upstream_acknowledge(&job, &nonce, fault);
-                let w = &mut self.workers[worker];
-                match (answer, fault) {
-                    (Answer::NotSent, _) => {}
-                    (_, Fault::Lost) => {
-                        w.received.remove(&job);
-                        w.pending.insert(job, nonce);
-                    }
-                    (Answer::Accepted(state), _) => {
-                        w.received.remove(&job);
-                        w.pending.remove(&job);
-                        if state == UpState::InProgress {
-                            w.holding.insert(job.clone());
-                        }
-                        self.feed.acknowledged_elsewhere(&job);
-                    }
-                    (Answer::Refused, _) => {
-                        w.received.remove(&job);
-                        w.pending.remove(&job);
-                    }
                 }
             }
             Op::Finish { worker } => {
@@ -414,6 +282,171 @@ impl World {
             }
         }
         self.receive();
+    }
+
+    /// A poll of up to `max` jobs (the room the feed has, at most), Dispatched ones among them
+    /// when `redispatch`: each handed to the feed with a fresh nonce, and delivered.
+    fn poll(&mut self, max: u32, redispatch: bool) {
+        let room = self.feed.room().min(max) as usize;
+        let mut handed = Vec::new();
+        for index in 0..self.upstream.len() {
+            if handed.len() >= room {
+                break;
+            }
+            let eligible = match self.upstream[index].state {
+                UpState::Queued => true,
+                UpState::Dispatched => redispatch,
+                _ => false,
+            };
+            if eligible {
+                let nonce = self.nonce();
+                let up = &mut self.upstream[index];
+                up.state = UpState::Dispatched;
+                up.nonce = nonce;
+                up.fed = Some(nonce);
+                handed.push(with_nonce(&Self::job_id(index), &nonce.to_string()));
+            }
+        }
+        self.feed.offer(handed, self.now);
+        self.feed.deliver(self.now);
+    }
+
+    /// `worker` acknowledges, on its stream, one of the jobs it received or still has to claim.
+    /// `Break` when the step ends there, the streams left unread until the next one.
+    fn acknowledge_on_stream(&mut self, worker: usize, pick: usize) -> ControlFlow<()> {
+        let Some((stream, _)) = &self.workers[worker].stream else {
+            return ControlFlow::Break(());
+        };
+        let stream = *stream;
+        let w = &self.workers[worker];
+        let candidates: Vec<String> = w.received.keys().chain(w.pending.keys()).cloned().collect();
+        let Some(job) = candidates.get(pick % candidates.len().max(1)).cloned() else {
+            return ControlFlow::Break(());
+        };
+        let taken = self.feed.take(stream, &job);
+        self.log.push(format!(
+            "  w{worker} (stream {stream}) takes {job}: {taken:?}"
+        ));
+        match taken {
+            Ok((nonce, generation)) => self.in_flight.push(InFlight {
+                worker,
+                stream,
+                job,
+                nonce,
+                generation,
+            }),
+            Err(TakeRefusal::LeaseEnded) => {
+                let w = &mut self.workers[worker];
+                w.received.remove(&job);
+                w.pending.remove(&job);
+            }
+            Err(TakeRefusal::InProgress | TakeRefusal::ClaimPending) => {}
+            Err(TakeRefusal::NotDelivered) => {
+                panic!("a well-behaved worker's acknowledgement of {job} was a violation")
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// The answer to one acknowledgement on a stream reaches the feed (and, if announced, the
+    /// worker).
+    /// `Break` when the step ends there, the streams left unread until the next one.
+    fn resolve(&mut self, pick: usize, fault: Fault) -> ControlFlow<()> {
+        if self.in_flight.is_empty() {
+            return ControlFlow::Break(());
+        }
+        let ack = self.in_flight.remove(pick % self.in_flight.len());
+        let answer = self.upstream_acknowledge(&ack.job, &ack.nonce, fault);
+        let open = self.workers[ack.worker]
+            .stream
+            .as_ref()
+            .is_some_and(|(id, _)| *id == ack.stream);
+        let announced = open || self.closed.get(&ack.stream).copied().unwrap_or(false);
+        let outcome = match (&answer, fault) {
+            (Answer::NotSent, _) => AckOutcome::NotSent,
+            (_, Fault::Lost) => AckOutcome::Indeterminate,
+            (Answer::Accepted(_), _) => AckOutcome::Accepted,
+            (Answer::Refused, _) => AckOutcome::Refused,
+        };
+        self.log.push(format!(
+            "  w{} (stream {}) {} gen {}: {outcome:?}, announced {announced}",
+            ack.worker, ack.stream, ack.job, ack.generation
+        ));
+        self.feed
+            .acknowledged(&ack.job, ack.generation, outcome, announced, self.now);
+        let worker = &mut self.workers[ack.worker];
+        if !announced {
+            // No answer came: as good as indeterminate, to the worker.
+            worker.received.remove(&ack.job);
+            worker.pending.insert(ack.job, ack.nonce);
+            return ControlFlow::Break(());
+        }
+        match outcome {
+            AckOutcome::Accepted => {
+                worker.received.remove(&ack.job);
+                worker.pending.remove(&ack.job);
+                if matches!(answer, Answer::Accepted(UpState::InProgress)) {
+                    worker.holding.insert(ack.job);
+                }
+            }
+            AckOutcome::Refused => {
+                worker.received.remove(&ack.job);
+                worker.pending.remove(&ack.job);
+            }
+            AckOutcome::NotSent => {}
+            AckOutcome::Indeterminate => {
+                worker.received.remove(&ack.job);
+                worker.pending.insert(ack.job, ack.nonce);
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// `worker` acknowledges one of its jobs by a unary call, unless a stream holds it.
+    /// `Break` when the step ends there, the streams left unread until the next one.
+    fn unary_acknowledge(&mut self, worker: usize, pick: usize, fault: Fault) -> ControlFlow<()> {
+        let w = &self.workers[worker];
+        let candidates: Vec<(String, String)> = w
+            .received
+            .iter()
+            .chain(w.pending.iter())
+            .map(|(j, n)| (j.clone(), n.clone()))
+            .collect();
+        let Some((job, nonce)) = candidates.get(pick % candidates.len().max(1)).cloned() else {
+            return ControlFlow::Break(());
+        };
+        let refused = self.feed.holds_for_a_stream(&job, &nonce);
+        self.log.push(format!(
+            "  w{worker} unary {job} nonce {nonce}: refused {refused}, {fault:?}"
+        ));
+        if refused {
+            let w = &mut self.workers[worker];
+            w.received.remove(&job);
+            w.pending.remove(&job);
+            return ControlFlow::Break(());
+        }
+        let answer = self.upstream_acknowledge(&job, &nonce, fault);
+        let w = &mut self.workers[worker];
+        match (answer, fault) {
+            (Answer::NotSent, _) => {}
+            (_, Fault::Lost) => {
+                w.received.remove(&job);
+                w.pending.insert(job, nonce);
+            }
+            (Answer::Accepted(state), _) => {
+                w.received.remove(&job);
+                w.pending.remove(&job);
+                if state == UpState::InProgress {
+                    w.holding.insert(job.clone());
+                }
+                self.feed.acknowledged_elsewhere(&job);
+            }
+            (Answer::Refused, _) => {
+                w.received.remove(&job);
+                w.pending.remove(&job);
+            }
+        }
+        ControlFlow::Continue(())
     }
 
     fn check(&self) {
