@@ -113,6 +113,8 @@ impl Store {
 
     /// Answers one request. A response carrying [`DropConnection`] in its extensions must not be
     /// sent: its connection is to be closed unanswered (an injected `drop` fault).
+    ///
+    /// [`DropConnection`]: crate::faults::DropConnection
     pub async fn handle<B: RequestBody>(&self, request: Request<B>) -> Response<Body> {
         let (parts, mut body) = request.into_parts();
         let ids = RequestIds::new();
