@@ -207,10 +207,12 @@ async fn idle_subscribers_cost_the_same_polls_however_many_there_are() {
         .collect();
     let one = during[0];
     assert!(one >= 20, "the feed polls while idle: {one}");
+    // One poller per feed, whatever its subscribers: a poller per subscriber would poll 10 and
+    // 100 times as often. The bound is loose because the idle backoff is jittered.
     for (subscribers, polls) in [(10, during[1]), (100, during[2])] {
         let ratio = polls as f64 / one as f64;
         assert!(
-            (0.9..=1.1).contains(&ratio),
+            ratio < 2.0,
             "{subscribers} subscribers: {polls} polls against {one} for one ({ratio:.2}x)"
         );
     }
