@@ -52,7 +52,7 @@ EMULATOR_ACCOUNT_ID = "123456789012"
 
 # The custom action type the emulator seeds, with `--demo-jobs N` Queued jobs.
 DEMO_ACTION_TYPE = {"category": "Build", "owner": "Custom", "provider": "DemoBuilder", "version": "1"}
-# The demo third-party action type and the client of its demo jobs (crates/emulator/src/engine.rs).
+# The demo third-party action type and the client of its demo jobs (crates/emulator/src/engine/demo.rs).
 DEMO_THIRD_PARTY_ACTION_TYPE = DEMO_ACTION_TYPE | {"owner": "ThirdParty", "provider": "DemoPartner"}
 DEMO_CLIENT_ID = "5f0c7f5e-8d0b-4f51-a1d4-3c2f9e6b7a10"
 DEMO_CLIENT_TOKEN = "demo-partner-client-token"
