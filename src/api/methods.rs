@@ -247,6 +247,12 @@ mod tests {
     #[test]
     fn all_lists_every_method_once() {
         assert_eq!(Method::ALL.len(), Method::LENGTH);
+        let distinct: std::collections::HashSet<_> = Method::ALL.into_iter().collect();
+        assert_eq!(
+            distinct.len(),
+            Method::LENGTH,
+            "a method is listed twice, another never"
+        );
         for method in Method::ALL {
             let path = format!("/{}/{}", method.service(), method.name());
             assert_eq!(Method::from_path(&path), Some(method), "{path}");

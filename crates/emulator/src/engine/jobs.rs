@@ -15,7 +15,7 @@ use codepipeline_job_port::domain::{
     PollForThirdPartyJobsInput, PutJobFailureResultInput, PutJobSuccessResultInput, QueryParam,
     ThirdPartyInput, ThirdPartyJob, ThirdPartyJobDetails, ThirdPartySuccess,
 };
-use codepipeline_job_port::upstream::{AwsErrorCode, UpstreamError};
+use codepipeline_job_port::upstream::{AwsErrorCode, UpstreamAnswer, UpstreamCall, UpstreamError};
 
 use super::{Emulator, JobRecord, JobResult, JobSnapshot, JobSpec, State};
 use crate::random;
@@ -23,6 +23,42 @@ use crate::random;
 /// The most characters (keys and values together) a job's output variables may have, as AWS
 /// documents for OutputVariablesSizeExceededException (122,880).
 pub const OUTPUT_VARIABLES_MAX_CHARS: usize = 122_880;
+
+impl Emulator {
+    /// Applies one call to the jobs, as CodePipeline would: the one place an operation meets
+    /// its behaviour, for the in-process upstream and both wire fronts alike.
+    pub fn apply(&self, call: UpstreamCall) -> Result<UpstreamAnswer, UpstreamError> {
+        use UpstreamAnswer as Answer;
+        Ok(match call {
+            UpstreamCall::PollForJobs(input) => Answer::PollForJobs(self.poll(&input)?),
+            UpstreamCall::AcknowledgeJob(input) => {
+                Answer::AcknowledgeJob(self.acknowledge(&input)?)
+            }
+            UpstreamCall::GetJobDetails(input) => Answer::GetJobDetails(self.details(&input)?),
+            UpstreamCall::PutJobSuccessResult(input) => {
+                Answer::PutJobSuccessResult(self.succeed(input)?)
+            }
+            UpstreamCall::PutJobFailureResult(input) => {
+                Answer::PutJobFailureResult(self.fail(input)?)
+            }
+            UpstreamCall::PollForThirdPartyJobs(input) => {
+                Answer::PollForThirdPartyJobs(self.poll_third_party(&input)?)
+            }
+            UpstreamCall::AcknowledgeThirdPartyJob(input) => {
+                Answer::AcknowledgeThirdPartyJob(self.acknowledge_third_party(&input)?)
+            }
+            UpstreamCall::GetThirdPartyJobDetails(input) => {
+                Answer::GetThirdPartyJobDetails(self.details_third_party(&input)?)
+            }
+            UpstreamCall::PutThirdPartyJobSuccessResult(input) => {
+                Answer::PutThirdPartyJobSuccessResult(self.succeed_third_party(input)?)
+            }
+            UpstreamCall::PutThirdPartyJobFailureResult(input) => {
+                Answer::PutThirdPartyJobFailureResult(self.fail_third_party(input)?)
+            }
+        })
+    }
+}
 
 impl Emulator {
     /// Registers an action type a worker may poll for: a custom one (what

@@ -1,7 +1,7 @@
 //! The job engine: action types, jobs and their lifecycle, behind the [`Upstream`] port.
 //!
-//! Here: the engine's types, its call counts and faults, and [`Emulator::apply`], where each
-//! operation meets its behaviour. The jobs' lifecycle is in `jobs.rs`, what the artifact store
+//! Here: the engine's types, its call counts and faults. The jobs' lifecycle is in `jobs.rs`,
+//! with [`Emulator::apply`], where each operation meets its behaviour; what the artifact store
 //! asks of the engine (issued credentials, artifact locations) in `artifacts.rs`, the demo work
 //! seeded at start in `demo.rs`.
 
@@ -290,42 +290,6 @@ impl Emulator {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
-impl Emulator {
-    /// Applies one call to the jobs, as CodePipeline would: the one place an operation meets
-    /// its behaviour, for the in-process upstream and both wire fronts alike.
-    pub fn apply(&self, call: UpstreamCall) -> Result<UpstreamAnswer, UpstreamError> {
-        use UpstreamAnswer as Answer;
-        Ok(match call {
-            UpstreamCall::PollForJobs(input) => Answer::PollForJobs(self.poll(&input)?),
-            UpstreamCall::AcknowledgeJob(input) => {
-                Answer::AcknowledgeJob(self.acknowledge(&input)?)
-            }
-            UpstreamCall::GetJobDetails(input) => Answer::GetJobDetails(self.details(&input)?),
-            UpstreamCall::PutJobSuccessResult(input) => {
-                Answer::PutJobSuccessResult(self.succeed(input)?)
-            }
-            UpstreamCall::PutJobFailureResult(input) => {
-                Answer::PutJobFailureResult(self.fail(input)?)
-            }
-            UpstreamCall::PollForThirdPartyJobs(input) => {
-                Answer::PollForThirdPartyJobs(self.poll_third_party(&input)?)
-            }
-            UpstreamCall::AcknowledgeThirdPartyJob(input) => {
-                Answer::AcknowledgeThirdPartyJob(self.acknowledge_third_party(&input)?)
-            }
-            UpstreamCall::GetThirdPartyJobDetails(input) => {
-                Answer::GetThirdPartyJobDetails(self.details_third_party(&input)?)
-            }
-            UpstreamCall::PutThirdPartyJobSuccessResult(input) => {
-                Answer::PutThirdPartyJobSuccessResult(self.succeed_third_party(input)?)
-            }
-            UpstreamCall::PutThirdPartyJobFailureResult(input) => {
-                Answer::PutThirdPartyJobFailureResult(self.fail_third_party(input)?)
-            }
-        })
     }
 }
 
