@@ -2,7 +2,7 @@
 # The codepipeline-gateway image: a release build on Debian 12, run on distroless as non-root.
 #
 #   docker build -t codepipeline-gateway:0.1.0 .
-#   docker run --rm -p 50051:50051 -p 9090:9090 codepipeline-gateway:0.1.0 --upstream emulator
+#   docker run --rm -p 50051:50051 -p 9090:9090 codepipeline-gateway:0.1.0 --upstream emulator --listen 0.0.0.0:50051 --metrics-listen 0.0.0.0:9090
 #
 # The protos are compiled by protox in build.rs: no protoc is needed.
 

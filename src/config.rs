@@ -158,9 +158,11 @@ pub enum UpstreamKind {
 /// `serve` settings.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address of the gRPC listener (port 0 picks a free port).
-    #[arg(long, env = "CPGW_LISTEN", default_value = "0.0.0.0:50051")]
-    pub listen: SocketAddr,
+    /// Address of the gRPC listener (port 0 picks a free port). Default: 0.0.0.0:50051, or
+    /// 127.0.0.1:50051 with `--upstream emulator`, whose jobs and admin service are nobody
+    /// else's business unless told so.
+    #[arg(long, env = "CPGW_LISTEN")]
+    pub listen: Option<SocketAddr>,
     /// Where calls go.
     #[arg(long, env = "CPGW_UPSTREAM", value_enum, default_value_t = UpstreamKind::Aws)]
     pub upstream: UpstreamKind,
@@ -179,9 +181,10 @@ pub struct ServeArgs {
     /// The job feed (StreamJobs).
     #[command(flatten)]
     pub feed: FeedArgs,
-    /// Address of the HTTP listener serving Prometheus metrics at /metrics.
-    #[arg(long, env = "CPGW_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
-    pub metrics_listen: SocketAddr,
+    /// Address of the HTTP listener serving Prometheus metrics at /metrics. Default:
+    /// 0.0.0.0:9090, or 127.0.0.1:9090 with `--upstream emulator`.
+    #[arg(long, env = "CPGW_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// With `--upstream emulator`: address of the emulator's S3-compatible artifact store (port
     /// 0 picks a free port; `App::emulator_s3_addr` tells which).
     #[arg(long, env = "CPGW_EMULATOR_S3_LISTEN", default_value = "127.0.0.1:0")]
@@ -436,6 +439,28 @@ pub struct EngineArgs {
     /// Demo jobs queued at start for the demo action type Build/Custom/DemoBuilder/1.
     #[arg(long, env = "CPGW_EMULATOR_DEMO_JOBS", default_value_t = 3)]
     pub demo_jobs: usize,
+}
+
+impl ServeArgs {
+    /// Where the gRPC listener binds: as given, else every interface, or only loopback for an
+    /// emulator.
+    pub fn grpc_listen(&self) -> SocketAddr {
+        self.listen.unwrap_or_else(|| self.default_address(50051))
+    }
+
+    /// Where the metrics listener binds, decided as for [`Self::grpc_listen`].
+    pub fn metrics_listen(&self) -> SocketAddr {
+        self.metrics_listen
+            .unwrap_or_else(|| self.default_address(9090))
+    }
+
+    fn default_address(&self, port: u16) -> SocketAddr {
+        let host = match self.upstream {
+            UpstreamKind::Aws => std::net::Ipv4Addr::UNSPECIFIED,
+            UpstreamKind::Emulator => std::net::Ipv4Addr::LOCALHOST,
+        };
+        SocketAddr::from((host, port))
+    }
 }
 
 /// `emulator` settings.

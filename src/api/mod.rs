@@ -8,4 +8,4 @@ pub mod methods;
 pub mod status;
 
 pub use methods::{Api, Method, RpcKind};
-pub use status::{LimitScope, Refusal, StreamViolation};
+pub use status::{LimitScope, Reached, Refusal, StreamViolation};

@@ -74,6 +74,19 @@ impl App {
         let metrics = Metrics::new();
         let tokens: Option<Arc<TokenStore>> =
             load_watched(options.token_file.as_ref(), metrics.token_file.clone())?;
+        if let Some(tokens) = &tokens {
+            let unscoped: Vec<String> = tokens
+                .current()
+                .unscoped_clients()
+                .map(str::to_owned)
+                .collect();
+            if !unscoped.is_empty() {
+                tracing::warn!(
+                    clients = ?unscoped,
+                    "these token file clients have no action_types and may work every action type's jobs"
+                );
+            }
+        }
         let client_token_file = load_watched(
             options.client_token_file.as_ref(),
             metrics.client_token_file.clone(),
@@ -92,7 +105,7 @@ impl App {
             .upstream
             .or(configured)
             .expect("an upstream is configured or given");
-        let metrics_listener = bind(args.metrics_listen, "metrics").await?;
+        let metrics_listener = bind(args.metrics_listen(), "metrics").await?;
         let metrics_server = servers::start_metrics_server(metrics_listener, metrics.clone())?;
         let s3_store = match &emulator {
             Some(emulator) => Some(start_emulator_store(args.emulator_s3_listen, emulator).await?),
@@ -100,7 +113,7 @@ impl App {
         };
         let artifact_settings = artifact_settings(&options, s3_store.as_ref());
         let artifacts = Arc::new(Artifacts::new(&sdk_config, &artifact_settings));
-        let grpc_listener = bind(args.listen, "gRPC").await?;
+        let grpc_listener = bind(args.grpc_listen(), "gRPC").await?;
         let shared = stack::Shared {
             upstream,
             admin: emulator.clone(),

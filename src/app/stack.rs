@@ -162,6 +162,7 @@ fn job_worker(
         draining: draining.clone(),
         default_deadline: options.default_deadline,
         retries: options.retries,
+        job_owners: Arc::default(),
     }
 }
 

@@ -23,7 +23,10 @@ use std::{
 
 use serde::Deserialize;
 
-use super::watched_file::{FileContent, FileError, WatchedFile};
+use super::{
+    scope::Scope,
+    watched_file::{FileContent, FileError, WatchedFile},
+};
 use crate::{
     domain::{
         ClientCredential, ClientId, ClientToken, ThirdPartyInput, ThirdPartyJob, ThirdPartyJobId,
@@ -110,6 +113,15 @@ pub enum NoClientToken {
     /// The file has no token for the job's client.
     #[error("the client-token file has no token for client {0}")]
     NotInFile(ClientId),
+    /// The caller's scope does not include the job's client: its token is not handed over.
+    #[error("the caller may not act for client {client}")]
+    NotInScope {
+        /// The job's client.
+        client: ClientId,
+        /// Whether the request named it (else the gateway knew it from its poll, and the
+        /// refusal must not tell that the job exists).
+        named: bool,
+    },
 }
 
 /// The most jobs whose client a gateway remembers from its polls. Past it, the oldest are
@@ -168,10 +180,11 @@ impl ClientTokens {
     }
 
     /// The request with its client token: its own, or the one the gateway holds for the job's
-    /// client.
+    /// client, if `scope` lets the caller act for that client.
     pub fn complete<T>(
         &self,
         request: ThirdPartyRequest<T>,
+        scope: &Scope,
     ) -> Result<ThirdPartyInput<T>, NoClientToken> {
         let (client, client_from) = match &request.credential {
             ClientCredential::Token(token) => {
@@ -188,6 +201,12 @@ impl ClientTokens {
                 }
             }
         };
+        if !scope.allows_partner(&client) {
+            return Err(NoClientToken::NotInScope {
+                client,
+                named: client_from == ClientFrom::Request,
+            });
+        }
         let file = self.file.as_ref().ok_or(NoClientToken::NoFile)?;
         let token = file
             .current()
@@ -230,22 +249,48 @@ mod tests {
     }
 
     #[test]
+    fn a_partner_token_is_withheld_from_a_client_not_scoped_to_that_partner() {
+        let (vault, _file) = vault(&format!(
+            "[[clients]]\nclient_id = \"{CLIENT}\"\nclient_token = \"held-by-the-gateway\"\n"
+        ));
+        let scope = Scope::parse(None, Some(&[OTHER.to_owned()]), None).unwrap();
+        assert_eq!(
+            vault
+                .complete(request(ClientCredential::Client(client(CLIENT))), &scope)
+                .unwrap_err(),
+            NoClientToken::NotInScope {
+                client: client(CLIENT),
+                named: true
+            }
+        );
+    }
+
+    #[test]
     fn the_token_of_the_named_client_is_supplied_and_the_workers_own_is_kept() {
         let (vault, _file) = vault(&format!(
             "[[clients]]\nclient_id = \"{CLIENT}\"\nclient_token = \"held-by-the-gateway\"\n"
         ));
         let supplied = vault
-            .complete(request(ClientCredential::Client(client(CLIENT))))
+            .complete(
+                request(ClientCredential::Client(client(CLIENT))),
+                &Scope::unscoped(),
+            )
             .unwrap();
         assert_eq!(supplied.client_token.expose(), "held-by-the-gateway");
         let own = ClientToken::parse("the-workers-own").unwrap();
         let kept = vault
-            .complete(request(ClientCredential::Token(own.clone())))
+            .complete(
+                request(ClientCredential::Token(own.clone())),
+                &Scope::unscoped(),
+            )
             .unwrap();
         assert_eq!(kept.client_token, own);
         assert_eq!(
             vault
-                .complete(request(ClientCredential::Client(client(OTHER))))
+                .complete(
+                    request(ClientCredential::Client(client(OTHER))),
+                    &Scope::unscoped()
+                )
                 .unwrap_err(),
             NoClientToken::NotInFile(client(OTHER))
         );
@@ -257,14 +302,16 @@ mod tests {
             "[[clients]]\nclient_id = \"{CLIENT}\"\nclient_token = \"held\"\n"
         ));
         assert!(matches!(
-            vault.complete(request(ClientCredential::Unnamed)),
+            vault.complete(request(ClientCredential::Unnamed), &Scope::unscoped()),
             Err(NoClientToken::UnknownClient(_))
         ));
         vault.remember(&[ThirdPartyJob {
             client_id: CLIENT.to_owned(),
             job_id: "job-1".to_owned(),
         }]);
-        let supplied = vault.complete(request(ClientCredential::Unnamed)).unwrap();
+        let supplied = vault
+            .complete(request(ClientCredential::Unnamed), &Scope::unscoped())
+            .unwrap();
         assert_eq!(supplied.client_token.expose(), "held");
     }
 
@@ -273,13 +320,16 @@ mod tests {
         let vault = ClientTokens::new(None, Metrics::new());
         assert_eq!(
             vault
-                .complete(request(ClientCredential::Client(client(CLIENT))))
+                .complete(
+                    request(ClientCredential::Client(client(CLIENT))),
+                    &Scope::unscoped()
+                )
                 .unwrap_err(),
             NoClientToken::NoFile
         );
         assert_eq!(
             vault
-                .complete(request(ClientCredential::Unnamed))
+                .complete(request(ClientCredential::Unnamed), &Scope::unscoped())
                 .unwrap_err(),
             NoClientToken::NoFile
         );

@@ -9,6 +9,7 @@
 
 mod certificate;
 pub mod client_tokens;
+pub mod scope;
 pub mod token_file;
 pub mod watched_file;
 
@@ -19,6 +20,7 @@ use tonic::Status;
 use tonic::transport::CertificateDer;
 
 pub use client_tokens::{ClientTokenSet, ClientTokens};
+pub use scope::Scope;
 use token_file::Identified;
 pub use token_file::{TokenSet, TokenStore};
 pub use watched_file::FileError;
@@ -40,6 +42,8 @@ pub struct Caller {
     pub id: Arc<str>,
     /// The client's own rate, when the token file sets one.
     pub rate: Option<Rate>,
+    /// What the client may work.
+    pub scope: Arc<Scope>,
 }
 
 impl Caller {
@@ -49,6 +53,7 @@ impl Caller {
         Self {
             id: ANONYMOUS.clone(),
             rate: None,
+            scope: Scope::unscoped(),
         }
     }
 }
@@ -185,19 +190,28 @@ impl Authenticator {
         if self.client_certificates
             && let Some(id) = presented.peer_certificate.and_then(certificate::client_id)
         {
-            let listed = self.tokens.as_ref().and_then(|tokens| {
-                tokens
-                    .current()
-                    .by_id(&id)
-                    .map(token_file::Client::identified)
+            // With a token file, a certificate is an identity only if the file lists it as a
+            // certificate client; without one, the client CA is the list.
+            let Some(tokens) = &self.tokens else {
+                return Ok(Some(Identified {
+                    caller: Caller {
+                        id: Arc::from(id.as_str()),
+                        rate: None,
+                        scope: Scope::unscoped(),
+                    },
+                    allowed: None,
+                }));
+            };
+            let listed = tokens
+                .current()
+                .by_certificate(&id)
+                .map(token_file::Client::identified);
+            return listed.map(Some).ok_or_else(|| {
+                self.refuse(
+                    AuthRejection::UnknownCertificate,
+                    Refusal::UnknownCertificate { client_id: id },
+                )
             });
-            return Ok(Some(listed.unwrap_or_else(|| Identified {
-                caller: Caller {
-                    id: Arc::from(id.as_str()),
-                    rate: None,
-                },
-                allowed: None,
-            })));
         }
         Ok(None)
     }

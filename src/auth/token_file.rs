@@ -10,7 +10,18 @@
 //! allowed_rpcs = ["PollForJobs", "AcknowledgeJob", "GetJobDetails", "PutJobSuccessResult", "PutJobFailureResult"]
 //! rate_per_second = 20   # optional: overrides the default rate for this client
 //! burst = 40             # optional
+//! action_types = ["Build/Custom/DemoBuilder/1"]   # optional: see super::scope
+//! artifact_credentials = false                    # optional: see super::scope
+//!
+//! [[clients]]
+//! id = "ci-runner.example.com"   # the first SAN of its client certificate
+//! kind = "certificate"
+//! allowed_rpcs = ["PollForJobs", "AcknowledgeJob"]
 //! ```
+//!
+//! An entry is a token client (`kind = "token"`, the default when it has a `token_sha256`) or a
+//! certificate client (`kind = "certificate"`, the default without one); a certificate's SAN
+//! names only certificate clients, so a certificate can never take a token client's rights.
 //!
 //! It is re-read when its content changes (see [`super::watched_file`]); a file that does not
 //! parse leaves the last good one in force, says so in the log, and sets
@@ -25,6 +36,7 @@ use subtle::ConstantTimeEq;
 
 use super::{
     Caller,
+    scope::Scope,
     watched_file::{FileContent, FileError, WatchedFile},
 };
 use crate::{api::Method, limits::Rate};
@@ -47,6 +59,20 @@ struct ClientToml {
     allowed_rpcs: Vec<String>,
     rate_per_second: Option<NonZeroU32>,
     burst: Option<NonZeroU32>,
+    kind: Option<ClientKind>,
+    action_types: Option<Vec<String>>,
+    partner_client_ids: Option<Vec<String>>,
+    artifact_credentials: Option<bool>,
+}
+
+/// How a client proves who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientKind {
+    /// A bearer token whose digest the entry holds.
+    Token,
+    /// A client certificate whose first SAN is the entry's id.
+    Certificate,
 }
 
 /// The RPCs a client may call: the methods its token file entry names, resolved when the file
@@ -75,6 +101,8 @@ pub struct Client {
     token_sha256: Option<[u8; 32]>,
     allowed: Arc<AllowedRpcs>,
     rate: Option<Rate>,
+    kind: ClientKind,
+    scope: Arc<Scope>,
 }
 
 impl Client {
@@ -82,6 +110,7 @@ impl Client {
         Caller {
             id: self.id.clone(),
             rate: self.rate,
+            scope: self.scope.clone(),
         }
     }
 
@@ -98,7 +127,7 @@ impl Client {
 /// cannot mix versions.
 pub(super) struct Identified {
     pub(super) caller: Caller,
-    /// `None`: everything (a certificate client the token file does not list; its CA vouched).
+    /// `None`: everything (a certificate of a gateway without a token file: its CA vouched).
     pub(super) allowed: Option<Arc<AllowedRpcs>>,
 }
 
@@ -143,6 +172,26 @@ impl TokenSet {
                     "allowed_rpcs names an unknown method {unknown:?}"
                 )));
             }
+            let kind = match (entry.kind, token_sha256.is_some()) {
+                (Some(ClientKind::Certificate), true) => {
+                    return Err(problem(
+                        "a certificate client has no token_sha256 (its certificate proves it)"
+                            .to_owned(),
+                    ));
+                }
+                (Some(ClientKind::Token), false) => {
+                    return Err(problem("a token client needs token_sha256".to_owned()));
+                }
+                (Some(kind), _) => kind,
+                (None, true) => ClientKind::Token,
+                (None, false) => ClientKind::Certificate,
+            };
+            let scope = Scope::parse(
+                entry.action_types.as_deref(),
+                entry.partner_client_ids.as_deref(),
+                entry.artifact_credentials,
+            )
+            .map_err(problem)?;
             let rate = match (entry.rate_per_second, entry.burst) {
                 (Some(per_second), burst) => Some(Rate {
                     per_second,
@@ -156,6 +205,8 @@ impl TokenSet {
                 token_sha256,
                 allowed: Arc::new(AllowedRpcs::named_by(&entry.allowed_rpcs)),
                 rate,
+                kind,
+                scope: Arc::new(scope),
             });
         }
         Ok(Self { clients })
@@ -176,8 +227,19 @@ impl TokenSet {
         found
     }
 
-    pub(super) fn by_id(&self, id: &str) -> Option<&Client> {
-        self.clients.iter().find(|client| &*client.id == id)
+    /// The certificate client whose id a certificate's SAN is; never a token client.
+    pub(super) fn by_certificate(&self, id: &str) -> Option<&Client> {
+        self.clients
+            .iter()
+            .find(|client| client.kind == ClientKind::Certificate && &*client.id == id)
+    }
+
+    /// The clients that may work every action type, for the log when the file is loaded.
+    pub fn unscoped_clients(&self) -> impl Iterator<Item = &str> {
+        self.clients
+            .iter()
+            .filter(|client| client.scope.is_unscoped())
+            .map(|client| &*client.id)
     }
 
     /// How many clients the file lists.
@@ -290,5 +352,47 @@ mod tests {
             "[[clients]]\nid = \"a\"\ntoken_sha256 = \"{same}\"\nallowed_rpcs = []\n[[clients]]\nid = \"b\"\ntoken_sha256 = \"{same}\"\nallowed_rpcs = []\n"
         );
         assert!(file(&twice).is_err(), "one token for two clients");
+    }
+
+    #[test]
+    fn a_certificate_finds_only_certificate_clients_and_kinds_must_fit_their_proof() {
+        let set = file(&format!(
+            "[[clients]]\nid = \"tok\"\ntoken_sha256 = \"{}\"\nallowed_rpcs = [\"*\"]\n\
+             [[clients]]\nid = \"cert\"\nallowed_rpcs = [\"*\"]\n",
+            digest("t")
+        ))
+        .unwrap();
+        assert!(
+            set.by_certificate("tok").is_none(),
+            "a token client is no certificate's"
+        );
+        assert_eq!(&*set.by_certificate("cert").unwrap().id, "cert");
+        let cases = [
+            "[[clients]]\nid = \"a\"\nkind = \"token\"\nallowed_rpcs = []\n",
+            "[[clients]]\nid = \"a\"\nkind = \"certificate\"\ntoken_sha256 = \"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\"\nallowed_rpcs = []\n",
+            "[[clients]]\nid = \"a\"\nkind = \"robot\"\nallowed_rpcs = []\n",
+        ];
+        for text in cases {
+            assert!(file(text).is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_malformed_scope_is_an_error_naming_the_client_and_unscoped_clients_are_listed() {
+        let error = file(
+            "[[clients]]\nid = \"team-b\"\nallowed_rpcs = []\naction_types = [\"Build/Custom\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("team-b") && error.contains("action_types"),
+            "{error}"
+        );
+        let set = file(
+            "[[clients]]\nid = \"scoped\"\nallowed_rpcs = []\naction_types = [\"Build/Custom/*/*\"]\n\
+             [[clients]]\nid = \"open\"\nallowed_rpcs = []\n",
+        )
+        .unwrap();
+        assert_eq!(set.unscoped_clients().collect::<Vec<_>>(), ["open"]);
     }
 }

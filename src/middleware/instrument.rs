@@ -26,7 +26,7 @@ use super::{
 };
 use crate::{
     api::{Method, RpcKind, methods::Resolved},
-    observability::{Metrics, metrics::code_name, traces},
+    observability::{Metrics, audit::RequestId, metrics::code_name, traces},
 };
 
 /// Resolves, counts and traces every call.
@@ -157,6 +157,7 @@ where
         let started = Instant::now();
         let method = Method::from_path(request.uri().path());
         request.extensions_mut().insert(Resolved(method));
+        let request_id = RequestId::of(request.headers());
         let timeout = request
             .headers()
             .get("grpc-timeout")
@@ -193,7 +194,9 @@ where
             code = Empty,
             latency_us = Empty,
             aws_request_id = Empty,
+            request_id = &*request_id.0,
         );
+        request.extensions_mut().insert(request_id);
         traces::adopt_remote_parent(&span, request.headers());
         let inner = span.in_scope(|| self.inner.call(request));
         InstrumentFuture {

@@ -2,6 +2,7 @@
 //! ([`metrics`]) and OpenTelemetry traces ([`traces`]). The layers and handlers record into it;
 //! it imports none of them.
 
+pub mod audit;
 pub mod logs;
 pub mod metrics;
 pub mod traces;

@@ -14,10 +14,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
-use super::{JobWorker, validated};
+use super::{Called, JobWorker, caller_of, validated};
 use crate::{
-    api::{Refusal, status},
+    api::{Method, Refusal, status},
     artifacts::{Download, FreshCredentials, UploadOptions},
+    auth::Caller,
     domain::{
         Artifact, ArtifactJob, DownloadInputArtifactInput, GetJobDetailsInput, JobData, S3Location,
         SessionCredentials, UploadOutputArtifactInput, validate::InvalidRequest,
@@ -43,36 +44,35 @@ impl JobWorker {
         ArtifactServiceServer::new(self)
     }
 
-    /// The job's data, from CodePipeline, within `deadline` (else the default deadline).
+    /// The job's data, from CodePipeline, within `deadline` (else the default deadline), if
+    /// the job is one the caller may work: a job of another action type, or none, is refused
+    /// alike, before any S3 request.
     async fn job_data(
         &self,
+        caller: &Caller,
         job: &ArtifactJob,
         deadline: Option<CallDeadline>,
     ) -> Result<JobData, Status> {
         let deadline =
             deadline.unwrap_or_else(|| CallDeadline(Instant::now() + self.default_deadline));
-        match job {
+        let check = self.check_before_details(caller, job.id())?;
+        let answer = match job {
             ArtifactJob::Custom(job_id) => {
                 let input = GetJobDetailsInput {
                     job_id: job_id.clone(),
                 };
-                let details = self.forward(input, Some(deadline)).await?;
-                Ok(details.data)
+                self.forward(input, Some(deadline))
+                    .await
+                    .map(|details| details.data)
             }
             ArtifactJob::ThirdParty(request) => {
-                let input = self
-                    .client_tokens
-                    .complete(request.clone())
-                    .map_err(|missing| {
-                        Status::from(Refusal::NoClientToken {
-                            job_id: request.job_id.to_string(),
-                            reason: missing.to_string(),
-                        })
-                    })?;
-                let details = self.forward(input, Some(deadline)).await?;
-                Ok(details.data)
+                let (input, _) = self.with_client_token(caller, request.clone())?;
+                self.forward(input, Some(deadline))
+                    .await
+                    .map(|details| details.data)
             }
-        }
+        };
+        self.check_details_answer(caller, job.id(), check, answer, |data| data)
     }
 }
 
@@ -111,13 +111,14 @@ fn artifact_access(
 /// Fresh credentials for a transfer: the job's details, asked again.
 struct JobDetailsAgain {
     worker: JobWorker,
+    caller: Caller,
     job: ArtifactJob,
 }
 
 #[async_trait]
 impl FreshCredentials for JobDetailsAgain {
     async fn fresh(&self) -> Result<SessionCredentials, Status> {
-        let data = self.worker.job_data(&self.job, None).await?;
+        let data = self.worker.job_data(&self.caller, &self.job, None).await?;
         data.artifact_credentials.ok_or_else(|| {
             Status::from(Refusal::NoArtifactAccess {
                 job_id: self.job.id().to_owned(),
@@ -134,12 +135,14 @@ impl pb::artifact_service_server::ArtifactService for JobWorker {
         &self,
         request: Request<pb::DownloadInputArtifactRequest>,
     ) -> Result<Response<DownloadStream>, Status> {
+        let caller = caller_of(&request);
         let (input, deadline) = validated::<_, DownloadInputArtifactInput>(request)?;
-        let data = self.job_data(&input.job, deadline).await?;
+        let data = self.job_data(&caller, &input.job, deadline).await?;
         let (artifact, location, credentials, _) =
             artifact_access(&input.job, data, &input.artifact_name, "input")?;
         let fresh = Arc::new(JobDetailsAgain {
             worker: self.clone(),
+            caller,
             job: input.job.clone(),
         });
         let job_id = input.job.id().to_owned();
@@ -174,9 +177,15 @@ impl pb::artifact_service_server::ArtifactService for JobWorker {
         &self,
         request: Request<Streaming<pb::UploadOutputArtifactRequest>>,
     ) -> Result<Response<pb::UploadOutputArtifactResponse>, Status> {
+        let called = Called::of(&request);
         let deadline = request.extensions().get::<CallDeadline>().copied();
         let mut inbound = request.into_inner();
-        let header = match inbound.message().await?.and_then(|message| message.request) {
+        // A stream that never sends its header holds its place for no longer than a unary
+        // call may take.
+        let header = tokio::time::timeout(self.default_deadline, inbound.message())
+            .await
+            .map_err(|_| Status::from(Refusal::DeadlineExceeded))??;
+        let header = match header.and_then(|message| message.request) {
             Some(Inbound::Header(header)) => header,
             _ => {
                 return Err(Refusal::ArtifactStream {
@@ -187,12 +196,32 @@ impl pb::artifact_service_server::ArtifactService for JobWorker {
         };
         let input = UploadOutputArtifactInput::try_from(header)
             .map_err(|invalid: InvalidRequest| status::invalid_request(invalid))?;
-        let data = self.job_data(&input.job, deadline).await?;
+        let job_id = input.job.id().to_owned();
+        let result = self
+            .store_upload(&called.caller, input, inbound, deadline)
+            .await;
+        self.audit(&called, Method::UploadOutputArtifact, &job_id, &result);
+        result.map(Response::new)
+    }
+}
+
+impl JobWorker {
+    /// Streams an upload's bytes to its artifact's location, once the job is found in the
+    /// caller's scope; stored only once every byte has provably come.
+    async fn store_upload(
+        &self,
+        caller: &Caller,
+        input: UploadOutputArtifactInput,
+        mut inbound: Streaming<pb::UploadOutputArtifactRequest>,
+        deadline: Option<CallDeadline>,
+    ) -> Result<pb::UploadOutputArtifactResponse, Status> {
+        let data = self.job_data(caller, &input.job, deadline).await?;
         let kms_key_id = data.encryption_key.as_ref().map(|key| key.id.clone());
         let (_, location, credentials, _) =
             artifact_access(&input.job, data, &input.artifact_name, "output")?;
         let fresh = Arc::new(JobDetailsAgain {
             worker: self.clone(),
+            caller: caller.clone(),
             job: input.job.clone(),
         });
         let job_id = input.job.id().to_owned();
@@ -258,7 +287,7 @@ impl pb::artifact_service_server::ArtifactService for JobWorker {
             .into());
         }
         let uploaded = upload.finish().await.map_err(failed)?;
-        Ok(Response::new(pb::UploadOutputArtifactResponse {
+        Ok(pb::UploadOutputArtifactResponse {
             location: Some(pb::S3ArtifactLocation {
                 bucket_name: location.bucket_name,
                 object_key: location.object_key,
@@ -267,7 +296,7 @@ impl pb::artifact_service_server::ArtifactService for JobWorker {
             sha256: uploaded.sha256,
             etag: uploaded.etag,
             kms_key_id: kms_key_id.unwrap_or_default(),
-        }))
+        })
     }
 }
 

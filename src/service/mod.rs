@@ -5,6 +5,7 @@
 //! into the response or the status. StreamJobs ([`stream_jobs`]) serves a job feed.
 
 mod artifacts;
+mod scope;
 mod stream_jobs;
 mod third_party;
 
@@ -16,20 +17,25 @@ use std::{
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
+pub use scope::JobOwners;
 pub use stream_jobs::StreamLimits;
 
 use crate::{
-    api::{Refusal, status},
+    api::{Method, Refusal, status},
     artifacts::Artifacts,
     auth::{Caller, ClientTokens},
     domain::{
-        AcknowledgeJobInput, GetJobDetailsInput, PollForJobsInput, PutJobFailureResultInput,
+        AcknowledgeJobInput, GetJobDetailsInput, JobId, PollForJobsInput, PutJobFailureResultInput,
         PutJobSuccessResultInput, validate::InvalidRequest,
     },
     feed::Feeds,
     limits::{ClientLimits, UpstreamBudget},
     middleware::deadline::CallDeadline,
-    observability::{Metrics, traces},
+    observability::{
+        Metrics,
+        audit::{self, RequestId, Touched},
+        traces,
+    },
     pb::jobworker::{self as pb, job_worker_service_server::JobWorkerServiceServer},
     upstream::{Call, Operation, Retries, Upstream, UpstreamError, UpstreamExt},
 };
@@ -60,6 +66,8 @@ pub struct JobWorker {
     pub default_deadline: Duration,
     /// How often and for how long an upstream call is tried.
     pub retries: Retries,
+    /// The action type of each job the gateway saw, for checking calls against scopes.
+    pub job_owners: Arc<JobOwners>,
 }
 
 impl JobWorker {
@@ -68,16 +76,45 @@ impl JobWorker {
         JobWorkerServiceServer::new(self)
     }
 
-    /// Validates a unary request and makes its call: the shape of every unary handler that
-    /// needs nothing between the two.
-    async fn unary<C, P, R>(&self, request: Request<P>) -> Result<Response<R>, Status>
+    /// Validates a request about one job, checks the job is in the caller's scope, makes its
+    /// call and records it in the audit trail: the shape of the custom job-worker calls that
+    /// change a job.
+    async fn job_call<C, P, R>(&self, request: Request<P>) -> Result<Response<R>, Status>
     where
-        C: Call + TryFrom<P, Error = InvalidRequest>,
+        C: Call + AboutJob + TryFrom<P, Error = InvalidRequest>,
         C::Output: Into<R>,
     {
+        let called = Called::of(&request);
         let (input, deadline) = validated::<P, C>(request)?;
-        let output = self.forward(input, deadline).await?;
-        Ok(Response::new(output.into()))
+        let job_id = input.job_id().clone();
+        let result = async {
+            self.may_touch_job(&called.caller, &job_id, deadline)
+                .await?;
+            self.forward(input, deadline).await
+        }
+        .await;
+        self.audit(
+            &called,
+            Method::Upstream(C::OPERATION),
+            job_id.as_str(),
+            &result,
+        );
+        Ok(Response::new(result?.into()))
+    }
+
+    /// Records a state-changing call about `job_id` in the audit trail.
+    fn audit<T>(&self, called: &Called, method: Method, job_id: &str, result: &Result<T, Status>) {
+        let action_type = self.job_owners.get(job_id);
+        audit::record(
+            &Touched {
+                client_id: &called.caller.id,
+                method,
+                job_id,
+                action_type: action_type.as_deref(),
+                request_id: called.request_id.as_ref(),
+            },
+            result.as_ref().map(drop),
+        );
     }
 
     /// Makes an upstream call within the caller's deadline, trying again as [`Retries`] allow
@@ -168,6 +205,43 @@ fn caller_of<T>(request: &Request<T>) -> Caller {
         .unwrap_or_else(Caller::anonymous)
 }
 
+/// Who is calling, and the call's request id, for checks and the audit trail.
+struct Called {
+    caller: Caller,
+    request_id: Option<RequestId>,
+}
+
+impl Called {
+    fn of<T>(request: &Request<T>) -> Self {
+        Self {
+            caller: caller_of(request),
+            request_id: request.extensions().get::<RequestId>().cloned(),
+        }
+    }
+}
+
+/// A request about one custom job.
+trait AboutJob {
+    /// The job.
+    fn job_id(&self) -> &JobId;
+}
+
+macro_rules! about_job {
+    ($($input:ty),*) => {$(
+        impl AboutJob for $input {
+            fn job_id(&self) -> &JobId {
+                &self.job_id
+            }
+        }
+    )*};
+}
+
+about_job!(
+    AcknowledgeJobInput,
+    PutJobSuccessResultInput,
+    PutJobFailureResultInput
+);
+
 /// Validates a protobuf request into its domain input (or answers INVALID_ARGUMENT), and reads
 /// the caller's deadline.
 fn validated<P, D>(request: Request<P>) -> Result<(D, Option<CallDeadline>), Status>
@@ -194,30 +268,53 @@ impl pb::job_worker_service_server::JobWorkerService for JobWorker {
         &self,
         request: Request<pb::PollForJobsRequest>,
     ) -> Result<Response<pb::PollForJobsResponse>, Status> {
-        self.unary::<PollForJobsInput, _, _>(request).await
+        let caller = caller_of(&request);
+        let (input, deadline) = validated::<_, PollForJobsInput>(request)?;
+        self.may_work(&caller, &input.action_type_id)?;
+        let action_type = input.action_type_id.clone();
+        let mut jobs = self.forward(input, deadline).await?;
+        self.job_owners
+            .learn(&action_type, jobs.iter().map(|job| job.id.as_str()));
+        for job in &mut jobs {
+            scope::without_artifact_credentials(&caller, &mut job.data);
+        }
+        Ok(Response::new(jobs.into()))
     }
 
     async fn acknowledge_job(
         &self,
         request: Request<pb::AcknowledgeJobRequest>,
     ) -> Result<Response<pb::AcknowledgeJobResponse>, Status> {
+        let called = Called::of(&request);
         let (input, deadline) = validated::<_, AcknowledgeJobInput>(request)?;
         let job_id = input.job_id.clone();
-        // A copy a job stream of this process was given is acknowledged on a stream only.
-        if self
-            .feeds
-            .holds_for_a_stream(job_id.as_str(), input.nonce.as_str())
-        {
-            return Err(Refusal::HeldByStream {
-                job_id: job_id.to_string(),
+        let result = async {
+            self.may_touch_job(&called.caller, &job_id, deadline)
+                .await?;
+            // A copy a job stream of this process was given is acknowledged on a stream only.
+            if self
+                .feeds
+                .holds_for_a_stream(job_id.as_str(), input.nonce.as_str())
+            {
+                return Err(Refusal::HeldByStream {
+                    job_id: job_id.to_string(),
+                }
+                .into());
             }
-            .into());
+            let result = self.forward(input, deadline).await;
+            if result.is_ok() {
+                // A poller's own copy: the one a feed holds, with another nonce, is stale.
+                self.feeds.acknowledged_elsewhere(job_id.as_str());
+            }
+            result
         }
-        let result = self.forward(input, deadline).await;
-        if result.is_ok() {
-            // A poller's own copy: the one a feed holds, with another nonce, is stale.
-            self.feeds.acknowledged_elsewhere(job_id.as_str());
-        }
+        .await;
+        self.audit(
+            &called,
+            Method::Upstream(Operation::AcknowledgeJob),
+            job_id.as_str(),
+            &result,
+        );
         Ok(Response::new(result?.into()))
     }
 
@@ -225,20 +322,31 @@ impl pb::job_worker_service_server::JobWorkerService for JobWorker {
         &self,
         request: Request<pb::GetJobDetailsRequest>,
     ) -> Result<Response<pb::GetJobDetailsResponse>, Status> {
-        self.unary::<GetJobDetailsInput, _, _>(request).await
+        let caller = caller_of(&request);
+        let (input, deadline) = validated::<_, GetJobDetailsInput>(request)?;
+        let job_id = input.job_id.to_string();
+        // The details are the lookup: a job the gateway has not seen is checked on their answer.
+        let check = self.check_before_details(&caller, &job_id)?;
+        let answer = self.forward(input, deadline).await;
+        let mut details =
+            self.check_details_answer(&caller, &job_id, check, answer, |details| &details.data)?;
+        scope::without_artifact_credentials(&caller, &mut details.data);
+        Ok(Response::new(details.into()))
     }
 
     async fn put_job_success_result(
         &self,
         request: Request<pb::PutJobSuccessResultRequest>,
     ) -> Result<Response<pb::PutJobSuccessResultResponse>, Status> {
-        self.unary::<PutJobSuccessResultInput, _, _>(request).await
+        self.job_call::<PutJobSuccessResultInput, _, _>(request)
+            .await
     }
 
     async fn put_job_failure_result(
         &self,
         request: Request<pb::PutJobFailureResultRequest>,
     ) -> Result<Response<pb::PutJobFailureResultResponse>, Status> {
-        self.unary::<PutJobFailureResultInput, _, _>(request).await
+        self.job_call::<PutJobFailureResultInput, _, _>(request)
+            .await
     }
 }

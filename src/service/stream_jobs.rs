@@ -22,14 +22,15 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use tonic_types::StatusExt;
 use tracing::Instrument;
 
-use super::JobWorker;
+use super::{Called, JobWorker};
 use crate::{
     api::{Method, Refusal, StreamViolation, status},
     auth::{Caller, Credentials},
-    domain::{AcknowledgeJobInput, JobId, JobStatus, SubscribeInput, validate},
+    domain::{AcknowledgeJobInput, ActionTypeId, JobId, JobStatus, SubscribeInput, validate},
     feed::{AckOutcome, CreditRefusal, FeedEvent, Subscription, TakeRefusal},
     limits::{ClientConcurrency, concurrency::InFlight},
     middleware::{connection::ConnectionInfo, deadline::CallDeadline},
+    observability::audit::RequestId,
     pb::jobworker::{
         self as pb, stream_jobs_request::Request as Inbound,
         stream_jobs_response::Response as Outbound,
@@ -98,6 +99,7 @@ pub(super) async fn open(
     request: Request<Streaming<pb::StreamJobsRequest>>,
 ) -> Result<Response<Responses>, Status> {
     let caller = super::caller_of(&request);
+    let request_id = request.extensions().get::<RequestId>().cloned();
     let credentials = request.extensions().get::<Credentials>().cloned();
     let job_streams_end_at = ConnectionInfo::in_extensions(request.extensions())
         .map(|connection| connection.job_streams_end_at);
@@ -110,6 +112,7 @@ pub(super) async fn open(
         _ => return Err(Refusal::Stream(StreamViolation::NoSubscription).into()),
     };
     let input = SubscribeInput::try_from(subscription).map_err(status::invalid_request)?;
+    worker.may_work(&caller, &input.action_type_id)?;
     if let Some(credentials) = &credentials {
         credentials.authorize_also(Method::Upstream(Operation::AcknowledgeJob))?;
     }
@@ -118,6 +121,8 @@ pub(super) async fn open(
     let session = Session {
         worker: worker.clone(),
         caller,
+        action_type: input.action_type_id.clone(),
+        request_id,
         credentials,
         outbound,
         acknowledgements: JoinSet::new(),
@@ -140,8 +145,13 @@ pub(super) async fn open(
 /// One open stream.
 struct Session {
     worker: JobWorker,
-    /// Who the stream's credentials name, as of the last check: its rate is the one in force.
+    /// Who the stream's credentials name, as of the last check: its rate and scope are the ones
+    /// in force.
     caller: Caller,
+    /// The action type the stream subscribed to, checked again against the caller's scope.
+    action_type: ActionTypeId,
+    /// The StreamJobs call's request id, for the audit trail of its acknowledgements.
+    request_id: Option<RequestId>,
     /// The credentials the stream opened with, checked again as the token file changes and
     /// before each job is delivered or acknowledged; `None` on an open gateway.
     credentials: Option<Credentials>,
@@ -210,12 +220,14 @@ impl Session {
                 }
                 Some(_) = self.acknowledgements.join_next(), if !self.acknowledgements.is_empty() => {}
                 event = subscription.next() => match event {
-                    Some(FeedEvent::Job(job)) => {
+                    Some(FeedEvent::Job(mut job)) => {
                         // Not delivered to credentials no longer valid: it goes back to the
                         // feed when the stream leaves it.
                         if let Err(status) = self.still_authorized() {
                             break Some(status);
                         }
+                        self.worker.job_owners.learn(&self.action_type, [job.id.as_str()]);
+                        super::scope::without_artifact_credentials(&self.caller, &mut job.data);
                         let delivered = pb::StreamJobsResponse {
                             response: Some(Outbound::Job((*job).into())),
                         };
@@ -261,6 +273,8 @@ impl Session {
             // old client's, so the token is not valid for this stream any more.
             return Err(Refusal::UnknownToken.into());
         }
+        // A reload that narrows the client's action types ends its streams outside them.
+        self.worker.may_work(&caller, &self.action_type)?;
         self.caller = caller;
         Ok(())
     }
@@ -327,14 +341,17 @@ impl Session {
         let answer = match subscription.take(job_id.as_str()) {
             Ok((nonce, acknowledger)) => {
                 let worker = self.worker.clone();
-                let caller = self.caller.clone();
+                let called = Called {
+                    caller: self.caller.clone(),
+                    request_id: self.request_id.clone(),
+                };
                 let outbound = self.outbound.clone();
                 let accepted = self.accepted.clone();
                 self.acknowledgements.spawn(
                     async move {
                         let job = job_id.to_string();
                         let (outcome, answer, status) =
-                            send_upstream(&worker, &caller, job_id, nonce).await;
+                            send_upstream(&worker, &called, job_id, nonce).await;
                         if let Some(status) = status {
                             accepted
                                 .lock()
@@ -388,10 +405,11 @@ async fn reloaded(reloads: &mut Option<tokio::sync::watch::Receiver<u64>>) {
 /// when it was accepted.
 async fn send_upstream(
     worker: &JobWorker,
-    caller: &Caller,
+    called: &Called,
     job_id: JobId,
     nonce: String,
 ) -> (AckOutcome, pb::StreamJobsResponse, Option<JobStatus>) {
+    let caller = &called.caller;
     let job = job_id.to_string();
     if let Err(limited) = worker.client_limits.check(&caller.id, caller.rate).await {
         return (AckOutcome::NotSent, refused(&job, &limited), None);
@@ -407,6 +425,12 @@ async fn send_upstream(
     let deadline = CallDeadline(std::time::Instant::now() + worker.default_deadline);
     let input = AcknowledgeJobInput { job_id, nonce };
     let result = worker.forward(input, Some(deadline)).await;
+    worker.audit(
+        called,
+        Method::Upstream(Operation::AcknowledgeJob),
+        &job,
+        &result,
+    );
     let outcome = ack_outcome(&result);
     match result {
         Ok(status) => (outcome, accepted(&job, status), Some(status)),

@@ -5,14 +5,14 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{JobWorker, validated};
+use super::{Called, JobWorker, caller_of, validated};
 use crate::{
-    api::{Refusal, status},
+    api::status,
+    auth::Caller,
     domain::{
         AcknowledgeThirdParty, ClientCredential, FailureDetails, PollForThirdPartyJobsInput,
         ThirdPartyInput, ThirdPartyRequest, ThirdPartySuccess, validate::InvalidRequest,
     },
-    middleware::deadline::CallDeadline,
     pb::jobworker::{
         self as pb, third_party_job_worker_service_server::ThirdPartyJobWorkerServiceServer,
     },
@@ -25,33 +25,29 @@ impl JobWorker {
         ThirdPartyJobWorkerServiceServer::new(self)
     }
 
-    /// Validates a third-party request and settles its client token.
-    fn with_client_token<P, T>(
+    /// Settles a validated third-party request's client token: the worker's own, or one the
+    /// gateway holds for a partner the caller may act for.
+    pub(super) fn with_client_token<T>(
         &self,
-        request: Request<P>,
-    ) -> Result<(ThirdPartyInput<T>, Option<CallDeadline>, TokenFrom), Status>
-    where
-        ThirdPartyRequest<T>: TryFrom<P, Error = InvalidRequest>,
-    {
-        let (request, deadline) = validated::<P, ThirdPartyRequest<T>>(request)?;
+        caller: &Caller,
+        request: ThirdPartyRequest<T>,
+    ) -> Result<(ThirdPartyInput<T>, TokenFrom), Status> {
         let job_id = request.job_id.to_string();
         let token_from = match request.credential {
             ClientCredential::Token(_) => TokenFrom::Worker,
             ClientCredential::Client(_) | ClientCredential::Unnamed => TokenFrom::ClientTokenFile,
         };
-        let input = self.client_tokens.complete(request).map_err(|missing| {
-            Status::from(Refusal::NoClientToken {
-                job_id,
-                reason: missing.to_string(),
-            })
-        })?;
-        Ok((input, deadline, token_from))
+        let input = self
+            .client_tokens
+            .complete(request, &caller.scope)
+            .map_err(|withheld| self.token_withheld(caller, &job_id, withheld))?;
+        Ok((input, token_from))
     }
 }
 
 /// Who supplied a third-party call's client token.
 #[derive(Debug, Clone, Copy)]
-enum TokenFrom {
+pub(super) enum TokenFrom {
     /// The worker, in its request.
     Worker,
     /// The gateway, from its client-token file.
@@ -70,20 +66,36 @@ impl TokenFrom {
 }
 
 impl JobWorker {
-    /// Validates a third-party request, settles its client token and makes its call.
+    /// Validates a third-party request, settles its client token, checks the job is in the
+    /// caller's scope and makes its call; a call that changes the job is audited.
     async fn third_party<T, P, R>(&self, request: Request<P>) -> Result<Response<R>, Status>
     where
         ThirdPartyRequest<T>: TryFrom<P, Error = InvalidRequest>,
         ThirdPartyInput<T>: Call,
         <ThirdPartyInput<T> as Call>::Output: Into<R>,
     {
-        let (input, deadline, token_from) = self.with_client_token::<P, T>(request)?;
-        let job_id = input.job_id.clone();
-        let output = self
-            .forward(input, deadline)
-            .await
-            .map_err(|status| token_from.failure(status, job_id.as_str()))?;
-        Ok(Response::new(output.into()))
+        let called = Called::of(&request);
+        let (request, deadline) = validated::<P, ThirdPartyRequest<T>>(request)?;
+        let job_id = request.job_id.clone();
+        let result = async {
+            let (input, token_from) = self.with_client_token(&called.caller, request)?;
+            self.may_touch_third_party_job(&called.caller, &input, deadline)
+                .await?;
+            self.forward(input, deadline)
+                .await
+                .map_err(|status| token_from.failure(status, job_id.as_str()))
+        }
+        .await;
+        let operation = <ThirdPartyInput<T> as Call>::OPERATION;
+        if operation.changes_job_state() {
+            self.audit(
+                &called,
+                crate::api::Method::Upstream(operation),
+                job_id.as_str(),
+                &result,
+            );
+        }
+        Ok(Response::new(result?.into()))
     }
 }
 
@@ -93,10 +105,15 @@ impl pb::third_party_job_worker_service_server::ThirdPartyJobWorkerService for J
         &self,
         request: Request<pb::PollForThirdPartyJobsRequest>,
     ) -> Result<Response<pb::PollForThirdPartyJobsResponse>, Status> {
+        let caller = caller_of(&request);
         let (input, deadline) = validated::<_, PollForThirdPartyJobsInput>(request)?;
+        self.may_work(&caller, &input.action_type_id)?;
+        let action_type = input.action_type_id.clone();
         let jobs = self.forward(input, deadline).await?;
         // The client ids the jobs name: the gateway supplies their tokens to later calls.
         self.client_tokens.remember(&jobs);
+        self.job_owners
+            .learn(&action_type, jobs.iter().map(|job| job.job_id.as_str()));
         Ok(Response::new(jobs.into()))
     }
 

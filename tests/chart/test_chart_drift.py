@@ -259,6 +259,11 @@ def test_token_file_authenticates_callers(
         # A client whose allowedRpcs lack PollForJobs, and reflection behind authentication.
         denied = gateway.poll("dashboards-token")
         assert denied.returncode != 0 and "Code: PermissionDenied" in denied.stdout + denied.stderr, denied
+        # A client scoped to another team's action type, from the chart's actionTypes.
+        other_team = gateway.poll("team-b-token")
+        answer = other_team.stdout + other_team.stderr
+        assert other_team.returncode != 0 and "Code: PermissionDenied" in answer, other_team
+        assert "action type Build/Custom/DemoBuilder/1" in answer, other_team
         assert gateway.env["CPGW_REFLECTION_REQUIRES_AUTH"] == "true"
         listed = gateway.grpcurl("-H", "authorization: Bearer go-workers-token", gateway.target, "list")
         assert listed.returncode == 0 and "codepipeline.jobworker.v1.JobWorkerService" in listed.stdout, listed

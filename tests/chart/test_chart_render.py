@@ -294,6 +294,14 @@ def test_token_file_from_values() -> None:
                 "allowed_rpcs": ["GetJobDetails"],
                 "rate_per_second": 5,
             },
+            {
+                "id": "team-b",
+                "token_sha256": sha256_hex("team-b-token"),
+                "allowed_rpcs": ["*"],
+                "action_types": ["Build/Custom/OtherBuilder/*", "Deploy/ThirdParty/Acme*/*"],
+                "partner_client_ids": ["5f0c7f5e-8d0b-4f51-a1d4-3c2f9e6b7a10"],
+                "artifact_credentials": False,
+            },
         ]
     }
     assert 'grpcurl -plaintext -H "authorization: Bearer $TOKEN" localhost:50051 list' in rendered.notes

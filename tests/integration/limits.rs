@@ -292,7 +292,7 @@ async fn the_metrics_page_counts_calls_by_code_and_upstream_outcome() {
         .unwrap_err();
     gw.poll(1).await;
 
-    let page = scrape(gw.metrics_addr()).await;
+    let page = crate::support::scrape_metrics(gw.metrics_addr()).await;
     for expected in [
         r#"grpc_server_started_total{grpc_type="unary",grpc_service="codepipeline.jobworker.v1.JobWorkerService",grpc_method="AcknowledgeJob"} 2"#,
         r#"grpc_server_handled_total{grpc_type="unary",grpc_service="codepipeline.jobworker.v1.JobWorkerService",grpc_method="AcknowledgeJob",grpc_code="NotFound"} 1"#,
@@ -306,18 +306,4 @@ async fn the_metrics_page_counts_calls_by_code_and_upstream_outcome() {
         assert!(page.contains(expected), "missing {expected}\n{page}");
     }
     gw.stop().await;
-}
-
-/// `GET /metrics` over a plain TCP connection.
-async fn scrape(addr: std::net::SocketAddr) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    response
 }

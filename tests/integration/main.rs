@@ -18,6 +18,7 @@ mod overload;
 mod process;
 mod properties;
 mod redis_limits;
+mod tenancy;
 mod third_party;
 mod tidy;
 mod tls;

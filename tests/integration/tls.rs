@@ -140,6 +140,48 @@ async fn the_certificates_san_is_the_client_id_that_the_token_file_authorises() 
     server.stop().await;
 }
 
+/// With a token file, a certificate is an identity only as a certificate client of the file: one
+/// it does not list is refused, one whose SAN is a token client's id does not get that client's
+/// rights, and a certificate client's scope holds like a token client's.
+#[tokio::test]
+async fn a_certificate_is_an_identity_only_as_a_certificate_client_of_the_token_file() {
+    use sha2::Digest;
+    let pki = pki("worker-a");
+    let token_client = format!(
+        "[[clients]]\nid = \"worker-a\"\ntoken_sha256 = \"{}\"\nallowed_rpcs = [\"*\"]\n",
+        hex::encode(sha2::Sha256::digest(b"worker-a-token"))
+    );
+    let unlisted =
+        "[[clients]]\nid = \"someone-else\"\nkind = \"certificate\"\nallowed_rpcs = [\"*\"]\n";
+    for (tokens, what) in [
+        (token_client.as_str(), "a SAN equal to a token client's id"),
+        (unlisted, "a SAN the file does not list"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let server = start(&pki, dir.path(), true, Some(tokens)).await;
+        let mut worker_a = client(&server, &pki, true).await.unwrap();
+        let refused = worker_a.poll_for_jobs(poll()).await.unwrap_err();
+        assert_eq!(refused.code(), Code::Unauthenticated, "{what}");
+        assert_eq!(
+            refused.get_details_error_info().unwrap().reason,
+            "UNKNOWN_CERTIFICATE",
+            "{what}"
+        );
+        server.stop().await;
+    }
+    let scoped = "[[clients]]\nid = \"worker-a\"\nkind = \"certificate\"\nallowed_rpcs = [\"*\"]\naction_types = [\"Build/Custom/OtherBuilder/1\"]\n";
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&pki, dir.path(), true, Some(scoped)).await;
+    let mut worker_a = client(&server, &pki, true).await.unwrap();
+    let refused = worker_a.poll_for_jobs(poll()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    assert_eq!(
+        refused.get_details_error_info().unwrap().reason,
+        "ACTION_TYPE_NOT_ALLOWED"
+    );
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn bearer_tokens_work_over_tls() {
     use sha2::Digest;

@@ -40,7 +40,7 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 pub use artifact::{S3_DOMAIN, artifact_status};
-pub use refusal::{LimitScope, Refusal, StreamViolation};
+pub use refusal::{LimitScope, Reached, Refusal, StreamViolation};
 pub use upstream::{supplied_client_token_rejected, upstream_call_status, upstream_status};
 
 use crate::domain::validate::InvalidRequest;

@@ -18,6 +18,20 @@ pub enum Refusal {
     MalformedAuthorization,
     /// A bearer token that matches no client.
     UnknownToken,
+    /// A verified client certificate whose SAN the token file does not list as a certificate
+    /// client.
+    UnknownCertificate {
+        /// The certificate's first SAN.
+        client_id: String,
+    },
+    /// A known client reaching outside its scope: an action type, a job of another action
+    /// type (or one that does not exist: the answer is the same), or a partner connection.
+    NotInScope {
+        /// The client.
+        client_id: String,
+        /// What it reached for.
+        reached: Reached,
+    },
     /// A known client calling a method it is not allowed.
     MethodNotAllowed {
         /// The client.
@@ -119,6 +133,17 @@ pub enum Refusal {
     Panicked,
 }
 
+/// What a client reached for outside its scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reached {
+    /// Polling, or subscribing to, an action type (the request's own).
+    ActionType(String),
+    /// A job: whether it exists, and its action type, are not told.
+    Job(String),
+    /// A partner connection's client token, by the client id the request names.
+    Partner(String),
+}
+
 /// How a StreamJobs stream broke its protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamViolation {
@@ -197,6 +222,14 @@ fn answer(refusal: Refusal, details: &mut ErrorDetails) -> (Code, String) {
         Refusal::UnknownToken => {
             unauthenticated(details, "UNKNOWN_TOKEN", "the bearer token is not valid")
         }
+        Refusal::UnknownCertificate { client_id } => unauthenticated(
+            details,
+            "UNKNOWN_CERTIFICATE",
+            &format!(
+                "the client certificate names {client_id}, which the token file does not list as a certificate client"
+            ),
+        ),
+        Refusal::NotInScope { client_id, reached } => not_in_scope(details, &client_id, reached),
         Refusal::MethodNotAllowed { client_id, method } => {
             method_not_allowed(details, &client_id, method)
         }
@@ -284,6 +317,40 @@ fn method_not_allowed(
     (
         Code::PermissionDenied,
         format!("client {client_id} may not call {}", method.name()),
+    )
+}
+
+fn not_in_scope(details: &mut ErrorDetails, client_id: &str, reached: Reached) -> (Code, String) {
+    let (reason, key, value, what) = match reached {
+        Reached::ActionType(action_type) => (
+            "ACTION_TYPE_NOT_ALLOWED",
+            "action_type",
+            action_type.clone(),
+            format!("action type {action_type}"),
+        ),
+        Reached::Job(job_id) => (
+            "ACTION_TYPE_NOT_ALLOWED",
+            "job_id",
+            job_id.clone(),
+            format!(
+                "job {job_id} (it is not of an action type the client may work, or does not exist)"
+            ),
+        ),
+        Reached::Partner(partner) => (
+            "PARTNER_NOT_ALLOWED",
+            "partner_client_id",
+            partner.clone(),
+            format!("partner connection {partner}"),
+        ),
+    };
+    let metadata = HashMap::from([
+        ("client_id".to_owned(), client_id.to_owned()),
+        (key.to_owned(), value),
+    ]);
+    details.set_error_info(reason, GATEWAY_DOMAIN, metadata);
+    (
+        Code::PermissionDenied,
+        format!("client {client_id} may not work {what}"),
     )
 }
 

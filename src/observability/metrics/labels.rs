@@ -67,6 +67,12 @@ pub enum AuthRejection {
     InvalidToken,
     /// A known client calling an RPC it may not.
     Forbidden,
+    /// A verified client certificate the token file does not list as a certificate client.
+    UnknownCertificate,
+    /// A known client touching a job, or polling an action type, outside its scope.
+    ActionTypeNotAllowed,
+    /// A known client naming a partner connection outside its scope.
+    PartnerNotAllowed,
 }
 
 /// A token file (re)load.
@@ -118,6 +124,9 @@ impl AuthRejection {
             Self::MissingCredentials => "missing_credentials",
             Self::InvalidToken => "invalid_token",
             Self::Forbidden => "forbidden",
+            Self::UnknownCertificate => "unknown_certificate",
+            Self::ActionTypeNotAllowed => "action_type_not_allowed",
+            Self::PartnerNotAllowed => "partner_not_allowed",
         }
     }
 }
