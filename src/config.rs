@@ -373,6 +373,14 @@ pub struct FeedArgs {
     /// StreamJobs streams one client may have open at once.
     #[arg(long, env = "CPGW_MAX_JOB_STREAMS_PER_CLIENT", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_job_streams_per_client: u32,
+    /// Job feeds (action type and query param pairs, each with its own upstream poller) the
+    /// process may have at once.
+    #[arg(long, env = "CPGW_MAX_FEEDS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_feeds: u32,
+    /// Job feeds one client may open (subscribing to a feed another client opened costs
+    /// nothing); the feed's polls are charged to its opener's rate as well as to the budget.
+    #[arg(long, env = "CPGW_MAX_FEEDS_PER_CLIENT", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_feeds_per_client: u32,
 }
 
 /// Settings of the AWS SDK client.
@@ -396,6 +404,14 @@ pub struct AwsArgs {
     /// (at least 5 MiB, S3's smallest part).
     #[arg(long, env = "CPGW_ARTIFACT_PART_SIZE", default_value = "8MiB", value_parser = byte_size)]
     pub artifact_part_size: usize,
+    /// The most memory all artifact transfers together may hold: each upload reserves a part,
+    /// each download its read-ahead (6 MiB), before its first S3 request; past it a transfer is
+    /// refused RESOURCE_EXHAUSTED, to be retried.
+    #[arg(long, env = "CPGW_ARTIFACT_MEMORY", default_value = "160MiB", value_parser = byte_size)]
+    pub artifact_memory: usize,
+    /// The most memory one client's artifact transfers may hold (at least one part).
+    #[arg(long, env = "CPGW_ARTIFACT_MEMORY_PER_CLIENT", default_value = "48MiB", value_parser = byte_size)]
+    pub artifact_memory_per_client: usize,
     /// Time allowed to open a connection to CodePipeline.
     #[arg(long, env = "CPGW_AWS_CONNECT_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
     pub aws_connect_timeout: Duration,

@@ -15,7 +15,8 @@
 //!   (`third_party.rs`);
 //! - the gateway's upstream calls in Smithy RPC v2 CBOR against awsJson1_1 (`protocols.rs`);
 //! - artifacts through the gateway against `aws-sdk-s3` to the same store directly, and the
-//!   gateway's RSS while 1 GiB streams (`artifacts.rs`).
+//!   gateway's RSS while 1 GiB streams (`artifacts.rs`);
+//! - AcknowledgeJob by a client scoped to its action type against an unscoped one (`scopes.rs`).
 //!
 //! `bash scripts/bench.sh` builds in release mode and runs it; `--smoke` runs every part for
 //! seconds only, to keep the harness working (CI runs that, and asserts nothing on timings).
@@ -25,6 +26,7 @@ mod feed;
 mod floor;
 mod limits;
 mod protocols;
+mod scopes;
 mod third_party;
 
 use std::{
@@ -76,6 +78,7 @@ enum Part {
     ClientTokens,
     WireProtocols,
     Artifacts,
+    Scopes,
 }
 
 #[derive(Subcommand)]
@@ -316,12 +319,22 @@ struct Gateway {
 /// The gateway with its full production stack on the in-process emulator: a token file, rate
 /// limits (set high enough not to bind), metrics, info-level logging.
 fn production_gateway(binary: &Path, extra: &[&str]) -> anyhow::Result<Gateway> {
+    production_gateway_for(binary, extra, "")
+}
+
+/// As [`production_gateway`], the bench client's token file entry ending with `client_extra`
+/// (a scope, say).
+fn production_gateway_for(
+    binary: &Path,
+    extra: &[&str],
+    client_extra: &str,
+) -> anyhow::Result<Gateway> {
     let dir = tempfile::tempdir()?;
     let tokens = dir.path().join("tokens.toml");
     std::fs::write(
         &tokens,
         format!(
-            "[[clients]]\nid = \"bench\"\ntoken_sha256 = \"{}\"\nallowed_rpcs = [\"*\"]\n",
+            "[[clients]]\nid = \"bench\"\ntoken_sha256 = \"{}\"\nallowed_rpcs = [\"*\"]\n{client_extra}\n",
             hex::encode(sha2::Sha256::digest(TOKEN.as_bytes()))
         ),
     )?;
@@ -902,6 +915,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if runs(Part::Artifacts) {
         artifacts::artifacts(&args, &sizes, &mut rows).await?;
+    }
+    if runs(Part::Scopes) {
+        scopes::scopes(&args, &sizes, &mut rows).await?;
     }
     print_table(&rows, args.smoke);
     Ok(())

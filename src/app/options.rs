@@ -22,7 +22,7 @@ use crate::{
         front::{FrontConfig, StaticCredentials},
         s3::StoreConfig,
     },
-    feed::FeedConfig,
+    feed::{FeedConfig, FeedLimits},
     limits::{Rate, SharedRatesConfig},
     upstream::Retries,
 };
@@ -78,6 +78,8 @@ pub struct GatewayOptions {
     pub max_message_size: usize,
     /// Calls one client may have in flight at once.
     pub max_concurrent_calls_per_client: u32,
+    /// The memory artifact transfers may hold: (all together, one client's), in bytes.
+    pub artifact_memory: (usize, usize),
     /// The deadline of a unary call whose caller sets none.
     pub default_deadline: Duration,
     /// How often and for how long an upstream call is tried.
@@ -152,6 +154,10 @@ impl GatewayOptions {
             max_concurrent_calls: limits.max_concurrent_calls as usize,
             max_message_size: limits.max_message_size as usize,
             max_concurrent_calls_per_client: limits.max_concurrent_calls_per_client,
+            artifact_memory: (
+                args.aws.artifact_memory,
+                args.aws.artifact_memory_per_client,
+            ),
             default_deadline: limits.default_deadline,
             connections: connection_limits(limits, auth),
             http2: http2_settings(limits),
@@ -188,6 +194,15 @@ fn refuse_unsafe_combinations(args: &ServeArgs) -> anyhow::Result<()> {
     let feed = &args.feed;
     if feed.feed_min_idle_interval > feed.feed_max_idle_interval {
         bail!("--feed-min-idle-interval must not be longer than --feed-max-idle-interval");
+    }
+    let aws = &args.aws;
+    let part = aws.artifact_part_size.max(crate::artifacts::MIN_PART_SIZE);
+    if aws.artifact_memory_per_client < part || aws.artifact_memory < aws.artifact_memory_per_client
+    {
+        bail!(
+            "--artifact-memory-per-client must hold at least one part (--artifact-part-size, \
+             {part} bytes), and --artifact-memory at least one client's share"
+        );
     }
     Ok(())
 }
@@ -259,6 +274,10 @@ fn feed_config(args: &FeedArgs) -> FeedConfig {
         min_idle_interval: args.feed_min_idle_interval,
         max_idle_interval: args.feed_max_idle_interval,
         ack_deadline: args.feed_ack_deadline,
+        limits: FeedLimits {
+            per_process: args.max_feeds as usize,
+            per_client: args.max_feeds_per_client as usize,
+        },
     }
 }
 

@@ -18,9 +18,10 @@ use crate::{
     artifacts::Artifacts,
     auth::{Authenticator, ClientTokens, TokenStore},
     emulator::{Emulator, admin::AdminService},
-    feed::Feeds,
+    feed::{FeedCharges, Feeds},
     limits::{
-        ClientConcurrency, ClientLimits, LimitClock, RateLimits, SharedRates, UpstreamBudget,
+        ArtifactMemory, ClientConcurrency, ClientLimits, LimitClock, RateLimits, SharedRates,
+        UpstreamBudget,
     },
     middleware::{
         authenticate::Authenticate, client_concurrency::ClientConcurrencyLayer,
@@ -148,7 +149,10 @@ fn job_worker(
         feeds: Feeds::new(
             options.feed,
             upstream.clone(),
-            limits.upstream_budget.clone(),
+            FeedCharges {
+                budget: limits.upstream_budget.clone(),
+                client_limits: limits.client.clone(),
+            },
             metrics.clone(),
             draining.clone(),
         ),
@@ -163,6 +167,10 @@ fn job_worker(
         default_deadline: options.default_deadline,
         retries: options.retries,
         job_owners: Arc::default(),
+        artifact_memory: Arc::new(ArtifactMemory::new(
+            options.artifact_memory.0,
+            options.artifact_memory.1,
+        )),
     }
 }
 

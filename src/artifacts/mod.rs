@@ -46,6 +46,10 @@ pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
 const MAX_PARTS: usize = 10_000;
 /// The most a download hands on in one message (gRPC clients take up to 4 MiB by default).
 const CHUNK: usize = 1024 * 1024;
+/// Messages a download queues ahead of the worker's reading: the rest waits in S3.
+pub const DOWNLOAD_QUEUE: usize = 4;
+/// What a download may hold: its queue, the chunk being filled and the response body's buffers.
+pub const DOWNLOAD_HOLDS: usize = (DOWNLOAD_QUEUE + 2) * CHUNK;
 
 /// Where artifacts are and how they move.
 #[derive(Debug, Clone)]
@@ -129,6 +133,11 @@ impl Artifacts {
             config,
             part_size: settings.part_size.max(MIN_PART_SIZE),
         }
+    }
+
+    /// What an upload holds in memory: one part.
+    pub fn upload_holds(&self) -> usize {
+        self.part_size
     }
 
     fn client(&self, credentials: &JobCredentials) -> Client {

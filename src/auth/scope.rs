@@ -14,8 +14,9 @@
 //!
 //! An action type pattern is `category/owner/provider/version`; each segment matches exactly,
 //! or with `*` standing for any run of characters. A client without `action_types` may work
-//! every action type (and one without `partner_client_ids` act for every partner): the gateway
-//! names such clients when it loads the file.
+//! every action type, and act for every partner unless it lists `partner_client_ids`: the
+//! gateway names such clients when it loads the file. A client with `action_types` acts for
+//! the partners it lists, none if it lists none.
 
 use std::sync::{Arc, LazyLock};
 
@@ -70,7 +71,10 @@ impl Scope {
                     .map(|pattern| partner_pattern(pattern))
                     .collect::<Result<Vec<_>, _>>()
             })
-            .transpose()?;
+            .transpose()?
+            // A client narrowed to its action types acts for no partner unless it lists some:
+            // another team's partner may share an action type with it.
+            .or_else(|| action_types.is_some().then(Vec::new));
         Ok(Self {
             action_types,
             partners,

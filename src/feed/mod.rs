@@ -27,7 +27,7 @@ pub use state::{AckOutcome, CreditRefusal, FeedEvent, SubscriberId, TakeRefusal}
 
 use crate::{
     domain::{ActionTypeId, QueryParam, SubscribeInput},
-    limits::UpstreamBudget,
+    limits::{ClientLimits, Rate, UpstreamBudget},
     observability::{
         Metrics,
         metrics::{FeedJob, FeedMetrics},
@@ -49,6 +49,18 @@ pub struct FeedConfig {
     /// subscriber; also how long a departed holder's claim lasts, and how long a feed outlives
     /// its last subscriber.
     pub ack_deadline: Duration,
+    /// How many feeds the process may have, and one client may open: each polls upstream on
+    /// the one shared AWS identity, so distinct query params must not multiply without bound.
+    pub limits: FeedLimits,
+}
+
+/// How many feeds may be open.
+#[derive(Debug, Clone, Copy)]
+pub struct FeedLimits {
+    /// In the process.
+    pub per_process: usize,
+    /// Opened by one client (joining a feed another opened costs nothing).
+    pub per_client: usize,
 }
 
 /// What a feed is for: the action type and the query param its polls carry.
@@ -63,6 +75,9 @@ pub struct FeedKey {
 /// One feed's state, shared by its poller and its subscribers.
 struct Shared {
     key: FeedKey,
+    /// The client whose subscription started the feed: its rate pays for the feed's polls, as
+    /// the upstream budget does.
+    opener: Subscriber,
     /// The process's memory of copies handed to streams, which outlives this feed.
     handed: Arc<HandedToStreams>,
     state: Mutex<state::FeedState>,
@@ -105,11 +120,20 @@ impl Shared {
     }
 }
 
+/// What a feed's polls spend: the account's upstream budget, and the opening client's rate.
+pub struct FeedCharges {
+    /// The budget every upstream call spends.
+    pub budget: Arc<UpstreamBudget>,
+    /// The clients' rates.
+    pub client_limits: Arc<ClientLimits>,
+}
+
 /// Every feed of the process.
 pub struct Feeds {
     config: FeedConfig,
     upstream: Arc<dyn Upstream>,
     budget: Arc<UpstreamBudget>,
+    client_limits: Arc<ClientLimits>,
     metrics: Arc<Metrics>,
     /// Cancelled when the gateway drains: no feed starts or polls from then on.
     draining: CancellationToken,
@@ -117,23 +141,40 @@ pub struct Feeds {
     handed: Arc<HandedToStreams>,
 }
 
-/// A subscription refused because the gateway is draining.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Draining;
+/// Who subscribes: a client, and its own rate if it has one.
+#[derive(Debug, Clone)]
+pub struct Subscriber {
+    /// The client's id.
+    pub id: Arc<str>,
+    /// Its own rate, when the token file sets one (else the default).
+    pub rate: Option<Rate>,
+}
+
+/// Why a subscription was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubscribeRefusal {
+    /// The gateway is draining.
+    Draining,
+    /// A new feed would be one more than the process may have.
+    ProcessFeedLimit(usize),
+    /// A new feed would be one more than this client may open.
+    ClientFeedLimit(usize),
+}
 
 impl Feeds {
     /// No feed yet; each starts with its first subscriber.
     pub fn new(
         config: FeedConfig,
         upstream: Arc<dyn Upstream>,
-        budget: Arc<UpstreamBudget>,
+        charges: FeedCharges,
         metrics: Arc<Metrics>,
         draining: CancellationToken,
     ) -> Arc<Self> {
         Arc::new(Self {
             config,
             upstream,
-            budget,
+            budget: charges.budget,
+            client_limits: charges.client_limits,
             metrics,
             draining,
             feeds: Mutex::default(),
@@ -150,15 +191,16 @@ impl Feeds {
             .collect()
     }
 
-    /// Subscribes `client` to the feed `input` names, starting it if needed; refused once the
-    /// gateway drains, so no poller starts whose jobs nobody would receive.
+    /// Subscribes `subscriber` to the feed `input` names, starting it if needed (within the feed
+    /// limits); refused once the gateway drains, so no poller starts whose jobs nobody would
+    /// receive.
     pub fn subscribe(
         self: &Arc<Self>,
         input: SubscribeInput,
-        client: Arc<str>,
-    ) -> Result<Subscription, Draining> {
+        subscriber: &Subscriber,
+    ) -> Result<Subscription, SubscribeRefusal> {
         if self.draining.is_cancelled() {
-            return Err(Draining);
+            return Err(SubscribeRefusal::Draining);
         }
         let key = FeedKey {
             action_type_id: input.action_type_id,
@@ -166,10 +208,24 @@ impl Feeds {
         };
         let (events, received) = mpsc::unbounded_channel();
         let mut feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
+        if !feeds.contains_key(&key) {
+            let limits = self.config.limits;
+            if feeds.len() >= limits.per_process {
+                return Err(SubscribeRefusal::ProcessFeedLimit(limits.per_process));
+            }
+            let opened = feeds
+                .values()
+                .filter(|feed| feed.opener.id == subscriber.id)
+                .count();
+            if opened >= limits.per_client {
+                return Err(SubscribeRefusal::ClientFeedLimit(limits.per_client));
+            }
+        }
         let shared = feeds
             .entry(key.clone())
             .or_insert_with(|| {
                 let shared = Arc::new(Shared {
+                    opener: subscriber.clone(),
                     handed: self.handed.clone(),
                     metrics: self.metrics.feed(&key.action_type_id.to_string()),
                     key: key.clone(),
@@ -185,7 +241,7 @@ impl Feeds {
             .clone();
         let id = shared
             .lock()
-            .subscribe(client, input.max_outstanding_jobs, events);
+            .subscribe(subscriber.id.clone(), input.max_outstanding_jobs, events);
         drop(feeds);
         shared.wake.notify_one();
         Ok(Subscription {

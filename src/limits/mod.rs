@@ -1,7 +1,7 @@
 //! Limits: each client's own rate ([`clients`]) and its calls in flight ([`concurrency`]),
 //! checked by layers before anything else is spent on a call, and the account-wide budget of
 //! each upstream operation ([`budget`]), spent by the handler once a call is valid and about to
-//! go upstream.
+//! go upstream. Artifact transfers reserve the memory they hold ([`memory`]).
 //!
 //! The rates are GCRA limiters kept by one [`RateLimits`]: in this process ([`local`], on one
 //! [`LimitClock`]), or in Redis ([`shared`]) so that every gateway process
@@ -13,6 +13,7 @@ pub mod budget;
 pub mod clients;
 pub mod concurrency;
 pub mod local;
+pub mod memory;
 pub mod shared;
 
 use std::{
@@ -32,6 +33,7 @@ pub use budget::UpstreamBudget;
 pub use clients::ClientLimits;
 pub use concurrency::ClientConcurrency;
 pub use local::LocalRates;
+pub use memory::ArtifactMemory;
 pub use shared::{SharedRates, SharedRatesConfig};
 
 use crate::{

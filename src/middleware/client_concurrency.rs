@@ -1,7 +1,8 @@
-//! Each client's unary calls in flight ([`crate::limits::ClientConcurrency`]), counted from the
-//! moment the authenticate layer knows the caller until the answer is delivered: the place
-//! travels with the response body, so a peer that never reads its answers keeps using up its own
-//! places, not everyone's. (Job streams are long by design and have a limit of their own.)
+//! Each client's calls in flight ([`crate::limits::ClientConcurrency`]), unary and artifact
+//! streams alike, counted from the moment the authenticate layer knows the caller until the
+//! answer is delivered: the place travels with the response body, so a peer that never reads
+//! its answers (or its download) keeps using up its own places, not everyone's. (Job streams
+//! are long by design and have a limit of their own.)
 
 use std::{
     pin::Pin,
@@ -16,7 +17,7 @@ use tonic::body::Body;
 use tower::{Layer, Service};
 
 use crate::{
-    api::{Api, RpcKind, methods},
+    api::{Api, Method, methods},
     auth::Caller,
     limits::{ClientConcurrency, concurrency::InFlight},
 };
@@ -65,9 +66,8 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let limited = methods::of(&request).is_some_and(|method| {
-            method.api() == Api::JobWorker && method.kind() == RpcKind::Unary
-        });
+        let limited = methods::of(&request)
+            .is_some_and(|method| method.api() == Api::JobWorker && method != Method::StreamJobs);
         if !limited {
             return Either::Right(Admitted {
                 inner: self.inner.call(request),

@@ -8,7 +8,7 @@
 use std::{pin::Pin, sync::Arc, time::Instant};
 
 use async_trait::async_trait;
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -17,7 +17,7 @@ use tracing::Instrument;
 use super::{Called, JobWorker, caller_of, validated};
 use crate::{
     api::{Method, Refusal, status},
-    artifacts::{Download, FreshCredentials, UploadOptions},
+    artifacts::{DOWNLOAD_HOLDS, DOWNLOAD_QUEUE, Download, FreshCredentials, UploadOptions},
     auth::Caller,
     domain::{
         Artifact, ArtifactJob, DownloadInputArtifactInput, GetJobDetailsInput, JobData, S3Location,
@@ -34,9 +34,6 @@ use crate::{
 /// What a download sends: the metadata, the bytes, and a status if it fails on the way.
 pub type DownloadStream =
     Pin<Box<dyn Stream<Item = Result<pb::DownloadInputArtifactResponse, Status>> + Send>>;
-
-/// Messages a download queues ahead of the worker's reading: the rest waits in S3.
-const DOWNLOAD_QUEUE: usize = 4;
 
 impl JobWorker {
     /// The tonic server for the artifact service.
@@ -140,6 +137,7 @@ impl pb::artifact_service_server::ArtifactService for JobWorker {
         let data = self.job_data(&caller, &input.job, deadline).await?;
         let (artifact, location, credentials, _) =
             artifact_access(&input.job, data, &input.artifact_name, "input")?;
+        let reserved = self.artifact_memory.reserve(&caller.id, DOWNLOAD_HOLDS)?;
         let fresh = Arc::new(JobDetailsAgain {
             worker: self.clone(),
             caller,
@@ -170,7 +168,13 @@ impl pb::artifact_service_server::ArtifactService for JobWorker {
             send_bytes(download, outbound, job_id, input.artifact_name)
                 .instrument(tracing::Span::current()),
         );
-        Ok(Response::new(Box::pin(ReceiverStream::new(responses))))
+        // The reservation lasts as long as the response stream: the queue it pays for is read
+        // (or dropped) after the last chunk was fetched.
+        let responses = ReceiverStream::new(responses).map(move |message| {
+            let _held = &reserved;
+            message
+        });
+        Ok(Response::new(Box::pin(responses)))
     }
 
     async fn upload_output_artifact(
@@ -219,6 +223,9 @@ impl JobWorker {
         let kms_key_id = data.encryption_key.as_ref().map(|key| key.id.clone());
         let (_, location, credentials, _) =
             artifact_access(&input.job, data, &input.artifact_name, "output")?;
+        let _reserved = self
+            .artifact_memory
+            .reserve(&caller.id, self.artifacts.upload_holds())?;
         let fresh = Arc::new(JobDetailsAgain {
             worker: self.clone(),
             caller: caller.clone(),

@@ -29,7 +29,7 @@ use crate::{
         PutJobSuccessResultInput, validate::InvalidRequest,
     },
     feed::Feeds,
-    limits::{ClientLimits, UpstreamBudget},
+    limits::{ArtifactMemory, ClientLimits, UpstreamBudget},
     middleware::deadline::CallDeadline,
     observability::{
         Metrics,
@@ -68,6 +68,8 @@ pub struct JobWorker {
     pub retries: Retries,
     /// The action type of each job the gateway saw, for checking calls against scopes.
     pub job_owners: Arc<JobOwners>,
+    /// The memory artifact transfers may hold, per client and in all.
+    pub artifact_memory: Arc<ArtifactMemory>,
 }
 
 impl JobWorker {

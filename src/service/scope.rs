@@ -21,7 +21,10 @@ use super::JobWorker;
 use crate::{
     api::{Reached, Refusal},
     auth::{Caller, client_tokens::NoClientToken},
-    domain::{ActionTypeId, GetJobDetailsInput, JobData, JobId, ThirdPartyInput},
+    domain::{
+        ActionTypeId, GetJobDetailsInput, JobData, JobId, JobStatus, ThirdPartyInput,
+        ThirdPartyJobDetails,
+    },
     middleware::deadline::CallDeadline,
     observability::metrics::{AuthRejectedLabels, AuthRejection},
 };
@@ -122,6 +125,9 @@ impl JobWorker {
         if let Some(action_type) = self.job_owners.get(job_id.as_str()) {
             return self.job_in_scope(caller, job_id.as_str(), Some(&action_type));
         }
+        // The lookup is an upstream call the caller asked for: it spends the caller's rate, so
+        // a client probing ids cannot spend the shared budget faster than its own calls could.
+        self.client_limits.check(&caller.id, caller.rate).await?;
         let input = GetJobDetailsInput {
             job_id: job_id.clone(),
         };
@@ -149,6 +155,7 @@ impl JobWorker {
         if let Some(action_type) = self.job_owners.get(job_id) {
             return self.job_in_scope(caller, job_id, Some(&action_type));
         }
+        self.client_limits.check(&caller.id, caller.rate).await?;
         let details = ThirdPartyInput {
             job_id: input.job_id.clone(),
             client_token: input.client_token.clone(),
@@ -226,6 +233,8 @@ impl JobWorker {
     }
 
     /// The status of a third-party call the gateway holds no token for, or may not hand one to.
+    /// To a scoped caller, a job this gateway did not poll is refused as one out of its scope:
+    /// "not polled here" would tell a job the gateway knows from one it does not.
     pub(super) fn token_withheld(
         &self,
         caller: &Caller,
@@ -233,6 +242,9 @@ impl JobWorker {
         withheld: NoClientToken,
     ) -> Status {
         match withheld {
+            NoClientToken::UnknownClient(_) if caller.scope.limits_action_types() => {
+                self.not_in_scope(caller, Reached::Job(job_id.to_owned()))
+            }
             NoClientToken::NotInScope { client, named } => {
                 let reached = if named {
                     Reached::Partner(client.to_string())
@@ -263,6 +275,30 @@ pub(super) enum DetailsCheck {
 pub(super) fn without_artifact_credentials(caller: &Caller, data: &mut JobData) {
     if !caller.scope.hands_artifact_credentials() {
         data.artifact_credentials = None;
+    }
+}
+
+/// An answer as the caller may receive it: job data without the artifact credentials a client
+/// marked `artifact_credentials = false` is not to hold.
+pub(super) trait HandedTo {
+    /// The answer for `caller`.
+    fn handed_to(self, caller: &Caller) -> Self;
+}
+
+impl HandedTo for () {
+    fn handed_to(self, _: &Caller) -> Self {}
+}
+
+impl HandedTo for JobStatus {
+    fn handed_to(self, _: &Caller) -> Self {
+        self
+    }
+}
+
+impl HandedTo for ThirdPartyJobDetails {
+    fn handed_to(mut self, caller: &Caller) -> Self {
+        without_artifact_credentials(caller, &mut self.data);
+        self
     }
 }
 

@@ -27,7 +27,10 @@ use crate::{
     api::{Method, Refusal, StreamViolation, status},
     auth::{Caller, Credentials},
     domain::{AcknowledgeJobInput, ActionTypeId, JobId, JobStatus, SubscribeInput, validate},
-    feed::{AckOutcome, CreditRefusal, FeedEvent, Subscription, TakeRefusal},
+    feed::{
+        AckOutcome, CreditRefusal, FeedEvent, SubscribeRefusal, Subscriber, Subscription,
+        TakeRefusal,
+    },
     limits::{ClientConcurrency, concurrency::InFlight},
     middleware::{connection::ConnectionInfo, deadline::CallDeadline},
     observability::audit::RequestId,
@@ -130,8 +133,26 @@ pub(super) async fn open(
     };
     let subscription = worker
         .feeds
-        .subscribe(input, session.caller.id.clone())
-        .map_err(|_draining| Status::from(Refusal::Draining))?;
+        .subscribe(
+            input,
+            &Subscriber {
+                id: session.caller.id.clone(),
+                rate: session.caller.rate,
+            },
+        )
+        .map_err(|refusal| {
+            Status::from(match refusal {
+                SubscribeRefusal::Draining => Refusal::Draining,
+                SubscribeRefusal::ProcessFeedLimit(limit) => Refusal::FeedLimit {
+                    client_id: None,
+                    limit,
+                },
+                SubscribeRefusal::ClientFeedLimit(limit) => Refusal::FeedLimit {
+                    client_id: Some(session.caller.id.to_string()),
+                    limit,
+                },
+            })
+        })?;
     // The session runs in the call's span, so its acknowledgements are children of the
     // StreamJobs span, and the span lasts as long as the stream.
     tokio::spawn(

@@ -5,7 +5,7 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{Called, JobWorker, caller_of, validated};
+use super::{Called, JobWorker, caller_of, scope::HandedTo, validated};
 use crate::{
     api::status,
     auth::Caller,
@@ -72,12 +72,15 @@ impl JobWorker {
     where
         ThirdPartyRequest<T>: TryFrom<P, Error = InvalidRequest>,
         ThirdPartyInput<T>: Call,
-        <ThirdPartyInput<T> as Call>::Output: Into<R>,
+        <ThirdPartyInput<T> as Call>::Output: Into<R> + HandedTo,
     {
         let called = Called::of(&request);
         let (request, deadline) = validated::<P, ThirdPartyRequest<T>>(request)?;
         let job_id = request.job_id.clone();
         let result = async {
+            // A job known to be another team's is refused before the client-token vault is
+            // asked, so how the vault would answer says nothing about it.
+            self.check_before_details(&called.caller, job_id.as_str())?;
             let (input, token_from) = self.with_client_token(&called.caller, request)?;
             self.may_touch_third_party_job(&called.caller, &input, deadline)
                 .await?;
@@ -95,7 +98,7 @@ impl JobWorker {
                 &result,
             );
         }
-        Ok(Response::new(result?.into()))
+        Ok(Response::new(result?.handed_to(&called.caller).into()))
     }
 }
 

@@ -64,12 +64,15 @@ class Gateway:
 
 
 def _token_file(directory: Path, tokens: dict[str, str]) -> Path:
-    allowed = {"worker": '["*"]', "admin": '["*"]', "ack_only": '["AcknowledgeJob"]'}
+    allowed = {"worker": '["*"]', "admin": '["*"]', "ack_only": '["AcknowledgeJob"]', "other_team": '["*"]'}
+    # Another team's client: allowed every RPC, scoped to an action type no corpus job has.
+    scopes = {"other_team": 'action_types = ["Build/Custom/OtherBuilder/*"]\n'}
     entries = []
     for client, token in tokens.items():
         digest = hashlib.sha256(token.encode()).hexdigest()
         entries.append(
             f'[[clients]]\nid = "{client}"\ntoken_sha256 = "{digest}"\nallowed_rpcs = {allowed[client]}\n'
+            + scopes.get(client, "")
         )
     path = directory / "tokens.toml"
     path.write_text("\n".join(entries))
@@ -79,11 +82,12 @@ def _token_file(directory: Path, tokens: dict[str, str]) -> Path:
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory) -> Iterator[Gateway]:
     """One gateway per test module: `--upstream emulator` with no demo jobs, a token file with a
-    client allowed everything (`worker`), another for the admin calls (`admin`) and one allowed
-    only AcknowledgeJob (`ack_only`), and a 64 KiB message limit. Rate limits are raised out of
+    client allowed everything (`worker`), another for the admin calls (`admin`), one allowed
+    only AcknowledgeJob (`ack_only`) and another team's (`other_team`, every RPC but scoped to
+    another action type), and a 64 KiB message limit. Rate limits are raised out of
     the way: the corpus is about bad input, not rates. On teardown it must exit 0 on SIGTERM
     and must not have logged a panic."""
-    tokens = {client: secrets.token_hex(32) for client in ("worker", "admin", "ack_only")}
+    tokens = {client: secrets.token_hex(32) for client in ("worker", "admin", "ack_only", "other_team")}
     token_file = _token_file(tmp_path_factory.mktemp("corpus"), tokens)
     binary = RunningBinary(
         "serve",

@@ -93,12 +93,17 @@ class jobworker:  # noqa: N801 - reads like the proto package in the cases
     CurrentRevision = message("codepipeline.jobworker.v1.CurrentRevision")
     ExecutionDetails = message("codepipeline.jobworker.v1.ExecutionDetails")
     FailureDetails = message("codepipeline.jobworker.v1.FailureDetails")
+    PollForJobsResponse = message("codepipeline.jobworker.v1.PollForJobsResponse")
+    PollForThirdPartyJobsRequest = message("codepipeline.jobworker.v1.PollForThirdPartyJobsRequest")
+    ArtifactJob = message("codepipeline.jobworker.v1.ArtifactJob")
+    DownloadInputArtifactRequest = message("codepipeline.jobworker.v1.DownloadInputArtifactRequest")
 
     ACTION_CATEGORY_BUILD = enum_value("codepipeline.jobworker.v1.ActionCategory", "ACTION_CATEGORY_BUILD")
     ACTION_OWNER_AWS = enum_value("codepipeline.jobworker.v1.ActionOwner", "ACTION_OWNER_AWS")
     ACTION_OWNER_THIRD_PARTY = enum_value("codepipeline.jobworker.v1.ActionOwner", "ACTION_OWNER_THIRD_PARTY")
     ACTION_OWNER_CUSTOM = enum_value("codepipeline.jobworker.v1.ActionOwner", "ACTION_OWNER_CUSTOM")
     FAILURE_TYPE_JOB_FAILED = enum_value("codepipeline.jobworker.v1.FailureType", "FAILURE_TYPE_JOB_FAILED")
+    JOB_STATUS_DISPATCHED = enum_value("codepipeline.jobworker.v1.JobStatus", "JOB_STATUS_DISPATCHED")
 
 
 class emulator:  # noqa: N801
@@ -106,6 +111,10 @@ class emulator:  # noqa: N801
 
     GetCallCountsRequest = message("codepipeline.emulator.v1.GetCallCountsRequest")
     GetCallCountsResponse = message("codepipeline.emulator.v1.GetCallCountsResponse")
+    CreateJobRequest = message("codepipeline.emulator.v1.CreateJobRequest")
+    CreateJobResponse = message("codepipeline.emulator.v1.CreateJobResponse")
+    GetJobRequest = message("codepipeline.emulator.v1.GetJobRequest")
+    GetJobResponse = message("codepipeline.emulator.v1.GetJobResponse")
 
 
 class rpc:  # noqa: N801

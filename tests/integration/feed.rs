@@ -1165,15 +1165,21 @@ async fn no_feed_starts_or_polls_once_the_gateway_drains() {
     use codepipeline_gateway::{
         domain::SubscribeInput,
         emulator::{Emulator, EmulatorConfig},
-        feed::{FeedConfig, Feeds},
-        limits::{LimitClock, RateLimits, UpstreamBudget},
+        feed::{FeedCharges, FeedConfig, FeedLimits, Feeds, Subscriber},
+        limits::{ClientLimits, LimitClock, Rate, RateLimits, UpstreamBudget},
         observability::Metrics,
     };
     let emulator = Arc::new(Emulator::new(EmulatorConfig::default()));
     let metrics = Metrics::new();
-    let budget = Arc::new(UpstreamBudget::new(
-        None,
-        Arc::new(RateLimits::local(LimitClock::default(), metrics.clone())),
+    let rates = Arc::new(RateLimits::local(LimitClock::default(), metrics.clone()));
+    let budget = Arc::new(UpstreamBudget::new(None, rates.clone()));
+    let every_call = std::num::NonZeroU32::new(1_000).unwrap();
+    let client_limits = Arc::new(ClientLimits::new(
+        Rate {
+            per_second: every_call,
+            burst: every_call,
+        },
+        rates,
     ));
     let draining = tokio_util::sync::CancellationToken::new();
     let feeds = Feeds::new(
@@ -1182,9 +1188,16 @@ async fn no_feed_starts_or_polls_once_the_gateway_drains() {
             min_idle_interval: Duration::from_millis(10),
             max_idle_interval: Duration::from_millis(10),
             ack_deadline: Duration::from_secs(1),
+            limits: FeedLimits {
+                per_process: 8,
+                per_client: 8,
+            },
         },
         emulator.clone(),
-        budget,
+        FeedCharges {
+            budget,
+            client_limits,
+        },
         metrics,
         draining.clone(),
     );
@@ -1194,7 +1207,11 @@ async fn no_feed_starts_or_polls_once_the_gateway_drains() {
         query_param: None,
         max_outstanding_jobs: 1,
     };
-    assert!(feeds.subscribe(input, Arc::from("anyone")).is_err());
+    let anyone = Subscriber {
+        id: Arc::from("anyone"),
+        rate: None,
+    };
+    assert!(feeds.subscribe(input, &anyone).is_err());
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(emulator.call_counts()[&Operation::PollForJobs], 0);
 }

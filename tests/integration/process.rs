@@ -288,16 +288,17 @@ async fn the_most_verbose_logs_of_a_whole_job_lifecycle_hold_no_secret() {
         credentials.session_token,
     ]);
 
-    client
-        .acknowledge_job(with_token(
-            pb::AcknowledgeJobRequest {
-                job_id: job_id.clone(),
-                nonce: job.nonce.clone(),
-            },
-            token,
-        ))
-        .await
-        .unwrap();
+    let mut acknowledge = with_token(
+        pb::AcknowledgeJobRequest {
+            job_id: job_id.clone(),
+            nonce: job.nonce.clone(),
+        },
+        token,
+    );
+    acknowledge
+        .metadata_mut()
+        .insert("x-request-id", "ack-request-7".parse().unwrap());
+    client.acknowledge_job(acknowledge).await.unwrap();
     let details = client
         .get_job_details(with_token(
             pb::GetJobDetailsRequest {
@@ -331,7 +332,12 @@ async fn the_most_verbose_logs_of_a_whole_job_lifecycle_hold_no_secret() {
         .await
         .unwrap();
     let refused = client
-        .get_job_details(with_token(pb::GetJobDetailsRequest { job_id }, wrong_token))
+        .get_job_details(with_token(
+            pb::GetJobDetailsRequest {
+                job_id: job_id.clone(),
+            },
+            wrong_token,
+        ))
         .await
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unauthenticated);
@@ -350,6 +356,39 @@ async fn the_most_verbose_logs_of_a_whole_job_lifecycle_hold_no_secret() {
             "a secret reached the log: {secret}"
         );
     }
+    // The audit trail: one event per state-changing call, on its own target, none for reads.
+    let audited: Vec<serde_json::Value> = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|event| event["target"] == "audit")
+        .map(|event| event["fields"].clone())
+        .collect();
+    let methods: Vec<&str> = audited
+        .iter()
+        .map(|fields| fields["method"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        methods,
+        ["AcknowledgeJob", "PutJobSuccessResult"],
+        "{audited:?}"
+    );
+    for fields in &audited {
+        assert_eq!(fields["client_id"], "workers");
+        assert_eq!(fields["job_id"], job_id.as_str());
+        assert_eq!(fields["action_type"], "Build/Custom/DemoBuilder/1");
+        assert_eq!(fields["outcome"], "OK");
+    }
+    assert_eq!(
+        audited[0]["request_id"], "ack-request-7",
+        "the caller's x-request-id"
+    );
+    assert!(
+        audited[1]["request_id"]
+            .as_str()
+            .is_some_and(|id| id.len() == 36),
+        "a request id the gateway made: {:?}",
+        audited[1]
+    );
 }
 
 /// `serve --upstream aws` with `flags`, run until it exits or has started: its exit status if it

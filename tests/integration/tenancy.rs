@@ -84,6 +84,10 @@ struct Tenants {
 }
 
 async fn tenants(backend: Backend, team_a_extra: &str) -> Tenants {
+    tenants_with(backend, team_a_extra, &[]).await
+}
+
+async fn tenants_with(backend: Backend, team_a_extra: &str, flags: &[&str]) -> Tenants {
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("tokens.toml");
     write_atomically(
@@ -98,17 +102,16 @@ async fn tenants(backend: Backend, team_a_extra: &str) -> Tenants {
              [[clients]]\nclient_id = \"{PARTNER_B}\"\nclient_token = \"partner-b-secret\"\n"
         ),
     );
-    let mut gw = gateway(backend)
-        .flags(&[
-            "--token-file",
-            tokens.to_str().unwrap(),
-            "--token-file-poll-interval",
-            "100ms",
-            "--client-token-file",
-            client_tokens.to_str().unwrap(),
-        ])
-        .spawn()
-        .await;
+    let mut all_flags = vec![
+        "--token-file",
+        tokens.to_str().unwrap(),
+        "--token-file-poll-interval",
+        "100ms",
+        "--client-token-file",
+        client_tokens.to_str().unwrap(),
+    ];
+    all_flags.extend_from_slice(flags);
+    let mut gw = gateway(backend).flags(&all_flags).spawn().await;
     gw.admin
         .register_action_type(authed(
             admin_pb::RegisterActionTypeRequest {
@@ -521,8 +524,9 @@ async fn a_partner_token_goes_only_to_a_client_scoped_to_that_partner(#[case] ba
     let theirs = t
         .create_third_party_job(PARTNER_B, "partner-b-secret")
         .await;
+    let third_party = t.gw.third_party.clone();
     let details = |job_id: String, client_id: &str, token: &'static str| {
-        let mut client = t.gw.third_party.clone();
+        let mut client = third_party.clone();
         let client_id = client_id.to_owned();
         async move {
             client
@@ -563,11 +567,35 @@ async fn a_partner_token_goes_only_to_a_client_scoped_to_that_partner(#[case] ba
         "ACTION_TYPE_NOT_ALLOWED",
         "team B polls third-party jobs",
     );
+
+    // Team A's job, once this gateway polled it, and a job id nobody has: to team B, naming no
+    // client and no token (so the vault would have to answer), the same refusal.
+    let polled =
+        t.gw.third_party
+            .poll_for_third_party_jobs(authed(
+                pb::PollForThirdPartyJobsRequest {
+                    action_type_id: Some(demo_third_party_action_type()),
+                    max_batch_size: Some(10),
+                },
+                TEAM_A,
+            ))
+            .await
+            .expect("team A polls its third-party jobs")
+            .into_inner()
+            .jobs;
+    assert!(polled.iter().any(|job| job.job_id == mine));
+    for job_id in [mine, NO_SUCH_JOB.to_owned()] {
+        assert_not_in_scope(
+            details(job_id, "", TEAM_B).await,
+            "ACTION_TYPE_NOT_ALLOWED",
+            "team B on a third-party job, naming no client",
+        );
+    }
     t.gw.stop().await;
 }
 
 /// A client marked `artifact_credentials = false` gets its jobs without them, on the poll, the
-/// details, while an unscoped client keeps them.
+/// details and the third-party details, while an unscoped client keeps them.
 #[apply(in_process_and_real_sdk)]
 #[tokio::test]
 async fn a_client_without_artifact_credentials_never_sees_them(#[case] backend: Backend) {
@@ -592,6 +620,24 @@ async fn a_client_without_artifact_credentials_never_sees_them(#[case] backend: 
             .into_inner();
     let data = details.job_details.unwrap().data.unwrap();
     assert!(data.artifact_credentials.is_none(), "details");
+    let partner_job = t
+        .create_third_party_job(PARTNER_A, "partner-a-secret")
+        .await;
+    let third_party =
+        t.gw.third_party
+            .get_third_party_job_details(authed(
+                pb::GetThirdPartyJobDetailsRequest {
+                    job_id: partner_job,
+                    client_token: String::new(),
+                    client_id: PARTNER_A.to_owned(),
+                },
+                TEAM_A,
+            ))
+            .await
+            .expect("team A reads its partner's job")
+            .into_inner();
+    let data = third_party.job_details.unwrap().data.unwrap();
+    assert!(data.artifact_credentials.is_none(), "third-party details");
     // The operator (unscoped) still sees them: the emulator does hand them out.
     let operator =
         t.gw.client
@@ -609,5 +655,270 @@ async fn a_client_without_artifact_credentials_never_sees_them(#[case] backend: 
             .is_some(),
         "an unscoped client keeps them"
     );
+    t.gw.stop().await;
+}
+
+// Each client's share of the gateway.
+
+/// An upload stream of `token` that sends its header for `job_id` and then nothing: it holds
+/// what an upload holds until the test drops the sender.
+async fn stalled_upload(
+    gw: &TestGateway,
+    token: &str,
+    job_id: &str,
+) -> (
+    tokio::sync::mpsc::Sender<pb::UploadOutputArtifactRequest>,
+    tokio::task::JoinHandle<Result<(), Status>>,
+) {
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    sender
+        .send(pb::UploadOutputArtifactRequest {
+            request: Some(pb::upload_output_artifact_request::Request::Header(
+                pb::UploadOutputArtifactHeader {
+                    job: Some(pb::ArtifactJob {
+                        job: Some(pb::artifact_job::Job::JobId(job_id.to_owned())),
+                    }),
+                    artifact_name: "output".to_owned(),
+                    content_type: String::new(),
+                    size_bytes: Some(1 << 20),
+                },
+            )),
+        })
+        .await
+        .unwrap();
+    let mut client = gw.artifacts.clone();
+    let request = authed(tokio_stream::wrappers::ReceiverStream::new(receiver), token);
+    let call = tokio::spawn(async move { client.upload_output_artifact(request).await.map(drop) });
+    (sender, call)
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!("upload-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A job with an output artifact, acknowledged by team A: what an upload needs.
+async fn job_with_output(t: &mut Tenants) -> String {
+    let job_id =
+        t.gw.admin
+            .create_job(authed(
+                admin_pb::CreateJobRequest {
+                    action_type_id: Some(demo_action_type()),
+                    output_artifacts: vec![pb::Artifact {
+                        name: "output".to_owned(),
+                        revision: String::new(),
+                        location: Some(pb::ArtifactLocation {
+                            r#type: pb::ArtifactLocationType::S3.into(),
+                            s3_location: Some(pb::S3ArtifactLocation {
+                                bucket_name: "codepipeline-artifacts".to_owned(),
+                                object_key: format!("out/{}.zip", uuid_like()),
+                            }),
+                        }),
+                    }],
+                    ..Default::default()
+                },
+                OPERATOR,
+            ))
+            .await
+            .expect("CreateJob")
+            .into_inner()
+            .job_id;
+    let jobs = t.poll(TEAM_A, demo_action_type()).await.unwrap();
+    let job = jobs.into_iter().find(|job| job.id == job_id).unwrap();
+    t.gw.client
+        .acknowledge_job(authed(
+            pb::AcknowledgeJobRequest {
+                job_id: job.id,
+                nonce: job.nonce,
+            },
+            TEAM_A,
+        ))
+        .await
+        .expect("AcknowledgeJob");
+    job_id
+}
+
+/// Uploads that stall after their header hold their client's share of the artifact memory, not
+/// everyone's: past its share the client is refused RESOURCE_EXHAUSTED, while another client's
+/// upload goes through.
+#[tokio::test]
+async fn stalled_uploads_cost_their_client_its_own_share_and_nobody_elses() {
+    let mut t = tenants_with(
+        Backend::InProcess,
+        "",
+        &[
+            "--artifact-part-size",
+            "5MiB",
+            "--artifact-memory-per-client",
+            "10MiB",
+            "--artifact-memory",
+            "40MiB",
+        ],
+    )
+    .await;
+    let job_id = job_with_output(&mut t).await;
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        stalled.push(stalled_upload(&t.gw, TEAM_A, &job_id).await);
+    }
+    // The stalled pair holds team A's whole share (two parts): a third is refused at once.
+    let (_third_sender, third) = stalled_upload(&t.gw, TEAM_A, &job_id).await;
+    let refused = tokio::time::timeout(Duration::from_secs(5), third)
+        .await
+        .expect("refused, not left waiting")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    let violation = &refused.get_details_quota_failure().unwrap().violations[0];
+    assert_eq!(violation.subject, "client:team-a");
+
+    // The operator's upload (another client) goes through whole, as do its calls.
+    let header = pb::UploadOutputArtifactRequest {
+        request: Some(pb::upload_output_artifact_request::Request::Header(
+            pb::UploadOutputArtifactHeader {
+                job: Some(pb::ArtifactJob {
+                    job: Some(pb::artifact_job::Job::JobId(job_id.clone())),
+                }),
+                artifact_name: "output".to_owned(),
+                content_type: String::new(),
+                size_bytes: Some(3),
+            },
+        )),
+    };
+    let chunk = pb::UploadOutputArtifactRequest {
+        request: Some(pb::upload_output_artifact_request::Request::Chunk(
+            b"out".to_vec().into(),
+        )),
+    };
+    let stored =
+        t.gw.artifacts
+            .upload_output_artifact(authed(tokio_stream::iter([header, chunk]), OPERATOR))
+            .await
+            .expect("another client's upload is served")
+            .into_inner();
+    assert_eq!(stored.size_bytes, 3);
+
+    drop(stalled);
+    t.gw.stop().await;
+}
+
+/// Artifact streams count among their client's calls in flight: two stalled uploads fill a
+/// limit of two, so the client's next call is refused while another client's is served.
+#[tokio::test]
+async fn stalled_uploads_count_among_their_clients_calls_in_flight() {
+    let mut t = tenants_with(
+        Backend::InProcess,
+        "",
+        &["--max-concurrent-calls-per-client", "2"],
+    )
+    .await;
+    let job_id = job_with_output(&mut t).await;
+    let stalled = [
+        stalled_upload(&t.gw, TEAM_A, &job_id).await,
+        stalled_upload(&t.gw, TEAM_A, &job_id).await,
+    ];
+    let details = |token: &'static str| {
+        let mut client = t.gw.client.clone();
+        let job_id = job_id.clone();
+        async move {
+            client
+                .get_job_details(authed(pb::GetJobDetailsRequest { job_id }, token))
+                .await
+                .map(drop)
+        }
+    };
+    // The uploads reach the handler (and take their places) in their own time.
+    let refused = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match details(TEAM_A).await {
+                Err(status) => return status,
+                Ok(()) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    })
+    .await
+    .expect("team A reaches its limit");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert_eq!(
+        refused.get_details_quota_failure().unwrap().violations[0].subject,
+        "client:team-a"
+    );
+    details(OPERATOR).await.expect("another client is served");
+    drop(stalled);
+    t.gw.stop().await;
+}
+
+/// An upload that never sends its header is ended at the default deadline, and gives back
+/// what it held.
+#[tokio::test]
+async fn an_upload_that_never_sends_its_header_ends_at_the_default_deadline() {
+    let t = tenants_with(Backend::InProcess, "", &["--default-deadline", "1s"]).await;
+    let (_sender, receiver) = tokio::sync::mpsc::channel::<pb::UploadOutputArtifactRequest>(1);
+    let ended = tokio::time::timeout(
+        Duration::from_secs(10),
+        t.gw.artifacts.clone().upload_output_artifact(authed(
+            tokio_stream::wrappers::ReceiverStream::new(receiver),
+            TEAM_A,
+        )),
+    )
+    .await
+    .expect("the stream is ended, not left open")
+    .unwrap_err();
+    assert_eq!(ended.code(), Code::DeadlineExceeded, "{ended:?}");
+    t.gw.stop().await;
+}
+
+/// A client opens at most `--max-feeds-per-client` feeds (distinct query params), each with an
+/// upstream poller; past it RESOURCE_EXHAUSTED, while another client may still open its own and
+/// join the first client's.
+#[tokio::test]
+async fn the_feeds_a_client_opens_are_bounded_and_another_client_is_not() {
+    let t = tenants_with(Backend::InProcess, "", &["--max-feeds-per-client", "2"]).await;
+    let subscribe = |token: &'static str, value: &str| {
+        let mut client = t.gw.client.clone();
+        let value = value.to_owned();
+        async move {
+            let (requests, outgoing) = tokio::sync::mpsc::channel(4);
+            requests
+                .send(pb::StreamJobsRequest {
+                    request: Some(pb::stream_jobs_request::Request::Subscription(
+                        pb::StreamJobsSubscription {
+                            action_type_id: Some(demo_action_type()),
+                            query_param: [("ProjectName".to_owned(), value)].into(),
+                            max_outstanding_jobs: 1,
+                        },
+                    )),
+                })
+                .await
+                .unwrap();
+            let opened = client
+                .stream_jobs(authed(
+                    tokio_stream::wrappers::ReceiverStream::new(outgoing),
+                    token,
+                ))
+                .await
+                .map(|response| response.into_inner());
+            (requests, opened)
+        }
+    };
+    let mut open = Vec::new();
+    for value in ["one", "two"] {
+        let (sender, opened) = subscribe(TEAM_A, value).await;
+        open.push((sender, opened.expect("within the client's feeds")));
+    }
+    let (_sender, third) = subscribe(TEAM_A, "three").await;
+    let refused = third.expect_err("a third query param is a third feed");
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert_eq!(
+        refused.get_details_quota_failure().unwrap().violations[0].subject,
+        "client:team-a"
+    );
+    let (_joined_sender, joined) = subscribe(OPERATOR, "one").await;
+    joined.expect("joining a feed team A opened costs the operator nothing");
+    for value in ["three", "four"] {
+        let (sender, opened) = subscribe(OPERATOR, value).await;
+        open.push((sender, opened.expect("the operator opens its own")));
+    }
     t.gw.stop().await;
 }

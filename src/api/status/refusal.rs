@@ -91,6 +91,21 @@ pub enum Refusal {
         /// The limit.
         limit: u32,
     },
+    /// A subscription would start a feed beyond the process's, or this client's, feed limit.
+    FeedLimit {
+        /// The client, when it is the client's own limit.
+        client_id: Option<String>,
+        /// The limit.
+        limit: usize,
+    },
+    /// An artifact transfer would hold more memory than its client's share, or the process's
+    /// budget, allows.
+    ArtifactMemory {
+        /// The client, when it is the client's own share.
+        client_id: Option<String>,
+        /// The limit, in bytes.
+        limit: usize,
+    },
     /// The gateway is shutting down: reconnect (to another replica).
     Draining,
     /// A stream's connection reached its maximum age, and the connection is about to close:
@@ -257,6 +272,10 @@ fn answer(refusal: Refusal, details: &mut ErrorDetails) -> (Code, String) {
         Refusal::HeldByStream { job_id } => held_by_stream(details, &job_id),
         Refusal::StreamLimit { client_id, limit } => {
             stream_limit(details, client_id.as_deref(), limit)
+        }
+        Refusal::FeedLimit { client_id, limit } => feed_limit(details, client_id.as_deref(), limit),
+        Refusal::ArtifactMemory { client_id, limit } => {
+            artifact_memory(details, client_id.as_deref(), limit)
         }
         Refusal::Draining => retry_elsewhere(
             details,
@@ -434,6 +453,42 @@ fn stream_limit(details: &mut ErrorDetails, client_id: Option<&str>, limit: u32)
     (
         Code::ResourceExhausted,
         format!("{subject} has {limit} job streams open, as many as it may"),
+    )
+}
+
+fn feed_limit(details: &mut ErrorDetails, client_id: Option<&str>, limit: usize) -> (Code, String) {
+    details.set_retry_info(Some(STREAM_LIMIT_RETRY_AFTER));
+    let subject = client_id.map_or_else(|| "gateway".to_owned(), |id| format!("client:{id}"));
+    details.add_quota_failure_violation(
+        subject.clone(),
+        format!("{limit} job feeds (action type and query param pairs) at once"),
+    );
+    (
+        Code::ResourceExhausted,
+        format!(
+            "{subject} has {limit} job feeds open, as many as it may; subscribe to one already open \
+             (another query param makes another feed)"
+        ),
+    )
+}
+
+fn artifact_memory(
+    details: &mut ErrorDetails,
+    client_id: Option<&str>,
+    limit: usize,
+) -> (Code, String) {
+    details.set_retry_info(Some(STREAM_LIMIT_RETRY_AFTER));
+    let subject = client_id.map_or_else(|| "gateway".to_owned(), |id| format!("client:{id}"));
+    details.add_quota_failure_violation(
+        subject.clone(),
+        format!("{} MiB of artifact transfer buffers at once", limit >> 20),
+    );
+    (
+        Code::ResourceExhausted,
+        format!(
+            "{subject}'s artifact transfers hold all the memory they may ({} MiB); retry when one ends",
+            limit >> 20
+        ),
     )
 }
 
