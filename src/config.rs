@@ -452,6 +452,17 @@ pub struct EngineArgs {
     /// emulator's artifact store; then ExpiredToken.
     #[arg(long, env = "CPGW_EMULATOR_ARTIFACT_CREDENTIALS_TTL", default_value = "15m", value_parser = humantime::parse_duration)]
     pub artifact_credentials_ttl: Duration,
+    /// The most bytes the emulator's artifact store (in memory) holds: its objects and the parts
+    /// of uploads in progress together; past it uploads are refused (503).
+    #[arg(long, env = "CPGW_EMULATOR_STORE_MAX_BYTES", default_value = "2GiB", value_parser = byte_size)]
+    pub store_max_bytes: usize,
+    /// Multipart uploads the emulator's store keeps in progress at once.
+    #[arg(long, env = "CPGW_EMULATOR_STORE_MAX_UPLOADS", default_value_t = 1024)]
+    pub store_max_uploads: usize,
+    /// How long a multipart upload may stay in progress before the store forgets it, and its
+    /// parts, as abandoned.
+    #[arg(long, env = "CPGW_EMULATOR_STORE_UPLOAD_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub store_upload_ttl: Duration,
     /// Demo jobs queued at start for the demo action type Build/Custom/DemoBuilder/1.
     #[arg(long, env = "CPGW_EMULATOR_DEMO_JOBS", default_value_t = 3)]
     pub demo_jobs: usize,

@@ -21,6 +21,7 @@ use crate::{
         EmulatorConfig,
         front::{FrontConfig, StaticCredentials},
         s3::StoreConfig,
+        store::StoreLimits,
     },
     feed::{FeedConfig, FeedLimits},
     limits::{Rate, SharedRatesConfig},
@@ -352,5 +353,10 @@ fn emulator_config(args: &EngineArgs) -> EmulatorConfig {
         latency: args.latency,
         faults: args.faults.clone(),
         artifact_credentials_ttl: args.artifact_credentials_ttl,
+        store: StoreLimits {
+            max_bytes: args.store_max_bytes as u64,
+            max_uploads: args.store_max_uploads,
+            upload_ttl: args.store_upload_ttl,
+        },
     }
 }

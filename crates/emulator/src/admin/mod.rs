@@ -228,7 +228,8 @@ impl EmulatorAdminService for AdminService {
         let object = self
             .emulator
             .objects()
-            .put(&location, object_of(content, content_type));
+            .put(&location, object_of(content, content_type))
+            .map_err(|_full| status::store_full())?;
         tracing::debug!(job_id = %job_id, size = object.content.len(), "input artifact attached");
         Ok(Response::new(pb::AttachInputArtifactResponse {
             location: Some(jw::S3ArtifactLocation {

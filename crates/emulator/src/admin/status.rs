@@ -49,3 +49,14 @@ pub fn refused(error: UpstreamError) -> Status {
     let message = message.clone().unwrap_or_else(|| code.as_str().to_owned());
     Status::with_error_details(grpc_code, message, details)
 }
+
+/// The store holds as many bytes as its limits allow: RESOURCE_EXHAUSTED, nothing attached.
+pub fn store_full() -> Status {
+    let mut details = ErrorDetails::new();
+    details.set_error_info("STORE_FULL", ADMIN_DOMAIN, HashMap::new());
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        "the emulator's store holds as many bytes as its limits allow",
+        details,
+    )
+}

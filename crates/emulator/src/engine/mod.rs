@@ -58,6 +58,8 @@ pub struct EmulatorConfig {
     pub faults: faults::FaultPlan,
     /// How long the artifact credentials handed out with a job stay valid.
     pub artifact_credentials_ttl: Duration,
+    /// How much the artifact store may hold.
+    pub store: store::StoreLimits,
 }
 
 impl Default for EmulatorConfig {
@@ -69,6 +71,7 @@ impl Default for EmulatorConfig {
             latency: Duration::ZERO,
             faults: faults::FaultPlan::default(),
             artifact_credentials_ttl: Duration::from_secs(15 * 60),
+            store: store::StoreLimits::default(),
         }
     }
 }
@@ -230,7 +233,7 @@ impl Emulator {
             store_calls: Default::default(),
             created: broadcast::channel(1024).0,
             credentials: Mutex::new(credentials::Registry::new(config.artifact_credentials_ttl)),
-            objects: store::Objects::default(),
+            objects: store::Objects::with_limits(config.store),
             config,
         }
     }

@@ -277,6 +277,12 @@ impl S3Error {
             .with("MinSizeAllowed", MIN_PART_SIZE.to_string())
             .with("PartNumber", part.to_string()),
             MultipartError::NoParts => Self::malformed_xml(),
+            MultipartError::StoreFull => Self::store_full(),
+            MultipartError::TooManyUploads => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SlowDown",
+                "The emulator's store has as many multipart uploads in progress as it may; complete or abort one, or wait for abandoned ones to expire.",
+            ),
         }
     }
 
@@ -294,6 +300,16 @@ impl S3Error {
         )
         .with("Method", method)
         .with("ResourceType", "OBJECT")
+    }
+
+    /// The emulator's store holds as many bytes as it may (its limits): 503, as S3 answers when
+    /// it cannot take a request now.
+    pub fn store_full() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "The emulator's store holds as many bytes as its limits allow; nothing more is stored.",
+        )
     }
 
     /// SlowDown, 503.

@@ -106,7 +106,9 @@ impl Call<'_> {
     pub(super) async fn put<B: RequestBody>(&self, body: &mut B) -> Result<Answer, S3Error> {
         let encryption = encryption(self.headers)?;
         let expected = Expected::from_headers(self.headers)?;
-        let received = self.read(body, MAX_OBJECT_SIZE, &expected).await?;
+        let received = self
+            .read_within_room(body, MAX_OBJECT_SIZE, &expected)
+            .await?;
         received.check(self.declared, &expected)?;
         let object = Object {
             etag: quoted_hex(&received.md5),
@@ -117,12 +119,35 @@ impl Call<'_> {
             parts: 0,
             last_modified: SystemTime::now(),
         };
-        let object = self.objects().put(&self.location, object);
+        let object = self
+            .objects()
+            .put(&self.location, object)
+            .map_err(|_full| S3Error::store_full())?;
         let mut answer = Answer::new(StatusCode::OK);
         answer.header("etag", &object.etag);
         answer.encryption(&object.encryption);
         answer.checksums(&object.checksums);
         Ok(answer)
+    }
+
+    /// Reads a body of at most `limit` bytes, and no more than the store has room for: a body
+    /// the store could not keep is refused as it comes, not held whole first.
+    async fn read_within_room<B: RequestBody>(
+        &self,
+        body: &mut B,
+        limit: u64,
+        expected: &Expected,
+    ) -> Result<Received, S3Error> {
+        let room = self.objects().room();
+        if room >= limit {
+            return self.read(body, limit, expected).await;
+        }
+        self.read(body, room, expected)
+            .await
+            .map_err(|error| match error.code {
+                "EntityTooLarge" => S3Error::store_full(),
+                _ => error,
+            })
     }
 
     async fn read<B: RequestBody>(
@@ -157,7 +182,10 @@ impl Call<'_> {
             encryption: encryption.clone(),
             checksum_algorithm: checksum_algorithm.clone(),
         };
-        let upload_id = self.objects().create_upload(&self.location, settings);
+        let upload_id = self
+            .objects()
+            .create_upload(&self.location, settings)
+            .map_err(|error| S3Error::from_multipart(&error, ""))?;
         let mut answer = Answer::xml(xml::document(
             "InitiateMultipartUploadResult",
             &[
@@ -194,7 +222,9 @@ impl Call<'_> {
             return Err(S3Error::no_such_upload(upload_id));
         }
         let expected = Expected::from_headers(self.headers)?;
-        let received = self.read(body, MAX_PART_SIZE, &expected).await?;
+        let received = self
+            .read_within_room(body, MAX_PART_SIZE, &expected)
+            .await?;
         received.check(self.declared, &expected)?;
         let part = Part {
             md5: received.md5,

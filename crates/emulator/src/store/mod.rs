@@ -9,7 +9,7 @@ mod objects;
 pub use demo::{demo_source_files, demo_source_zip};
 pub use objects::{
     Checksums, Content, Encryption, MAX_PART_NUMBER, MIN_PART_SIZE, MultipartError, Object,
-    Objects, Part, UploadSettings, quoted_hex,
+    Objects, Part, StoreFull, StoreLimits, UploadSettings, quoted_hex,
 };
 
 /// The store's operations, as S3 names them: what the fault plan and the call counts name.

@@ -5,7 +5,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex, MutexGuard},
-    time::SystemTime,
+    time::{Duration, Instant, SystemTime},
 };
 
 use bytes::Bytes;
@@ -191,6 +191,37 @@ struct Upload {
     location: S3Location,
     settings: UploadSettings,
     parts: BTreeMap<u32, Part>,
+    /// When it was created: an upload left in progress longer than the limits allow is
+    /// forgotten, with its parts.
+    created: Instant,
+}
+
+impl Upload {
+    fn bytes(&self) -> u64 {
+        self.parts.values().map(|part| part.content.len()).sum()
+    }
+}
+
+/// How much the store may hold: it lives in memory, and a shared emulator must not be made to
+/// hold any upload anyone sends.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreLimits {
+    /// The bytes of every object and every part of an upload in progress together.
+    pub max_bytes: u64,
+    /// Multipart uploads in progress at once.
+    pub max_uploads: usize,
+    /// How long an upload may stay in progress before it is forgotten as abandoned.
+    pub upload_ttl: Duration,
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: 2 << 30,
+            max_uploads: 1024,
+            upload_ttl: Duration::from_secs(60 * 60),
+        }
+    }
 }
 
 /// Why a multipart call failed, in S3's terms.
@@ -216,18 +247,49 @@ pub enum MultipartError {
     /// MalformedXML: no parts listed.
     #[error("no parts listed")]
     NoParts,
+    /// The store holds as many bytes as its limits allow.
+    #[error("the store is full")]
+    StoreFull,
+    /// As many uploads are in progress as the store's limits allow.
+    #[error("too many uploads in progress")]
+    TooManyUploads,
 }
+
+/// The store holds as many bytes as its limits allow: nothing more is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the store is full")]
+pub struct StoreFull;
 
 #[derive(Default)]
 struct Inner {
     objects: HashMap<(String, String), Arc<Object>>,
     uploads: HashMap<String, Upload>,
+    /// The bytes of every object and every part held.
+    bytes: u64,
 }
 
-/// Every object and multipart upload in progress.
+impl Inner {
+    /// Forgets the uploads in progress longer than `ttl`, with their parts.
+    fn forget_abandoned(&mut self, ttl: Duration, now: Instant) {
+        let abandoned: Vec<String> = self
+            .uploads
+            .iter()
+            .filter(|(_, upload)| now.duration_since(upload.created) > ttl)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in abandoned {
+            if let Some(upload) = self.uploads.remove(&id) {
+                self.bytes -= upload.bytes();
+            }
+        }
+    }
+}
+
+/// Every object and multipart upload in progress, within the store's limits.
 #[derive(Default)]
 pub struct Objects {
     inner: Mutex<Inner>,
+    limits: StoreLimits,
 }
 
 fn key(location: &S3Location) -> (String, String) {
@@ -242,11 +304,34 @@ impl Objects {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Stores (or replaces) the object at `location`.
-    pub fn put(&self, location: &S3Location, object: Object) -> Arc<Object> {
+    /// A store within `limits`.
+    pub fn with_limits(limits: StoreLimits) -> Self {
+        Self {
+            inner: Mutex::default(),
+            limits,
+        }
+    }
+
+    /// How many more bytes the store may take now: what a request body may be read up to.
+    pub fn room(&self) -> u64 {
+        self.limits.max_bytes.saturating_sub(self.lock().bytes)
+    }
+
+    /// Stores (or replaces) the object at `location`, if the store has room for it.
+    pub fn put(&self, location: &S3Location, object: Object) -> Result<Arc<Object>, StoreFull> {
         let object = Arc::new(object);
-        self.lock().objects.insert(key(location), object.clone());
-        object
+        let mut inner = self.lock();
+        let replaced = inner
+            .objects
+            .get(&key(location))
+            .map_or(0, |old| old.content.len());
+        let bytes = inner.bytes - replaced + object.content.len();
+        if bytes > self.limits.max_bytes {
+            return Err(StoreFull);
+        }
+        inner.bytes = bytes;
+        inner.objects.insert(key(location), object.clone());
+        Ok(object)
     }
 
     /// The object at `location`.
@@ -254,18 +339,30 @@ impl Objects {
         self.lock().objects.get(&key(location)).cloned()
     }
 
-    /// Starts a multipart upload to `location`: its upload ID.
-    pub fn create_upload(&self, location: &S3Location, settings: UploadSettings) -> String {
+    /// Starts a multipart upload to `location`: its upload ID. Uploads abandoned past the
+    /// limits' time are forgotten first; then at most the limits' number may be in progress.
+    pub fn create_upload(
+        &self,
+        location: &S3Location,
+        settings: UploadSettings,
+    ) -> Result<String, MultipartError> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        inner.forget_abandoned(self.limits.upload_ttl, now);
+        if inner.uploads.len() >= self.limits.max_uploads {
+            return Err(MultipartError::TooManyUploads);
+        }
         let id = crate::random::text(64);
-        self.lock().uploads.insert(
+        inner.uploads.insert(
             id.clone(),
             Upload {
                 location: location.clone(),
                 settings,
                 parts: BTreeMap::new(),
+                created: now,
             },
         );
-        id
+        Ok(id)
     }
 
     /// Whether `upload_id` is an upload in progress to `location`.
@@ -285,13 +382,20 @@ impl Objects {
         part: Part,
     ) -> Result<String, MultipartError> {
         let mut inner = self.lock();
+        let held = inner.bytes;
         let upload = inner
             .uploads
             .get_mut(upload_id)
             .filter(|upload| upload.location == *location)
             .ok_or(MultipartError::NoSuchUpload)?;
+        let replaced = upload.parts.get(&number).map_or(0, |old| old.content.len());
+        let bytes = held - replaced + part.content.len();
+        if bytes > self.limits.max_bytes {
+            return Err(MultipartError::StoreFull);
+        }
         let etag = part.etag();
         upload.parts.insert(number, part);
+        inner.bytes = bytes;
         Ok(etag)
     }
 
@@ -374,8 +478,15 @@ impl Objects {
             last_modified: SystemTime::now(),
         };
         let object = Arc::new(object);
-        inner.uploads.remove(upload_id);
-        inner.objects.insert(key(location), object.clone());
+        // The listed parts become the object; the parts not listed, and any object it replaces,
+        // are let go.
+        if let Some(upload) = inner.uploads.remove(upload_id) {
+            inner.bytes -= upload.bytes();
+        }
+        if let Some(old) = inner.objects.insert(key(location), object.clone()) {
+            inner.bytes -= old.content.len();
+        }
+        inner.bytes += object.content.len();
         Ok(object)
     }
 
@@ -388,7 +499,9 @@ impl Objects {
         let mut inner = self.lock();
         match inner.uploads.get(upload_id) {
             Some(upload) if upload.location == *location => {
-                inner.uploads.remove(upload_id);
+                if let Some(upload) = inner.uploads.remove(upload_id) {
+                    inner.bytes -= upload.bytes();
+                }
                 Ok(())
             }
             _ => Err(MultipartError::NoSuchUpload),
@@ -420,6 +533,67 @@ mod tests {
             bucket_name: "bucket".to_owned(),
             object_key: "pipeline/Out/1.zip".to_owned(),
         }
+    }
+
+    fn other(key: &str) -> S3Location {
+        S3Location {
+            bucket_name: "bucket".to_owned(),
+            object_key: key.to_owned(),
+        }
+    }
+
+    #[test]
+    fn the_store_holds_no_more_bytes_than_its_limit_and_a_replacement_frees_the_old() {
+        let objects = Objects::with_limits(StoreLimits {
+            max_bytes: 10,
+            ..StoreLimits::default()
+        });
+        objects
+            .put(&other("a"), Object::new(vec![0; 6], "x"))
+            .unwrap();
+        assert!(
+            objects
+                .put(&other("b"), Object::new(vec![0; 6], "x"))
+                .is_err_and(|full| full == StoreFull)
+        );
+        assert_eq!(objects.room(), 4);
+        objects
+            .put(&other("a"), Object::new(vec![0; 9], "x"))
+            .expect("replacing a frees its bytes");
+        let id = objects
+            .create_upload(&other("c"), UploadSettings::default())
+            .unwrap();
+        assert_eq!(
+            objects.upload_part(&other("c"), &id, 1, part(vec![1; 2])),
+            Err(MultipartError::StoreFull)
+        );
+        objects.abort_upload(&other("c"), &id).unwrap();
+        assert_eq!(objects.room(), 1);
+    }
+
+    #[test]
+    fn uploads_in_progress_are_bounded_and_abandoned_ones_are_forgotten_with_their_parts() {
+        let objects = Objects::with_limits(StoreLimits {
+            max_bytes: 100,
+            max_uploads: 1,
+            upload_ttl: Duration::from_millis(20),
+        });
+        let first = objects
+            .create_upload(&other("a"), UploadSettings::default())
+            .unwrap();
+        objects
+            .upload_part(&other("a"), &first, 1, part(vec![1; 50]))
+            .unwrap();
+        assert_eq!(
+            objects.create_upload(&other("b"), UploadSettings::default()),
+            Err(MultipartError::TooManyUploads)
+        );
+        std::thread::sleep(Duration::from_millis(40));
+        objects
+            .create_upload(&other("b"), UploadSettings::default())
+            .expect("the abandoned upload was forgotten");
+        assert!(!objects.has_upload(&other("a"), &first));
+        assert_eq!(objects.room(), 100, "with its parts");
     }
 
     fn part(bytes: Vec<u8>) -> Part {
@@ -454,7 +628,7 @@ mod tests {
             checksum_algorithm: Some("SHA256".to_owned()),
             ..Default::default()
         };
-        let id = objects.create_upload(&location(), settings);
+        let id = objects.create_upload(&location(), settings).unwrap();
         let first = vec![1u8; MIN_PART_SIZE as usize];
         let etag1 = objects
             .upload_part(&location(), &id, 1, part(first.clone()))
@@ -490,7 +664,9 @@ mod tests {
     #[test]
     fn parts_under_5_mib_but_the_last_are_entity_too_small() {
         let objects = Objects::default();
-        let id = objects.create_upload(&location(), UploadSettings::default());
+        let id = objects
+            .create_upload(&location(), UploadSettings::default())
+            .unwrap();
         let small = objects
             .upload_part(&location(), &id, 1, part(vec![0; 1024]))
             .unwrap();
@@ -520,7 +696,9 @@ mod tests {
     #[test]
     fn listed_parts_must_exist_match_their_etags_and_ascend() {
         let objects = Objects::default();
-        let id = objects.create_upload(&location(), UploadSettings::default());
+        let id = objects
+            .create_upload(&location(), UploadSettings::default())
+            .unwrap();
         let etag = objects
             .upload_part(&location(), &id, 1, part(vec![7; 10]))
             .unwrap();
@@ -561,7 +739,9 @@ mod tests {
     #[test]
     fn an_aborted_upload_leaves_nothing() {
         let objects = Objects::default();
-        let id = objects.create_upload(&location(), UploadSettings::default());
+        let id = objects
+            .create_upload(&location(), UploadSettings::default())
+            .unwrap();
         objects
             .upload_part(&location(), &id, 1, part(vec![1; 10]))
             .unwrap();

@@ -7,10 +7,13 @@ use super::*;
 async fn the_credentials_reach_only_the_jobs_artifacts_each_way() {
     let f = fixture();
     f.put_input(b"zip");
-    f.emulator.objects().put(
-        &location(OUTPUT_KEY),
-        Object::new(b"out".to_vec(), "application/zip"),
-    );
+    f.emulator
+        .objects()
+        .put(
+            &location(OUTPUT_KEY),
+            Object::new(b"out".to_vec(), "application/zip"),
+        )
+        .expect("room in the store");
     // Outputs are not readable, inputs not writable, other keys neither.
     f.send(f.request("GET", &output_path()))
         .await

@@ -141,10 +141,13 @@ impl Fixture {
     }
 
     fn put_input(&self, bytes: &[u8]) {
-        self.emulator.objects().put(
-            &location(INPUT_KEY),
-            Object::new(bytes.to_vec(), "application/zip"),
-        );
+        self.emulator
+            .objects()
+            .put(
+                &location(INPUT_KEY),
+                Object::new(bytes.to_vec(), "application/zip"),
+            )
+            .expect("room in the store");
     }
 }
 
