@@ -16,7 +16,9 @@
 //! - the gateway's upstream calls in Smithy RPC v2 CBOR against awsJson1_1 (`protocols.rs`);
 //! - artifacts through the gateway against `aws-sdk-s3` to the same store directly, and the
 //!   gateway's RSS while 1 GiB streams (`artifacts.rs`);
-//! - AcknowledgeJob by a client scoped to its action type against an unscoped one (`scopes.rs`).
+//! - AcknowledgeJob by a client scoped to its action type against an unscoped one (`scopes.rs`);
+//! - a quiet client's latency and the gateway's memory while a hostile client with a valid token
+//!   holds what it can (`tenants.rs`).
 //!
 //! `bash scripts/bench.sh` builds in release mode and runs it; `--smoke` runs every part for
 //! seconds only, to keep the harness working (CI runs that, and asserts nothing on timings).
@@ -27,6 +29,7 @@ mod floor;
 mod limits;
 mod protocols;
 mod scopes;
+mod tenants;
 mod third_party;
 
 use std::{
@@ -79,6 +82,7 @@ enum Part {
     WireProtocols,
     Artifacts,
     Scopes,
+    HostileClient,
 }
 
 #[derive(Subcommand)]
@@ -918,6 +922,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if runs(Part::Scopes) {
         scopes::scopes(&args, &sizes, &mut rows).await?;
+    }
+    if runs(Part::HostileClient) {
+        tenants::hostile_client(&args, &sizes, &mut rows).await?;
     }
     print_table(&rows, args.smoke);
     Ok(())
