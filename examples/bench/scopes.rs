@@ -182,10 +182,17 @@ async fn unseen_jobs(args: &Args, sizes: &Sizes, rows: &mut Vec<Row>) -> anyhow:
             .send()
             .await?;
         let batch = polled.jobs.unwrap_or_default();
-        anyhow::ensure!(!batch.is_empty(), "the front handed out fewer jobs than made");
+        anyhow::ensure!(
+            !batch.is_empty(),
+            "the front handed out fewer jobs than made"
+        );
         for job in batch {
             let (id, nonce) = (job.id.unwrap_or_default(), job.nonce.unwrap_or_default());
-            sdk.acknowledge_job().job_id(&id).nonce(&nonce).send().await?;
+            sdk.acknowledge_job()
+                .job_id(&id)
+                .nonce(&nonce)
+                .send()
+                .await?;
             claimed.push(pb::AcknowledgeJobRequest { job_id: id, nonce });
         }
     }
@@ -194,7 +201,11 @@ async fn unseen_jobs(args: &Args, sizes: &Sizes, rows: &mut Vec<Row>) -> anyhow:
     let mut off = JobWorkerServiceClient::new(channel(unscoped.addr).await?);
     let (mut first_on, mut first_off) = (Vec::new(), Vec::new());
     for (i, ack) in claimed.iter().enumerate() {
-        let order = if i % 2 == 0 { [true, false] } else { [false, true] };
+        let order = if i % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
         for scoped_first in order {
             let client = if scoped_first { &mut on } else { &mut off };
             let started = std::time::Instant::now();

@@ -163,7 +163,9 @@ async fn job(
         job_id: job.id,
         nonce: job.nonce,
     };
-    workers.acknowledge_job(as_client(ack.clone(), token)).await?;
+    workers
+        .acknowledge_job(as_client(ack.clone(), token))
+        .await?;
     Ok(ack)
 }
 

@@ -24,10 +24,10 @@ use crate::{
         UpstreamBudget,
     },
     middleware::{
-        authenticate::Authenticate, client_concurrency::ClientConcurrencyLayer,
-        deadline::DeadlineLayer, grpc_only::GrpcOnly, instrument::InstrumentLayer,
-        load_shed::LoadShedLayer, message_size::MessageSizeLayer, panic,
-        rate_limit::RateLimitLayer,
+        audit_admin::Audited, authenticate::Authenticate,
+        client_concurrency::ClientConcurrencyLayer, deadline::DeadlineLayer, grpc_only::GrpcOnly,
+        instrument::InstrumentLayer, load_shed::LoadShedLayer, message_size::MessageSizeLayer,
+        panic, rate_limit::RateLimitLayer,
     },
     observability::{
         Metrics,
@@ -314,11 +314,11 @@ fn with_job_worker(
         .add_service(third_party_job_worker)
         .add_service(artifact_service);
     match admin {
-        Some(emulator) => routes.add_service(
+        Some(emulator) => routes.add_service(Audited::new(
             AdminService::new(emulator)
                 .into_server()
                 .max_decoding_message_size(max_message_size),
-        ),
+        )),
         None => routes,
     }
 }

@@ -2,7 +2,7 @@
 //! [`crate::app::stack`], outermost first: instrument -> gRPC only -> load shedding ->
 //! authenticate -> client concurrency -> rate limit -> deadline -> message size -> panic guard ->
 //! the services. [`connection`] is what the instrument layer shares with the connection a call
-//! came on.
+//! came on; [`audit_admin`] wraps the emulator's admin service itself.
 //!
 //! The layers that only decide at once whether a call may go on (gRPC only, authenticate) are
 //! validators for tower-http's `ValidateRequestHeaderLayer`. The rate limit is a layer of its
@@ -11,6 +11,7 @@
 //! before the call reaches the services (for gRPC, a trailers-only status), so it never reaches
 //! the upstream. The panic guard is tower-http's `CatchPanicLayer` with the gateway's answer.
 
+pub mod audit_admin;
 pub mod authenticate;
 pub mod client_concurrency;
 pub mod connection;

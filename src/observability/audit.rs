@@ -48,8 +48,8 @@ pub struct Touched<'a> {
     pub client_id: &'a str,
     /// The method called.
     pub method: Method,
-    /// The job.
-    pub job_id: &'a str,
+    /// The job, when the call names one (an emulator admin call is audited without).
+    pub job_id: Option<&'a str>,
     /// The job's action type, when the gateway knows it.
     pub action_type: Option<&'a ActionTypeId>,
     /// The call's request id.
@@ -58,7 +58,11 @@ pub struct Touched<'a> {
 
 /// Records one audit event: `touched`, ended with `outcome`.
 pub fn record(touched: &Touched<'_>, outcome: Result<(), &Status>) {
-    let code = outcome.map_or_else(Status::code, |()| Code::Ok);
+    record_code(touched, outcome.map_or_else(Status::code, |()| Code::Ok));
+}
+
+/// Records one audit event: `touched`, answered with `code`.
+pub fn record_code(touched: &Touched<'_>, code: Code) {
     tracing::info!(
         target: TARGET,
         client_id = touched.client_id,

@@ -111,7 +111,7 @@ impl JobWorker {
             &Touched {
                 client_id: &called.caller.id,
                 method,
-                job_id,
+                job_id: Some(job_id),
                 action_type: action_type.as_deref(),
                 request_id: called.request_id.as_ref(),
             },
