@@ -18,7 +18,7 @@ use super::{Called, JobWorker, caller_of, validated};
 use crate::{
     api::{Method, Refusal, status},
     artifacts::{DOWNLOAD_HOLDS, DOWNLOAD_QUEUE, Download, FreshCredentials, UploadOptions},
-    auth::Caller,
+    auth::{Caller, Credentials},
     domain::{
         Artifact, ArtifactJob, DownloadInputArtifactInput, GetJobDetailsInput, JobData, S3Location,
         SessionCredentials, UploadOutputArtifactInput, validate::InvalidRequest,
@@ -105,17 +105,24 @@ fn artifact_access(
     Ok((artifact, location, credentials, data))
 }
 
-/// Fresh credentials for a transfer: the job's details, asked again.
+/// Fresh credentials for a transfer: the job's details, asked again for the caller as the token
+/// file names it now (a reload that took the job out of its scope ends the transfer here).
 struct JobDetailsAgain {
     worker: JobWorker,
     caller: Caller,
+    /// The call's credentials, to be authorized again; `None` on an open gateway.
+    credentials: Option<Credentials>,
     job: ArtifactJob,
 }
 
 #[async_trait]
 impl FreshCredentials for JobDetailsAgain {
     async fn fresh(&self) -> Result<SessionCredentials, Status> {
-        let data = self.worker.job_data(&self.caller, &self.job, None).await?;
+        let caller = match &self.credentials {
+            Some(credentials) => credentials.authorize()?,
+            None => self.caller.clone(),
+        };
+        let data = self.worker.job_data(&caller, &self.job, None).await?;
         data.artifact_credentials.ok_or_else(|| {
             Status::from(Refusal::NoArtifactAccess {
                 job_id: self.job.id().to_owned(),
@@ -133,6 +140,7 @@ impl pb::artifact_service_server::ArtifactService for JobWorker {
         request: Request<pb::DownloadInputArtifactRequest>,
     ) -> Result<Response<DownloadStream>, Status> {
         let caller = caller_of(&request);
+        let call_credentials = request.extensions().get::<Credentials>().cloned();
         let (input, deadline) = validated::<_, DownloadInputArtifactInput>(request)?;
         let data = self.job_data(&caller, &input.job, deadline).await?;
         let (artifact, location, credentials, _) =
@@ -141,6 +149,7 @@ impl pb::artifact_service_server::ArtifactService for JobWorker {
         let fresh = Arc::new(JobDetailsAgain {
             worker: self.clone(),
             caller,
+            credentials: call_credentials,
             job: input.job.clone(),
         });
         let job_id = input.job.id().to_owned();
@@ -182,6 +191,7 @@ impl pb::artifact_service_server::ArtifactService for JobWorker {
         request: Request<Streaming<pb::UploadOutputArtifactRequest>>,
     ) -> Result<Response<pb::UploadOutputArtifactResponse>, Status> {
         let called = Called::of(&request);
+        let call_credentials = request.extensions().get::<Credentials>().cloned();
         let deadline = request.extensions().get::<CallDeadline>().copied();
         let mut inbound = request.into_inner();
         // A stream that never sends its header holds its place for no longer than a unary
@@ -202,7 +212,7 @@ impl pb::artifact_service_server::ArtifactService for JobWorker {
             .map_err(|invalid: InvalidRequest| status::invalid_request(invalid))?;
         let job_id = input.job.id().to_owned();
         let result = self
-            .store_upload(&called.caller, input, inbound, deadline)
+            .store_upload(&called.caller, call_credentials, input, inbound, deadline)
             .await;
         self.audit(&called, Method::UploadOutputArtifact, &job_id, &result);
         result.map(Response::new)
@@ -215,6 +225,7 @@ impl JobWorker {
     async fn store_upload(
         &self,
         caller: &Caller,
+        call_credentials: Option<Credentials>,
         input: UploadOutputArtifactInput,
         mut inbound: Streaming<pb::UploadOutputArtifactRequest>,
         deadline: Option<CallDeadline>,
@@ -229,6 +240,7 @@ impl JobWorker {
         let fresh = Arc::new(JobDetailsAgain {
             worker: self.clone(),
             caller: caller.clone(),
+            credentials: call_credentials,
             job: input.job.clone(),
         });
         let job_id = input.job.id().to_owned();

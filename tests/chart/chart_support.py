@@ -297,6 +297,10 @@ def serve_flags() -> list[dict[str, str]]:
             flags[-1]["env"] = match.group(1)
         elif flags and (match := re.search(r"\[default: ([^\]]+)\]", line)):
             flags[-1]["default"] = match.group(1)
+        # A default that depends on another flag is told in prose, its first one being for
+        # `--upstream aws` (the binary's default, and the chart's): `Default: ADDR, or ...`.
+        elif flags and "default" not in flags[-1] and (match := re.search(r"Default: ([^\s,]+),", line)):
+            flags[-1]["default"] = match.group(1)
     return flags
 
 

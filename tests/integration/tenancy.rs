@@ -88,6 +88,15 @@ async fn tenants(backend: Backend, team_a_extra: &str) -> Tenants {
 }
 
 async fn tenants_with(backend: Backend, team_a_extra: &str, flags: &[&str]) -> Tenants {
+    tenants_on(backend, team_a_extra, flags, &[]).await
+}
+
+async fn tenants_on(
+    backend: Backend,
+    team_a_extra: &str,
+    flags: &[&str],
+    engine: &[&str],
+) -> Tenants {
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("tokens.toml");
     write_atomically(
@@ -111,7 +120,11 @@ async fn tenants_with(backend: Backend, team_a_extra: &str, flags: &[&str]) -> T
         client_tokens.to_str().unwrap(),
     ];
     all_flags.extend_from_slice(flags);
-    let mut gw = gateway(backend).flags(&all_flags).spawn().await;
+    let mut gw = gateway(backend)
+        .flags(&all_flags)
+        .engine(engine)
+        .spawn()
+        .await;
     gw.admin
         .register_action_type(authed(
             admin_pb::RegisterActionTypeRequest {
@@ -920,5 +933,71 @@ async fn the_feeds_a_client_opens_are_bounded_and_another_client_is_not() {
         let (sender, opened) = subscribe(OPERATOR, value).await;
         open.push((sender, opened.expect("the operator opens its own")));
     }
+    t.gw.stop().await;
+}
+
+/// A transfer outlives the scope it started under only until its credentials are renewed: the
+/// renewal authorizes the caller again, so an upload whose job a reload took out of its client's
+/// scope ends PERMISSION_DENIED at its next part.
+#[tokio::test]
+async fn a_scope_narrowed_mid_upload_ends_the_upload_when_its_credentials_are_renewed() {
+    let mut t = tenants_on(
+        Backend::InProcess,
+        "",
+        &["--artifact-part-size", "5MiB"],
+        &["--artifact-credentials-ttl", "1s"],
+    )
+    .await;
+    let job_id = job_with_output(&mut t).await;
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    let header = pb::UploadOutputArtifactRequest {
+        request: Some(pb::upload_output_artifact_request::Request::Header(
+            pb::UploadOutputArtifactHeader {
+                job: Some(pb::ArtifactJob {
+                    job: Some(pb::artifact_job::Job::JobId(job_id.clone())),
+                }),
+                artifact_name: "output".to_owned(),
+                content_type: String::new(),
+                size_bytes: Some(12 << 20),
+            },
+        )),
+    };
+    let mib = || pb::UploadOutputArtifactRequest {
+        request: Some(pb::upload_output_artifact_request::Request::Chunk(
+            vec![5u8; 1 << 20].into(),
+        )),
+    };
+    let mut client = t.gw.artifacts.clone();
+    let request = authed(
+        tokio_stream::wrappers::ReceiverStream::new(receiver),
+        TEAM_A,
+    );
+    let call = tokio::spawn(async move { client.upload_output_artifact(request).await });
+    sender.send(header).await.unwrap();
+    for _ in 0..6 {
+        sender.send(mib()).await.unwrap();
+    }
+    // Team A loses DemoBuilder; its first part went with the first credentials, which expire.
+    let tokens = t.dir.path().join("tokens.toml");
+    write_atomically(
+        &tokens,
+        &token_file(r#"["Build/Custom/OtherBuilder/*"]"#, "").replace(
+            "action_types = [\"Build/Custom/DemoBuilder/1\", \"Build/ThirdParty/Demo*/*\"]",
+            "action_types = [\"Build/Custom/OtherBuilder/1\"]",
+        ),
+    );
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    for _ in 0..6 {
+        if sender.send(mib()).await.is_err() {
+            break;
+        }
+    }
+    drop(sender);
+    let ended = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .expect("the upload ends")
+        .unwrap()
+        .expect_err("the upload outlived its scope");
+    assert_eq!(ended.code(), Code::PermissionDenied, "{ended:?}");
     t.gw.stop().await;
 }
