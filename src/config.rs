@@ -378,7 +378,8 @@ pub struct FeedArgs {
     #[arg(long, env = "CPGW_MAX_FEEDS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_feeds: u32,
     /// Job feeds one client may open (subscribing to a feed another client opened costs
-    /// nothing); the feed's polls are charged to its opener's rate as well as to the budget.
+    /// nothing); the feed's polls are charged to its opener's rate as well as to the budget (once
+    /// the opener leaves it, to a client still on it).
     #[arg(long, env = "CPGW_MAX_FEEDS_PER_CLIENT", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_feeds_per_client: u32,
 }

@@ -49,8 +49,9 @@ pub struct FeedConfig {
     /// subscriber; also how long a departed holder's claim lasts, and how long a feed outlives
     /// its last subscriber.
     pub ack_deadline: Duration,
-    /// How many feeds the process may have, and one client may open: each polls upstream on
-    /// the one shared AWS identity, so distinct query params must not multiply without bound.
+    /// How many feeds the process may have, and one client may open (and pays for): each polls
+    /// upstream on the one shared AWS identity, so distinct query params must not multiply
+    /// without bound.
     pub limits: FeedLimits,
 }
 
@@ -75,9 +76,11 @@ pub struct FeedKey {
 /// One feed's state, shared by its poller and its subscribers.
 struct Shared {
     key: FeedKey,
-    /// The client whose subscription started the feed: its rate pays for the feed's polls, as
-    /// the upstream budget does.
-    opener: Subscriber,
+    /// Who pays for the feed's polls, with the upstream budget: the client whose subscription
+    /// started it, until that client has no subscription left on it; then another subscriber.
+    payer: Mutex<Subscriber>,
+    /// Every subscription on the feed, by id, for choosing the next payer.
+    subscribers: Mutex<HashMap<SubscriberId, Subscriber>>,
     /// The process's memory of copies handed to streams, which outlives this feed.
     handed: Arc<HandedToStreams>,
     state: Mutex<state::FeedState>,
@@ -87,6 +90,29 @@ struct Shared {
 }
 
 impl Shared {
+    /// Who pays for the next poll.
+    fn payer(&self) -> Subscriber {
+        self.payer.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Subscription `id` left: if its client was paying and has no other subscription here,
+    /// another subscriber's client pays from now on (the leaving client no longer wants the
+    /// jobs, so it no longer pays for looking for them).
+    fn left(&self, id: SubscriberId) {
+        let mut subscribers = self.subscribers.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(gone) = subscribers.remove(&id) else {
+            return;
+        };
+        let mut payer = self.payer.lock().unwrap_or_else(|p| p.into_inner());
+        let still_here = subscribers.values().any(|other| other.id == payer.id);
+        if gone.id == payer.id
+            && !still_here
+            && let Some(next) = subscribers.values().next()
+        {
+            *payer = next.clone();
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, state::FeedState> {
         // Every update leaves the books consistent; a panic mid-update is a bug, not a reason to
         // stop every feed.
@@ -215,7 +241,7 @@ impl Feeds {
             }
             let opened = feeds
                 .values()
-                .filter(|feed| feed.opener.id == subscriber.id)
+                .filter(|feed| feed.payer().id == subscriber.id)
                 .count();
             if opened >= limits.per_client {
                 return Err(SubscribeRefusal::ClientFeedLimit(limits.per_client));
@@ -225,7 +251,8 @@ impl Feeds {
             .entry(key.clone())
             .or_insert_with(|| {
                 let shared = Arc::new(Shared {
-                    opener: subscriber.clone(),
+                    payer: Mutex::new(subscriber.clone()),
+                    subscribers: Mutex::default(),
                     handed: self.handed.clone(),
                     metrics: self.metrics.feed(&key.action_type_id.to_string()),
                     key: key.clone(),
@@ -242,6 +269,14 @@ impl Feeds {
         let id = shared
             .lock()
             .subscribe(subscriber.id.clone(), input.max_outstanding_jobs, events);
+        {
+            let mut subscribers = shared.subscribers.lock().unwrap_or_else(|p| p.into_inner());
+            if subscribers.is_empty() {
+                // A lingering feed nobody was on: its new subscriber pays from now on.
+                *shared.payer.lock().unwrap_or_else(|p| p.into_inner()) = subscriber.clone();
+            }
+            subscribers.insert(id, subscriber.clone());
+        }
         drop(feeds);
         shared.wake.notify_one();
         Ok(Subscription {
@@ -365,6 +400,7 @@ impl Acknowledger {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        self.feed.left(self.id);
         self.feed.lock().unsubscribe(self.id, Instant::now());
         self.feed.wake.notify_one();
     }

@@ -1001,3 +1001,61 @@ async fn a_scope_narrowed_mid_upload_ends_the_upload_when_its_credentials_are_re
     assert_eq!(ended.code(), Code::PermissionDenied, "{ended:?}");
     t.gw.stop().await;
 }
+
+/// A feed's polls spend the rate of the client that opened it only while that client is on
+/// it: once it leaves, a remaining subscriber pays, and the opener's own calls have its whole
+/// rate again.
+#[tokio::test]
+async fn a_feed_is_paid_for_by_a_client_still_on_it() {
+    let t = tenants_with(
+        Backend::InProcess,
+        "rate_per_second = 1\nburst = 1",
+        &[
+            "--feed-min-idle-interval",
+            "50ms",
+            "--feed-max-idle-interval",
+            "100ms",
+        ],
+    )
+    .await;
+    let subscribe = |token: &'static str| {
+        let mut client = t.gw.client.clone();
+        async move {
+            let (requests, outgoing) = tokio::sync::mpsc::channel(4);
+            requests
+                .send(pb::StreamJobsRequest {
+                    request: Some(pb::stream_jobs_request::Request::Subscription(
+                        pb::StreamJobsSubscription {
+                            action_type_id: Some(demo_action_type()),
+                            query_param: HashMap::new(),
+                            max_outstanding_jobs: 1,
+                        },
+                    )),
+                })
+                .await
+                .unwrap();
+            let stream = client
+                .stream_jobs(authed(
+                    tokio_stream::wrappers::ReceiverStream::new(outgoing),
+                    token,
+                ))
+                .await
+                .expect("the stream opens")
+                .into_inner();
+            (requests, stream)
+        }
+    };
+    // Team A (1 call a second) opens the feed; the operator joins it; team A leaves.
+    let (team_a, team_a_stream) = subscribe(TEAM_A).await;
+    let (_operator, _operator_stream) = subscribe(OPERATOR).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop((team_a, team_a_stream));
+    // Past a second, team A's rate would be whole again unless the feed's polls (ten a second)
+    // still spent it.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let mut t = t;
+    t.poll(TEAM_A, demo_action_type())
+        .await
+        .expect("team A's own call has its rate");
+    t.gw.stop().await;
+}
