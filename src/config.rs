@@ -73,8 +73,18 @@ impl TraceArgs {
     }
 }
 
-/// A size like `8MiB`, `5242880` or `16 MiB`, at least S3's smallest part (5 MiB).
+/// A size like `8MiB`, `5242880` or `16 MiB`, at least S3's smallest part (5 MiB): what a
+/// transfer buffers.
 fn byte_size(text: &str) -> Result<usize, String> {
+    let size = any_byte_size(text)?;
+    if size < 5 << 20 {
+        return Err("at least 5MiB: S3 refuses smaller parts".to_owned());
+    }
+    Ok(size)
+}
+
+/// A size like `2GiB`, `512KiB` or `1048576`.
+fn any_byte_size(text: &str) -> Result<usize, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
@@ -90,13 +100,9 @@ fn byte_size(text: &str) -> Result<usize, String> {
         "GiB" => 1 << 30,
         other => return Err(format!("unknown unit {other:?}: use B, KiB, MiB or GiB")),
     };
-    let size = number
+    number
         .checked_mul(unit)
-        .ok_or_else(|| format!("{text:?} is too large"))?;
-    if size < 5 << 20 {
-        return Err("at least 5MiB: S3 refuses smaller parts".to_owned());
-    }
-    Ok(size)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 fn sampling_ratio(text: &str) -> Result<f64, String> {
@@ -377,9 +383,9 @@ pub struct FeedArgs {
     /// process may have at once.
     #[arg(long, env = "CPGW_MAX_FEEDS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_feeds: u32,
-    /// Job feeds one client may open (subscribing to a feed another client opened costs
-    /// nothing); the feed's polls are charged to its opener's rate as well as to the budget (once
-    /// the opener leaves it, to a client still on it).
+    /// Job feeds one client may be on when it starts another (joining a feed that is open
+    /// already is never refused); a feed's polls are charged to the rate of the subscriptions
+    /// holding credit, in turn, as well as to the budget.
     #[arg(long, env = "CPGW_MAX_FEEDS_PER_CLIENT", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_feeds_per_client: u32,
 }
@@ -455,7 +461,7 @@ pub struct EngineArgs {
     pub artifact_credentials_ttl: Duration,
     /// The most bytes the emulator's artifact store (in memory) holds: its objects and the parts
     /// of uploads in progress together; past it uploads are refused (503).
-    #[arg(long, env = "CPGW_EMULATOR_STORE_MAX_BYTES", default_value = "2GiB", value_parser = byte_size)]
+    #[arg(long, env = "CPGW_EMULATOR_STORE_MAX_BYTES", default_value = "2GiB", value_parser = any_byte_size)]
     pub store_max_bytes: usize,
     /// Multipart uploads the emulator's store keeps in progress at once.
     #[arg(long, env = "CPGW_EMULATOR_STORE_MAX_UPLOADS", default_value_t = 1024)]

@@ -198,11 +198,15 @@ fn refuse_unsafe_combinations(args: &ServeArgs) -> anyhow::Result<()> {
     }
     let aws = &args.aws;
     let part = aws.artifact_part_size.max(crate::artifacts::MIN_PART_SIZE);
-    if aws.artifact_memory_per_client < part || aws.artifact_memory < aws.artifact_memory_per_client
+    let transfer = part.max(crate::artifacts::DOWNLOAD_HOLDS);
+    if aws.artifact_memory_per_client < transfer
+        || aws.artifact_memory < aws.artifact_memory_per_client
     {
         bail!(
-            "--artifact-memory-per-client must hold at least one part (--artifact-part-size, \
-             {part} bytes), and --artifact-memory at least one client's share"
+            "--artifact-memory-per-client must hold at least one transfer (an upload's part, \
+             --artifact-part-size, or a download's {} MiB: {transfer} bytes), and \
+             --artifact-memory at least one client's share",
+            crate::artifacts::DOWNLOAD_HOLDS >> 20
         );
     }
     Ok(())

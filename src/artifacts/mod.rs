@@ -292,7 +292,8 @@ impl Download {
     /// The next bytes (up to 256 KiB), `None` at the end, once the bytes were checked against
     /// the object's size and SHA-256.
     pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, ArtifactError> {
-        let mut chunk = BytesMut::new();
+        // Room for a chunk and the piece that ends it, so the buffer does not double past it.
+        let mut chunk = BytesMut::with_capacity(CHUNK + CHUNK / 4);
         while chunk.len() < CHUNK {
             let Some(body) = self.body.as_mut() else {
                 if self.offset >= self.metadata.size {
@@ -424,6 +425,16 @@ impl Upload {
             }
             let room = self.part_size - self.buffer.len();
             let (now, later) = rest.split_at(room.min(rest.len()));
+            if self.buffer.is_empty() {
+                // One allocation of a part's size (or of what is left of a declared size), not
+                // a buffer that doubles its way past the part the reservation paid for.
+                let left = self.options.declared_size.map_or(u64::MAX, |declared| {
+                    declared - (self.sent - rest.len() as u64)
+                });
+                let size =
+                    usize::try_from(left).map_or(self.part_size, |left| left.min(self.part_size));
+                self.buffer = BytesMut::with_capacity(size.max(now.len()));
+            }
             self.buffer.extend_from_slice(now);
             self.part_hasher.update(now);
             rest = later;

@@ -49,9 +49,9 @@ pub struct FeedConfig {
     /// subscriber; also how long a departed holder's claim lasts, and how long a feed outlives
     /// its last subscriber.
     pub ack_deadline: Duration,
-    /// How many feeds the process may have, and one client may open (and pays for): each polls
-    /// upstream on the one shared AWS identity, so distinct query params must not multiply
-    /// without bound.
+    /// How many feeds the process may have, and one client may be on when it starts another:
+    /// each polls upstream on the one shared AWS identity, so distinct query params must not
+    /// multiply without bound.
     pub limits: FeedLimits,
 }
 
@@ -60,7 +60,8 @@ pub struct FeedConfig {
 pub struct FeedLimits {
     /// In the process.
     pub per_process: usize,
-    /// Opened by one client (joining a feed another opened costs nothing).
+    /// That one client is on, counted when it would start another (joining a feed that is
+    /// open already is not refused).
     pub per_client: usize,
 }
 
@@ -76,11 +77,11 @@ pub struct FeedKey {
 /// One feed's state, shared by its poller and its subscribers.
 struct Shared {
     key: FeedKey,
-    /// Who pays for the feed's polls, with the upstream budget: the client whose subscription
-    /// started it, until that client has no subscription left on it; then another subscriber.
-    payer: Mutex<Subscriber>,
-    /// Every subscription on the feed, by id, for choosing the next payer.
+    /// Every subscription on the feed, by id: who may be charged for a poll, and which clients
+    /// the feed counts against.
     subscribers: Mutex<HashMap<SubscriberId, Subscriber>>,
+    /// The subscription charged for the last poll: the next one charges the next in turn.
+    last_payer: Mutex<Option<SubscriberId>>,
     /// The process's memory of copies handed to streams, which outlives this feed.
     handed: Arc<HandedToStreams>,
     state: Mutex<state::FeedState>,
@@ -90,27 +91,32 @@ struct Shared {
 }
 
 impl Shared {
-    /// Who pays for the next poll.
-    fn payer(&self) -> Subscriber {
-        self.payer.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    /// Who pays for the next poll, with the upstream budget: the subscriptions that hold credit
+    /// (the ones the poll is for), in turn. `None` when none does.
+    fn payer(&self) -> Option<Subscriber> {
+        let asking: Vec<SubscriberId> = self.lock().with_credit().collect();
+        let mut last = self.last_payer.lock().unwrap_or_else(|p| p.into_inner());
+        let next = asking
+            .iter()
+            .find(|id| last.is_none_or(|last| **id > last))
+            .or(asking.first())
+            .copied()?;
+        *last = Some(next);
+        drop(last);
+        self.subscribers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&next)
+            .cloned()
     }
 
-    /// Subscription `id` left: if its client was paying and has no other subscription here,
-    /// another subscriber's client pays from now on (the leaving client no longer wants the
-    /// jobs, so it no longer pays for looking for them).
-    fn left(&self, id: SubscriberId) {
-        let mut subscribers = self.subscribers.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(gone) = subscribers.remove(&id) else {
-            return;
-        };
-        let mut payer = self.payer.lock().unwrap_or_else(|p| p.into_inner());
-        let still_here = subscribers.values().any(|other| other.id == payer.id);
-        if gone.id == payer.id
-            && !still_here
-            && let Some(next) = subscribers.values().next()
-        {
-            *payer = next.clone();
-        }
+    /// Whether `client` has a subscription on the feed.
+    fn has_client(&self, client: &str) -> bool {
+        self.subscribers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .any(|subscriber| &*subscriber.id == client)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, state::FeedState> {
@@ -241,7 +247,7 @@ impl Feeds {
             }
             let opened = feeds
                 .values()
-                .filter(|feed| feed.payer().id == subscriber.id)
+                .filter(|feed| feed.has_client(&subscriber.id))
                 .count();
             if opened >= limits.per_client {
                 return Err(SubscribeRefusal::ClientFeedLimit(limits.per_client));
@@ -251,8 +257,8 @@ impl Feeds {
             .entry(key.clone())
             .or_insert_with(|| {
                 let shared = Arc::new(Shared {
-                    payer: Mutex::new(subscriber.clone()),
                     subscribers: Mutex::default(),
+                    last_payer: Mutex::default(),
                     handed: self.handed.clone(),
                     metrics: self.metrics.feed(&key.action_type_id.to_string()),
                     key: key.clone(),
@@ -269,14 +275,11 @@ impl Feeds {
         let id = shared
             .lock()
             .subscribe(subscriber.id.clone(), input.max_outstanding_jobs, events);
-        {
-            let mut subscribers = shared.subscribers.lock().unwrap_or_else(|p| p.into_inner());
-            if subscribers.is_empty() {
-                // A lingering feed nobody was on: its new subscriber pays from now on.
-                *shared.payer.lock().unwrap_or_else(|p| p.into_inner()) = subscriber.clone();
-            }
-            subscribers.insert(id, subscriber.clone());
-        }
+        shared
+            .subscribers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, subscriber.clone());
         drop(feeds);
         shared.wake.notify_one();
         Ok(Subscription {
@@ -400,7 +403,11 @@ impl Acknowledger {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.feed.left(self.id);
+        self.feed
+            .subscribers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
         self.feed.lock().unsubscribe(self.id, Instant::now());
         self.feed.wake.notify_one();
     }

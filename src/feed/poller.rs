@@ -167,11 +167,13 @@ fn jittered(wait: Duration) -> Duration {
     wait.mul_f64(rand::rng().random_range(0.5..=1.0))
 }
 
-/// One poll for up to `asked` jobs, within the paying client's rate and the upstream budget.
+/// One poll for up to `asked` jobs, within the rate of a client it is for and the upstream
+/// budget.
 async fn poll(feeds: &Feeds, shared: &Shared, asked: u32) -> Polled {
     let metrics = &shared.metrics;
-    let payer = shared.payer();
-    if let Err(refused) = feeds.client_limits.check(&payer.id, payer.rate).await {
+    if let Some(payer) = shared.payer()
+        && let Err(refused) = feeds.client_limits.check(&payer.id, payer.rate).await
+    {
         metrics.poll(FeedPoll::Failed);
         return Polled::RetryAfter(retry_delay(&refused));
     }

@@ -336,6 +336,14 @@ impl FeedState {
         self.credit().saturating_sub(self.waiting.len() as u32)
     }
 
+    /// The subscribers holding credit: the ones a poll is for.
+    pub fn with_credit(&self) -> impl Iterator<Item = SubscriberId> + '_ {
+        self.subscribers
+            .iter()
+            .filter(|(_, subscriber)| subscriber.credit > 0)
+            .map(|(id, _)| *id)
+    }
+
     /// The credit subscribers hold.
     pub fn credit(&self) -> u32 {
         self.subscribers.values().map(|s| s.credit).sum()

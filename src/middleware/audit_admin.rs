@@ -71,11 +71,37 @@ struct Who {
 }
 
 pin_project! {
-    /// The admin call, audited when its answer's headers come.
+    /// The admin call, audited when its answer's headers come, or as CANCELLED when it is
+    /// dropped first (the caller went away, or its deadline ended it).
     pub struct AuditedFuture<F> {
         #[pin]
         inner: F,
         who: Option<Who>,
+    }
+
+    impl<F> PinnedDrop for AuditedFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(who) = this.project().who.take() {
+                who.record(Code::Cancelled);
+            }
+        }
+    }
+}
+
+impl Who {
+    fn record(self, code: Code) {
+        if let Some(method) = self.method {
+            audit::record_code(
+                &Touched {
+                    client_id: &self.client_id,
+                    method,
+                    job_id: None,
+                    action_type: None,
+                    request_id: self.request_id.as_ref(),
+                },
+                code,
+            );
+        }
     }
 }
 
@@ -88,11 +114,10 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = ready!(this.inner.poll(cx));
-        if let Some(who) = this.who.take()
-            && let Some(method) = who.method
-        {
+        if let Some(who) = this.who.take() {
             // A refusal is a trailers-only answer, its code in the headers; a unary answer
-            // without one is OK.
+            // without one is OK. (ReadOutputArtifact streams: its code is the one it started
+            // with.)
             let code = match &result {
                 Ok(response) => response
                     .headers()
@@ -102,16 +127,7 @@ where
                     .map_or(Code::Ok, Code::from),
                 Err(_) => Code::Internal,
             };
-            audit::record_code(
-                &Touched {
-                    client_id: &who.client_id,
-                    method,
-                    job_id: None,
-                    action_type: None,
-                    request_id: who.request_id.as_ref(),
-                },
-                code,
-            );
+            who.record(code);
         }
         Poll::Ready(result)
     }

@@ -328,7 +328,13 @@ async fn send_bytes(
     name: String,
 ) {
     loop {
-        let message = match download.next_chunk().await {
+        // A worker gone (its response stream dropped) ends the fetching at once, and with it
+        // what the transfer holds.
+        let next = tokio::select! {
+            next = download.next_chunk() => next,
+            () = outbound.closed() => return,
+        };
+        let message = match next {
             Ok(Some(chunk)) => Ok(pb::DownloadInputArtifactResponse {
                 response: Some(Outbound::Chunk(chunk)),
             }),

@@ -882,9 +882,9 @@ async fn an_upload_that_never_sends_its_header_ends_at_the_default_deadline() {
     t.gw.stop().await;
 }
 
-/// A client opens at most `--max-feeds-per-client` feeds (distinct query params), each with an
-/// upstream poller; past it RESOURCE_EXHAUSTED, while another client may still open its own and
-/// join the first client's.
+/// A client on `--max-feeds-per-client` feeds (distinct query params, each with an upstream
+/// poller) may start no other: RESOURCE_EXHAUSTED. Another client may still join the first
+/// client's feeds and start its own, up to the same limit.
 #[tokio::test]
 async fn the_feeds_a_client_opens_are_bounded_and_another_client_is_not() {
     let t = tenants_with(Backend::InProcess, "", &["--max-feeds-per-client", "2"]).await;
@@ -929,10 +929,14 @@ async fn the_feeds_a_client_opens_are_bounded_and_another_client_is_not() {
     );
     let (_joined_sender, joined) = subscribe(OPERATOR, "one").await;
     joined.expect("joining a feed team A opened costs the operator nothing");
-    for value in ["three", "four"] {
-        let (sender, opened) = subscribe(OPERATOR, value).await;
-        open.push((sender, opened.expect("the operator opens its own")));
-    }
+    // The operator is on one feed: it may start one more of its own, not a second.
+    let (sender, opened) = subscribe(OPERATOR, "three").await;
+    open.push((sender, opened.expect("the operator opens its own")));
+    let (_sender, fourth) = subscribe(OPERATOR, "four").await;
+    assert_eq!(
+        fourth.expect_err("the operator is on two feeds").code(),
+        Code::ResourceExhausted
+    );
     t.gw.stop().await;
 }
 
@@ -1002,12 +1006,12 @@ async fn a_scope_narrowed_mid_upload_ends_the_upload_when_its_credentials_are_re
     t.gw.stop().await;
 }
 
-/// A feed's polls spend the rate of the client that opened it only while that client is on
-/// it: once it leaves, a remaining subscriber pays, and the opener's own calls have its whole
-/// rate again.
+/// A feed's polls spend the rate of the clients they are for: the subscriptions holding credit,
+/// in turn. A client whose stream holds a job (no credit left), or that left, is not charged for
+/// polls made for another, so its own calls have its whole rate.
 #[tokio::test]
-async fn a_feed_is_paid_for_by_a_client_still_on_it() {
-    let t = tenants_with(
+async fn a_feed_is_paid_for_by_the_subscribers_it_polls_for() {
+    let mut t = tenants_with(
         Backend::InProcess,
         "rate_per_second = 1\nburst = 1",
         &[
@@ -1018,8 +1022,9 @@ async fn a_feed_is_paid_for_by_a_client_still_on_it() {
         ],
     )
     .await;
+    let stream_client = t.gw.client.clone();
     let subscribe = |token: &'static str| {
-        let mut client = t.gw.client.clone();
+        let mut client = stream_client.clone();
         async move {
             let (requests, outgoing) = tokio::sync::mpsc::channel(4);
             requests
@@ -1045,17 +1050,87 @@ async fn a_feed_is_paid_for_by_a_client_still_on_it() {
             (requests, stream)
         }
     };
-    // Team A (1 call a second) opens the feed; the operator joins it; team A leaves.
-    let (team_a, team_a_stream) = subscribe(TEAM_A).await;
+    // Team A (1 call a second) opens the feed and is handed a job: its credit is spent.
+    let (_team_a, mut team_a_stream) = subscribe(TEAM_A).await;
+    let job_id = t.create_job(demo_action_type()).await;
+    let delivered = tokio::time::timeout(Duration::from_secs(5), team_a_stream.message())
+        .await
+        .expect("the job is delivered")
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(&delivered.response, Some(pb::stream_jobs_response::Response::Job(job)) if job.id == job_id)
+    );
+    // The operator joins with credit: the feed polls (ten a second) for the operator alone.
     let (_operator, _operator_stream) = subscribe(OPERATOR).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    drop((team_a, team_a_stream));
-    // Past a second, team A's rate would be whole again unless the feed's polls (ten a second)
-    // still spent it.
+    // Past a second, team A's rate would be whole again unless those polls still spent it.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let mut t = t;
     t.poll(TEAM_A, demo_action_type())
         .await
         .expect("team A's own call has its rate");
+    t.gw.stop().await;
+}
+
+/// The emulator's store keeps no more than `--store-max-bytes`: an input artifact past the room
+/// left is refused as it streams in, and nothing is stored.
+#[tokio::test]
+async fn the_emulators_store_refuses_what_it_has_no_room_for() {
+    let mut t = tenants_on(Backend::InProcess, "", &[], &["--store-max-bytes", "1MiB"]).await;
+    let job_id =
+        t.gw.admin
+            .create_job(authed(
+                admin_pb::CreateJobRequest {
+                    action_type_id: Some(demo_action_type()),
+                    input_artifacts: vec![pb::Artifact {
+                        name: "source".to_owned(),
+                        revision: String::new(),
+                        location: Some(pb::ArtifactLocation {
+                            r#type: pb::ArtifactLocationType::S3.into(),
+                            s3_location: Some(pb::S3ArtifactLocation {
+                                bucket_name: "codepipeline-artifacts".to_owned(),
+                                object_key: "in/too-big.zip".to_owned(),
+                            }),
+                        }),
+                    }],
+                    ..Default::default()
+                },
+                OPERATOR,
+            ))
+            .await
+            .expect("CreateJob")
+            .into_inner()
+            .job_id;
+    let header = admin_pb::AttachInputArtifactRequest {
+        request: Some(admin_pb::attach_input_artifact_request::Request::Header(
+            admin_pb::AttachInputArtifactHeader {
+                job_id,
+                artifact_name: "source".to_owned(),
+                content_type: String::new(),
+            },
+        )),
+    };
+    let chunks = (0..2).map(|_| admin_pb::AttachInputArtifactRequest {
+        request: Some(admin_pb::attach_input_artifact_request::Request::Chunk(
+            vec![0u8; 1 << 20],
+        )),
+    });
+    let refused =
+        t.gw.admin
+            .attach_input_artifact(authed(
+                tokio_stream::iter(std::iter::once(header).chain(chunks)),
+                OPERATOR,
+            ))
+            .await
+            .expect_err("two MiB in a one-MiB store");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert_eq!(
+        refused.get_details_error_info().unwrap().reason,
+        "STORE_FULL"
+    );
+    assert_eq!(
+        t.gw.emulator.objects().room(),
+        1 << 20,
+        "nothing was stored"
+    );
     t.gw.stop().await;
 }

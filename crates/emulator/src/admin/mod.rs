@@ -207,9 +207,16 @@ impl EmulatorAdminService for AdminService {
         let (job_id, location) =
             self.artifact(&header.job_id, ArtifactSide::Input, &header.artifact_name)?;
         let mut content = Content::default();
+        // What the store could not keep is refused as it comes, not held whole first.
+        let room = self.emulator.objects().room();
         while let Some(message) = stream.message().await? {
             match message.request {
-                Some(Message::Chunk(chunk)) => content.push(Bytes::from(chunk)),
+                Some(Message::Chunk(chunk)) => {
+                    if content.len() + chunk.len() as u64 > room {
+                        return Err(status::store_full());
+                    }
+                    content.push(Bytes::from(chunk));
+                }
                 Some(Message::Header(_)) | None => {
                     return Err(status::invalid_request(InvalidRequest {
                         violations: vec![FieldViolation::rule(
