@@ -152,7 +152,8 @@ impl Shared {
     }
 }
 
-/// What a feed's polls spend: the account's upstream budget, and the opening client's rate.
+/// What a feed's polls spend: the account's upstream budget, and the rate of a client the poll
+/// is for.
 pub struct FeedCharges {
     /// The budget every upstream call spends.
     pub budget: Arc<UpstreamBudget>,
@@ -189,7 +190,7 @@ pub enum SubscribeRefusal {
     Draining,
     /// A new feed would be one more than the process may have.
     ProcessFeedLimit(usize),
-    /// A new feed would be one more than this client may open.
+    /// This client is on as many feeds as it may be when it starts another.
     ClientFeedLimit(usize),
 }
 
@@ -245,11 +246,11 @@ impl Feeds {
             if feeds.len() >= limits.per_process {
                 return Err(SubscribeRefusal::ProcessFeedLimit(limits.per_process));
             }
-            let opened = feeds
+            let on = feeds
                 .values()
                 .filter(|feed| feed.has_client(&subscriber.id))
                 .count();
-            if opened >= limits.per_client {
+            if on >= limits.per_client {
                 return Err(SubscribeRefusal::ClientFeedLimit(limits.per_client));
             }
         }
