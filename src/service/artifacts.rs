@@ -69,7 +69,7 @@ impl JobWorker {
                     .map(|details| details.data)
             }
         };
-        self.check_details_answer(caller, job.id(), check, answer, |data| data)
+        self.check_details_answer(caller, job.id(), check, answer, |data| Some(data))
     }
 }
 

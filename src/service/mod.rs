@@ -331,7 +331,9 @@ impl pb::job_worker_service_server::JobWorkerService for JobWorker {
         let check = self.check_before_details(&caller, &job_id)?;
         let answer = self.forward(input, deadline).await;
         let mut details =
-            self.check_details_answer(&caller, &job_id, check, answer, |details| &details.data)?;
+            self.check_details_answer(&caller, &job_id, check, answer, |details| {
+                Some(&details.data)
+            })?;
         scope::without_artifact_credentials(&caller, &mut details.data);
         Ok(Response::new(details.into()))
     }

@@ -197,12 +197,16 @@ impl JobWorker {
         job_id: &str,
         check: DetailsCheck,
         answer: Result<T, Status>,
-        data: impl FnOnce(&T) -> &JobData,
+        data: impl FnOnce(&T) -> Option<&JobData>,
     ) -> Result<T, Status> {
         match (check, answer) {
             (DetailsCheck::Done, answer) => answer,
             (DetailsCheck::OnAnswer, Ok(details)) => {
-                self.learned(caller, job_id, data(&details))?;
+                match data(&details) {
+                    Some(data) => self.learned(caller, job_id, data)?,
+                    // An answer that tells nothing of the job's action type proves nothing.
+                    None => return Err(self.not_in_scope(caller, Reached::Job(job_id.to_owned()))),
+                }
                 Ok(details)
             }
             (DetailsCheck::OnAnswer, Err(status)) if tells_of_the_job(status.code()) => {
@@ -283,6 +287,12 @@ pub(super) fn without_artifact_credentials(caller: &Caller, data: &mut JobData) 
 pub(super) trait HandedTo {
     /// The answer for `caller`.
     fn handed_to(self, caller: &Caller) -> Self;
+
+    /// The job's data the answer carries, if it is a details answer: then the answer itself
+    /// tells the job's action type, and no lookup is needed before the call.
+    fn job_data(&self) -> Option<&JobData> {
+        None
+    }
 }
 
 impl HandedTo for () {
@@ -299,6 +309,10 @@ impl HandedTo for ThirdPartyJobDetails {
     fn handed_to(mut self, caller: &Caller) -> Self {
         without_artifact_credentials(caller, &mut self.data);
         self
+    }
+
+    fn job_data(&self) -> Option<&JobData> {
+        Some(&self.data)
     }
 }
 

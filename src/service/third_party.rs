@@ -77,19 +77,33 @@ impl JobWorker {
         let called = Called::of(&request);
         let (request, deadline) = validated::<P, ThirdPartyRequest<T>>(request)?;
         let job_id = request.job_id.clone();
+        let operation = <ThirdPartyInput<T> as Call>::OPERATION;
         let result = async {
             // A job known to be another team's is refused before the client-token vault is
             // asked, so how the vault would answer says nothing about it.
-            self.check_before_details(&called.caller, job_id.as_str())?;
+            let check = self.check_before_details(&called.caller, job_id.as_str())?;
             let (input, token_from) = self.with_client_token(&called.caller, request)?;
-            self.may_touch_third_party_job(&called.caller, &input, deadline)
-                .await?;
-            self.forward(input, deadline)
+            if operation.changes_job_state() {
+                self.may_touch_third_party_job(&called.caller, &input, deadline)
+                    .await?;
+            }
+            let answer = self
+                .forward(input, deadline)
                 .await
-                .map_err(|status| token_from.failure(status, job_id.as_str()))
+                .map_err(|status| token_from.failure(status, job_id.as_str()));
+            if operation.changes_job_state() {
+                return answer;
+            }
+            // A read is its own lookup: its answer is checked, as GetJobDetails' is.
+            self.check_details_answer(
+                &called.caller,
+                job_id.as_str(),
+                check,
+                answer,
+                HandedTo::job_data,
+            )
         }
         .await;
-        let operation = <ThirdPartyInput<T> as Call>::OPERATION;
         if operation.changes_job_state() {
             self.audit(
                 &called,

@@ -555,9 +555,21 @@ async fn a_partner_token_goes_only_to_a_client_scoped_to_that_partner(#[case] ba
                 .map(drop)
         }
     };
+    let before = t.call_counts().await;
     details(mine.clone(), PARTNER_A, TEAM_A)
         .await
         .expect("team A acts for partner A with the gateway's token");
+    let reads = |counts: &HashMap<String, u64>| {
+        counts
+            .get("GetThirdPartyJobDetails")
+            .copied()
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        reads(&t.call_counts().await) - reads(&before),
+        1,
+        "the details of a job the gateway never saw are their own lookup: one read"
+    );
     let refused = details(theirs.clone(), PARTNER_B, TEAM_A)
         .await
         .expect_err("team A naming partner B");
