@@ -6,9 +6,8 @@
 use std::{env, path::PathBuf};
 
 const JOB_WORKER: &str = "codepipeline/jobworker/v1/job_worker.proto";
-/// Described by reflection: the job-worker API, and the emulator's admin API served in
-/// emulator mode.
-const SERVED: &[&str] = &[JOB_WORKER, "codepipeline/emulator/v1/emulator_admin.proto"];
+/// Described by reflection in emulator mode too (the `emulator` feature): its admin API.
+const EMULATOR_ADMIN: &str = "codepipeline/emulator/v1/emulator_admin.proto";
 /// Described by reflection too, so clients can decode the error details in statuses.
 const ERROR_DETAILS: &str = "google/rpc/error_details.proto";
 const INCLUDES: &[&str] = &["proto", "proto-deps"];
@@ -16,8 +15,10 @@ const INCLUDES: &[&str] = &["proto", "proto-deps"];
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
 
-    let mut reflected: Vec<&str> = SERVED.to_vec();
-    reflected.push(ERROR_DETAILS);
+    let mut reflected = vec![JOB_WORKER, ERROR_DETAILS];
+    if env::var_os("CARGO_FEATURE_EMULATOR").is_some() {
+        reflected.push(EMULATOR_ADMIN);
+    }
     let reflection_set = protox::compile(&reflected, INCLUDES)?;
     std::fs::write(
         out_dir.join("descriptor.bin"),

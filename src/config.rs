@@ -6,10 +6,9 @@ use std::{net::SocketAddr, num::NonZeroU32, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::{
-    emulator::faults::FaultPlan,
-    observability::{logs::LogFormat, traces::TraceSettings},
-};
+#[cfg(feature = "emulator")]
+use crate::emulator::faults::FaultPlan;
+use crate::observability::{logs::LogFormat, traces::TraceSettings};
 
 /// A gRPC gateway for AWS CodePipeline custom-action job workers.
 #[derive(Debug, Parser)]
@@ -34,6 +33,7 @@ pub enum Command {
     /// Serve the embedded CodePipeline emulator over AWS's own wire protocol (awsJson1_1,
     /// SigV4-checked), for AWS SDKs and the gateway's `aws` upstream; its admin gRPC service
     /// shares the port.
+    #[cfg(feature = "emulator")]
     Emulator(Box<EmulatorArgs>),
 }
 
@@ -158,6 +158,7 @@ pub enum UpstreamKind {
     /// The real CodePipeline API through the AWS SDK.
     Aws,
     /// The in-process emulator (no AWS account needed; serves the admin service too).
+    #[cfg(feature = "emulator")]
     Emulator,
 }
 
@@ -176,6 +177,7 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub aws: AwsArgs,
     /// The emulator, for `--upstream emulator`.
+    #[cfg(feature = "emulator")]
     #[command(flatten)]
     pub engine: EngineArgs,
     /// Authentication and TLS.
@@ -193,6 +195,7 @@ pub struct ServeArgs {
     pub metrics_listen: Option<SocketAddr>,
     /// With `--upstream emulator`: address of the emulator's S3-compatible artifact store (port
     /// 0 picks a free port; `App::emulator_s3_addr` tells which).
+    #[cfg(feature = "emulator")]
     #[arg(long, env = "CPGW_EMULATOR_S3_LISTEN", default_value = "127.0.0.1:0")]
     pub emulator_s3_listen: SocketAddr,
     /// After SIGTERM, how long health reports NOT_SERVING while calls are still taken, so load
@@ -435,6 +438,7 @@ pub struct AwsArgs {
 }
 
 /// Settings of the emulator's job engine.
+#[cfg(feature = "emulator")]
 #[derive(Debug, Args)]
 pub struct EngineArgs {
     /// The 12-digit AWS account that owns the emulator's jobs.
@@ -491,6 +495,7 @@ impl ServeArgs {
     fn default_address(&self, port: u16) -> SocketAddr {
         let host = match self.upstream {
             UpstreamKind::Aws => std::net::Ipv4Addr::UNSPECIFIED,
+            #[cfg(feature = "emulator")]
             UpstreamKind::Emulator => std::net::Ipv4Addr::LOCALHOST,
         };
         SocketAddr::from((host, port))
@@ -498,6 +503,7 @@ impl ServeArgs {
 }
 
 /// `emulator` settings.
+#[cfg(feature = "emulator")]
 #[derive(Debug, Args)]
 pub struct EmulatorArgs {
     /// Address of the HTTP listener (port 0 picks a free port).
@@ -537,6 +543,7 @@ pub struct EmulatorArgs {
     pub engine: EngineArgs,
 }
 
+#[cfg(feature = "emulator")]
 impl EmulatorArgs {
     /// Where the artifact store listens: as given; else on a free port when the front takes
     /// one (so emulators started side by side never collide); else 127.0.0.1:4598.
@@ -554,11 +561,13 @@ impl Cli {
     pub fn serve(flags: &[&str]) -> Result<ServeArgs, clap::Error> {
         match Self::try_parse_from(["codepipeline-gateway", "serve"].iter().chain(flags))?.command {
             Command::Serve(args) => Ok(*args),
+            #[cfg(feature = "emulator")]
             Command::Emulator(_) => unreachable!("the subcommand parsed is serve"),
         }
     }
 
     /// `emulator` with these flags, as the binary would parse them.
+    #[cfg(feature = "emulator")]
     pub fn emulator(flags: &[&str]) -> Result<EmulatorArgs, clap::Error> {
         match Self::try_parse_from(["codepipeline-gateway", "emulator"].iter().chain(flags))?
             .command
@@ -569,6 +578,7 @@ impl Cli {
     }
 }
 
+#[cfg(feature = "emulator")]
 fn parse_account_id(value: &str) -> Result<String, String> {
     if value.len() == 12 && value.bytes().all(|b| b.is_ascii_digit()) {
         Ok(value.to_owned())

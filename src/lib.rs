@@ -26,7 +26,9 @@ pub mod observability;
 pub mod pb;
 pub mod service;
 
-/// The embedded emulator, the port's second adapter: the `codepipeline-emulator` crate.
+/// The embedded emulator, the port's second adapter: the `codepipeline-emulator` crate (the
+/// default `emulator` feature).
+#[cfg(feature = "emulator")]
 pub use codepipeline_emulator as emulator;
 /// The validated domain types and the upstream port: the `codepipeline-job-port` crate.
 pub use codepipeline_job_port::{domain, upstream};

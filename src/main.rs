@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use codepipeline_gateway::{
-    app::{App, EmulatorApp, Seams, ShutdownSignal},
+    app::{App, Seams, ShutdownSignal},
     config::{Cli, Command},
     observability::{logs, traces},
 };
@@ -25,7 +25,13 @@ async fn main() -> anyhow::Result<()> {
                 .run_until(signal)
                 .await
         }
-        Command::Emulator(args) => EmulatorApp::build(*args).await?.run_until(signal).await,
+        #[cfg(feature = "emulator")]
+        Command::Emulator(args) => {
+            codepipeline_gateway::app::EmulatorApp::build(*args)
+                .await?
+                .run_until(signal)
+                .await
+        }
     };
     traces::shutdown();
     served

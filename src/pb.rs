@@ -11,6 +11,7 @@ pub mod jobworker {
 }
 
 /// The emulator's admin API, `codepipeline.emulator.v1`, served in emulator mode.
+#[cfg(feature = "emulator")]
 pub use codepipeline_emulator::pb::emulator;
 
 /// The encoded `FileDescriptorSet` of every proto the gateway serves, for gRPC reflection.

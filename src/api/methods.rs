@@ -92,7 +92,8 @@ const JOB_WORKER: &str = pb::jobworker::job_worker_service_server::SERVICE_NAME;
 const THIRD_PARTY_JOB_WORKER: &str =
     pb::jobworker::third_party_job_worker_service_server::SERVICE_NAME;
 const ARTIFACT: &str = pb::jobworker::artifact_service_server::SERVICE_NAME;
-const EMULATOR_ADMIN: &str = pb::emulator::emulator_admin_service_server::SERVICE_NAME;
+/// Named even in a build without the emulator: a token file may list its methods.
+const EMULATOR_ADMIN: &str = "codepipeline.emulator.v1.EmulatorAdminService";
 const HEALTH: &str = tonic_health::pb::health_server::SERVICE_NAME;
 const REFLECTION_V1: &str = tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME;
 const REFLECTION_V1ALPHA: &str =
@@ -243,6 +244,15 @@ pub fn of<B>(request: &http::Request<B>) -> Option<Method> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "emulator")]
+    #[test]
+    fn the_admin_service_name_is_the_generated_one() {
+        assert_eq!(
+            EMULATOR_ADMIN,
+            pb::emulator::emulator_admin_service_server::SERVICE_NAME
+        );
+    }
 
     #[test]
     fn all_lists_every_method_once() {

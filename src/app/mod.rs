@@ -5,11 +5,14 @@
 //!
 //! - [`options`]: the command line translated into what is built, with the cross-flag rules;
 //! - [`stack`]: the services and the one middleware stack;
-//! - [`servers`]: the server handles, shutdown, the metrics and emulator-front servers;
+//! - [`servers`]: the server handles, shutdown, the metrics server;
+//! - `emulated`: the emulator's servers and the in-process emulator (the `emulator` feature);
 //! - [`connections`]: the gRPC port's accepted connections, their cap and timers;
 //! - [`tls`]: TLS files for the gRPC port.
 
 pub mod connections;
+#[cfg(feature = "emulator")]
+mod emulated;
 pub mod options;
 mod servers;
 mod stack;
@@ -21,12 +24,16 @@ use anyhow::Context;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use tokio::net::TcpListener;
 
-pub use options::{
-    EmulatorOptions, GatewayOptions, Http2Settings, UpstreamChoice, WatchedFilePath,
-};
+#[cfg(feature = "emulator")]
+pub use emulated::EmulatorApp;
+#[cfg(feature = "emulator")]
+pub use options::EmulatorOptions;
+pub use options::{GatewayOptions, Http2Settings, UpstreamChoice, WatchedFilePath};
 pub use servers::{Server, ShutdownSignal};
 pub use tls::TlsFiles;
 
+#[cfg(feature = "emulator")]
+use crate::emulator::Emulator;
 use crate::{
     artifacts::{ArtifactSettings, Artifacts},
     auth::{
@@ -34,8 +41,7 @@ use crate::{
         watched_file::{FileContent, WatchedFile},
     },
     aws::AwsUpstream,
-    config::{EmulatorArgs, ServeArgs},
-    emulator::{Emulator, s3::StoreConfig},
+    config::ServeArgs,
     limits::LimitClock,
     observability::{Metrics, metrics::WatchedFileMetrics},
     upstream::Upstream,
@@ -52,15 +58,12 @@ pub struct Seams {
     pub limit_clock: Option<LimitClock>,
 }
 
-/// The region of the in-process emulator (`serve --upstream emulator`): what its artifact store
-/// checks signatures for.
-const EMULATOR_REGION: &str = "us-east-1";
-
 /// The gateway of `codepipeline-gateway serve`, listening.
 pub struct App {
     grpc: Server,
     metrics_server: Server,
     metrics: Arc<Metrics>,
+    #[cfg(feature = "emulator")]
     emulator: Option<Arc<Emulator>>,
     /// The emulator's artifact store, with `--upstream emulator`.
     s3_store: Option<Server>,
@@ -93,6 +96,7 @@ impl App {
         )?;
         let Configured {
             upstream: configured,
+            #[cfg(feature = "emulator")]
             emulator,
             sdk_config,
         } = Configured::new(
@@ -107,15 +111,21 @@ impl App {
             .expect("an upstream is configured or given");
         let metrics_listener = bind(args.metrics_listen(), "metrics").await?;
         let metrics_server = servers::start_metrics_server(metrics_listener, metrics.clone())?;
+        #[cfg(feature = "emulator")]
         let s3_store = match &emulator {
-            Some(emulator) => Some(start_emulator_store(args.emulator_s3_listen, emulator).await?),
+            Some(emulator) => {
+                Some(emulated::start_in_process_store(args.emulator_s3_listen, emulator).await?)
+            }
             None => None,
         };
+        #[cfg(not(feature = "emulator"))]
+        let s3_store = None;
         let artifact_settings = artifact_settings(&options, s3_store.as_ref());
         let artifacts = Arc::new(Artifacts::new(&sdk_config, &artifact_settings));
         let grpc_listener = bind(args.grpc_listen(), "gRPC").await?;
         let shared = stack::Shared {
             upstream,
+            #[cfg(feature = "emulator")]
             admin: emulator.clone(),
             tokens,
             client_tokens: Arc::new(ClientTokens::new(client_token_file, metrics.clone())),
@@ -128,6 +138,7 @@ impl App {
             grpc,
             metrics_server,
             metrics,
+            #[cfg(feature = "emulator")]
             emulator,
             s3_store,
             options,
@@ -156,6 +167,7 @@ impl App {
     }
 
     /// The in-process emulator, with `--upstream emulator`.
+    #[cfg(feature = "emulator")]
     pub fn emulator(&self) -> Option<&Arc<Emulator>> {
         self.emulator.as_ref()
     }
@@ -171,7 +183,7 @@ impl App {
         tracing::info!(
             addr = %self.grpc_addr(),
             metrics = %self.metrics_addr(),
-            upstream = if self.emulator.is_some() { "emulator" } else { "aws" },
+            upstream = self.options.upstream.name(),
             "gateway serving"
         );
         // The lame-duck period runs inside the server's shutdown, before the drain deadline.
@@ -199,71 +211,6 @@ impl App {
     }
 }
 
-/// The emulator of `codepipeline-gateway emulator`: its AWS wire-protocol front and its
-/// S3-compatible artifact store, listening.
-pub struct EmulatorApp {
-    front: Server,
-    s3_store: Server,
-    emulator: Arc<Emulator>,
-}
-
-impl EmulatorApp {
-    /// Builds the emulator `args` describe and starts listening.
-    pub async fn build(args: EmulatorArgs) -> anyhow::Result<Self> {
-        let options = EmulatorOptions::from_args(&args);
-        let emulator = Arc::new(Emulator::new(options.config));
-        emulator.seed_demo(options.demo_jobs);
-        let listener = bind(args.listen, "the emulator").await?;
-        let s3_listener = bind(args.s3_listen(), "the emulator's artifact store").await?;
-        let front = servers::start_emulator_front(listener, emulator.clone(), options.front)?;
-        let s3_store = servers::start_s3_store(s3_listener, emulator.clone(), options.store)?;
-        Ok(Self {
-            front,
-            s3_store,
-            emulator,
-        })
-    }
-
-    /// The front's address.
-    pub fn addr(&self) -> SocketAddr {
-        self.front.local_addr()
-    }
-
-    /// The artifact store's address: the S3 endpoint (path-style) of the jobs' artifacts.
-    pub fn s3_addr(&self) -> SocketAddr {
-        self.s3_store.local_addr()
-    }
-
-    /// The emulator behind the front.
-    pub fn emulator(&self) -> &Arc<Emulator> {
-        &self.emulator
-    }
-
-    /// Says where it listens and serves until `signal`.
-    pub async fn run_until(self, signal: ShutdownSignal) -> anyhow::Result<()> {
-        let addr = self.addr();
-        let s3_addr = self.s3_addr();
-        servers::announce("s3 store listening on", format!("http://{s3_addr}"));
-        servers::announce("emulator listening on", format!("http://{addr}"));
-        tracing::info!(%addr, %s3_addr, "emulator serving");
-        let result = self
-            .front
-            .serve_until_signal(signal, Duration::from_secs(5))
-            .await;
-        self.s3_store
-            .shutdown_within(Duration::from_secs(5))
-            .await?;
-        result
-    }
-
-    /// Stops the front and the artifact store.
-    pub async fn shutdown(self) -> anyhow::Result<()> {
-        let result = self.front.shutdown().await;
-        self.s3_store.shutdown().await?;
-        result
-    }
-}
-
 /// A secrets file loaded and watched for changes, when one is configured.
 fn load_watched<T: FileContent>(
     file: Option<&WatchedFilePath>,
@@ -282,6 +229,7 @@ struct Configured {
     /// The upstream, unless a test gives its own (then the AWS one is not built).
     upstream: Option<Arc<dyn Upstream>>,
     /// The in-process emulator, with `--upstream emulator`.
+    #[cfg(feature = "emulator")]
     emulator: Option<Arc<Emulator>>,
     /// The SDK configuration the artifact store's client is made from.
     sdk_config: aws_config::SdkConfig,
@@ -301,38 +249,17 @@ impl Configured {
                 });
                 Self {
                     upstream,
+                    #[cfg(feature = "emulator")]
                     emulator: None,
                     sdk_config,
                 }
             }
+            #[cfg(feature = "emulator")]
             UpstreamChoice::Emulator { config, demo_jobs } => {
-                let emulator = Arc::new(Emulator::new(config.clone()));
-                emulator.seed_demo(*demo_jobs);
-                // The artifact store's S3 client signs for the emulator's region.
-                let sdk_config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-                    .region(aws_config::Region::new(EMULATOR_REGION))
-                    .load()
-                    .await;
-                Self {
-                    upstream: Some(emulator.clone() as Arc<dyn Upstream>),
-                    emulator: Some(emulator),
-                    sdk_config,
-                }
+                emulated::in_process(config, *demo_jobs).await
             }
         })
     }
-}
-
-/// The in-process emulator's artifact store, listening on `addr`.
-async fn start_emulator_store(
-    addr: SocketAddr,
-    emulator: &Arc<Emulator>,
-) -> anyhow::Result<Server> {
-    let listener = bind(addr, "the emulator's artifact store").await?;
-    let config = StoreConfig {
-        region: EMULATOR_REGION.to_owned(),
-    };
-    servers::start_s3_store(listener, emulator.clone(), config)
 }
 
 /// Where the artifact client finds the store: the configured endpoint, else the in-process

@@ -14,18 +14,22 @@ use crate::{
     artifacts::ArtifactSettings,
     aws::{SdkSettings, WireProtocol},
     config::{
-        AuthArgs, AwsArgs, AwsProtocol, EmulatorArgs, EngineArgs, FeedArgs, LimitArgs,
-        RateLimitBackend, ServeArgs, UpstreamKind,
+        AuthArgs, AwsArgs, AwsProtocol, FeedArgs, LimitArgs, RateLimitBackend, ServeArgs,
+        UpstreamKind,
     },
+    feed::{FeedConfig, FeedLimits},
+    limits::{Rate, SharedRatesConfig},
+    upstream::Retries,
+};
+#[cfg(feature = "emulator")]
+use crate::{
+    config::{EmulatorArgs, EngineArgs},
     emulator::{
         EmulatorConfig,
         front::{FrontConfig, StaticCredentials},
         s3::StoreConfig,
         store::StoreLimits,
     },
-    feed::{FeedConfig, FeedLimits},
-    limits::{Rate, SharedRatesConfig},
-    upstream::Retries,
 };
 
 /// A secrets file (the token file, the client-token file) and how often it is checked for
@@ -44,12 +48,24 @@ pub enum UpstreamChoice {
     /// The real API through the AWS SDK.
     Aws(SdkSettings),
     /// The in-process emulator, seeded with demo jobs.
+    #[cfg(feature = "emulator")]
     Emulator {
         /// The engine.
         config: EmulatorConfig,
         /// Demo jobs queued at start.
         demo_jobs: usize,
     },
+}
+
+impl UpstreamChoice {
+    /// What the logs call it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Aws(_) => "aws",
+            #[cfg(feature = "emulator")]
+            Self::Emulator { .. } => "emulator",
+        }
+    }
 }
 
 /// How the gateway serves: its upstream, auth, limits, connection management, shutdown.
@@ -79,8 +95,8 @@ pub struct GatewayOptions {
     pub max_message_size: usize,
     /// Calls one client may have in flight at once.
     pub max_concurrent_calls_per_client: u32,
-    /// The memory artifact transfers may hold: (all together, one client's), in bytes.
-    pub artifact_memory: (usize, usize),
+    /// The memory artifact transfers may hold.
+    pub artifact_memory: ArtifactMemoryLimits,
     /// The deadline of a unary call whose caller sets none.
     pub default_deadline: Duration,
     /// How often and for how long an upstream call is tried.
@@ -110,6 +126,15 @@ pub struct JobStreamLimits {
     pub per_client: u32,
 }
 
+/// The memory artifact transfers may hold, in bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct ArtifactMemoryLimits {
+    /// Over all clients.
+    pub gateway: usize,
+    /// Per client.
+    pub per_client: usize,
+}
+
 /// HTTP/2 keepalive pings of every connection.
 #[derive(Debug, Clone, Copy)]
 pub struct Keepalive {
@@ -128,6 +153,7 @@ impl GatewayOptions {
         Ok(Self {
             upstream: match args.upstream {
                 UpstreamKind::Aws => UpstreamChoice::Aws(sdk_settings(&args.aws)),
+                #[cfg(feature = "emulator")]
                 UpstreamKind::Emulator => UpstreamChoice::Emulator {
                     config: emulator_config(&args.engine),
                     demo_jobs: args.engine.demo_jobs,
@@ -155,10 +181,10 @@ impl GatewayOptions {
             max_concurrent_calls: limits.max_concurrent_calls as usize,
             max_message_size: limits.max_message_size as usize,
             max_concurrent_calls_per_client: limits.max_concurrent_calls_per_client,
-            artifact_memory: (
-                args.aws.artifact_memory,
-                args.aws.artifact_memory_per_client,
-            ),
+            artifact_memory: ArtifactMemoryLimits {
+                gateway: args.aws.artifact_memory,
+                per_client: args.aws.artifact_memory_per_client,
+            },
             default_deadline: limits.default_deadline,
             connections: connection_limits(limits, auth),
             http2: http2_settings(limits),
@@ -300,6 +326,7 @@ pub struct Http2Settings {
     pub max_header_list_size: u32,
 }
 
+#[cfg(feature = "emulator")]
 /// What the `emulator` subcommand serves: the engine, and what its front accepts.
 #[derive(Debug, Clone)]
 pub struct EmulatorOptions {
@@ -313,6 +340,7 @@ pub struct EmulatorOptions {
     pub store: StoreConfig,
 }
 
+#[cfg(feature = "emulator")]
 impl EmulatorOptions {
     /// The options `emulator` runs with.
     pub fn from_args(args: &EmulatorArgs) -> Self {
@@ -349,6 +377,7 @@ fn sdk_settings(args: &AwsArgs) -> SdkSettings {
     }
 }
 
+#[cfg(feature = "emulator")]
 fn emulator_config(args: &EngineArgs) -> EmulatorConfig {
     EmulatorConfig {
         account_id: args.account_id.clone(),

@@ -1,21 +1,12 @@
 //! The servers the app runs and how they stop: the [`Server`] handle of each, the shutdown
-//! signal, the metrics HTTP server, and the accept loop of the emulator's HTTP servers (its
-//! AWS front and its S3 artifact store).
+//! signal and the metrics HTTP server.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
-use crate::{
-    emulator::{
-        Emulator,
-        faults::DropConnection,
-        front::{self, FrontConfig},
-        s3::{Store, StoreConfig},
-    },
-    observability::Metrics,
-};
+use crate::observability::Metrics;
 
 /// A running server: its address, and the way to stop it.
 pub struct Server {
@@ -108,100 +99,6 @@ pub(super) fn start_metrics_server(
         }),
     );
     serve_axum(listener, router, local_addr)
-}
-
-/// Starts the emulator's AWS wire-protocol front (with the admin service on the same port).
-pub(super) fn start_emulator_front(
-    listener: TcpListener,
-    emulator: Arc<Emulator>,
-    config: FrontConfig,
-) -> anyhow::Result<Server> {
-    use tower::ServiceExt;
-    let router = front::router(emulator, config);
-    serve_dropping(listener, move |request| {
-        let router = router.clone();
-        async move {
-            router
-                .oneshot(request)
-                .await
-                .unwrap_or_else(|never| match never {})
-        }
-    })
-}
-
-/// Starts the emulator's S3-compatible artifact store, on a listener of its own.
-pub(super) fn start_s3_store(
-    listener: TcpListener,
-    emulator: Arc<Emulator>,
-    config: StoreConfig,
-) -> anyhow::Result<Server> {
-    let store = Store::new(emulator, config);
-    serve_dropping(listener, move |request| {
-        let store = store.clone();
-        async move { store.handle(request).await }
-    })
-}
-
-/// Serves HTTP/1.1 and HTTP/2 connections with `handle`. Its connections are served by hyper
-/// directly, so an injected `drop` fault (a response marked [`DropConnection`]) can close one
-/// without an answer, as a failing network would.
-fn serve_dropping<H, F>(listener: TcpListener, handle: H) -> anyhow::Result<Server>
-where
-    H: Fn(axum::http::Request<hyper::body::Incoming>) -> F + Clone + Send + Sync + 'static,
-    F: std::future::Future<Output = axum::http::Response<axum::body::Body>> + Send + 'static,
-{
-    use hyper_util::{
-        rt::{TokioExecutor, TokioIo},
-        server::{conn::auto, graceful::GracefulShutdown},
-    };
-
-    let local_addr = listener.local_addr()?;
-    let service =
-        hyper::service::service_fn(move |request: axum::http::Request<hyper::body::Incoming>| {
-            let answer = handle(request);
-            async move {
-                let response = answer.await;
-                if response.extensions().get::<DropConnection>().is_some() {
-                    // An error instead of a response makes hyper close the connection unanswered.
-                    return Err(DropConnection);
-                }
-                Ok(response)
-            }
-        });
-    let (shutdown, mut shutdown_requested) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let connections = GracefulShutdown::new();
-        let builder = auto::Builder::new(TokioExecutor::new());
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => {
-                    let stream = match accepted {
-                        Ok((stream, _)) => stream,
-                        Err(error) => {
-                            // Out of file descriptors, say: wait instead of spinning.
-                            tracing::warn!(%error, "accepting a connection failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    };
-                    // Small answers must not wait for Nagle's algorithm.
-                    let _ = stream.set_nodelay(true);
-                    let connection = builder
-                        .serve_connection(TokioIo::new(stream), service.clone())
-                        .into_owned();
-                    let connection = connections.watch(connection);
-                    tokio::spawn(async move {
-                        // A failed connection (a client gone, an injected drop) ends only itself.
-                        let _ = connection.await;
-                    });
-                }
-                _ = &mut shutdown_requested => break,
-            }
-        }
-        connections.shutdown().await;
-        Ok(())
-    });
-    Ok(Server::new(local_addr, shutdown, task))
 }
 
 fn serve_axum(

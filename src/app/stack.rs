@@ -17,17 +17,16 @@ use super::{GatewayOptions, Server, connections};
 use crate::{
     artifacts::Artifacts,
     auth::{Authenticator, ClientTokens, TokenStore},
-    emulator::{Emulator, admin::AdminService},
     feed::{FeedCharges, Feeds},
     limits::{
         ArtifactMemory, ClientConcurrency, ClientLimits, LimitClock, RateLimits, SharedRates,
         UpstreamBudget,
     },
     middleware::{
-        audit_admin::Audited, authenticate::Authenticate,
-        client_concurrency::ClientConcurrencyLayer, deadline::DeadlineLayer, grpc_only::GrpcOnly,
-        instrument::InstrumentLayer, load_shed::LoadShedLayer, message_size::MessageSizeLayer,
-        panic, rate_limit::RateLimitLayer,
+        authenticate::Authenticate, client_concurrency::ClientConcurrencyLayer,
+        deadline::DeadlineLayer, grpc_only::GrpcOnly, instrument::InstrumentLayer,
+        load_shed::LoadShedLayer, message_size::MessageSizeLayer, panic,
+        rate_limit::RateLimitLayer,
     },
     observability::{
         Metrics,
@@ -44,12 +43,18 @@ use crate::{
     service::{JobWorker, StreamLimits},
     upstream::Upstream,
 };
+#[cfg(feature = "emulator")]
+use crate::{
+    emulator::{Emulator, admin::AdminService},
+    middleware::audit_admin::Audited,
+};
 
 /// What the gateway's layers and handlers share, made once for the whole process.
 pub(super) struct Shared {
     /// Where calls go.
     pub upstream: Arc<dyn Upstream>,
     /// The emulator whose admin service is served too (emulator mode only).
+    #[cfg(feature = "emulator")]
     pub admin: Option<Arc<Emulator>>,
     /// The token file in force, if any.
     pub tokens: Option<Arc<TokenStore>>,
@@ -118,9 +123,12 @@ pub(super) async fn start_gateway(
         .layer(CatchPanicLayer::custom(panic::internal_error));
 
     let draining = CancellationToken::new();
+    #[cfg(feature = "emulator")]
     let admin = shared.admin.clone();
     let job_worker = job_worker(options, shared, limits, &draining);
-    let routes = with_job_worker(introspection, job_worker, admin, options.max_message_size);
+    let routes = with_job_worker(introspection, job_worker, options.max_message_size);
+    #[cfg(feature = "emulator")]
+    let routes = with_emulator_admin(routes, admin, options.max_message_size);
     let router = server.add_routes(routes);
 
     let (shutdown, shutdown_requested) = oneshot::channel::<()>();
@@ -168,8 +176,8 @@ fn job_worker(
         retries: options.retries,
         job_owners: Arc::default(),
         artifact_memory: Arc::new(ArtifactMemory::new(
-            options.artifact_memory.0,
-            options.artifact_memory.1,
+            options.artifact_memory.gateway,
+            options.artifact_memory.per_client,
         )),
     }
 }
@@ -290,14 +298,8 @@ fn stream_limits(options: &GatewayOptions, metrics: &Arc<Metrics>) -> Arc<Stream
     ))
 }
 
-/// `routes` and the job-worker services (and, in emulator mode, the emulator's admin service),
-/// each taking messages up to `max_message_size`.
-fn with_job_worker(
-    routes: Routes,
-    job_worker: JobWorker,
-    admin: Option<Arc<Emulator>>,
-    max_message_size: usize,
-) -> Routes {
+/// `routes` and the job-worker services, each taking messages up to `max_message_size`.
+fn with_job_worker(routes: Routes, job_worker: JobWorker, max_message_size: usize) -> Routes {
     let third_party_job_worker = job_worker
         .clone()
         .into_third_party_server()
@@ -309,10 +311,20 @@ fn with_job_worker(
     let job_worker = job_worker
         .into_server()
         .max_decoding_message_size(max_message_size);
-    let routes = routes
+    routes
         .add_service(job_worker)
         .add_service(third_party_job_worker)
-        .add_service(artifact_service);
+        .add_service(artifact_service)
+}
+
+/// `routes` and, in emulator mode, the emulator's admin service (audited), taking messages up
+/// to `max_message_size`.
+#[cfg(feature = "emulator")]
+fn with_emulator_admin(
+    routes: Routes,
+    admin: Option<Arc<Emulator>>,
+    max_message_size: usize,
+) -> Routes {
     match admin {
         Some(emulator) => routes.add_service(Audited::new(
             AdminService::new(emulator)

@@ -11,6 +11,7 @@
 //! before the call reaches the services (for gRPC, a trailers-only status), so it never reaches
 //! the upstream. The panic guard is tower-http's `CatchPanicLayer` with the gateway's answer.
 
+#[cfg(feature = "emulator")]
 pub mod audit_admin;
 pub mod authenticate;
 pub mod client_concurrency;

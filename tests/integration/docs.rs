@@ -12,15 +12,17 @@ use codepipeline_gateway::config::Cli;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-/// Flags of other tools the pages show: cargo, helm, and the bench harness.
+/// Flags of other tools the pages show: cargo, docker, helm, and the bench harness.
 const OTHER_TOOLS_FLAGS: &[&str] = &[
     "--all-targets",
     "--bin",
+    "--build-arg",
     "--check",
     "--create-namespace",
     "--example",
     "--gateway",
     "--locked",
+    "--no-default-features",
     "--only",
     "--release",
     "--set",
