@@ -28,7 +28,7 @@ use crate::{
     domain::{
         AcknowledgeJobInput, AcknowledgeThirdParty, ActionCategory, ActionConfiguration,
         ActionOwner, ActionTypeId, Artifact, EncryptionKey, FailureDetails, GetJobDetailsInput,
-        Job, JobData, JobDetails, JobStatus, PipelineContext, PollForJobsInput,
+        Job, JobData, JobDetails, JobId, JobStatus, PipelineContext, PollForJobsInput,
         PollForThirdPartyJobsInput, PutJobFailureResultInput, PutJobSuccessResultInput, S3Location,
         SessionCredentials, ThirdPartyInput, ThirdPartyJob, ThirdPartyJobDetails,
         ThirdPartySuccess,
@@ -197,11 +197,19 @@ impl AwsUpstream {
             .jobs
             .unwrap_or_default()
             .into_iter()
-            .map(|job| Job {
-                id: job.id.unwrap_or_default(),
-                data: job.data.map(job_data).unwrap_or_default(),
-                nonce: job.nonce.unwrap_or_default(),
-                account_id: job.account_id.unwrap_or_default(),
+            .filter_map(|job| {
+                // A job no worker could name back (its id is not CodePipeline's UUID) cannot
+                // be worked through the gateway: it is left to time out upstream, said once.
+                let Some(id) = job.id.as_deref().and_then(|id| JobId::parse(id).ok()) else {
+                    tracing::warn!(id = ?job.id, "PollForJobs answered a job with a malformed id; skipped");
+                    return None;
+                };
+                Some(Job {
+                    id,
+                    data: job.data.map(job_data).unwrap_or_default(),
+                    nonce: job.nonce.unwrap_or_default(),
+                    account_id: job.account_id.unwrap_or_default(),
+                })
             })
             .collect())
     }
@@ -230,8 +238,13 @@ impl AwsUpstream {
             .await?
             .job_details
             .ok_or_else(|| answered_without("GetJobDetails", "job details"))?;
+        let id = details
+            .id
+            .as_deref()
+            .and_then(|id| JobId::parse(id).ok())
+            .ok_or_else(|| answered_without("GetJobDetails", "a well-formed job id"))?;
         Ok(JobDetails {
-            id: details.id.unwrap_or_default(),
+            id,
             data: details.data.map(job_data).unwrap_or_default(),
             account_id: details.account_id.unwrap_or_default(),
         })

@@ -9,6 +9,8 @@ use std::{
     sync::Mutex,
 };
 
+use crate::domain::JobId;
+
 /// How many copies are remembered: the most recent ones, about 24 bytes each.
 pub const REMEMBERED: usize = 262_144;
 
@@ -37,13 +39,13 @@ impl HandedToStreams {
         }
     }
 
-    fn key(&self, job_id: &str, nonce: &str) -> u64 {
+    fn key(&self, job_id: &JobId, nonce: &str) -> u64 {
         self.hasher.hash_one((job_id, nonce))
     }
 
     /// Remembers that a stream was told `job_id` with `nonce` is its own; the oldest copy is
     /// forgotten once `capacity` are remembered.
-    pub fn insert(&self, job_id: &str, nonce: &str) {
+    pub fn insert(&self, job_id: &JobId, nonce: &str) {
         let key = self.key(job_id, nonce);
         let mut remembered = self.remembered.lock().unwrap_or_else(|p| p.into_inner());
         if !remembered.set.insert(key) {
@@ -58,7 +60,7 @@ impl HandedToStreams {
     }
 
     /// Whether a stream was told `job_id` with `nonce` is its own.
-    pub fn contains(&self, job_id: &str, nonce: &str) -> bool {
+    pub fn contains(&self, job_id: &JobId, nonce: &str) -> bool {
         let key = self.key(job_id, nonce);
         let remembered = self.remembered.lock().unwrap_or_else(|p| p.into_inner());
         remembered.set.contains(&key)
@@ -71,16 +73,17 @@ mod tests {
 
     #[test]
     fn a_copy_is_remembered_by_job_and_nonce_until_capacity_pushes_it_out() {
+        let [j1, j2, j3] = ["j1", "j2", "j3"].map(crate::feed::job_id_named);
         let handed = HandedToStreams::new(2);
-        handed.insert("j1", "n1");
-        assert!(handed.contains("j1", "n1"));
-        assert!(!handed.contains("j1", "n2"), "another copy of the job");
-        assert!(!handed.contains("j2", "n1"));
-        handed.insert("j1", "n1");
-        handed.insert("j2", "n2");
-        assert!(handed.contains("j1", "n1"), "a repeat is not a new entry");
-        handed.insert("j3", "n3");
-        assert!(!handed.contains("j1", "n1"), "the oldest is forgotten");
-        assert!(handed.contains("j2", "n2") && handed.contains("j3", "n3"));
+        handed.insert(&j1, "n1");
+        assert!(handed.contains(&j1, "n1"));
+        assert!(!handed.contains(&j1, "n2"), "another copy of the job");
+        assert!(!handed.contains(&j2, "n1"));
+        handed.insert(&j1, "n1");
+        handed.insert(&j2, "n2");
+        assert!(handed.contains(&j1, "n1"), "a repeat is not a new entry");
+        handed.insert(&j3, "n3");
+        assert!(!handed.contains(&j1, "n1"), "the oldest is forgotten");
+        assert!(handed.contains(&j2, "n2") && handed.contains(&j3, "n3"));
     }
 }

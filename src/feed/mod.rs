@@ -26,7 +26,7 @@ use handed::HandedToStreams;
 pub use state::{AckOutcome, CreditRefusal, FeedEvent, SubscriberId, TakeRefusal};
 
 use crate::{
-    domain::{ActionTypeId, QueryParam, SubscribeInput},
+    domain::{ActionTypeId, JobId, QueryParam, SubscribeInput},
     limits::{ClientLimits, Rate, UpstreamBudget},
     observability::{
         Metrics,
@@ -294,7 +294,7 @@ impl Feeds {
     /// process holds that copy for a stream, or a stream was told it is its own (remembered
     /// after its feed retired, for the last [`handed::REMEMBERED`] such copies). A feed on
     /// another replica cannot know.
-    pub fn holds_for_a_stream(&self, job_id: &str, nonce: &str) -> bool {
+    pub fn holds_for_a_stream(&self, job_id: &JobId, nonce: &str) -> bool {
         self.handed.contains(job_id, nonce)
             || self
                 .all()
@@ -304,7 +304,7 @@ impl Feeds {
 
     /// A unary AcknowledgeJob no feed had a say in was accepted: a copy a feed holds with
     /// another nonce is stale, and is never delivered again.
-    pub fn acknowledged_elsewhere(&self, job_id: &str) {
+    pub fn acknowledged_elsewhere(&self, job_id: &JobId) {
         for feed in self.all() {
             let mut state = feed.lock();
             state.acknowledged_elsewhere(job_id);
@@ -363,12 +363,12 @@ impl Subscription {
 
     /// Takes a job delivered here (or claims back one its client's earlier stream held): the
     /// nonce its acknowledgement goes upstream with, and where the outcome is told.
-    pub fn take(&self, job_id: &str) -> Result<(String, Acknowledger), TakeRefusal> {
+    pub fn take(&self, job_id: &JobId) -> Result<(String, Acknowledger), TakeRefusal> {
         let (nonce, generation) = self.feed.lock().take(self.id, job_id)?;
         Ok((
             nonce,
             Acknowledger {
-                job_id: job_id.to_owned(),
+                job_id: job_id.clone(),
                 generation,
                 feed: self.feed.clone(),
             },
@@ -379,7 +379,7 @@ impl Subscription {
 /// Tells a feed how the acknowledgement of a job taken from it ended, from wherever the
 /// acknowledgement ran. The outcome of a copy the feed no longer holds changes nothing.
 pub struct Acknowledger {
-    job_id: String,
+    job_id: JobId,
     generation: state::Generation,
     feed: Arc<Shared>,
 }
@@ -412,4 +412,27 @@ impl Drop for Subscription {
         self.feed.lock().unsubscribe(self.id, Instant::now());
         self.feed.wake.notify_one();
     }
+}
+
+/// A job id made from a short name (up to 16 bytes), so that tests read as names.
+#[cfg(test)]
+pub(crate) fn job_id_named(name: &str) -> JobId {
+    let digits = format!("{:0>32}", hex::encode(name));
+    assert_eq!(digits.len(), 32, "a test job name of at most 16 bytes");
+    let id = [
+        &digits[..8],
+        &digits[8..12],
+        &digits[12..16],
+        &digits[16..20],
+        &digits[20..],
+    ];
+    JobId::parse(&id.join("-")).expect("a well-formed job id")
+}
+
+/// The name [`job_id_named`] made `id` from.
+#[cfg(test)]
+pub(crate) fn name_of_job(id: &JobId) -> String {
+    let bytes = hex::decode(id.as_str().replace('-', "")).expect("hex digits");
+    let start = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len());
+    String::from_utf8(bytes[start..].to_vec()).expect("a name")
 }

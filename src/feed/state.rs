@@ -44,7 +44,7 @@ use std::{
 use tokio::sync::mpsc;
 use tonic::Status;
 
-use crate::domain::Job;
+use crate::domain::{Job, JobId};
 
 /// A subscriber's number within its feed.
 pub type SubscriberId = u64;
@@ -85,7 +85,7 @@ pub struct Tally {
     /// Jobs acknowledged upstream.
     pub acknowledged: usize,
     /// The copies (job id, nonce) a stream was told are its own.
-    pub handed_to_streams: Vec<(String, String)>,
+    pub handed_to_streams: Vec<(JobId, String)>,
     /// Jobs that left unacknowledged, by reason.
     pub lost: Vec<Lost>,
 }
@@ -224,13 +224,13 @@ pub struct FeedState {
     next_generation: Generation,
     /// The subscriber after which the next delivery looks for credit, for fairness.
     last_served: SubscriberId,
-    entries: HashMap<String, Entry>,
+    entries: HashMap<JobId, Entry>,
     /// The Waiting entries' job ids, oldest first.
-    waiting: VecDeque<String>,
+    waiting: VecDeque<JobId>,
     /// Jobs that left the feed lately, oldest first: a late acknowledgement of one is refused
     /// as what it is (the job is gone, or someone else's), not taken for a protocol violation.
-    ended: VecDeque<String>,
-    ended_jobs: HashMap<String, Ended>,
+    ended: VecDeque<JobId>,
+    ended_jobs: HashMap<JobId, Ended>,
     /// Since when the feed has had no subscriber.
     deserted_since: Option<Instant>,
     tally: Tally,
@@ -396,7 +396,7 @@ impl FeedState {
     }
 
     /// Takes an entry out of the feed: acknowledged (`lost` is `None`), or lost and why.
-    fn remove(&mut self, job_id: &str, lost: Option<Lost>) {
+    fn remove(&mut self, job_id: &JobId, lost: Option<Lost>) {
         let Some(entry) = self.entries.remove(job_id) else {
             return;
         };
@@ -409,7 +409,7 @@ impl FeedState {
                 self.tally.acknowledged += 1;
                 self.tally
                     .handed_to_streams
-                    .push((job_id.to_owned(), entry.job.nonce.clone()));
+                    .push((job_id.clone(), entry.job.nonce.clone()));
             }
         }
         let accepted = lost.is_none();
@@ -417,8 +417,8 @@ impl FeedState {
             nonce: entry.job.nonce,
             accepted,
         };
-        if self.ended_jobs.insert(job_id.to_owned(), ended).is_none() {
-            self.ended.push_back(job_id.to_owned());
+        if self.ended_jobs.insert(job_id.clone(), ended).is_none() {
+            self.ended.push_back(job_id.clone());
         }
         while self.ended.len() > REMEMBERED_ENDED {
             if let Some(oldest) = self.ended.pop_front() {
@@ -514,7 +514,7 @@ impl FeedState {
     pub fn take(
         &mut self,
         id: SubscriberId,
-        job_id: &str,
+        job_id: &JobId,
     ) -> Result<(String, Generation), TakeRefusal> {
         let Some(entry) = self.entries.get_mut(job_id) else {
             return Err(if self.ended_jobs.contains_key(job_id) {
@@ -546,7 +546,7 @@ impl FeedState {
     /// Whether a unary AcknowledgeJob of `job_id` with `nonce` must be refused: the feed holds
     /// that copy of the job (the nonce was learnt from a stream), or a stream was told it is its
     /// own. Forwarded, it would be accepted again upstream, and two workers would run the job.
-    pub fn holds_for_a_stream(&self, job_id: &str, nonce: &str) -> bool {
+    pub fn holds_for_a_stream(&self, job_id: &JobId, nonce: &str) -> bool {
         self.entries
             .get(job_id)
             .is_some_and(|entry| entry.job.nonce == nonce)
@@ -558,7 +558,7 @@ impl FeedState {
 
     /// A unary AcknowledgeJob of `job_id` the feed had no say in was accepted upstream: a copy
     /// the feed holds with another nonce is stale, and is not delivered again.
-    pub fn acknowledged_elsewhere(&mut self, job_id: &str) {
+    pub fn acknowledged_elsewhere(&mut self, job_id: &JobId) {
         if let Some(entry) = self.entries.get(job_id)
             && matches!(
                 entry.state,
@@ -573,7 +573,7 @@ impl FeedState {
     /// its answer was handed to the one who asked (a stream that was already gone was not).
     pub fn acknowledged(
         &mut self,
-        job_id: &str,
+        job_id: &JobId,
         generation: Generation,
         outcome: AckOutcome,
         announced: bool,
@@ -615,7 +615,7 @@ impl FeedState {
                     entry.state = EntryState::Waiting {
                         previous_holder: None,
                     };
-                    self.waiting.push_front(job_id.to_owned());
+                    self.waiting.push_front(job_id.clone());
                 }
             },
         }
@@ -626,7 +626,7 @@ impl FeedState {
         for subscriber in self.subscribers.values() {
             let _ = subscriber.events.send(FeedEvent::Ended(status.clone()));
         }
-        let job_ids: Vec<String> = self.entries.keys().cloned().collect();
+        let job_ids: Vec<JobId> = self.entries.keys().cloned().collect();
         for job_id in job_ids {
             self.remove(&job_id, Some(Lost::FeedEnded));
         }
@@ -634,14 +634,14 @@ impl FeedState {
 
     /// The feed retires: the jobs still here are left to CodePipeline's re-dispatch. Returns
     /// the ids of those whose acknowledgement may have been accepted with nobody told.
-    pub fn retire(&mut self) -> Vec<String> {
-        let unknown: Vec<String> = self
+    pub fn retire(&mut self) -> Vec<JobId> {
+        let unknown: Vec<JobId> = self
             .entries
             .iter()
             .filter(|(_, entry)| entry.maybe_accepted)
             .map(|(job_id, _)| job_id.clone())
             .collect();
-        let job_ids: Vec<String> = self.entries.keys().cloned().collect();
+        let job_ids: Vec<JobId> = self.entries.keys().cloned().collect();
         for job_id in job_ids {
             self.remove(&job_id, Some(Lost::Abandoned));
         }

@@ -294,10 +294,7 @@ impl pb::job_worker_service_server::JobWorkerService for JobWorker {
             self.may_touch_job(&called.caller, &job_id, deadline)
                 .await?;
             // A copy a job stream of this process was given is acknowledged on a stream only.
-            if self
-                .feeds
-                .holds_for_a_stream(job_id.as_str(), input.nonce.as_str())
-            {
+            if self.feeds.holds_for_a_stream(&job_id, input.nonce.as_str()) {
                 return Err(Refusal::HeldByStream {
                     job_id: job_id.to_string(),
                 }
@@ -306,7 +303,7 @@ impl pb::job_worker_service_server::JobWorkerService for JobWorker {
             let result = self.forward(input, deadline).await;
             if result.is_ok() {
                 // A poller's own copy: the one a feed holds, with another nonce, is stale.
-                self.feeds.acknowledged_elsewhere(job_id.as_str());
+                self.feeds.acknowledged_elsewhere(&job_id);
             }
             result
         }

@@ -190,14 +190,14 @@ const REMEMBERED_ACKNOWLEDGEMENTS: usize = 1024;
 /// The answers of a stream's last accepted acknowledgements.
 #[derive(Default)]
 struct RecentlyAccepted {
-    status: HashMap<String, JobStatus>,
-    order: VecDeque<String>,
+    status: HashMap<JobId, JobStatus>,
+    order: VecDeque<JobId>,
 }
 
 impl RecentlyAccepted {
-    fn remember(&mut self, job_id: &str, status: JobStatus) {
-        if self.status.insert(job_id.to_owned(), status).is_none() {
-            self.order.push_back(job_id.to_owned());
+    fn remember(&mut self, job_id: &JobId, status: JobStatus) {
+        if self.status.insert(job_id.clone(), status).is_none() {
+            self.order.push_back(job_id.clone());
         }
         while self.order.len() > REMEMBERED_ACKNOWLEDGEMENTS {
             if let Some(oldest) = self.order.pop_front() {
@@ -350,7 +350,7 @@ impl Session {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .status
-            .get(job_id.as_str())
+            .get(&job_id)
             .copied();
         if let Some(status) = again {
             // Acknowledged on this stream already: the same answer, no upstream call.
@@ -359,7 +359,7 @@ impl Session {
                 .try_send(Ok(accepted(job_id.as_str(), status)));
             return Ok(());
         }
-        let answer = match subscription.take(job_id.as_str()) {
+        let answer = match subscription.take(&job_id) {
             Ok((nonce, acknowledger)) => {
                 let worker = self.worker.clone();
                 let called = Called {
@@ -370,7 +370,7 @@ impl Session {
                 let accepted = self.accepted.clone();
                 self.acknowledgements.spawn(
                     async move {
-                        let job = job_id.to_string();
+                        let job = job_id.clone();
                         let (outcome, answer, status) =
                             send_upstream(&worker, &called, job_id, nonce).await;
                         if let Some(status) = status {

@@ -236,7 +236,7 @@ impl Emulator {
                 let record = &state.jobs[&id];
                 Job {
                     data: self.job_data(&id, record),
-                    id: id.to_string(),
+                    id: id.clone(),
                     nonce: record.nonce.clone().unwrap_or_default(),
                     account_id: self.config.account_id.clone(),
                 }
@@ -286,7 +286,7 @@ impl Emulator {
         let mut state = self.lock();
         let record = find_job(&mut state, &input.job_id)?;
         Ok(JobDetails {
-            id: input.job_id.to_string(),
+            id: input.job_id.clone(),
             data: self.job_data(&input.job_id, record),
             account_id: self.config.account_id.clone(),
         })

@@ -294,7 +294,7 @@ pub struct FailureDetails {
 #[derive(Clone, PartialEq, Eq)]
 pub struct Job {
     /// The job's ID.
-    pub id: String,
+    pub id: JobId,
     /// What the job is about.
     pub data: JobData,
     /// The nonce to acknowledge it with.
@@ -318,7 +318,7 @@ impl fmt::Debug for Job {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobDetails {
     /// The job's ID.
-    pub id: String,
+    pub id: JobId,
     /// What the job is about.
     pub data: JobData,
     /// The AWS account that owns the job.

@@ -82,7 +82,7 @@ impl From<&ActionTypeId> for pb::ActionTypeId {
 impl From<Job> for pb::Job {
     fn from(job: Job) -> Self {
         Self {
-            id: job.id,
+            id: job.id.into(),
             data: Some(job.data.into()),
             nonce: job.nonce,
             account_id: job.account_id,
@@ -93,7 +93,7 @@ impl From<Job> for pb::Job {
 impl From<JobDetails> for pb::JobDetails {
     fn from(details: JobDetails) -> Self {
         Self {
-            id: details.id,
+            id: details.id.into(),
             data: Some(details.data.into()),
             account_id: details.account_id,
         }

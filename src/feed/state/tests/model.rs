@@ -115,18 +115,18 @@ struct UpJob {
 struct Worker {
     stream: Option<(SubscriberId, mpsc::UnboundedReceiver<FeedEvent>)>,
     /// Jobs received and not settled, with the nonce they came with.
-    received: BTreeMap<String, String>,
+    received: BTreeMap<JobId, String>,
     /// Jobs whose acknowledgement's answer it did not get, to acknowledge again.
-    pending: BTreeMap<String, String>,
+    pending: BTreeMap<JobId, String>,
     /// Jobs it was told are its own, InProgress.
-    holding: HashSet<String>,
+    holding: HashSet<JobId>,
 }
 
 #[derive(Debug)]
 struct InFlight {
     worker: usize,
     stream: SubscriberId,
-    job: String,
+    job: JobId,
     nonce: String,
     generation: Generation,
 }
@@ -169,8 +169,13 @@ impl World {
         }
     }
 
-    fn job_id(index: usize) -> String {
-        format!("job-{index}")
+    fn job_id(index: usize) -> JobId {
+        crate::feed::job_id_named(&format!("job-{index}"))
+    }
+
+    fn index_of(job: &JobId) -> usize {
+        let name = crate::feed::name_of_job(job);
+        name["job-".len()..].parse().unwrap()
     }
 
     fn nonce(&mut self) -> u64 {
@@ -179,11 +184,11 @@ impl World {
     }
 
     /// CodePipeline's AcknowledgeJob.
-    fn upstream_acknowledge(&mut self, job: &str, nonce: &str, fault: Fault) -> Answer {
+    fn upstream_acknowledge(&mut self, job: &JobId, nonce: &str, fault: Fault) -> Answer {
         if let Fault::NotSent = fault {
             return Answer::NotSent;
         }
-        let index: usize = job["job-".len()..].parse().unwrap();
+        let index = Self::index_of(job);
         let up = &mut self.upstream[index];
         if up.nonce.to_string() != nonce {
             return Answer::Refused;
@@ -276,8 +281,7 @@ impl World {
                 let held = self.workers[worker].holding.iter().next().cloned();
                 if let Some(job) = held {
                     self.workers[worker].holding.remove(&job);
-                    let index: usize = job["job-".len()..].parse().unwrap();
-                    self.upstream[index].state = UpState::Done;
+                    self.upstream[Self::index_of(&job)].state = UpState::Done;
                 }
             }
         }
@@ -304,7 +308,10 @@ impl World {
                 up.state = UpState::Dispatched;
                 up.nonce = nonce;
                 up.fed = Some(nonce);
-                handed.push(with_nonce(&Self::job_id(index), &nonce.to_string()));
+                handed.push(Job {
+                    id: Self::job_id(index),
+                    ..with_nonce("", &nonce.to_string())
+                });
             }
         }
         self.feed.offer(handed, self.now);
@@ -319,7 +326,7 @@ impl World {
         };
         let stream = *stream;
         let w = &self.workers[worker];
-        let candidates: Vec<String> = w.received.keys().chain(w.pending.keys()).cloned().collect();
+        let candidates: Vec<JobId> = w.received.keys().chain(w.pending.keys()).cloned().collect();
         let Some(job) = candidates.get(pick % candidates.len().max(1)).cloned() else {
             return ControlFlow::Break(());
         };
@@ -406,7 +413,7 @@ impl World {
     /// `Break` when the step ends there, the streams left unread until the next one.
     fn unary_acknowledge(&mut self, worker: usize, pick: usize, fault: Fault) -> ControlFlow<()> {
         let w = &self.workers[worker];
-        let candidates: Vec<(String, String)> = w
+        let candidates: Vec<(JobId, String)> = w
             .received
             .iter()
             .chain(w.pending.iter())
@@ -476,7 +483,7 @@ impl World {
         for subscriber in self.feed.subscribers.values() {
             assert!(subscriber.credit <= subscriber.max);
         }
-        let waiting: HashSet<&String> = self.feed.waiting.iter().collect();
+        let waiting: HashSet<&JobId> = self.feed.waiting.iter().collect();
         assert_eq!(waiting.len(), self.feed.waiting.len(), "a job waits twice");
         for (job, entry) in &self.feed.entries {
             assert_eq!(

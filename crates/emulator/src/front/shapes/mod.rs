@@ -427,7 +427,7 @@ pub struct JobOut {
 impl From<domain::Job> for JobOut {
     fn from(job: domain::Job) -> Self {
         Self {
-            id: job.id,
+            id: job.id.into(),
             data: job.data.into(),
             nonce: job.nonce,
             account_id: job.account_id,
@@ -467,7 +467,7 @@ impl From<domain::JobDetails> for GetJobDetailsOut {
     fn from(details: domain::JobDetails) -> Self {
         Self {
             job_details: JobDetailsOut {
-                id: details.id,
+                id: details.id.into(),
                 data: details.data.into(),
                 account_id: details.account_id,
             },
