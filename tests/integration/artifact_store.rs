@@ -15,7 +15,6 @@ use aws_sdk_s3::{
 use aws_smithy_types::retry::RetryConfig;
 use codepipeline_gateway::{
     app::EmulatorApp,
-    config::Cli,
     pb::{
         emulator::{self as admin_pb, emulator_admin_service_client::EmulatorAdminServiceClient},
         jobworker as pb,
@@ -33,22 +32,7 @@ struct Emulator {
 }
 
 async fn emulator(engine: &[&str]) -> Emulator {
-    let mut flags = vec![
-        "--listen",
-        "127.0.0.1:0",
-        "--s3-listen",
-        "127.0.0.1:0",
-        "--access-key-id",
-        ACCESS_KEY_ID,
-        "--secret-access-key",
-        SECRET_ACCESS_KEY,
-        "--region",
-        REGION,
-    ];
-    flags.extend(engine);
-    let app = EmulatorApp::build(Cli::emulator(&flags).unwrap())
-        .await
-        .expect("the emulator starts");
+    let app = crate::support::emulator_front(engine).await;
     let config = aws_sdk_codepipeline::Config::builder()
         .behavior_version(aws_sdk_codepipeline::config::BehaviorVersion::latest())
         .region(aws_sdk_codepipeline::config::Region::new(REGION))

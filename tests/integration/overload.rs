@@ -1,11 +1,7 @@
 //! Offered load far beyond capacity: the excess is refused at once, memory stays bounded, the
 //! gateway recovers, and a shutdown in the middle of it loses no call it had accepted.
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{process::Stdio, time::Duration};
 
 use codepipeline_gateway::{
     pb::jobworker::{self as pb, job_worker_service_client::JobWorkerServiceClient},
@@ -65,34 +61,32 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[tokio::test]
 async fn load_far_beyond_capacity_is_shed_memory_stays_bounded_and_the_gateway_recovers() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_codepipeline-gateway"))
-        .args(["serve", "--upstream", "emulator", "--listen", "127.0.0.1:0"])
-        .args([
+    let (mut child, addr) = crate::support::start_binary(
+        &[
+            "serve",
+            "--upstream",
+            "emulator",
+            "--listen",
+            "127.0.0.1:0",
             "--metrics-listen",
             "127.0.0.1:0",
             "--demo-jobs",
             "0",
             "--latency",
             "100ms",
-        ])
-        .args([
             "--max-concurrent-calls",
             "64",
             "--rate-limit-per-second",
             "1000000",
-        ])
-        .args(["--rate-limit-burst", "1000000", "--log", "warn"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr: std::net::SocketAddr = BufReader::new(child.stdout.take().unwrap())
-        .lines()
-        .map_while(Result::ok)
-        .find_map(|line| line.strip_prefix("grpc listening on ").map(str::to_owned))
-        .unwrap()
-        .parse()
-        .unwrap();
+            "--rate-limit-burst",
+            "1000000",
+            "--log",
+            "warn",
+        ],
+        Stdio::null(),
+        "grpc listening on ",
+    );
+    let addr: std::net::SocketAddr = addr.parse().unwrap();
     let pid = child.id();
     let clients = connections(addr, 16).await;
     burst(&clients, 16).await;

@@ -8,6 +8,7 @@ use std::{
     time::Duration,
 };
 
+use crate::support::start_binary;
 use codepipeline_gateway::pb::{
     emulator::{CreateJobRequest, emulator_admin_service_client::EmulatorAdminServiceClient},
     jobworker::{self as pb, job_worker_service_client::JobWorkerServiceClient},
@@ -28,26 +29,6 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.child.kill();
     }
-}
-
-/// Runs the binary with `args` until it prints a line starting with `ready`: the child and the
-/// rest of that line.
-fn start_binary(args: &[&str], stderr: Stdio, ready: &str) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_codepipeline-gateway"))
-        .args(args)
-        .env("AWS_ACCESS_KEY_ID", crate::support::ACCESS_KEY_ID)
-        .env("AWS_SECRET_ACCESS_KEY", crate::support::SECRET_ACCESS_KEY)
-        .stdout(Stdio::piped())
-        .stderr(stderr)
-        .spawn()
-        .expect("the binary starts");
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    let rest = stdout
-        .lines()
-        .map_while(Result::ok)
-        .find_map(|line| line.strip_prefix(ready).map(str::to_owned))
-        .expect("the binary says it is ready");
-    (child, rest)
 }
 
 impl Gateway {
@@ -397,12 +378,10 @@ async fn the_most_verbose_logs_of_a_whole_job_lifecycle_hold_no_secret() {
 /// exited (`None` if it is serving) and what it wrote on stderr.
 fn serve_aws(flags: &[&str]) -> (Option<std::process::ExitStatus>, String) {
     use std::io::Read;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_codepipeline-gateway"))
+    let mut child = crate::support::binary()
         .args(["serve", "--upstream", "aws", "--aws-region", "us-east-1"])
         .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
         .args(flags)
-        .env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE000000000")
-        .env("AWS_SECRET_ACCESS_KEY", "not-used-by-this-test")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -9,9 +9,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::support;
 use codepipeline_gateway::{
-    app::{App, EmulatorApp, Seams},
-    config::Cli,
+    app::{App, Seams},
     pb::jobworker::{self as pb, job_worker_service_client::JobWorkerServiceClient},
     upstream::Operation,
 };
@@ -121,14 +121,7 @@ impl Redis {
 
 /// A gateway built from `flags` (on its own in-process emulator unless `flags` say otherwise).
 async fn gateway(flags: &[&str]) -> App {
-    let mut all = vec!["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"];
-    if !flags.contains(&"--upstream") {
-        all.extend(["--upstream", "emulator", "--demo-jobs", "0"]);
-    }
-    all.extend_from_slice(flags);
-    App::build(Cli::serve(&all).unwrap(), Seams::default())
-        .await
-        .expect("the gateway starts")
+    support::app(flags, Seams::default()).await
 }
 
 /// Gateways on the Redis backend, with a client rate of `per_second` and burst `burst`.
@@ -277,66 +270,38 @@ async fn three_gateways_on_one_redis_admit_one_rate_between_them() {
 #[tokio::test]
 async fn three_gateways_on_one_redis_spend_one_upstream_budget_counted_at_the_emulator() {
     let redis = Redis::start().await;
-    let front = EmulatorApp::build(
-        Cli::emulator(&[
-            "--listen",
-            "127.0.0.1:0",
-            "--s3-listen",
-            "127.0.0.1:0",
-            "--demo-jobs",
-            "0",
-            "--access-key-id",
-            "AKIDTEST000000000000",
-            "--secret-access-key",
-            "test-secret-access-key",
-        ])
-        .unwrap(),
-    )
-    .await
-    .unwrap();
-    let endpoint = format!("http://{}", front.addr());
+    let front = support::emulator_front(&["--demo-jobs", "0"]).await;
     let url = redis.url();
-    let flags = [
-        "--upstream",
-        "aws",
-        "--aws-region",
-        "us-east-1",
-        "--aws-endpoint-url",
-        &endpoint,
-        "--aws-max-attempts",
-        "1",
-        "--allow-unauthenticated",
-        "--rate-limit-backend",
-        "redis",
-        "--redis-url",
-        &url,
-        "--rate-limit-per-second",
-        "1000",
-        "--rate-limit-burst",
-        "1000",
-        "--upstream-rate-limit-per-second",
-        "10",
-        "--upstream-rate-limit-burst",
-        "10",
-    ];
-    let credentials = aws_credential_types::provider::SharedCredentialsProvider::new(
-        aws_credential_types::Credentials::new(
-            "AKIDTEST000000000000",
-            "test-secret-access-key",
-            None,
-            None,
-            "test",
-        ),
+    let mut flags: Vec<String> = support::aws_upstream_flags(&front);
+    flags.extend(
+        [
+            "--aws-max-attempts",
+            "1",
+            "--allow-unauthenticated",
+            "--rate-limit-backend",
+            "redis",
+            "--redis-url",
+            &url,
+            "--rate-limit-per-second",
+            "1000",
+            "--rate-limit-burst",
+            "1000",
+            "--upstream-rate-limit-per-second",
+            "10",
+            "--upstream-rate-limit-burst",
+            "10",
+        ]
+        .map(String::from),
     );
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let credentials = support::signing_with(support::SECRET_ACCESS_KEY);
     let mut apps = Vec::new();
     for _ in 0..3 {
         let seams = Seams {
             aws_credentials: Some(credentials.clone()),
             ..Seams::default()
         };
-        let mut all = vec!["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"];
-        all.extend_from_slice(&flags);
-        apps.push(App::build(Cli::serve(&all).unwrap(), seams).await.unwrap());
+        apps.push(support::app(&flags, seams).await);
     }
     for app in &apps {
         wait_for(|| backend_up(app) == Some(1), "the shared limits are up").await;
@@ -620,7 +585,7 @@ async fn a_malformed_redis_url_stops_the_binary_at_start_with_a_clear_error() {
         ("http://127.0.0.1:6379", "redis:// or rediss://"),
         ("redis://no port:x", "--redis-url"),
     ] {
-        let output = Command::new(env!("CARGO_BIN_EXE_codepipeline-gateway"))
+        let output = support::binary()
             .args(["serve", "--upstream", "emulator", "--listen", "127.0.0.1:0"])
             .args([
                 "--metrics-listen",
@@ -635,7 +600,7 @@ async fn a_malformed_redis_url_stops_the_binary_at_start_with_a_clear_error() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(says), "{url}: {stderr}");
     }
-    let output = Command::new(env!("CARGO_BIN_EXE_codepipeline-gateway"))
+    let output = support::binary()
         .args([
             "serve",
             "--upstream",

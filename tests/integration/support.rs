@@ -163,40 +163,13 @@ impl Spawn {
                 if backend == Backend::RealSdkCbor {
                     serve.extend(["--aws-protocol", "cbor"].map(String::from));
                 }
-                let mut front_flags: Vec<String> = [
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--s3-listen",
-                    "127.0.0.1:0",
-                    "--access-key-id",
-                    ACCESS_KEY_ID,
-                    "--secret-access-key",
-                    SECRET_ACCESS_KEY,
-                    "--region",
-                    REGION,
-                ]
-                .map(String::from)
-                .into();
-                front_flags.extend(engine_flags);
-                let front = EmulatorApp::build(parse(&front_flags, Cli::emulator))
-                    .await
-                    .expect("the emulator front starts");
-                let endpoint = format!("http://{}", front.addr());
+                let engine: Vec<&str> = engine_flags.iter().map(String::as_str).collect();
+                let front = emulator_front(&engine).await;
                 if !given("--s3-endpoint-url") {
                     let store = format!("http://{}", front.s3_addr());
                     serve.extend(["--s3-endpoint-url".to_owned(), store]);
                 }
-                serve.extend(
-                    [
-                        "--upstream",
-                        "aws",
-                        "--aws-region",
-                        REGION,
-                        "--aws-endpoint-url",
-                        &endpoint,
-                    ]
-                    .map(String::from),
-                );
+                serve.extend(aws_upstream_flags(&front));
                 for (flag, default) in [
                     ("--aws-connect-timeout", "2s"),
                     ("--aws-operation-timeout", "10s"),
@@ -238,8 +211,94 @@ impl Spawn {
     }
 }
 
+/// The emulator's AWS wire-protocol front and artifact store, on free ports, checking the test
+/// credentials; `engine` are flags of its job engine.
+pub async fn emulator_front(engine: &[&str]) -> EmulatorApp {
+    let mut flags = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--s3-listen",
+        "127.0.0.1:0",
+        "--access-key-id",
+        ACCESS_KEY_ID,
+        "--secret-access-key",
+        SECRET_ACCESS_KEY,
+        "--region",
+        REGION,
+    ];
+    flags.extend(engine);
+    EmulatorApp::build(Cli::emulator(&flags).unwrap_or_else(|e| panic!("bad test flags: {e}")))
+        .await
+        .expect("the emulator front starts")
+}
+
+/// The `serve` flags of a gateway whose `aws` upstream is `front`.
+pub fn aws_upstream_flags(front: &EmulatorApp) -> Vec<String> {
+    let endpoint = format!("http://{}", front.addr());
+    [
+        "--upstream",
+        "aws",
+        "--aws-region",
+        REGION,
+        "--aws-endpoint-url",
+        &endpoint,
+    ]
+    .map(String::from)
+    .into()
+}
+
+/// A gateway app built from `flags` as `main` builds it, listening on free ports: on its own
+/// in-process emulator (with no demo jobs) unless `flags` name an upstream. For tests that need
+/// the [`App`] itself rather than a [`TestGateway`].
+pub async fn app(flags: &[&str], seams: Seams) -> App {
+    let mut all = vec!["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"];
+    if !flags.contains(&"--upstream") {
+        all.extend(["--upstream", "emulator", "--demo-jobs", "0"]);
+    }
+    all.extend_from_slice(flags);
+    App::build(
+        Cli::serve(&all).unwrap_or_else(|e| panic!("bad test flags: {e}")),
+        seams,
+    )
+    .await
+    .expect("the gateway starts")
+}
+
+/// The gateway binary, with the test credentials in its environment (for an `aws` upstream on
+/// an emulator front).
+pub fn binary() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_codepipeline-gateway"));
+    command
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY);
+    command
+}
+
+/// Runs the binary with `args` until it prints a line starting with `ready`: the child and the
+/// rest of that line.
+pub fn start_binary(
+    args: &[&str],
+    stderr: std::process::Stdio,
+    ready: &str,
+) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = binary()
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .expect("the binary starts");
+    let stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
+    let rest = stdout
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| line.strip_prefix(ready).map(str::to_owned))
+        .expect("the binary says it is ready");
+    (child, rest)
+}
+
 /// The emulator's key ID with this secret.
-fn signing_with(secret: &str) -> SharedCredentialsProvider {
+pub fn signing_with(secret: &str) -> SharedCredentialsProvider {
     SharedCredentialsProvider::new(Credentials::new(ACCESS_KEY_ID, secret, None, None, "test"))
 }
 
