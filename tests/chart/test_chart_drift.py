@@ -192,6 +192,37 @@ def test_defaults_quoted_in_values_comments_are_the_binary_s() -> None:
     assert quoted >= 8
 
 
+def test_every_serve_flag_has_a_chart_value() -> None:
+    """Each variable `serve --help` lists is one the chart's templates set, from a value or from
+    the pod (listeners, mounted files, the Redis URL's Secret): no flag is reachable only through
+    `extraEnv`."""
+    templates = "".join(path.read_text() for path in (CHART_DIR / "templates").iterdir() if path.is_file())
+    missing = sorted(env for env in serve_env_names() if env not in templates)
+    assert missing == [], f"no chart value sets {missing}"
+
+
+def test_every_knob_set_in_the_tuned_value_set_reaches_the_container() -> None:
+    """tests/chart/values/tuned.yaml sets knobs away from the binary's defaults: each documented
+    value it sets arrives as the variable its documentation names, with that value."""
+    tuned = load_value_set("tuned")
+    env = render_value_set("tuned").container_env()
+    documented = dict(chart_readme.documented_keys((CHART_DIR / "values.yaml").read_text()))
+    defaults = {flag["env"]: flag.get("default") for flag in serve_flags() if "env" in flag}
+    checked = 0
+    for section, knobs in tuned.items():
+        if not isinstance(knobs, dict):
+            continue
+        for key, value in knobs.items():
+            names = set(re.findall(r"`(CPGW_[A-Z0-9_]+)`", documented.get(f"{section}.{key}", "")))
+            if len(names) != 1:
+                continue
+            (name,) = names
+            assert env.get(name) == str(value), f"{section}.{key}: {name}={env.get(name)!r}, not {value!r}"
+            assert defaults.get(name) != str(value), f"{section}.{key} is the default: it proves nothing"
+            checked += 1
+    assert checked >= 25, checked
+
+
 def test_metrics_port_default_matches_the_binary() -> None:
     defaults = serve_defaults()
     values = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
