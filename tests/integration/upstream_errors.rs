@@ -297,3 +297,100 @@ async fn a_gateway_without_aws_credentials_answers_internal_not_unauthenticated(
     assert_eq!(gw.emulator.total_calls(), 0);
     gw.stop().await;
 }
+
+/// An AWS endpoint of this test's own that answers each operation with its canned body
+/// (awsJson1_1), and tells which operations it was called for.
+async fn canned_aws(
+    answers: &'static [(&'static str, &'static str)],
+) -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    use axum::{http::HeaderMap, routing::post};
+    let (called, calls) = tokio::sync::mpsc::unbounded_channel();
+    let router = axum::Router::new().route(
+        "/",
+        post(move |headers: HeaderMap| {
+            let operation = headers
+                .get("x-amz-target")
+                .and_then(|value| value.to_str().ok())
+                .and_then(|target| target.strip_prefix("CodePipeline_20150709."))
+                .unwrap_or_default()
+                .to_owned();
+            let body = answers
+                .iter()
+                .find_map(|(name, body)| (*name == operation).then_some(*body))
+                .unwrap_or("{}");
+            let _ = called.send(operation);
+            async move { ([("content-type", "application/x-amz-json-1.1")], body) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (url, calls)
+}
+
+#[tokio::test]
+async fn a_job_id_from_aws_that_is_not_codepipelines_never_reaches_a_worker() {
+    const GOOD: &str = "0123abcd-0000-4000-8000-000000000001";
+    let (endpoint, mut calls) = canned_aws(&[
+        (
+            "PollForJobs",
+            r#"{"jobs":[
+                {"id":"not-a-uuid","nonce":"1","accountId":"123456789012","data":{}},
+                {"id":"0123abcd-0000-4000-8000-000000000001","nonce":"2","accountId":"123456789012","data":{}}
+            ]}"#,
+        ),
+        (
+            "GetJobDetails",
+            r#"{"jobDetails":{"id":"NOT-A-UUID","accountId":"123456789012","data":{}}}"#,
+        ),
+    ])
+    .await;
+    let seams = codepipeline_gateway::app::Seams {
+        aws_credentials: Some(crate::support::signing_with(
+            crate::support::SECRET_ACCESS_KEY,
+        )),
+        ..Default::default()
+    };
+    let app = crate::support::app(
+        &[
+            "--upstream",
+            "aws",
+            "--aws-region",
+            "us-east-1",
+            "--aws-endpoint-url",
+            &endpoint,
+            "--aws-max-attempts",
+            "1",
+            "--allow-unauthenticated",
+        ],
+        seams,
+    )
+    .await;
+    let mut client = pb::job_worker_service_client::JobWorkerServiceClient::new(
+        crate::support::connect(app.grpc_addr()).await,
+    );
+    let jobs = client
+        .poll_for_jobs(pb::PollForJobsRequest {
+            action_type_id: Some(crate::support::demo_action_type()),
+            max_batch_size: Some(10),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    let ids: Vec<&str> = jobs.iter().map(|job| job.id.as_str()).collect();
+    assert_eq!(ids, [GOOD], "only the job a worker can name back");
+    assert_eq!(calls.recv().await.unwrap(), "PollForJobs");
+
+    // Details naming a malformed id are the upstream's fault, not the caller's.
+    let status = client
+        .get_job_details(pb::GetJobDetailsRequest {
+            job_id: GOOD.to_owned(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    assert_eq!(calls.recv().await.unwrap(), "GetJobDetails");
+    app.shutdown().await.unwrap();
+}
