@@ -1,5 +1,5 @@
 //! Builds and runs what a subcommand serves, from its command line: [`App`] for `serve` (the gRPC
-//! gateway behind its middleware stack, and the metrics endpoint) and [`EmulatorApp`] for
+//! gateway behind its middleware stack, and the metrics endpoint) and `EmulatorApp` for
 //! `emulator` (the emulator's AWS wire-protocol front). `main` and the tests build them the same
 //! way; tests bind port 0 and read the real addresses back.
 //!

@@ -298,16 +298,17 @@ async fn a_gateway_without_aws_credentials_answers_internal_not_unauthenticated(
     gw.stop().await;
 }
 
-/// An AWS endpoint of this test's own that answers each operation with its canned body
-/// (awsJson1_1), and tells which operations it was called for.
+/// An AWS endpoint of this test's own: each call is answered with the body of the first
+/// `(operation, in the request, answer)` whose operation it is and whose request holds the text
+/// (awsJson1_1); every call's operation is told to `calls`.
 async fn canned_aws(
-    answers: &'static [(&'static str, &'static str)],
+    answers: &'static [(&'static str, &'static str, &'static str)],
 ) -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
     use axum::{http::HeaderMap, routing::post};
     let (called, calls) = tokio::sync::mpsc::unbounded_channel();
     let router = axum::Router::new().route(
         "/",
-        post(move |headers: HeaderMap| {
+        post(move |headers: HeaderMap, request: String| {
             let operation = headers
                 .get("x-amz-target")
                 .and_then(|value| value.to_str().ok())
@@ -316,8 +317,8 @@ async fn canned_aws(
                 .to_owned();
             let body = answers
                 .iter()
-                .find_map(|(name, body)| (*name == operation).then_some(*body))
-                .unwrap_or("{}");
+                .find(|(name, holds, _)| *name == operation && request.contains(holds))
+                .map_or("{}", |(_, _, body)| *body);
             let _ = called.send(operation);
             async move { ([("content-type", "application/x-amz-json-1.1")], body) }
         }),
@@ -331,9 +332,11 @@ async fn canned_aws(
 #[tokio::test]
 async fn a_job_id_from_aws_that_is_not_codepipelines_never_reaches_a_worker() {
     const GOOD: &str = "0123abcd-0000-4000-8000-000000000001";
+    const OTHER: &str = "0123abcd-0000-4000-8000-000000000002";
     let (endpoint, mut calls) = canned_aws(&[
         (
             "PollForJobs",
+            "",
             r#"{"jobs":[
                 {"id":"not-a-uuid","nonce":"1","accountId":"123456789012","data":{}},
                 {"id":"0123abcd-0000-4000-8000-000000000001","nonce":"2","accountId":"123456789012","data":{}}
@@ -341,7 +344,13 @@ async fn a_job_id_from_aws_that_is_not_codepipelines_never_reaches_a_worker() {
         ),
         (
             "GetJobDetails",
+            GOOD,
             r#"{"jobDetails":{"id":"NOT-A-UUID","accountId":"123456789012","data":{}}}"#,
+        ),
+        (
+            "GetJobDetails",
+            OTHER,
+            r#"{"jobDetails":{"id":"0123abcd-0000-4000-8000-000000000002","accountId":"123456789012","data":{}}}"#,
         ),
     ])
     .await;
@@ -392,5 +401,14 @@ async fn a_job_id_from_aws_that_is_not_codepipelines_never_reaches_a_worker() {
         .unwrap_err();
     assert_eq!(status.code(), Code::Internal, "{status:?}");
     assert_eq!(calls.recv().await.unwrap(), "GetJobDetails");
+    // The control: the same shape with a well-formed id is answered.
+    let details = client
+        .get_job_details(pb::GetJobDetailsRequest {
+            job_id: OTHER.to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(details.job_details.unwrap().id, OTHER);
     app.shutdown().await.unwrap();
 }

@@ -235,3 +235,11 @@ An IntOrString value: a count as an integer, a percentage ("50%") as a quoted st
 {{- define "cpgw.intOrPercent" -}}
 {{- if kindIs "string" . }}{{ . | quote }}{{ else }}{{ int64 . }}{{ end }}
 {{- end }}
+
+{{/*
+A size value as the gateway reads it: a string as written (`8MiB`), a number as an integer (a
+YAML number reaches the template as a float, which `quote` would print as `1.6e+08`).
+*/}}
+{{- define "cpgw.size" -}}
+{{- if kindIs "string" . }}{{ . | quote }}{{ else }}{{ int64 . | toString | quote }}{{ end }}
+{{- end }}
