@@ -35,6 +35,32 @@ pub enum Command {
     /// shares the port.
     #[cfg(feature = "emulator")]
     Emulator(Box<EmulatorArgs>),
+    /// Bearer tokens for the token file.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// `token` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a new random token, then the token file entry (its SHA-256 digest and what it may
+    /// call) to add for it. The token is shown only here: the file keeps the digest.
+    New(NewTokenArgs),
+}
+
+/// `token new` settings.
+#[derive(Debug, Args)]
+pub struct NewTokenArgs {
+    /// The client id: what metrics, logs and the audit trail name.
+    #[arg(long)]
+    pub client_id: String,
+    /// A method the client may call (`PollForJobs`, a full name, or `*`); repeat for several.
+    #[arg(long = "rpc", required = true)]
+    pub rpcs: Vec<String>,
+    /// An action type the client may work (`category/owner/provider/version`, `*` in any
+    /// segment); repeat for several. None: every action type.
+    #[arg(long = "action-type")]
+    pub action_types: Vec<String>,
 }
 
 /// Logging settings.
@@ -561,8 +587,7 @@ impl Cli {
     pub fn serve(flags: &[&str]) -> Result<ServeArgs, clap::Error> {
         match Self::try_parse_from(["codepipeline-gateway", "serve"].iter().chain(flags))?.command {
             Command::Serve(args) => Ok(*args),
-            #[cfg(feature = "emulator")]
-            Command::Emulator(_) => unreachable!("the subcommand parsed is serve"),
+            _ => unreachable!("the subcommand parsed is serve"),
         }
     }
 
@@ -573,7 +598,7 @@ impl Cli {
             .command
         {
             Command::Emulator(args) => Ok(*args),
-            Command::Serve(_) => unreachable!("the subcommand parsed is emulator"),
+            _ => unreachable!("the subcommand parsed is emulator"),
         }
     }
 }
@@ -598,10 +623,14 @@ mod tests {
     }
 
     #[test]
-    fn every_flag_has_an_environment_variable() {
+    fn every_flag_of_what_serves_has_an_environment_variable() {
         use clap::CommandFactory;
         let cli = Cli::command();
-        for sub in cli.get_subcommands() {
+        // `token new` is run by hand once; what serves is configured in a pod's environment.
+        for sub in cli
+            .get_subcommands()
+            .filter(|sub| sub.get_name() != "token")
+        {
             for arg in sub.get_arguments() {
                 let id = arg.get_id().as_str();
                 if id == "help" || id == "version" {

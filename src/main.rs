@@ -4,13 +4,28 @@
 use clap::Parser;
 use codepipeline_gateway::{
     app::{App, Seams, ShutdownSignal},
-    config::{Cli, Command},
+    auth::new_token::NewClient,
+    config::{Cli, Command, TokenCommand},
     observability::{logs, traces},
 };
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Token(TokenCommand::New(args)) = &cli.command {
+        // Nothing is logged: the token goes to stdout only.
+        let new = NewClient {
+            id: args.client_id.clone(),
+            rpcs: args.rpcs.clone(),
+            action_types: args.action_types.clone(),
+        }
+        .token()?;
+        println!(
+            "{}\n\n# The token file entry for it:\n{}",
+            new.token, new.entry
+        );
+        return Ok(());
+    }
     logs::init(
         &cli.log.log,
         cli.log.log_format,
@@ -32,6 +47,7 @@ async fn main() -> anyhow::Result<()> {
                 .run_until(signal)
                 .await
         }
+        Command::Token(_) => unreachable!("answered before logging starts"),
     };
     traces::shutdown();
     served

@@ -9,6 +9,7 @@
 
 mod certificate;
 pub mod client_tokens;
+pub mod new_token;
 pub mod scope;
 pub mod token_file;
 pub mod watched_file;

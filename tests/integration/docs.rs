@@ -149,21 +149,20 @@ fn every_relative_link_reaches_a_file_and_its_heading() {
     assert!(broken.is_empty(), "broken links: {broken:#?}");
 }
 
-/// Every long flag of the binary: its subcommands' and the global ones.
+/// Every long flag of the binary: its subcommands' (nested ones too) and the global ones.
 fn binary_flags() -> BTreeSet<String> {
-    let command = Cli::command();
-    let mut flags = BTreeSet::from(["--help".to_owned()]);
-    for args in std::iter::once(command.get_arguments().collect::<Vec<_>>()).chain(
-        command
-            .get_subcommands()
-            .map(|sub| sub.get_arguments().collect::<Vec<_>>()),
-    ) {
-        for arg in args {
+    fn collect(command: &clap::Command, flags: &mut BTreeSet<String>) {
+        for arg in command.get_arguments() {
             if let Some(long) = arg.get_long() {
                 flags.insert(format!("--{long}"));
             }
         }
+        for sub in command.get_subcommands() {
+            collect(sub, flags);
+        }
     }
+    let mut flags = BTreeSet::from(["--help".to_owned()]);
+    collect(&Cli::command(), &mut flags);
     flags
 }
 

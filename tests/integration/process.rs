@@ -797,3 +797,88 @@ async fn transfer_artifacts(
         String::from_utf8(output).unwrap(),
     ]
 }
+
+#[tokio::test]
+async fn token_new_prints_a_token_and_the_entry_that_lets_exactly_it_in() {
+    let output = crate::support::binary()
+        .args([
+            "token",
+            "new",
+            "--client-id",
+            "team-a",
+            "--rpc",
+            "PollForJobs",
+        ])
+        .args(["--action-type", "Build/Custom/DemoBuilder/*"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert!(output.stderr.is_empty(), "nothing logged: {output:?}");
+    let printed = String::from_utf8(output.stdout).unwrap();
+    let (token, entry) = printed
+        .split_once("\n\n")
+        .expect("the token, then the entry");
+    assert!(!entry.contains(token), "the entry holds the digest only");
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("tokens.toml");
+    std::fs::write(&token_file, entry).unwrap();
+    let mut gateway = Gateway::start(
+        &["--token-file", token_file.to_str().unwrap()],
+        Stdio::null(),
+    );
+    let mut client = JobWorkerServiceClient::new(gateway.channel().await);
+    let poll = |action_type: pb::ActionTypeId| pb::PollForJobsRequest {
+        action_type_id: Some(action_type),
+        max_batch_size: Some(1),
+        query_param: Default::default(),
+    };
+    let demo = crate::support::demo_action_type();
+    client
+        .poll_for_jobs(with_token(poll(demo.clone()), token))
+        .await
+        .expect("the new token polls its action type");
+    let other = client
+        .poll_for_jobs(with_token(poll(demo.clone()), "cpgw_not-the-token"))
+        .await
+        .unwrap_err();
+    assert_eq!(other.code(), tonic::Code::Unauthenticated);
+    let not_granted = client
+        .acknowledge_job(with_token(
+            pb::AcknowledgeJobRequest {
+                job_id: "00000000-0000-4000-8000-000000000000".to_owned(),
+                nonce: "1".to_owned(),
+            },
+            token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        not_granted.code(),
+        tonic::Code::PermissionDenied,
+        "only the RPCs given"
+    );
+    let out_of_scope = client
+        .poll_for_jobs(with_token(
+            poll(pb::ActionTypeId {
+                provider: "Other".to_owned(),
+                ..demo
+            }),
+            token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        out_of_scope.code(),
+        tonic::Code::PermissionDenied,
+        "only its action types"
+    );
+    gateway.terminate();
+    assert!(gateway.exit_status(Duration::from_secs(10)).await.success());
+
+    let refused = crate::support::binary()
+        .args(["token", "new", "--client-id", "x", "--rpc", "PollForJob"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("\"PollForJob\""));
+}
