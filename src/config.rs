@@ -38,6 +38,28 @@ pub enum Command {
     /// Bearer tokens for the token file.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The configuration, checked.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// `config` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Read everything `serve` would (flags, environment, the token, client-token and TLS files)
+    /// and say what is wrong; serves nothing. Exits 1 when something is.
+    Check(Box<CheckArgs>),
+}
+
+/// `config check` settings: `serve`'s, and whether to reach what it would talk to.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Also reach Redis, the CodePipeline endpoint and the OTLP collector, once each.
+    #[arg(long)]
+    pub reach: bool,
+    /// What `serve` would run with.
+    #[command(flatten)]
+    pub serve: ServeArgs,
 }
 
 /// `token` subcommands.

@@ -3,9 +3,9 @@
 
 use clap::Parser;
 use codepipeline_gateway::{
-    app::{App, Seams, ShutdownSignal},
+    app::{App, Seams, ShutdownSignal, config_check},
     auth::new_token::NewClient,
-    config::{Cli, Command, TokenCommand},
+    config::{Cli, Command, ConfigCommand, TokenCommand},
     observability::{logs, traces},
 };
 
@@ -48,6 +48,24 @@ async fn main() -> anyhow::Result<()> {
                 .await
         }
         Command::Token(_) => unreachable!("answered before logging starts"),
+        Command::Config(ConfigCommand::Check(args)) => {
+            let checked =
+                config_check(&args.serve, cli.trace.settings().as_ref(), args.reach).await;
+            let failed = checked
+                .iter()
+                .filter(|check| check.outcome.is_err())
+                .count();
+            for check in &checked {
+                match &check.outcome {
+                    Ok(found) => println!("ok    {}: {found}", check.what),
+                    Err(wrong) => println!("FAIL  {}: {wrong}", check.what),
+                }
+            }
+            if failed > 0 {
+                anyhow::bail!("{failed} of {} checks failed", checked.len());
+            }
+            Ok(())
+        }
     };
     traces::shutdown();
     served

@@ -7,9 +7,11 @@
 //! - [`stack`]: the services and the one middleware stack;
 //! - [`servers`]: the server handles, shutdown, the metrics server;
 //! - `emulated`: the emulator's servers and the in-process emulator (the `emulator` feature);
+//! - `check`: `config check`, what `serve` would read, read without serving;
 //! - [`connections`]: the gRPC port's accepted connections, their cap and timers;
 //! - [`tls`]: TLS files for the gRPC port.
 
+mod check;
 pub mod connections;
 #[cfg(feature = "emulator")]
 mod emulated;
@@ -24,6 +26,7 @@ use anyhow::Context;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use tokio::net::TcpListener;
 
+pub use check::{Checked, config_check};
 #[cfg(feature = "emulator")]
 pub use emulated::EmulatorApp;
 #[cfg(feature = "emulator")]

@@ -882,3 +882,77 @@ async fn token_new_prints_a_token_and_the_entry_that_lets_exactly_it_in() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("\"PollForJob\""));
 }
+
+#[tokio::test]
+async fn config_check_reads_what_serve_would_and_says_what_is_wrong_without_serving() {
+    let check = |args: &[&str]| {
+        let output = crate::support::binary()
+            .args(["config", "check"])
+            .args(args)
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8(output.stdout).unwrap(),
+        )
+    };
+    let front = crate::support::emulator_front(&[]).await;
+    let endpoint = format!("http://{}", front.addr());
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("tokens.toml");
+    std::fs::write(
+        &good,
+        "[[clients]]\nid = \"ops\"\ntoken_sha256 = \"".to_owned()
+            + &"ab".repeat(32)
+            + "\"\nallowed_rpcs = [\"*\"]\n",
+    )
+    .unwrap();
+    let aws = ["--upstream", "aws", "--aws-region", "us-east-1"];
+    let (ok, said) = check(
+        &[
+            &aws[..],
+            &[
+                "--aws-endpoint-url",
+                &endpoint,
+                "--token-file",
+                good.to_str().unwrap(),
+                "--reach",
+            ],
+        ]
+        .concat(),
+    );
+    assert!(ok, "{said}");
+    assert!(said.contains("ok    token file: 1 clients"), "{said}");
+    assert!(said.contains("ok    CodePipeline endpoint"), "{said}");
+
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(&broken, "clients = [\n").unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (ok, said) = check(
+        &[
+            &aws[..],
+            &[
+                "--aws-endpoint-url",
+                &format!("http://{closed}"),
+                "--token-file",
+                broken.to_str().unwrap(),
+                "--reach",
+            ],
+        ]
+        .concat(),
+    );
+    assert!(!ok, "{said}");
+    assert!(said.contains("FAIL  token file"), "{said}");
+    assert!(said.contains("FAIL  CodePipeline endpoint"), "{said}");
+
+    let (ok, said) = check(&aws);
+    assert!(
+        !ok && said.contains("FAIL  flags: refusing to forward to AWS"),
+        "{said}"
+    );
+    front.shutdown().await.unwrap();
+}
