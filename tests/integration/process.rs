@@ -956,3 +956,20 @@ async fn config_check_reads_what_serve_would_and_says_what_is_wrong_without_serv
     );
     front.shutdown().await.unwrap();
 }
+
+#[test]
+fn completions_and_the_man_page_are_generated_from_the_command_line() {
+    let run = |args: &[&str]| {
+        let output = crate::support::binary().args(args).output().unwrap();
+        assert!(output.status.success(), "{args:?}: {output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let bash = run(&["completions", "bash"]);
+    for word in ["serve", "emulator", "token", "--upstream", "--token-file"] {
+        assert!(bash.contains(word), "bash completions name {word}");
+    }
+    assert!(run(&["completions", "zsh"]).contains("#compdef codepipeline-gateway"));
+    let man = run(&["man"]);
+    assert!(man.contains(".TH codepipeline-gateway 1"), "{man}");
+    assert!(man.contains("serve") && man.contains("config"), "{man}");
+}
