@@ -678,8 +678,19 @@ class Worker:
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout)
     worker = Worker()
+    # A signal handler runs on the main thread between two bytecodes, possibly inside
+    # `Event.wait` while it holds the event's lock: calling `stop()` there (which sets that event)
+    # could deadlock. The handler only puts to a SimpleQueue, which is safe there; a thread of
+    # its own stops the worker.
+    signalled: queue.SimpleQueue = queue.SimpleQueue()
+
+    def stop_when_signalled() -> None:
+        signalled.get()
+        worker.stop()
+
+    threading.Thread(target=stop_when_signalled, name="signals", daemon=True).start()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: worker.stop())
+        signal.signal(signum, lambda *_: signalled.put(None))
     try:
         return worker.run()
     finally:
